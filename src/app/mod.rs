@@ -1,0 +1,119 @@
+//! The application: use cases that compose storage, snapshots and events, and the state they
+//! share. Every mutation runs on the single writer ([`state::WriterState`]); reads run on the
+//! read pool. gRPC handlers in [`crate::service`] are thin wrappers over these functions.
+
+mod bootstrap;
+pub mod entities;
+pub mod maintenance;
+pub mod reads;
+pub mod restore;
+pub mod snapshots;
+pub mod state;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::EventHub;
+use crate::snapshot::SnapshotStore;
+use crate::storage::pool::ReadPool;
+use crate::storage::writer::Writer;
+
+pub use state::WriterState;
+pub use status::{SnapshotHealth, StorageStatus};
+
+/// Who is asking, for idempotency, events, logs and deadlines.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCtx {
+    /// AIP-155 idempotency key (the request's `request_id` field).
+    pub idempotency_key: Option<String>,
+    /// BLAKE3 of the encoded request: a reused idempotency key with a different request is an error.
+    pub request_fingerprint: String,
+    /// Correlation id recorded in events: the request_id field, else x-request-id.
+    pub request_id: Option<String>,
+    /// Full RPC path, e.g. "/lnrs.v1.EntityService/DeleteMeasure".
+    pub rpc: String,
+    /// The caller's deadline: a write still queued when it passes is not executed.
+    pub deadline: Option<Instant>,
+}
+
+/// A mutation result, possibly replayed from the request log (AIP-155).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replayable<T> {
+    pub value: T,
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// State shared by the async side and the writer thread.
+pub struct Shared {
+    pub config: Config,
+    pub db_path: PathBuf,
+    pub reads: Arc<ReadPool>,
+    pub hub: Arc<EventHub>,
+    store: RwLock<Option<Arc<SnapshotStore>>>,
+    pub status: StorageStatus,
+    pub restoring: AtomicBool,
+    pub duckdb_version: String,
+}
+
+impl Shared {
+    /// The snapshot store, if it could be opened.
+    pub fn store(&self) -> Result<Arc<SnapshotStore>, Error> {
+        self.store.read().clone().ok_or_else(|| {
+            Error::SnapshotStoreUnavailable(self.status.get().reason.unwrap_or_default())
+        })
+    }
+
+    pub(crate) fn set_store(&self, store: Arc<SnapshotStore>) {
+        *self.store.write() = Some(store);
+    }
+
+    pub fn restore_in_progress(&self) -> bool {
+        self.restoring.load(Ordering::Acquire)
+    }
+}
+
+/// The running application: shared state plus the writer.
+#[derive(Clone)]
+pub struct App {
+    pub shared: Arc<Shared>,
+    pub writer: Writer<WriterState>,
+}
+
+impl App {
+    /// Opens (or creates, with the reference dataset) the database under `config.data_dir`,
+    /// recovers from any interrupted restore, opens the snapshot store and starts the writer.
+    pub fn open(config: Config) -> Result<App, Error> {
+        bootstrap::open(config)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Runs a job on the writer for the request `ctx`.
+    pub async fn write<T, F>(&self, ctx: &RequestCtx, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriterState) -> Result<T, Error> + Send + 'static,
+    {
+        self.writer.run(ctx.deadline, f).await
+    }
+
+    /// Stops the writer after the jobs already queued, and closes the database.
+    pub fn close(self) {
+        let App { shared, writer } = self;
+        shared.hub.shut_down();
+        if let Some(mut st) = writer.shutdown() {
+            st.close();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Read use cases, served from the read pool (never the writer): get, list, delete-impact
+//! previews, lookups, links, and pages of the event log.
+
+use std::sync::Arc;
+
+use super::entities::DeleteTarget;
+use super::App;
+use crate::domain::{EntityKind, Key, Link, Record, Value};
+use crate::error::Error;
+use crate::events::{log as event_log, Event, EventError, EventFilter};
+use crate::storage::cascade::{self, TableImpact};
+use crate::storage::entities::{self, ListQuery, Page};
+use crate::storage::links::{self, LinkQuery};
+use crate::storage::StorageError;
+
+/// A page of the event log.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<Arc<Event>>,
+    pub next_start_after: u64,
+    pub head: u64,
+    pub first: u64,
+}
+
+impl App {
+    /// One entity, or NotFound.
+    pub async fn get_entity(&self, kind: EntityKind, key: Key) -> Result<Record, Error> {
+        self.shared
+            .reads
+            .read(move |conn| {
+                entities::get(conn, kind, &key)?.ok_or_else(|| {
+                    Error::from(StorageError::NotFound {
+                        table: kind.def().table,
+                        key: key.to_string(),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// A page of entities.
+    pub async fn list_entities(&self, kind: EntityKind, q: ListQuery) -> Result<Page, Error> {
+        self.shared
+            .reads
+            .read(move |conn| Ok(entities::list(conn, kind, &q)?))
+            .await
+    }
+
+    /// Exactly the rows a delete would remove, per table, read in one transaction.
+    pub async fn delete_impact(&self, target: DeleteTarget) -> Result<Vec<TableImpact>, Error> {
+        self.shared
+            .reads
+            .read(move |conn| {
+                target.load(conn)?;
+                Ok(cascade::impact(conn, &cascade::plan(target.root()))?)
+            })
+            .await
+    }
+
+    /// Rows of a lookup table.
+    pub async fn lookup(
+        &self,
+        table: &'static str,
+        columns: &'static [&'static str],
+        filter: Option<(&'static str, i32)>,
+    ) -> Result<Vec<Vec<Value>>, Error> {
+        self.shared
+            .reads
+            .read(move |conn| Ok(entities::lookup(conn, table, columns, filter)?))
+            .await
+    }
+
+    /// A page of links.
+    pub async fn list_links(&self, q: LinkQuery) -> Result<(Vec<Link>, i64, bool), Error> {
+        self.shared
+            .reads
+            .read(move |conn| Ok(links::list(conn, &q)?))
+            .await
+    }
+
+    /// A page of the event log after `after` (exclusive).
+    pub async fn list_events(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: EventFilter,
+    ) -> Result<EventPage, Error> {
+        self.shared.hub.check_start(Some(after))?;
+        self.shared
+            .reads
+            .read(move |conn| {
+                let bounds = event_log::bounds(conn)?;
+                if after + 1 < bounds.first {
+                    return Err(EventError::Compacted {
+                        first_available: bounds.first,
+                    }
+                    .into());
+                }
+                let events = event_log::read_after(conn, after, limit, &filter)?;
+                // A short page means everything up to the head was examined.
+                let next_start_after = if events.len() < limit {
+                    bounds.head.max(after)
+                } else {
+                    events.last().map_or(after, |e| e.seq)
+                };
+                Ok(EventPage {
+                    events: events.into_iter().map(Arc::new).collect(),
+                    next_start_after,
+                    head: bounds.head,
+                    first: bounds.first,
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,428 @@
+//! Snapshot use cases: manual snapshots, listing, inspection, preview without restoring,
+//! verification, deletion, retention (explicit and automatic after each snapshot) and status.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::status::SnapshotHealth;
+use super::{App, Replayable, RequestCtx};
+use crate::config::SnapshotPolicy;
+use crate::domain::tables::{quote_ident, user_table, USER_TABLES};
+use crate::error::Error;
+use crate::events::model::{RetentionInfo, SnapshotInfo};
+use crate::events::{EventDraft, EventKind};
+use crate::snapshot::retention::RetentionPolicy;
+use crate::snapshot::{
+    IntegrityReport, ListFilter, ListPage, Manifest, Operation, RetentionOutcome, SnapshotId,
+};
+use crate::storage;
+
+/// Result of a manual snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotCreated {
+    pub snapshot_id: String,
+    pub event_seq: u64,
+}
+
+/// Result of a snapshot delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotDeleted {
+    pub bytes_freed: u64,
+    pub event_seq: u64,
+}
+
+/// A preview of a snapshot's contents.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub table_rows: Vec<(String, i64)>,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<PreviewCell>>,
+}
+
+/// One preview value: blobs are reported by size only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreviewCell {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(u64),
+}
+
+/// Everything GetStatus reports.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub health: SnapshotHealth,
+    pub policy: SnapshotPolicy,
+    pub stats: crate::snapshot::StoreStats,
+    pub duckdb_version: String,
+    pub storage_version: u64,
+    pub event_head: u64,
+    pub event_first: u64,
+    pub restore_in_progress: bool,
+    pub database_bytes: u64,
+}
+
+/// Largest preview page.
+pub const MAX_PREVIEW_ROWS: usize = 500;
+
+impl App {
+    /// Takes a manual snapshot now, then appends its event.
+    pub async fn create_snapshot(
+        &self,
+        ctx: RequestCtx,
+        description: String,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Replayable<SnapshotCreated>, Error> {
+        let c = ctx.clone();
+        let out = self
+            .write(&ctx, move |st| {
+                if let Some(r) = st.replay(&c)? {
+                    return Ok(r);
+                }
+                let mut meta = st.new_snapshot(Operation::Manual, description, &c);
+                meta.labels = labels;
+                let m = st.snapshot_now(meta)?;
+                st.mutate(&c, |_, _, seq| {
+                    let ev = snapshot_event(EventKind::SnapshotCreated, &m);
+                    Ok((
+                        SnapshotCreated {
+                            snapshot_id: m.id.as_str().into(),
+                            event_seq: seq,
+                        },
+                        vec![ev],
+                    ))
+                })
+            })
+            .await?;
+        if !out.replayed {
+            self.retention_in_background();
+        }
+        Ok(out)
+    }
+
+    /// Lists snapshots (newest first) from the catalog.
+    pub async fn list_snapshots(&self, filter: ListFilter) -> Result<ListPage, Error> {
+        let store = self.shared.store()?;
+        Ok(tokio::task::spawn_blocking(move || store.list(&filter))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?)
+    }
+
+    /// One snapshot's manifest.
+    pub async fn get_snapshot(&self, id: &str) -> Result<Manifest, Error> {
+        let id = SnapshotId::parse(id)?;
+        let store = self.shared.store()?;
+        blocking(move || Ok(store.get(&id)?)).await
+    }
+
+    /// Whether a snapshot is pinned, its unique stored bytes (from the catalog listing).
+    pub async fn snapshot_listing(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::snapshot::ListItem>, Error> {
+        let id = SnapshotId::parse(id)?;
+        let store = self.shared.store()?;
+        blocking(move || {
+            let page = store.list(&ListFilter {
+                page_size: crate::snapshot::catalog::MAX_PAGE_SIZE,
+                ..Default::default()
+            });
+            let mut items = page.items;
+            let mut token = page.next_page_token;
+            loop {
+                if let Some(i) = items.iter().position(|i| i.summary.id == id) {
+                    return Ok(Some(items.swap_remove(i)));
+                }
+                let Some(t) = token.take() else {
+                    return Ok(None);
+                };
+                let next = store.list(&ListFilter {
+                    page_size: crate::snapshot::catalog::MAX_PAGE_SIZE,
+                    page_token: Some(SnapshotId::parse(&t)?),
+                    ..Default::default()
+                });
+                items = next.items;
+                token = next.next_page_token;
+            }
+        })
+        .await
+    }
+
+    /// Verifies a snapshot, quick or deep.
+    pub async fn verify_snapshot(&self, id: &str, deep: bool) -> Result<IntegrityReport, Error> {
+        let id = SnapshotId::parse(id)?;
+        let store = self.shared.store()?;
+        blocking(move || {
+            Ok(if deep {
+                store.verify_deep(&id)?
+            } else {
+                store.verify_quick(&id)?
+            })
+        })
+        .await
+    }
+
+    /// Row counts of every user table and the first `limit` rows of `table`, read from an
+    /// assembled read-only copy of the snapshot (the live database is not touched).
+    pub async fn preview_snapshot(
+        &self,
+        id: &str,
+        table: Option<String>,
+        limit: usize,
+    ) -> Result<Preview, Error> {
+        let id = SnapshotId::parse(id)?;
+        if let Some(t) = &table {
+            if user_table(t).is_none() {
+                return Err(Error::invalid(
+                    "table",
+                    "UNKNOWN_TABLE",
+                    format!("`{t}` is not an LNRS table"),
+                ));
+            }
+        }
+        let store = self.shared.store()?;
+        let scratch = self.config().data_dir.join("tmp");
+        blocking(move || {
+            std::fs::create_dir_all(&scratch)
+                .map_err(|e| storage::StorageError::io(&scratch, e))?;
+            let path = scratch.join(format!("preview-{}.duckdb", id.as_str()));
+            let _cleanup = RemoveOnDrop(path.clone());
+            store.assemble(&id, &path)?;
+            let conn = storage::open_read_only(&path)?;
+            let preview = read_preview(&conn, table.as_deref(), limit.min(MAX_PREVIEW_ROWS));
+            drop(conn);
+            preview
+        })
+        .await
+    }
+
+    /// Deletes one snapshot and frees blocks no other snapshot uses.
+    pub async fn delete_snapshot(
+        &self,
+        ctx: RequestCtx,
+        id: &str,
+    ) -> Result<Replayable<SnapshotDeleted>, Error> {
+        let id = SnapshotId::parse(id)?;
+        let c = ctx.clone();
+        self.write(&ctx, move |st| {
+            if let Some(r) = st.replay(&c)? {
+                return Ok(r);
+            }
+            let store = st.shared.store()?;
+            let m = store.get(&id)?;
+            store.forget(&id)?;
+            let gc = store.gc()?;
+            st.mutate(&c, |_, _, seq| {
+                Ok((
+                    SnapshotDeleted {
+                        bytes_freed: gc.bytes_freed,
+                        event_seq: seq,
+                    },
+                    vec![snapshot_event(EventKind::SnapshotDeleted, &m)],
+                ))
+            })
+        })
+        .await
+    }
+
+    /// Applies a retention policy (the configured one where fields are `None`).
+    pub async fn apply_retention(
+        &self,
+        ctx: RequestCtx,
+        keep_last: Option<usize>,
+        keep_within: Option<std::time::Duration>,
+        dry_run: bool,
+    ) -> Result<(RetentionOutcome, u64), Error> {
+        let policy = RetentionPolicy {
+            keep_last: keep_last.unwrap_or(self.config().retention_keep_last),
+            keep_within: keep_within.or(self.config().retention_keep_within),
+        };
+        let c = ctx.clone();
+        self.write(&ctx, move |st| st.retention(&c, &policy, dry_run))
+            .await
+    }
+
+    /// Runs the configured retention after a snapshot, without making the caller wait;
+    /// concurrent requests coalesce into one run.
+    pub(crate) fn retention_in_background(&self) {
+        static SCHEDULED: AtomicBool = AtomicBool::new(false);
+        if SCHEDULED.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            SCHEDULED.store(false, Ordering::Release);
+            let ctx = RequestCtx {
+                rpc: "internal/retention".into(),
+                ..Default::default()
+            };
+            if let Err(e) = app.apply_retention(ctx, None, None, false).await {
+                tracing::warn!(error = %e, "automatic retention failed");
+            }
+        });
+    }
+
+    /// Status of the snapshot subsystem.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let shared = self.shared.clone();
+        blocking(move || {
+            let (stats, storage_version) = match shared.store() {
+                Ok(s) => (s.stats(), s.engine_storage_version().unwrap_or(0)),
+                Err(_) => (Default::default(), 0),
+            };
+            let database_bytes = std::fs::metadata(&shared.db_path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            Ok(Status {
+                health: shared.status.get(),
+                policy: shared.config.snapshot_policy,
+                stats,
+                duckdb_version: shared.duckdb_version.clone(),
+                storage_version,
+                event_head: shared.hub.head(),
+                event_first: shared.hub.first(),
+                restore_in_progress: shared.restore_in_progress(),
+                database_bytes,
+            })
+        })
+        .await
+    }
+}
+
+impl super::WriterState {
+    /// Retention on the writer: plan, forget, GC, and an event when something went.
+    pub(crate) fn retention(
+        &mut self,
+        ctx: &RequestCtx,
+        policy: &RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<(RetentionOutcome, u64), Error> {
+        let store = self.shared.store()?;
+        let outcome = store.apply_retention(policy, dry_run)?;
+        if dry_run || outcome.removed.is_empty() {
+            return Ok((outcome, 0));
+        }
+        let mut ev = EventDraft::new(EventKind::RetentionApplied, "snapshot", "");
+        ev.entity_id = None;
+        ev.retention = Some(RetentionInfo {
+            removed_snapshot_ids: outcome
+                .removed
+                .iter()
+                .map(|d| d.id.as_str().to_string())
+                .collect(),
+            bytes_freed: outcome.gc.as_ref().map_or(0, |g| g.bytes_freed),
+        });
+        let events = self.append_events(ctx, vec![ev])?;
+        Ok((outcome, events.first().map_or(0, |e| e.seq)))
+    }
+}
+
+/// The event announcing a snapshot created or deleted.
+pub(crate) fn snapshot_event(kind: EventKind, m: &Manifest) -> EventDraft {
+    let mut ev = EventDraft::new(kind, "snapshot", m.id.as_str());
+    ev.snapshot = Some(SnapshotInfo {
+        snapshot_id: m.id.as_str().into(),
+        operation: m.operation.as_str().into(),
+        description: m.description.clone(),
+    });
+    ev
+}
+
+fn read_preview(
+    conn: &duckdb::Connection,
+    table: Option<&str>,
+    limit: usize,
+) -> Result<Preview, Error> {
+    let existing = storage::inspect::all_tables(conn)?;
+    let mut table_rows = Vec::new();
+    for t in USER_TABLES
+        .iter()
+        .filter(|t| existing.iter().any(|e| e == t.name))
+    {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}", quote_ident(t.name)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(storage::StorageError::from)?;
+        table_rows.push((t.name.to_string(), n));
+    }
+    let Some(table) = table else {
+        return Ok(Preview {
+            table_rows,
+            columns: vec![],
+            rows: vec![],
+        });
+    };
+    if !existing.iter().any(|e| e == table) {
+        // An older snapshot may predate a table: say so instead of failing the whole preview.
+        return Ok(Preview {
+            table_rows,
+            columns: vec![],
+            rows: vec![],
+        });
+    }
+    let key = user_table(table).map(|t| t.key).unwrap_or(&[]);
+    let order = key
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Columns come from the snapshot itself, so a column the live schema lacks (or has extra)
+    // cannot break the preview.
+    let sql = format!(
+        "SELECT * FROM {} ORDER BY {order} LIMIT {limit}",
+        quote_ident(table)
+    );
+    let mut stmt = conn.prepare(&sql).map_err(storage::StorageError::from)?;
+    let mut rows_out = Vec::new();
+    let mut rows = stmt.query([]).map_err(storage::StorageError::from)?;
+    while let Some(row) = rows.next().map_err(storage::StorageError::from)? {
+        let n = row.as_ref().column_count();
+        let cells = (0..n).map(|i| cell(row.get_ref(i))).collect::<Vec<_>>();
+        rows_out.push(cells);
+    }
+    let columns = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+    Ok(Preview {
+        table_rows,
+        columns,
+        rows: rows_out,
+    })
+}
+
+fn cell(v: duckdb::Result<duckdb::types::ValueRef<'_>>) -> PreviewCell {
+    use duckdb::types::ValueRef as V;
+    match v {
+        Ok(V::Null) | Err(_) => PreviewCell::Null,
+        Ok(V::TinyInt(i)) => PreviewCell::Int(i.into()),
+        Ok(V::SmallInt(i)) => PreviewCell::Int(i.into()),
+        Ok(V::Int(i)) => PreviewCell::Int(i.into()),
+        Ok(V::BigInt(i)) => PreviewCell::Int(i),
+        Ok(V::Text(t)) => PreviewCell::Text(String::from_utf8_lossy(t).into_owned()),
+        Ok(V::Blob(b)) => PreviewCell::Blob(b.len() as u64),
+        Ok(other) => PreviewCell::Text(format!("{:?}", other.to_owned())),
+    }
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        for w in storage::wal_files(&self.0) {
+            let _ = std::fs::remove_file(w);
+        }
+    }
+}
+
+/// Runs blocking work (snapshot store I/O, DuckDB) off the async executor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}

@@ -1,0 +1,59 @@
+//! The `lnrs` command line: `serve` runs the server; the other subcommands are gRPC clients
+//! (like etcdctl for etcd) or local tools.
+
+pub mod client;
+pub mod entity;
+pub mod json;
+pub mod link;
+pub mod output;
+pub mod serve;
+pub mod snapshot;
+pub mod watch;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// LNRS service: the server and its command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "lnrs", version, about, after_help = client::EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(serve::ServeArgs),
+    /// Write the reference LNRS dataset to a new DuckDB file.
+    Refdata {
+        /// Path of the database file to create (must not exist).
+        path: PathBuf,
+        /// Row-count multiplier (benchmarks).
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+    },
+    /// Measures: list, get, create, update, delete.
+    Measure(entity::EntityCommand),
+    /// Areas: list, get, create, update, delete.
+    Area(entity::EntityCommand),
+    /// Biodiversity priorities: list, get, create, update, delete.
+    Priority(entity::EntityCommand),
+    /// Species: list, get, create, update, delete.
+    Species(entity::EntityCommand),
+    /// Habitats: list, get, create, update, delete.
+    Habitat(entity::EntityCommand),
+    /// Grants: list, get, create, update, delete.
+    Grant(entity::EntityCommand),
+    /// Links between entities: create, delete, list, batch-map.
+    Link(link::LinkCommand),
+    /// Lookup tables: measure types, stakeholders, benefits, funding schemes.
+    Lookup(entity::LookupCommand),
+    /// Snapshots: create, list, show, preview, verify, restore, delete, retention.
+    Snapshot(snapshot::SnapshotCommand),
+    /// The server's snapshot, event-log and database status.
+    Status(client::StatusCommand),
+    /// Tail the event log; reconnects by itself and never skips or repeats an event.
+    Watch(watch::WatchCommand),
+}

@@ -1,0 +1,361 @@
+//! The application error (what a use case in [`crate::app`] can fail with, wrapping each lower
+//! layer's error enum) and its ONE exhaustive mapping to `tonic::Status` with a
+//! google.rpc.ErrorInfo (domain `lnrs.v1`) and, where useful, BadRequest / ResourceInfo /
+//! RetryInfo details. Internal causes are logged here, never sent to clients.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::{DomainError, FieldViolation};
+use crate::events::EventError;
+use crate::snapshot::SnapshotError;
+use crate::storage::StorageError;
+
+/// ErrorInfo domain of every error this service returns.
+pub const ERROR_DOMAIN: &str = "lnrs.v1";
+
+/// Errors of the application layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Events(#[from] EventError),
+    /// A request field is malformed (beyond entity validation): page tokens, order_by, filters.
+    #[error("invalid {field}: {message}")]
+    InvalidArgument {
+        field: String,
+        reason: &'static str,
+        message: String,
+    },
+    /// Policy `required` and the pre-delete snapshot could not be made durable.
+    #[error(
+        "the pre-delete snapshot could not be taken ({reason}): {message}; nothing was deleted"
+    )]
+    SnapshotRequired {
+        reason: &'static str,
+        message: String,
+    },
+    /// A restore was asked for without repeating the snapshot id in confirm_snapshot_id.
+    #[error("restore not confirmed: confirm_snapshot_id must repeat snapshot_id")]
+    RestoreNotConfirmed,
+    /// The same request_id was used for a different request.
+    #[error("request_id was already used for a different request ({rpc})")]
+    RequestIdReused { rpc: String },
+    /// A restore is running and the operation cannot wait for it.
+    #[error("a restore is in progress")]
+    RestoreInProgress,
+    /// The snapshot store could not be opened at all.
+    #[error("snapshot store unavailable: {0}")]
+    SnapshotStoreUnavailable(String),
+    /// A bug or an unexpected state; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(
+        field: impl Into<String>,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Vec<FieldViolation>> for Error {
+    fn from(v: Vec<FieldViolation>) -> Self {
+        Error::Domain(DomainError::Invalid(v))
+    }
+}
+
+/// The parts of a Status before it is built.
+struct Mapped {
+    code: Code,
+    reason: &'static str,
+    message: String,
+    metadata: Vec<(&'static str, String)>,
+    violations: Vec<FieldViolation>,
+    resource: Option<(String, String)>,
+    retry_after: Option<Duration>,
+}
+
+impl Mapped {
+    fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
+            violations: Vec::new(),
+            resource: None,
+            retry_after: None,
+        }
+    }
+
+    fn meta(mut self, k: &'static str, v: impl ToString) -> Self {
+        self.metadata.push((k, v.to_string()));
+        self
+    }
+
+    fn resource(mut self, kind: &str, name: &str) -> Self {
+        self.resource = Some((kind.to_string(), name.to_string()));
+        self
+    }
+
+    fn retry(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+
+    fn into_status(self) -> Status {
+        let mut details = ErrorDetails::new();
+        let metadata: std::collections::HashMap<String, String> = self
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        details.set_error_info(self.reason, ERROR_DOMAIN, metadata);
+        for v in &self.violations {
+            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        if let Some((kind, name)) = &self.resource {
+            details.set_resource_info(kind.clone(), name.clone(), "", "");
+        }
+        if let Some(d) = self.retry_after {
+            details.set_retry_info(Some(d));
+        }
+        Status::with_error_details(self.code, self.message, details)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        map(e).into_status()
+    }
+}
+
+/// Internal failures: log the cause, answer with a generic message.
+fn internal(reason: &'static str, cause: &dyn std::fmt::Display) -> Mapped {
+    tracing::error!(reason, error = %cause, "internal error");
+    Mapped::new(Code::Internal, reason, "internal error; see server logs")
+}
+
+fn map(e: Error) -> Mapped {
+    match e {
+        Error::Domain(DomainError::Invalid(violations)) => {
+            let fields = violations
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut m = Mapped::new(
+                Code::InvalidArgument,
+                "VALIDATION_FAILED",
+                format!("invalid fields: {fields}"),
+            )
+            .meta("fields", &fields);
+            m.violations = violations;
+            m
+        }
+        Error::Storage(s) => map_storage(s),
+        Error::Snapshot(s) => map_snapshot(s),
+        Error::Events(ev) => map_events(ev),
+        Error::InvalidArgument {
+            field,
+            reason,
+            message,
+        } => {
+            let mut m = Mapped::new(Code::InvalidArgument, reason, format!("{field}: {message}"))
+                .meta("field", &field);
+            m.violations.push(FieldViolation::new(field, message));
+            m
+        }
+        Error::SnapshotRequired { reason, message } => Mapped::new(
+            Code::FailedPrecondition,
+            "PRE_DELETE_SNAPSHOT_FAILED",
+            format!("the pre-delete snapshot could not be taken ({reason}); nothing was deleted"),
+        )
+        .meta("cause", reason)
+        .meta("detail", message),
+        Error::RestoreNotConfirmed => Mapped::new(
+            Code::FailedPrecondition,
+            "RESTORE_NOT_CONFIRMED",
+            "confirm_snapshot_id must repeat snapshot_id",
+        ),
+        Error::RequestIdReused { rpc } => Mapped::new(
+            Code::FailedPrecondition,
+            "REQUEST_ID_REUSED",
+            "request_id was already used for a different request",
+        )
+        .meta("first_rpc", rpc),
+        Error::RestoreInProgress => Mapped::new(
+            Code::Unavailable,
+            "RESTORE_IN_PROGRESS",
+            "a restore is in progress; retry shortly",
+        )
+        .retry(Duration::from_secs(1)),
+        Error::SnapshotStoreUnavailable(why) => Mapped::new(
+            Code::FailedPrecondition,
+            "SNAPSHOT_STORE_UNAVAILABLE",
+            "the snapshot store is unavailable",
+        )
+        .meta("detail", why),
+        Error::Internal(why) => internal("INTERNAL", &why),
+    }
+}
+
+fn map_storage(e: StorageError) -> Mapped {
+    match e {
+        StorageError::NotFound { table, key } => Mapped::new(
+            Code::NotFound,
+            "NOT_FOUND",
+            format!("{table} {key} not found"),
+        )
+        .meta("table", table)
+        .meta("key", &key)
+        .resource(table, &key),
+        StorageError::AlreadyExists { table, key } => Mapped::new(
+            Code::AlreadyExists,
+            "ALREADY_EXISTS",
+            format!("{table} {key} already exists"),
+        )
+        .meta("table", table)
+        .meta("key", &key)
+        .resource(table, &key),
+        StorageError::MissingReference {
+            table,
+            column,
+            value,
+        } => Mapped::new(
+            Code::FailedPrecondition,
+            "REFERENCED_ROW_NOT_FOUND",
+            format!("{table} with {column} = {value} does not exist"),
+        )
+        .meta("table", table)
+        .meta("column", column)
+        .meta("value", &value)
+        .resource(table, &value),
+        StorageError::InvalidCursor => Mapped::new(
+            Code::InvalidArgument,
+            "INVALID_PAGE_TOKEN",
+            "page_token does not belong to this query",
+        ),
+        StorageError::Busy => Mapped::new(
+            Code::ResourceExhausted,
+            "WRITE_QUEUE_FULL",
+            "too many writes are queued; retry with backoff",
+        )
+        .retry(Duration::from_millis(200)),
+        StorageError::DeadlineExceeded => Mapped::new(
+            Code::DeadlineExceeded,
+            "DEADLINE_EXCEEDED_WHILE_QUEUED",
+            "the deadline passed while the request was queued; it was not executed",
+        ),
+        StorageError::Unavailable { retry_after } => Mapped::new(
+            Code::Unavailable,
+            "RESTORE_IN_PROGRESS",
+            "the database is being restored; retry shortly",
+        )
+        .retry(retry_after),
+        StorageError::WriterStopped => Mapped::new(
+            Code::Unavailable,
+            "SERVER_SHUTTING_DOWN",
+            "the server is shutting down",
+        ),
+        StorageError::SchemaTooNew { .. } => internal("SCHEMA_TOO_NEW", &e),
+        StorageError::Db(_) => internal("DATABASE_ERROR", &e),
+        StorageError::Io { .. } => internal("IO_ERROR", &e),
+        StorageError::ReadTaskFailed => internal("READ_TASK_FAILED", &e),
+        StorageError::WalNotEmpty { .. } => internal("WAL_NOT_EMPTY", &e),
+    }
+}
+
+fn map_snapshot(e: SnapshotError) -> Mapped {
+    let reason = e.reason();
+    match e {
+        SnapshotError::InvalidId => Mapped::new(Code::InvalidArgument, reason, "snapshot_id is not a valid snapshot id")
+            .meta("field", "snapshot_id"),
+        SnapshotError::NotFound(id) => Mapped::new(Code::NotFound, reason, format!("snapshot {id} not found"))
+            .meta("snapshot_id", &id)
+            .resource("snapshot", &id),
+        SnapshotError::Pinned(id) => Mapped::new(
+            Code::FailedPrecondition,
+            reason,
+            format!("snapshot {id} is the safety snapshot of a restore in progress"),
+        )
+        .meta("snapshot_id", id),
+        SnapshotError::IncompatibleStorageVersion { found, supported } => Mapped::new(
+            Code::FailedPrecondition,
+            reason,
+            format!("snapshot storage version {found} cannot be read by this engine (reads up to {supported}); nothing was changed"),
+        )
+        .meta("found", found)
+        .meta("supported", supported),
+        SnapshotError::UnsupportedFormat { found, supported } => Mapped::new(
+            Code::FailedPrecondition,
+            reason,
+            format!("manifest format {found} is newer than this build supports ({supported})"),
+        ),
+        SnapshotError::Corrupt { ref what, .. } => {
+            let what = what.clone();
+            Mapped::new(Code::DataLoss, reason, format!("snapshot data is corrupt: {what}")).meta("what", what)
+        }
+        SnapshotError::Storage { ref path, fault, .. } => {
+            tracing::warn!(error = %e, "snapshot storage fault");
+            Mapped::new(Code::FailedPrecondition, reason, format!("snapshot storage unavailable ({fault:?})"))
+                .meta("path", path.display())
+        }
+        SnapshotError::Locked(_) => Mapped::new(Code::FailedPrecondition, reason, "the snapshot store is in use by another process"),
+        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::Injected(_) | SnapshotError::Db(_) => {
+            internal(reason, &e)
+        }
+    }
+}
+
+fn map_events(e: EventError) -> Mapped {
+    match e {
+        EventError::Compacted { first_available } => Mapped::new(
+            Code::OutOfRange,
+            "START_POSITION_COMPACTED",
+            format!(
+                "events before seq {first_available} were compacted; start at or after {}",
+                first_available.saturating_sub(1)
+            ),
+        )
+        .meta("first_available_seq", first_available),
+        EventError::Ahead { head } => Mapped::new(
+            Code::OutOfRange,
+            "START_POSITION_AHEAD",
+            format!("start_after_seq is beyond the log head ({head})"),
+        )
+        .meta("head_seq", head),
+        EventError::TooManySubscribers { limit } => Mapped::new(
+            Code::ResourceExhausted,
+            "TOO_MANY_SUBSCRIBERS",
+            format!("the server already has {limit} subscribers"),
+        )
+        .meta("limit", limit)
+        .retry(Duration::from_secs(5)),
+        EventError::ShuttingDown { last_seq } => Mapped::new(
+            Code::Unavailable,
+            "SERVER_SHUTTING_DOWN",
+            format!("server shutting down; resume with start_after_seq = {last_seq}"),
+        )
+        .meta("last_seq", last_seq)
+        .retry(Duration::from_secs(1)),
+        EventError::Storage(s) => map_storage(s),
+        EventError::Db(_) => internal("EVENT_LOG_DATABASE_ERROR", &e),
+        EventError::Payload(_) => internal("EVENT_PAYLOAD_INVALID", &e),
+    }
+}

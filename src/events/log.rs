@@ -1,0 +1,122 @@
+//! The durable event log: the `lnrs_event_log` table. Appends happen inside the writer's
+//! transaction together with the change they describe; reads page through it by seq.
+
+use duckdb::{params, params_from_iter, Connection};
+
+use super::model::{Event, EventFilter};
+use super::EventError;
+use crate::domain::tables::EVENT_LOG_TABLE;
+
+/// Appends one event (inside the caller's transaction).
+pub fn append(conn: &Connection, event: &Event) -> Result<(), EventError> {
+    let payload = serde_json::to_string(event)?;
+    let sql = format!(
+        "INSERT INTO {EVENT_LOG_TABLE} (seq, time_us, kind, entity_type, entity_id, request_id, rpc, payload)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    conn.prepare_cached(&sql)?.execute(params![
+        event.seq as i64,
+        event.time.timestamp_micros(),
+        event.body.kind.as_str(),
+        event.body.entity_type,
+        event.body.entity_id,
+        event.origin.request_id,
+        event.origin.rpc,
+        payload,
+    ])?;
+    Ok(())
+}
+
+/// Rewrites one event's payload (a restore completes its own event after the swap is
+/// verified, before anyone is told about it).
+pub fn rewrite(conn: &Connection, event: &Event) -> Result<(), EventError> {
+    let payload = serde_json::to_string(event)?;
+    let sql = format!("UPDATE {EVENT_LOG_TABLE} SET payload = ? WHERE seq = ?");
+    conn.execute(&sql, params![payload, event.seq as i64])?;
+    Ok(())
+}
+
+/// Oldest and newest seq in the log; `(head + 1, head)` when empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    pub first: u64,
+    pub head: u64,
+}
+
+/// Reads the log's bounds.
+pub fn bounds(conn: &Connection) -> Result<Bounds, EventError> {
+    let sql = format!("SELECT min(seq), max(seq) FROM {EVENT_LOG_TABLE}");
+    let (first, head): (Option<i64>, Option<i64>) =
+        conn.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let head = head.unwrap_or(0) as u64;
+    Ok(Bounds {
+        first: first.map_or(head + 1, |f| f as u64),
+        head,
+    })
+}
+
+/// Up to `limit` events with seq > `after` matching `filter`, oldest first.
+pub fn read_after(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+    filter: &EventFilter,
+) -> Result<Vec<Event>, EventError> {
+    let mut sql = format!("SELECT payload FROM {EVENT_LOG_TABLE} WHERE seq > ?");
+    let mut args: Vec<String> = Vec::new();
+    if !filter.kinds.is_empty() {
+        sql += &format!(
+            " AND kind IN ({})",
+            vec!["?"; filter.kinds.len()].join(", ")
+        );
+        args.extend(filter.kinds.iter().map(|k| k.as_str().to_string()));
+    }
+    if !filter.entity_types.is_empty() {
+        sql += &format!(
+            " AND entity_type IN ({})",
+            vec!["?"; filter.entity_types.len()].join(", ")
+        );
+        args.extend(filter.entity_types.iter().cloned());
+    }
+    sql += &format!(" ORDER BY seq LIMIT {limit}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let after = after as i64;
+    let params = std::iter::once(&after as &dyn duckdb::ToSql)
+        .chain(args.iter().map(|a| a as &dyn duckdb::ToSql));
+    let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, String>(0))?;
+    let mut out = Vec::with_capacity(limit.min(1024));
+    for payload in rows {
+        out.push(serde_json::from_str(&payload?)?);
+    }
+    Ok(out)
+}
+
+/// Drops events beyond the retention bounds: keep at most `keep_last` newest events and none
+/// older than `min_time_us`. The newest event is always kept so the head survives restarts.
+pub fn compact(
+    conn: &Connection,
+    keep_last: Option<u64>,
+    min_time_us: Option<i64>,
+) -> Result<u64, EventError> {
+    let b = bounds(conn)?;
+    if b.head == 0 {
+        return Ok(0);
+    }
+    let mut cut = 0u64; // delete seq < cut
+    if let Some(k) = keep_last {
+        cut = cut.max((b.head + 1).saturating_sub(k.max(1)));
+    }
+    if let Some(t) = min_time_us {
+        let sql = format!("SELECT max(seq) FROM {EVENT_LOG_TABLE} WHERE time_us < ?");
+        let old: Option<i64> = conn.query_row(&sql, [t], |r| r.get(0))?;
+        if let Some(o) = old {
+            cut = cut.max(o as u64 + 1);
+        }
+    }
+    let cut = cut.min(b.head);
+    if cut <= b.first {
+        return Ok(0);
+    }
+    let sql = format!("DELETE FROM {EVENT_LOG_TABLE} WHERE seq < ?");
+    Ok(conn.execute(&sql, [cut as i64])? as u64)
+}

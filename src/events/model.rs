@@ -1,0 +1,179 @@
+//! The event record: what is stored (as JSON) in `lnrs_event_log` and streamed to subscribers.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Link, Record};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    EntityCreated,
+    EntityUpdated,
+    EntityDeleted,
+    LinkCreated,
+    LinkDeleted,
+    SnapshotCreated,
+    SnapshotDeleted,
+    RestorePerformed,
+    RetentionApplied,
+    StorageDegraded,
+    StorageRecovered,
+}
+
+impl EventKind {
+    /// The stable name stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::EntityCreated => "entity_created",
+            EventKind::EntityUpdated => "entity_updated",
+            EventKind::EntityDeleted => "entity_deleted",
+            EventKind::LinkCreated => "link_created",
+            EventKind::LinkDeleted => "link_deleted",
+            EventKind::SnapshotCreated => "snapshot_created",
+            EventKind::SnapshotDeleted => "snapshot_deleted",
+            EventKind::RestorePerformed => "restore_performed",
+            EventKind::RetentionApplied => "retention_applied",
+            EventKind::StorageDegraded => "storage_degraded",
+            EventKind::StorageRecovered => "storage_recovered",
+        }
+    }
+}
+
+/// A before/after image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Entity(Record),
+    Link(Link),
+}
+
+/// What a delete did: the pre-delete snapshot (or why none was taken) and rows removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteInfo {
+    pub snapshot_id: Option<String>,
+    pub snapshot_skipped_reason: Option<String>,
+    /// (table, rows) in deletion order.
+    pub rows_removed: Vec<(String, i64)>,
+}
+
+/// Snapshot created/deleted detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    /// "delete", "manual", "pre_restore".
+    pub operation: String,
+    pub description: String,
+}
+
+/// Restore detail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreInfo {
+    pub snapshot_id: String,
+    pub safety_snapshot_id: String,
+    pub rolled_back: bool,
+    pub rollback_reason: Option<String>,
+    pub checks_run: u32,
+    pub checks_failed: Vec<String>,
+}
+
+/// Retention detail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionInfo {
+    pub removed_snapshot_ids: Vec<String>,
+    pub bytes_freed: u64,
+}
+
+/// Storage degraded/recovered detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageInfo {
+    pub reason: String,
+    pub message: String,
+}
+
+/// An event before it has a place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDraft {
+    pub kind: EventKind,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<DeleteInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageInfo>,
+}
+
+impl EventDraft {
+    /// A draft of `kind` about `entity_type` / `entity_id`, with no detail yet.
+    pub fn new(
+        kind: EventKind,
+        entity_type: impl Into<String>,
+        entity_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            entity_type: Some(entity_type.into()),
+            entity_id: Some(entity_id.into()),
+            before: None,
+            after: None,
+            delete: None,
+            snapshot: None,
+            restore: None,
+            retention: None,
+            storage: None,
+        }
+    }
+}
+
+/// Who caused an event: the request id and the RPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub request_id: Option<String>,
+    pub rpc: Option<String>,
+}
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    #[serde(flatten)]
+    pub origin: Origin,
+    #[serde(flatten)]
+    pub body: EventDraft,
+}
+
+/// Which events a reader wants. Empty sets mean "all".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub kinds: BTreeSet<EventKind>,
+    pub entity_types: BTreeSet<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&e.body.kind))
+            && (self.entity_types.is_empty()
+                || e.body
+                    .entity_type
+                    .as_ref()
+                    .is_some_and(|t| self.entity_types.contains(t)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty() && self.entity_types.is_empty()
+    }
+}

@@ -1,0 +1,69 @@
+//! The `lnrs` binary: parses the command line and runs the server or a client subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lnrs::cli::{serve, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => run_server(args),
+        Command::Refdata { path, scale } => match lnrs::refdata::write_to_path(&path, scale) {
+            Ok(stats) => {
+                for (table, rows) in stats.tables {
+                    println!("{table:32} {rows:>9}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        client => lnrs::cli::client::run(client),
+    }
+}
+
+fn run_server(args: serve::ServeArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    serve::init_logging(config.log_format, &config.log_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        // Scripts and tests that pass port 0 read the real address from this line.
+        if let Ok(addr) = listener.local_addr() {
+            println!("lnrs listening on {addr}");
+        }
+        lnrs::server::run(listener, config, serve::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    // Do not wait for stuck blocking tasks: the grace period is over.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! Conversions between the generated protobuf messages and the domain: entity messages ↔
+//! records/drafts (one macro line per entity lists its fields once), links, events, snapshots
+//! and integrity reports.
+
+use prost_types::Timestamp;
+
+use crate::domain::{
+    Draft, EntityKind, Key, Link, LinkKind, LinkParts, MeasureSets, Record, Value,
+};
+use crate::error::Error;
+use crate::events::model as ev;
+use crate::pb;
+use crate::snapshot::{IntegrityReport, Manifest, Operation};
+
+/// A typed entity message.
+pub trait EntityMessage: Sized + Default {
+    const KIND: EntityKind;
+    /// The caller's message as a draft (id included when set).
+    fn into_draft(self) -> Draft;
+    /// A stored record as a message.
+    fn from_record(r: &Record) -> Self;
+}
+
+fn put(values: &mut [Value], kind: EntityKind, column: &str, v: Value) {
+    if let Some(i) = kind.def().column_index(column) {
+        values[i] = v;
+    }
+}
+
+fn text(r: &Record, column: &str) -> Option<String> {
+    r.get(column).and_then(Value::opt_text)
+}
+
+fn int(r: &Record, column: &str) -> Option<i64> {
+    r.get(column).and_then(Value::as_int)
+}
+
+fn int_key(k: &Key) -> i32 {
+    match k {
+        Key::Int(i) => *i,
+        Key::Text(_) => 0,
+    }
+}
+
+fn text_key(k: &Key) -> String {
+    k.to_string()
+}
+
+/// Proto id → optional domain key: 0 / "" means unset.
+pub fn key_from_int(i: i32) -> Option<Key> {
+    (i != 0).then_some(Key::Int(i))
+}
+
+pub fn key_from_text(s: String) -> Option<Key> {
+    (!s.is_empty()).then_some(Key::Text(s))
+}
+
+macro_rules! field_value {
+    (req, $v:expr) => {
+        Value::Text($v)
+    };
+    (opt, $v:expr) => {
+        Value::from($v)
+    };
+    (opt_int, $v:expr) => {
+        Value::from($v)
+    };
+}
+
+macro_rules! field_out {
+    (req, $r:expr, $c:expr) => {
+        text($r, $c).unwrap_or_default()
+    };
+    (opt, $r:expr, $c:expr) => {
+        text($r, $c)
+    };
+    (opt_int, $r:expr, $c:expr) => {
+        int($r, $c)
+    };
+}
+
+macro_rules! entity_message {
+    ($msg:ident, $kind:expr, $key:ident, $key_in:ident, $key_out:ident, [$($f:ident : $t:tt),* $(,)?]) => {
+        impl EntityMessage for pb::$msg {
+            const KIND: EntityKind = $kind;
+            fn into_draft(self) -> Draft {
+                let mut values = vec![Value::Null; Self::KIND.def().columns.len()];
+                $( put(&mut values, Self::KIND, stringify!($f), field_value!($t, self.$f)); )*
+                Draft { kind: Self::KIND, key: $key_in(self.$key), values, sets: None }
+            }
+            fn from_record(r: &Record) -> Self {
+                Self {
+                    $key: $key_out(&r.key),
+                    $( $f: field_out!($t, r, stringify!($f)), )*
+                    ..Default::default()
+                }
+            }
+        }
+    };
+}
+
+entity_message!(Area, EntityKind::Area, area_id, key_from_int, int_key, [
+    area_name: req, area_description: req, area_link: opt, bng_hab_mgt: opt, bng_hab_creation: opt,
+]);
+entity_message!(Priority, EntityKind::Priority, priority_id, key_from_int, int_key, [
+    biodiversity_priority: req, simplified_biodiversity_priority: opt, theme: req,
+]);
+entity_message!(Habitat, EntityKind::Habitat, habitat_id, key_from_int, int_key, [habitat: req]);
+entity_message!(Grant, EntityKind::Grant, grant_id, key_from_text, text_key, [
+    grant_name: req, grant_scheme: req, url: opt, grant_summary: opt,
+]);
+entity_message!(Species, EntityKind::Species, species_id, key_from_int, int_key, [
+    taxa: req, common_name: req, assemblage: req, species_link: opt, linnaean_name: opt,
+    usage_key: opt, scientific_name: req, status: opt, kingdom: opt, phylum: opt, order: opt,
+    family: opt, genus: opt, species: opt, kingdom_key: opt, phylum_key: opt, class_key: opt,
+    order_key: opt, family_key: opt, genus_key: opt, species_key: opt, synonym: opt, class: opt,
+    accepted_usage_key: opt, verbatim_name: opt, verbatim_index: opt_int, gbif_species_url: opt,
+    image_url: opt, license: opt, attribution: opt, photo_url: opt,
+]);
+
+/// Measures also carry their three sets, so they are written out by hand.
+impl EntityMessage for pb::Measure {
+    const KIND: EntityKind = EntityKind::Measure;
+
+    fn into_draft(self) -> Draft {
+        let kind = Self::KIND;
+        let mut values = vec![Value::Null; kind.def().columns.len()];
+        put(&mut values, kind, "measure", Value::Text(self.measure));
+        put(
+            &mut values,
+            kind,
+            "other_priorities_delivered",
+            self.other_priorities_delivered.into(),
+        );
+        put(
+            &mut values,
+            kind,
+            "core_supplementary",
+            Value::Text(self.core_supplementary),
+        );
+        put(
+            &mut values,
+            kind,
+            "mapped_unmapped",
+            self.mapped_unmapped.into(),
+        );
+        put(
+            &mut values,
+            kind,
+            "relevant_map_layer",
+            self.relevant_map_layer.into(),
+        );
+        put(
+            &mut values,
+            kind,
+            "link_to_further_guidance",
+            self.link_to_further_guidance.into(),
+        );
+        put(
+            &mut values,
+            kind,
+            "concise_measure",
+            self.concise_measure.into(),
+        );
+        Draft {
+            kind,
+            key: key_from_int(self.measure_id),
+            values,
+            sets: Some(MeasureSets {
+                measure_type_ids: self.measure_type_ids,
+                stakeholder_ids: self.stakeholder_ids,
+                benefit_ids: self.benefit_ids,
+            }),
+        }
+    }
+
+    fn from_record(r: &Record) -> Self {
+        let sets = r.sets.clone().unwrap_or_default();
+        Self {
+            measure_id: int_key(&r.key),
+            measure: text(r, "measure").unwrap_or_default(),
+            other_priorities_delivered: text(r, "other_priorities_delivered"),
+            core_supplementary: text(r, "core_supplementary").unwrap_or_default(),
+            mapped_unmapped: text(r, "mapped_unmapped"),
+            relevant_map_layer: text(r, "relevant_map_layer"),
+            link_to_further_guidance: text(r, "link_to_further_guidance"),
+            concise_measure: text(r, "concise_measure"),
+            measure_type_ids: sets.measure_type_ids,
+            stakeholder_ids: sets.stakeholder_ids,
+            benefit_ids: sets.benefit_ids,
+        }
+    }
+}
+
+/// A record as the typed `Resource` oneof.
+pub fn resource_of_record(r: &Record) -> pb::Resource {
+    use pb::resource::Kind;
+    let kind = match r.kind {
+        EntityKind::Measure => Kind::Measure(pb::Measure::from_record(r)),
+        EntityKind::Area => Kind::Area(pb::Area::from_record(r)),
+        EntityKind::Priority => Kind::Priority(pb::Priority::from_record(r)),
+        EntityKind::Species => Kind::Species(pb::Species::from_record(r)),
+        EntityKind::Habitat => Kind::Habitat(pb::Habitat::from_record(r)),
+        EntityKind::Grant => Kind::Grant(pb::Grant::from_record(r)),
+    };
+    pb::Resource { kind: Some(kind) }
+}
+
+pub fn resource(r: &ev::Resource) -> pb::Resource {
+    match r {
+        ev::Resource::Entity(rec) => resource_of_record(rec),
+        ev::Resource::Link(l) => pb::Resource {
+            kind: Some(pb::resource::Kind::Link(link_out(l))),
+        },
+    }
+}
+
+pub fn link_kind_in(t: i32) -> Result<LinkKind, Error> {
+    use pb::LinkType as T;
+    match T::try_from(t) {
+        Ok(T::MeasureAreaPriority) => Ok(LinkKind::MeasureAreaPriority),
+        Ok(T::MeasureAreaPriorityGrant) => Ok(LinkKind::MeasureAreaPriorityGrant),
+        Ok(T::SpeciesAreaPriority) => Ok(LinkKind::SpeciesAreaPriority),
+        Ok(T::HabitatCreationArea) => Ok(LinkKind::HabitatCreationArea),
+        Ok(T::HabitatManagementArea) => Ok(LinkKind::HabitatManagementArea),
+        Ok(T::MeasureSpecies) => Ok(LinkKind::MeasureSpecies),
+        Ok(T::Unspecified) | Err(_) => Err(Error::invalid(
+            "link_type",
+            "LINK_TYPE_REQUIRED",
+            "must be a known link type",
+        )),
+    }
+}
+
+fn link_type_out(k: LinkKind) -> pb::LinkType {
+    use pb::LinkType as T;
+    match k {
+        LinkKind::MeasureAreaPriority => T::MeasureAreaPriority,
+        LinkKind::MeasureAreaPriorityGrant => T::MeasureAreaPriorityGrant,
+        LinkKind::SpeciesAreaPriority => T::SpeciesAreaPriority,
+        LinkKind::HabitatCreationArea => T::HabitatCreationArea,
+        LinkKind::HabitatManagementArea => T::HabitatManagementArea,
+        LinkKind::MeasureSpecies => T::MeasureSpecies,
+    }
+}
+
+fn nz(i: i32) -> Option<i32> {
+    (i != 0).then_some(i)
+}
+
+/// The flat parts of a proto link (0 / "" = unset).
+pub fn link_parts(l: &pb::Link) -> LinkParts {
+    LinkParts {
+        measure_id: nz(l.measure_id),
+        area_id: nz(l.area_id),
+        priority_id: nz(l.priority_id),
+        species_id: nz(l.species_id),
+        habitat_id: nz(l.habitat_id),
+        grant_id: (!l.grant_id.is_empty()).then(|| l.grant_id.clone()),
+    }
+}
+
+/// A proto link as a validated domain link.
+pub fn link_in(l: Option<pb::Link>) -> Result<Link, Error> {
+    let l = l.ok_or_else(|| Error::invalid("link", "LINK_REQUIRED", "is required"))?;
+    let kind = link_kind_in(l.link_type)?;
+    Ok(Link::from_parts(kind, &link_parts(&l))?)
+}
+
+pub fn link_out(l: &Link) -> pb::Link {
+    let p = LinkParts::of(l);
+    pb::Link {
+        link_type: link_type_out(l.kind) as i32,
+        measure_id: p.measure_id.unwrap_or(0),
+        area_id: p.area_id.unwrap_or(0),
+        priority_id: p.priority_id.unwrap_or(0),
+        species_id: p.species_id.unwrap_or(0),
+        habitat_id: p.habitat_id.unwrap_or(0),
+        grant_id: p.grant_id.unwrap_or_default(),
+    }
+}
+
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn from_timestamp(field: &str, t: Timestamp) -> Result<chrono::DateTime<chrono::Utc>, Error> {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .ok_or_else(|| Error::invalid(field, "INVALID_TIMESTAMP", "is out of range"))
+}
+
+pub fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub fn from_duration(field: &str, d: prost_types::Duration) -> Result<std::time::Duration, Error> {
+    std::time::Duration::try_from(d)
+        .map_err(|_| Error::invalid(field, "INVALID_DURATION", "must be a non-negative duration"))
+}
+
+pub fn delete_outcome(info: &ev::DeleteInfo, event_seq: u64, replayed: bool) -> pb::DeleteOutcome {
+    pb::DeleteOutcome {
+        snapshot_id: info.snapshot_id.clone().unwrap_or_default(),
+        snapshot_skipped_reason: info.snapshot_skipped_reason.clone().unwrap_or_default(),
+        rows_removed: info
+            .rows_removed
+            .iter()
+            .map(|(t, n)| pb::TableRowCount {
+                table: t.clone(),
+                rows: *n,
+            })
+            .collect(),
+        event_seq,
+        replayed,
+    }
+}
+
+pub fn event_kind_out(k: ev::EventKind) -> pb::EventKind {
+    use ev::EventKind as K;
+    use pb::EventKind as P;
+    match k {
+        K::EntityCreated => P::EntityCreated,
+        K::EntityUpdated => P::EntityUpdated,
+        K::EntityDeleted => P::EntityDeleted,
+        K::LinkCreated => P::LinkCreated,
+        K::LinkDeleted => P::LinkDeleted,
+        K::SnapshotCreated => P::SnapshotCreated,
+        K::SnapshotDeleted => P::SnapshotDeleted,
+        K::RestorePerformed => P::RestorePerformed,
+        K::RetentionApplied => P::RetentionApplied,
+        K::StorageDegraded => P::StorageDegraded,
+        K::StorageRecovered => P::StorageRecovered,
+    }
+}
+
+pub fn event_kind_in(k: i32) -> Result<ev::EventKind, Error> {
+    use ev::EventKind as K;
+    use pb::EventKind as P;
+    Ok(match P::try_from(k) {
+        Ok(P::EntityCreated) => K::EntityCreated,
+        Ok(P::EntityUpdated) => K::EntityUpdated,
+        Ok(P::EntityDeleted) => K::EntityDeleted,
+        Ok(P::LinkCreated) => K::LinkCreated,
+        Ok(P::LinkDeleted) => K::LinkDeleted,
+        Ok(P::SnapshotCreated) => K::SnapshotCreated,
+        Ok(P::SnapshotDeleted) => K::SnapshotDeleted,
+        Ok(P::RestorePerformed) => K::RestorePerformed,
+        Ok(P::RetentionApplied) => K::RetentionApplied,
+        Ok(P::StorageDegraded) => K::StorageDegraded,
+        Ok(P::StorageRecovered) => K::StorageRecovered,
+        Ok(P::Unspecified) | Err(_) => {
+            return Err(Error::invalid(
+                "kinds",
+                "UNKNOWN_EVENT_KIND",
+                format!("{k} is not an event kind"),
+            ))
+        }
+    })
+}
+
+pub fn operation_out(o: Operation) -> pb::SnapshotOperation {
+    match o {
+        Operation::Delete => pb::SnapshotOperation::Delete,
+        Operation::DeleteLink => pb::SnapshotOperation::DeleteLink,
+        Operation::Manual => pb::SnapshotOperation::Manual,
+        Operation::PreRestore => pb::SnapshotOperation::PreRestore,
+        Operation::Scheduled => pb::SnapshotOperation::Scheduled,
+    }
+}
+
+pub fn operation_in(o: i32) -> Result<Option<Operation>, Error> {
+    use pb::SnapshotOperation as P;
+    Ok(match P::try_from(o) {
+        Ok(P::Unspecified) => None,
+        Ok(P::Delete) => Some(Operation::Delete),
+        Ok(P::DeleteLink) => Some(Operation::DeleteLink),
+        Ok(P::Manual) => Some(Operation::Manual),
+        Ok(P::PreRestore) => Some(Operation::PreRestore),
+        Ok(P::Scheduled) => Some(Operation::Scheduled),
+        Err(_) => {
+            return Err(Error::invalid(
+                "operation",
+                "UNKNOWN_OPERATION",
+                format!("{o} is not a snapshot operation"),
+            ))
+        }
+    })
+}
+
+fn operation_name_out(s: &str) -> pb::SnapshotOperation {
+    Operation::parse(s).map_or(pb::SnapshotOperation::Unspecified, operation_out)
+}
+
+pub fn event(e: &ev::Event) -> pb::Event {
+    let b = &e.body;
+    pb::Event {
+        seq: e.seq,
+        time: Some(timestamp(e.time)),
+        kind: event_kind_out(b.kind) as i32,
+        entity_type: b.entity_type.clone().unwrap_or_default(),
+        entity_id: b.entity_id.clone().unwrap_or_default(),
+        request_id: e.origin.request_id.clone().unwrap_or_default(),
+        rpc: e.origin.rpc.clone().unwrap_or_default(),
+        before: b.before.as_ref().map(resource),
+        after: b.after.as_ref().map(resource),
+        delete: b.delete.as_ref().map(|d| delete_outcome(d, e.seq, false)),
+        snapshot: b.snapshot.as_ref().map(|s| pb::SnapshotEventDetail {
+            snapshot_id: s.snapshot_id.clone(),
+            operation: operation_name_out(&s.operation) as i32,
+            description: s.description.clone(),
+        }),
+        restore: b.restore.as_ref().map(|r| pb::RestoreEventDetail {
+            snapshot_id: r.snapshot_id.clone(),
+            safety_snapshot_id: r.safety_snapshot_id.clone(),
+            rolled_back: r.rolled_back,
+            rollback_reason: r.rollback_reason.clone().unwrap_or_default(),
+            checks_run: r.checks_run,
+            checks_failed: r.checks_failed.clone(),
+        }),
+        retention: b.retention.as_ref().map(|r| pb::RetentionEventDetail {
+            removed_snapshot_ids: r.removed_snapshot_ids.clone(),
+            bytes_freed: r.bytes_freed,
+        }),
+        storage: b.storage.as_ref().map(|s| pb::StorageEventDetail {
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        }),
+    }
+}
+
+pub fn report(r: &IntegrityReport) -> pb::IntegrityReport {
+    pb::IntegrityReport {
+        passed: r.passed(),
+        checks: r
+            .checks
+            .iter()
+            .map(|c| pb::IntegrityCheck {
+                name: c.name.clone(),
+                passed: c.passed,
+                expected: c.expected.clone(),
+                actual: c.actual.clone(),
+                duration: Some(duration(c.duration)),
+            })
+            .collect(),
+    }
+}
+
+/// A manifest (plus catalog figures) as the Snapshot message.
+pub fn snapshot(m: &Manifest, unique_stored_bytes: u64, pinned: bool) -> pb::Snapshot {
+    pb::Snapshot {
+        snapshot_id: m.id.as_str().to_string(),
+        create_time: Some(timestamp(m.created_at)),
+        description: m.description.clone(),
+        operation: operation_out(m.operation) as i32,
+        entity_type: m.entity_type.clone().unwrap_or_default(),
+        entity_id: m.entity_id.clone().unwrap_or_default(),
+        request_id: m.request_id.clone().unwrap_or_default(),
+        labels: m.labels.clone().into_iter().collect(),
+        event_head_seq: m.event_head_seq,
+        duckdb_library_version: m.duckdb_library_version.clone(),
+        storage_version: m.storage_version,
+        logical_bytes: m.file_len,
+        unique_stored_bytes,
+        block_count: m.blocks.len() as u32,
+        file_blake3: m.file_blake3.to_hex().to_string(),
+        tables: m
+            .fingerprints
+            .iter()
+            .map(|(t, f)| pb::SnapshotTable {
+                table: t.clone(),
+                rows: f.rows,
+                hash_sum: f.hash_sum.to_string(),
+            })
+            .collect(),
+        pinned,
+    }
+}
+
+/// A catalog summary (no manifest read) as the Snapshot message; tables are not included.
+pub fn snapshot_item(i: &crate::snapshot::ListItem) -> pb::Snapshot {
+    let s = &i.summary;
+    pb::Snapshot {
+        snapshot_id: s.id.as_str().to_string(),
+        create_time: Some(timestamp(s.created_at)),
+        description: s.description.clone(),
+        operation: operation_out(s.operation) as i32,
+        entity_type: s.entity_type.clone().unwrap_or_default(),
+        entity_id: s.entity_id.clone().unwrap_or_default(),
+        request_id: s.request_id.clone().unwrap_or_default(),
+        labels: s.labels.clone().into_iter().collect(),
+        event_head_seq: s.event_head_seq,
+        duckdb_library_version: s.duckdb_library_version.clone(),
+        storage_version: s.storage_version,
+        logical_bytes: i.logical_bytes,
+        unique_stored_bytes: i.unique_stored_bytes,
+        block_count: s.block_count as u32,
+        file_blake3: String::new(),
+        tables: Vec::new(),
+        pinned: i.pinned,
+    }
+}

@@ -1,0 +1,81 @@
+//! Request context extraction: the RPC name, the AIP-155 idempotency key and a fingerprint of
+//! the request, the correlation id (x-request-id), and the caller's deadline (grpc-timeout).
+
+use std::time::{Duration, Instant};
+
+use tonic::Request;
+
+use crate::app::RequestCtx;
+use crate::domain::validate::validate_text_id;
+use crate::error::Error;
+
+/// The context of a request; `request_id` is the message's idempotency key ("" = none).
+pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<RequestCtx, Error> {
+    let idempotency_key = if request_id.is_empty() {
+        None
+    } else {
+        validate_text_id("request_id", request_id).map_err(|v| Error::from(vec![v]))?;
+        Some(request_id.to_string())
+    };
+    let header_id = req
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string);
+    Ok(RequestCtx {
+        request_fingerprint: blake3::hash(&req.get_ref().encode_to_vec())
+            .to_hex()
+            .to_string(),
+        request_id: idempotency_key.clone().or(header_id),
+        idempotency_key,
+        rpc: rpc_name(req),
+        deadline: deadline(req),
+    })
+}
+
+/// "/lnrs.v1.EntityService/DeleteMeasure".
+pub fn rpc_name<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<tonic::GrpcMethod>()
+        .map(|m| format!("/{}/{}", m.service(), m.method()))
+        .unwrap_or_default()
+}
+
+/// The caller's deadline from the `grpc-timeout` header.
+pub fn deadline<T>(req: &Request<T>) -> Option<Instant> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(v).map(|d| Instant::now() + d)
+}
+
+/// Parses the gRPC wire format: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+}

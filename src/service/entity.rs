@@ -1,0 +1,618 @@
+//! `lnrs.v1.EntityService`: thin handlers over [`crate::app`]. Each RPC converts its message,
+//! calls one use case and converts the result; the generic helpers below are shared by the six
+//! entities.
+
+use prost_types::FieldMask;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, key_from_int, key_from_text, EntityMessage};
+use super::ctx::ctx;
+use crate::app::entities::DeleteTarget;
+use crate::app::{App, RequestCtx};
+use crate::domain::{EntityKind, Key, LinkKind};
+use crate::error::Error;
+use crate::pb::{self, entity_service_server::EntityService};
+use crate::storage::entities::{Cursor, ListQuery};
+use crate::storage::links::LinkQuery;
+
+/// Default and largest entity page sizes.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Default and largest link page sizes.
+pub const DEFAULT_LINK_PAGE_SIZE: usize = 100;
+pub const MAX_LINK_PAGE_SIZE: usize = 5000;
+
+/// The EntityService implementation.
+#[derive(Clone)]
+pub struct EntityApi {
+    app: App,
+}
+
+impl EntityApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn required<T>(v: Option<T>, field: &str) -> Result<T, Error> {
+    v.ok_or_else(|| Error::invalid(field, "FIELD_REQUIRED", "is required"))
+}
+
+fn key_required(k: Option<Key>, kind: EntityKind) -> Result<Key, Error> {
+    let field = kind.def().key;
+    let k = required(k, field)?;
+    crate::domain::validate::validate_key(kind, &k).map_err(|v| Error::from(vec![v]))?;
+    Ok(k)
+}
+
+pub(crate) fn page_size(requested: i32, default: usize, max: usize) -> Result<usize, Error> {
+    match requested {
+        n if n < 0 => Err(Error::invalid(
+            "page_size",
+            "INVALID_PAGE_SIZE",
+            "must not be negative",
+        )),
+        0 => Ok(default),
+        n => Ok((n as usize).min(max)),
+    }
+}
+
+/// An opaque page token: the keyset cursor plus a hash of the query it belongs to.
+#[derive(Serialize, Deserialize)]
+struct Token<C> {
+    q: String,
+    c: C,
+}
+
+fn query_hash(parts: &[&str]) -> String {
+    blake3::hash(parts.join("\u{1f}").as_bytes()).to_hex()[..16].to_string()
+}
+
+fn encode_token<C: Serialize>(q: &str, c: C) -> String {
+    let json = serde_json::to_vec(&Token {
+        q: q.to_string(),
+        c,
+    })
+    .unwrap_or_default();
+    json.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token<C: for<'de> Deserialize<'de>>(q: &str, token: &str) -> Result<Option<C>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::invalid(
+            "page_token",
+            "INVALID_PAGE_TOKEN",
+            "is not a token from this query",
+        )
+    };
+    if token.len() % 2 != 0 || token.len() > 8192 {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    let t: Token<C> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if t.q != q {
+        return Err(bad());
+    }
+    Ok(Some(t.c))
+}
+
+fn parse_order_by(kind: EntityKind, order_by: &str) -> Result<Vec<(&'static str, bool)>, Error> {
+    let def = kind.def();
+    let mut out = Vec::new();
+    for part in order_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut words = part.split_whitespace();
+        let field = words.next().unwrap_or_default();
+        let desc = match words.next() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(w) => {
+                return Err(Error::invalid(
+                    "order_by",
+                    "INVALID_ORDER_BY",
+                    format!("`{w}`: expected asc or desc"),
+                ))
+            }
+        };
+        let column = def.orderable.iter().find(|c| **c == field).ok_or_else(|| {
+            Error::invalid(
+                "order_by",
+                "INVALID_ORDER_BY",
+                format!(
+                    "`{field}` is not orderable; use any of: {}",
+                    def.orderable.join(", ")
+                ),
+            )
+        })?;
+        out.push((*column, desc));
+    }
+    Ok(out)
+}
+
+impl EntityApi {
+    async fn get<M: EntityMessage>(&self, key: Option<Key>) -> Result<M, Error> {
+        let key = key_required(key, M::KIND)?;
+        Ok(M::from_record(&self.app.get_entity(M::KIND, key).await?))
+    }
+
+    async fn list<M: EntityMessage>(
+        &self,
+        size: i32,
+        token: &str,
+        search: &str,
+        order_by: &str,
+    ) -> Result<(Vec<M>, String, i64), Error> {
+        let order = parse_order_by(M::KIND, order_by)?;
+        let q = query_hash(&[M::KIND.name(), search, order_by]);
+        let after: Option<Cursor> = decode_token(&q, token)?;
+        let query = ListQuery {
+            search: Some(search.trim().to_string()).filter(|s| !s.is_empty()),
+            order_by: order,
+            page_size: page_size(size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+            after,
+        };
+        let page = self.app.list_entities(M::KIND, query).await?;
+        let next = page.next.map(|c| encode_token(&q, c)).unwrap_or_default();
+        Ok((
+            page.records.iter().map(M::from_record).collect(),
+            next,
+            page.total,
+        ))
+    }
+
+    async fn create<M: EntityMessage>(
+        &self,
+        c: RequestCtx,
+        msg: Option<M>,
+    ) -> Result<(M, u64, bool), Error> {
+        let draft = required(msg, M::KIND.name())?.into_draft();
+        let out = self.app.create_entity(c, draft).await?;
+        Ok((
+            M::from_record(&out.value.record),
+            out.value.event_seq,
+            out.replayed,
+        ))
+    }
+
+    async fn update<M: EntityMessage>(
+        &self,
+        c: RequestCtx,
+        msg: Option<M>,
+        mask: Option<FieldMask>,
+    ) -> Result<(M, u64, bool), Error> {
+        let draft = required(msg, M::KIND.name())?.into_draft();
+        key_required(draft.key.clone(), M::KIND)?;
+        let mask = mask.map(|m| m.paths).unwrap_or_default();
+        let out = self.app.update_entity(c, draft, mask).await?;
+        Ok((
+            M::from_record(&out.value.record),
+            out.value.event_seq,
+            out.replayed,
+        ))
+    }
+
+    async fn delete<M: EntityMessage>(
+        &self,
+        c: RequestCtx,
+        key: Option<Key>,
+    ) -> Result<(pb::DeleteOutcome, Option<M>), Error> {
+        let key = key_required(key, M::KIND)?;
+        let out = self
+            .app
+            .delete(c, DeleteTarget::Entity(M::KIND, key))
+            .await?;
+        let d = &out.value;
+        let before = match &d.before {
+            crate::events::Resource::Entity(r) => Some(M::from_record(r)),
+            crate::events::Resource::Link(_) => None,
+        };
+        Ok((
+            convert::delete_outcome(&d.info, d.event_seq, out.replayed),
+            before,
+        ))
+    }
+}
+
+/// Generates the five handlers of one entity. They are written in the desugared form that
+/// `#[tonic::async_trait]` produces, because an attribute macro cannot see into the expansion
+/// of a `macro_rules!` invocation inside the impl.
+macro_rules! entity_handlers {
+    ($msg:ident, $field:ident, $plural:ident, $key:ident, $key_in:ident,
+     $get:ident $GetReq:ident $GetRes:ident, $list:ident $ListReq:ident $ListRes:ident,
+     $create:ident $CreateReq:ident $CreateRes:ident, $update:ident $UpdateReq:ident $UpdateRes:ident,
+     $delete:ident $DeleteReq:ident $DeleteRes:ident) => {
+        fn $get<'a, 'async_trait>(
+            &'a self,
+            req: Request<pb::$GetReq>,
+        ) -> Boxed<'async_trait, pb::$GetRes>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                let m: pb::$msg = self.get($key_in(req.into_inner().$key)).await?;
+                Ok(Response::new(pb::$GetRes { $field: Some(m) }))
+            })
+        }
+
+        fn $list<'a, 'async_trait>(
+            &'a self,
+            req: Request<pb::$ListReq>,
+        ) -> Boxed<'async_trait, pb::$ListRes>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                let r = req.into_inner();
+                let (items, next_page_token, total_size) = self
+                    .list::<pb::$msg>(r.page_size, &r.page_token, &r.search, &r.order_by)
+                    .await?;
+                Ok(Response::new(pb::$ListRes {
+                    $plural: items,
+                    next_page_token,
+                    total_size,
+                }))
+            })
+        }
+
+        fn $create<'a, 'async_trait>(
+            &'a self,
+            req: Request<pb::$CreateReq>,
+        ) -> Boxed<'async_trait, pb::$CreateRes>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                let c = ctx(&req, &req.get_ref().request_id)?;
+                let (m, event_seq, replayed) = self.create(c, req.into_inner().$field).await?;
+                Ok(Response::new(pb::$CreateRes {
+                    $field: Some(m),
+                    event_seq,
+                    replayed,
+                }))
+            })
+        }
+
+        fn $update<'a, 'async_trait>(
+            &'a self,
+            req: Request<pb::$UpdateReq>,
+        ) -> Boxed<'async_trait, pb::$UpdateRes>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                let c = ctx(&req, &req.get_ref().request_id)?;
+                let r = req.into_inner();
+                let (m, event_seq, replayed) = self.update(c, r.$field, r.update_mask).await?;
+                Ok(Response::new(pb::$UpdateRes {
+                    $field: Some(m),
+                    event_seq,
+                    replayed,
+                }))
+            })
+        }
+
+        fn $delete<'a, 'async_trait>(
+            &'a self,
+            req: Request<pb::$DeleteReq>,
+        ) -> Boxed<'async_trait, pb::$DeleteRes>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                let c = ctx(&req, &req.get_ref().request_id)?;
+                let (outcome, deleted) = self
+                    .delete::<pb::$msg>(c, $key_in(req.into_inner().$key))
+                    .await?;
+                Ok(Response::new(pb::$DeleteRes {
+                    outcome: Some(outcome),
+                    deleted,
+                }))
+            })
+        }
+    };
+}
+
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = R<T>> + Send + 'a>>;
+
+#[tonic::async_trait]
+impl EntityService for EntityApi {
+    entity_handlers!(Measure, measure, measures, measure_id, key_from_int,
+        get_measure GetMeasureRequest GetMeasureResponse, list_measures ListMeasuresRequest ListMeasuresResponse,
+        create_measure CreateMeasureRequest CreateMeasureResponse, update_measure UpdateMeasureRequest UpdateMeasureResponse,
+        delete_measure DeleteMeasureRequest DeleteMeasureResponse);
+    entity_handlers!(Area, area, areas, area_id, key_from_int,
+        get_area GetAreaRequest GetAreaResponse, list_areas ListAreasRequest ListAreasResponse,
+        create_area CreateAreaRequest CreateAreaResponse, update_area UpdateAreaRequest UpdateAreaResponse,
+        delete_area DeleteAreaRequest DeleteAreaResponse);
+    entity_handlers!(Priority, priority, priorities, priority_id, key_from_int,
+        get_priority GetPriorityRequest GetPriorityResponse, list_priorities ListPrioritiesRequest ListPrioritiesResponse,
+        create_priority CreatePriorityRequest CreatePriorityResponse, update_priority UpdatePriorityRequest UpdatePriorityResponse,
+        delete_priority DeletePriorityRequest DeletePriorityResponse);
+    entity_handlers!(Species, species, species, species_id, key_from_int,
+        get_species GetSpeciesRequest GetSpeciesResponse, list_species ListSpeciesRequest ListSpeciesResponse,
+        create_species CreateSpeciesRequest CreateSpeciesResponse, update_species UpdateSpeciesRequest UpdateSpeciesResponse,
+        delete_species DeleteSpeciesRequest DeleteSpeciesResponse);
+    entity_handlers!(Habitat, habitat, habitats, habitat_id, key_from_int,
+        get_habitat GetHabitatRequest GetHabitatResponse, list_habitats ListHabitatsRequest ListHabitatsResponse,
+        create_habitat CreateHabitatRequest CreateHabitatResponse, update_habitat UpdateHabitatRequest UpdateHabitatResponse,
+        delete_habitat DeleteHabitatRequest DeleteHabitatResponse);
+    entity_handlers!(Grant, grant, grants, grant_id, key_from_text,
+        get_grant GetGrantRequest GetGrantResponse, list_grants ListGrantsRequest ListGrantsResponse,
+        create_grant CreateGrantRequest CreateGrantResponse, update_grant UpdateGrantRequest UpdateGrantResponse,
+        delete_grant DeleteGrantRequest DeleteGrantResponse);
+
+    async fn get_delete_impact(
+        &self,
+        req: Request<pb::GetDeleteImpactRequest>,
+    ) -> R<pb::GetDeleteImpactResponse> {
+        use pb::get_delete_impact_request::Target;
+        let target = match required(req.into_inner().target, "target")? {
+            Target::MeasureId(i) => entity_target(EntityKind::Measure, key_from_int(i))?,
+            Target::AreaId(i) => entity_target(EntityKind::Area, key_from_int(i))?,
+            Target::PriorityId(i) => entity_target(EntityKind::Priority, key_from_int(i))?,
+            Target::SpeciesId(i) => entity_target(EntityKind::Species, key_from_int(i))?,
+            Target::HabitatId(i) => entity_target(EntityKind::Habitat, key_from_int(i))?,
+            Target::GrantId(s) => entity_target(EntityKind::Grant, key_from_text(s))?,
+            Target::Link(l) => DeleteTarget::Link(convert::link_in(Some(l))?),
+        };
+        let tables = self.app.delete_impact(target).await?;
+        let total_rows = tables.iter().map(|t| t.rows.len() as i64).sum();
+        Ok(Response::new(pb::GetDeleteImpactResponse {
+            tables: tables
+                .into_iter()
+                .map(|t| pb::TableImpact {
+                    table: t.table.to_string(),
+                    key_columns: t.key_columns.iter().map(|c| c.to_string()).collect(),
+                    rows: t
+                        .rows
+                        .into_iter()
+                        .map(|values| pb::RowKey { values })
+                        .collect(),
+                })
+                .collect(),
+            total_rows,
+        }))
+    }
+
+    async fn list_measure_types(
+        &self,
+        _: Request<pb::ListMeasureTypesRequest>,
+    ) -> R<pb::ListMeasureTypesResponse> {
+        let rows = self
+            .app
+            .lookup("measure_type", &["measure_type_id", "measure_type"], None)
+            .await?;
+        Ok(Response::new(pb::ListMeasureTypesResponse {
+            measure_types: rows
+                .iter()
+                .map(|r| pb::MeasureType {
+                    measure_type_id: id_of(&r[0]),
+                    measure_type: text_of(&r[1]),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_stakeholders(
+        &self,
+        _: Request<pb::ListStakeholdersRequest>,
+    ) -> R<pb::ListStakeholdersResponse> {
+        let rows = self
+            .app
+            .lookup("stakeholder", &["stakeholder_id", "stakeholder"], None)
+            .await?;
+        Ok(Response::new(pb::ListStakeholdersResponse {
+            stakeholders: rows
+                .iter()
+                .map(|r| pb::Stakeholder {
+                    stakeholder_id: id_of(&r[0]),
+                    stakeholder: text_of(&r[1]),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_benefits(
+        &self,
+        _: Request<pb::ListBenefitsRequest>,
+    ) -> R<pb::ListBenefitsResponse> {
+        let rows = self
+            .app
+            .lookup("benefits", &["benefit_id", "benefit"], None)
+            .await?;
+        Ok(Response::new(pb::ListBenefitsResponse {
+            benefits: rows
+                .iter()
+                .map(|r| pb::Benefit {
+                    benefit_id: id_of(&r[0]),
+                    benefit: text_of(&r[1]),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_funding_schemes(
+        &self,
+        req: Request<pb::ListFundingSchemesRequest>,
+    ) -> R<pb::ListFundingSchemesResponse> {
+        let area = req.into_inner().area_id;
+        let filter = (area != 0).then_some(("area_id", area));
+        let rows = self
+            .app
+            .lookup(
+                "area_funding_schemes",
+                &["id", "area_id", "area_name", "local_funding_schemes"],
+                filter,
+            )
+            .await?;
+        Ok(Response::new(pb::ListFundingSchemesResponse {
+            funding_schemes: rows
+                .iter()
+                .map(|r| pb::FundingScheme {
+                    id: id_of(&r[0]),
+                    area_id: id_of(&r[1]),
+                    area_name: r[2].opt_text(),
+                    local_funding_schemes: r[3].opt_text(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_link(&self, req: Request<pb::CreateLinkRequest>) -> R<pb::CreateLinkResponse> {
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let link = convert::link_in(req.into_inner().link)?;
+        let out = self.app.create_link(c, link).await?;
+        Ok(Response::new(pb::CreateLinkResponse {
+            link: Some(convert::link_out(&out.value.link)),
+            event_seq: out.value.event_seq,
+            replayed: out.replayed,
+        }))
+    }
+
+    async fn delete_link(&self, req: Request<pb::DeleteLinkRequest>) -> R<pb::DeleteLinkResponse> {
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let link = convert::link_in(req.into_inner().link)?;
+        let out = self.app.delete(c, DeleteTarget::Link(link)).await?;
+        Ok(Response::new(pb::DeleteLinkResponse {
+            outcome: Some(convert::delete_outcome(
+                &out.value.info,
+                out.value.event_seq,
+                out.replayed,
+            )),
+        }))
+    }
+
+    async fn list_links(&self, req: Request<pb::ListLinksRequest>) -> R<pb::ListLinksResponse> {
+        let r = req.into_inner();
+        let kind = convert::link_kind_in(r.link_type)?;
+        let filters = link_filters(kind, &r)?;
+        let q = query_hash(&[kind.table(), &format!("{filters:?}")]);
+        let after: Option<Vec<Key>> = decode_token(&q, &r.page_token)?;
+        let query = LinkQuery {
+            kind,
+            filters,
+            page_size: page_size(r.page_size, DEFAULT_LINK_PAGE_SIZE, MAX_LINK_PAGE_SIZE)?,
+            after,
+        };
+        let (links, total_size, more) = self.app.list_links(query).await?;
+        let next_page_token = match (more, links.last()) {
+            (true, Some(last)) => encode_token(&q, last.key.clone()),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListLinksResponse {
+            links: links.iter().map(convert::link_out).collect(),
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn batch_create_measure_area_priority_links(
+        &self,
+        req: Request<pb::BatchCreateMeasureAreaPriorityLinksRequest>,
+    ) -> R<pb::BatchCreateMeasureAreaPriorityLinksResponse> {
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let r = req.into_inner();
+        let ids = |v: Vec<i32>, field: &str| -> Result<Vec<i32>, Error> {
+            if v.is_empty() {
+                return Err(Error::invalid(
+                    field,
+                    "FIELD_REQUIRED",
+                    "needs at least one id",
+                ));
+            }
+            if v.iter().any(|i| *i <= 0) {
+                return Err(Error::invalid(field, "INVALID_ID", "ids must be positive"));
+            }
+            let mut v = v;
+            v.sort_unstable();
+            v.dedup();
+            Ok(v)
+        };
+        let (m, a, p) = (
+            ids(r.measure_ids, "measure_ids")?,
+            ids(r.area_ids, "area_ids")?,
+            ids(r.priority_ids, "priority_ids")?,
+        );
+        if m.len() * a.len() * p.len() > MAX_BATCH_LINKS {
+            return Err(Error::invalid(
+                "measure_ids",
+                "BATCH_TOO_LARGE",
+                format!(
+                    "the product has {} links; at most {MAX_BATCH_LINKS} per request",
+                    m.len() * a.len() * p.len()
+                ),
+            )
+            .into());
+        }
+        let out = self.app.bulk_create_map(c, m, a, p).await?;
+        Ok(Response::new(
+            pb::BatchCreateMeasureAreaPriorityLinksResponse {
+                created: out.value.created.iter().map(convert::link_out).collect(),
+                skipped_existing: out
+                    .value
+                    .skipped_existing
+                    .iter()
+                    .map(convert::link_out)
+                    .collect(),
+                first_event_seq: out.value.first_event_seq,
+                replayed: out.replayed,
+            },
+        ))
+    }
+}
+
+/// Largest MAP product one batch may create (it is one transaction and one event per link).
+pub const MAX_BATCH_LINKS: usize = 10_000;
+
+fn entity_target(kind: EntityKind, key: Option<Key>) -> Result<DeleteTarget, Error> {
+    Ok(DeleteTarget::Entity(kind, key_required(key, kind)?))
+}
+
+fn link_filters(
+    kind: LinkKind,
+    r: &pb::ListLinksRequest,
+) -> Result<Vec<(&'static str, Key)>, Error> {
+    let given: [(&'static str, Option<Key>); 6] = [
+        ("measure_id", key_from_int(r.measure_id)),
+        ("area_id", key_from_int(r.area_id)),
+        ("priority_id", key_from_int(r.priority_id)),
+        ("species_id", key_from_int(r.species_id)),
+        ("habitat_id", key_from_int(r.habitat_id)),
+        ("grant_id", key_from_text(r.grant_id.clone())),
+    ];
+    let mut out = Vec::new();
+    for (name, v) in given {
+        let Some(v) = v else { continue };
+        if !kind.columns().iter().any(|c| c.name == name) {
+            return Err(Error::invalid(
+                name,
+                "FILTER_NOT_APPLICABLE",
+                format!("{} links have no {name}", kind.table()),
+            ));
+        }
+        out.push((name, v));
+    }
+    Ok(out)
+}
+
+fn id_of(v: &crate::domain::Value) -> i32 {
+    v.as_text().and_then(|s| s.parse().ok()).unwrap_or_default()
+}
+
+fn text_of(v: &crate::domain::Value) -> String {
+    v.opt_text().unwrap_or_default()
+}

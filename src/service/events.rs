@@ -1,0 +1,139 @@
+//! `lnrs.v1.EventService`: the WatchEvents server stream (catch-up, then live, heartbeats, a
+//! final UNAVAILABLE with the last seq on shutdown) and ListEvents pages.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::entity::page_size;
+use crate::app::App;
+use crate::domain::{EntityKind, LinkKind};
+use crate::error::Error;
+use crate::events::{hub, EventFilter, StreamItem, Subscription};
+use crate::pb::{self, event_service_server::EventService};
+
+/// Bounds on the heartbeat interval a subscriber may ask for.
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(300);
+/// Items buffered per stream between the producer and the HTTP/2 writer; a slow client fills
+/// this, then falls behind the shared ring and catches up from the log.
+const STREAM_BUFFER: usize = 32;
+
+/// The EventService implementation.
+#[derive(Clone)]
+pub struct EventApi {
+    app: App,
+}
+
+impl EventApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+/// Entity types a filter may name: the six entities, the link tables, and the pseudo types of
+/// snapshot and storage events.
+fn known_entity_type(t: &str) -> bool {
+    EntityKind::from_name(t).is_some()
+        || LinkKind::from_table(t).is_some()
+        || matches!(t, "snapshot" | "snapshot_storage")
+}
+
+fn filter(kinds: &[i32], entity_types: &[String]) -> Result<EventFilter, Error> {
+    let kinds = kinds
+        .iter()
+        .map(|k| convert::event_kind_in(*k))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    for t in entity_types {
+        if !known_entity_type(t) {
+            return Err(Error::invalid(
+                "entity_types",
+                "UNKNOWN_ENTITY_TYPE",
+                format!("`{t}` is not an entity, link or event type"),
+            ));
+        }
+    }
+    Ok(EventFilter {
+        kinds,
+        entity_types: entity_types.iter().cloned().collect(),
+    })
+}
+
+fn item(i: StreamItem) -> pb::WatchEventsResponse {
+    use pb::watch_events_response::Item;
+    let item = match i {
+        StreamItem::Event(e) => Item::Event(convert::event(&e)),
+        StreamItem::Heartbeat { head, time } => Item::Heartbeat(pb::Heartbeat {
+            head_seq: head,
+            time: Some(convert::timestamp(time)),
+        }),
+        StreamItem::CaughtUp { head } => Item::CaughtUp(pb::CaughtUp { head_seq: head }),
+    };
+    pb::WatchEventsResponse { item: Some(item) }
+}
+
+type WatchStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    type WatchEventsStream = WatchStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let r = req.into_inner();
+        let heartbeat = match r.heartbeat_interval {
+            None => self.app.config().default_heartbeat,
+            Some(d) => {
+                convert::from_duration("heartbeat_interval", d)?.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT)
+            }
+        };
+        let sub = Subscription {
+            start_after: r.start_after_seq,
+            filter: filter(&r.kinds, &r.entity_types)?,
+            heartbeat,
+        };
+        let shared = &self.app.shared;
+        shared
+            .hub
+            .check_start(sub.start_after)
+            .map_err(Error::from)?;
+        let permit = shared.hub.admit().map_err(Error::from)?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(hub::run(
+            shared.hub.clone(),
+            shared.reads.clone(),
+            sub,
+            tx,
+            permit,
+        ));
+        let stream =
+            ReceiverStream::new(rx).map(|r| r.map(item).map_err(|e| Status::from(Error::from(e))));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = page_size(r.page_size, 100, 1000)?;
+        let page = self
+            .app
+            .list_events(r.start_after_seq, limit, filter(&r.kinds, &r.entity_types)?)
+            .await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: page.events.iter().map(|e| convert::event(e)).collect(),
+            next_start_after_seq: page.next_start_after,
+            head_seq: page.head,
+            first_available_seq: page.first,
+        }))
+    }
+}

@@ -1,0 +1,334 @@
+//! `lnrs.v1.SnapshotService`: thin handlers over the snapshot use cases in [`crate::app`].
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, from_duration, from_timestamp};
+use super::ctx::ctx;
+use super::entity::page_size;
+use crate::app::status::SnapshotState;
+use crate::app::App;
+use crate::config::SnapshotPolicy;
+use crate::error::Error;
+use crate::pb::{self, snapshot_service_server::SnapshotService};
+use crate::snapshot::retention::RetentionReason;
+use crate::snapshot::{ListFilter, SnapshotId};
+
+/// Bounds on manual snapshot metadata.
+const MAX_DESCRIPTION: usize = 500;
+const MAX_LABELS: usize = 32;
+
+/// The SnapshotService implementation.
+#[derive(Clone)]
+pub struct SnapshotApi {
+    app: App,
+}
+
+impl SnapshotApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+
+    async fn snapshot_message(&self, id: &str) -> Result<pb::Snapshot, Error> {
+        let m = self.app.get_snapshot(id).await?;
+        let item = self.app.snapshot_listing(id).await?;
+        Ok(convert::snapshot(
+            &m,
+            item.as_ref().map_or(0, |i| i.unique_stored_bytes),
+            item.as_ref().is_some_and(|i| i.pinned),
+        ))
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn validate_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Error> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid(
+            "labels",
+            "TOO_MANY_LABELS",
+            format!("at most {MAX_LABELS}"),
+        ));
+    }
+    for (k, v) in labels {
+        let ok_key = !k.is_empty()
+            && k.len() <= 63
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c));
+        if !ok_key {
+            return Err(Error::invalid(
+                format!("labels[{k}]"),
+                "INVALID_LABEL",
+                "keys are 1-63 characters of a-z, 0-9, _ - .",
+            ));
+        }
+        if v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("labels[{k}]"),
+                "INVALID_LABEL",
+                "values are at most 256 characters, no control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl SnapshotService for SnapshotApi {
+    async fn create_snapshot(
+        &self,
+        req: Request<pb::CreateSnapshotRequest>,
+    ) -> R<pb::CreateSnapshotResponse> {
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let r = req.into_inner();
+        let description = r.description.trim().to_string();
+        if description.is_empty() || description.chars().count() > MAX_DESCRIPTION {
+            return Err(Error::invalid(
+                "description",
+                "INVALID_DESCRIPTION",
+                format!("is required, at most {MAX_DESCRIPTION} characters"),
+            )
+            .into());
+        }
+        validate_labels(&r.labels)?;
+        let out = self
+            .app
+            .create_snapshot(c, description, r.labels.into_iter().collect())
+            .await?;
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            snapshot: Some(self.snapshot_message(&out.value.snapshot_id).await?),
+            event_seq: out.value.event_seq,
+            replayed: out.replayed,
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> R<pb::ListSnapshotsResponse> {
+        let r = req.into_inner();
+        let filter = ListFilter {
+            operation: convert::operation_in(r.operation)?,
+            entity_type: Some(r.entity_type).filter(|s| !s.is_empty()),
+            entity_id: Some(r.entity_id).filter(|s| !s.is_empty()),
+            created_after: r
+                .created_after
+                .map(|t| from_timestamp("created_after", t))
+                .transpose()?,
+            created_before: r
+                .created_before
+                .map(|t| from_timestamp("created_before", t))
+                .transpose()?,
+            page_size: page_size(r.page_size, 50, 500)?,
+            page_token: if r.page_token.is_empty() {
+                None
+            } else {
+                Some(SnapshotId::parse(&r.page_token).map_err(|_| {
+                    Error::invalid(
+                        "page_token",
+                        "INVALID_PAGE_TOKEN",
+                        "is not a token from this listing",
+                    )
+                })?)
+            },
+        };
+        let page = self.app.list_snapshots(filter).await?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: page.items.iter().map(convert::snapshot_item).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            total_size: page.total_count as i64,
+        }))
+    }
+
+    async fn get_snapshot(
+        &self,
+        req: Request<pb::GetSnapshotRequest>,
+    ) -> R<pb::GetSnapshotResponse> {
+        let id = req.into_inner().snapshot_id;
+        Ok(Response::new(pb::GetSnapshotResponse {
+            snapshot: Some(self.snapshot_message(&id).await?),
+        }))
+    }
+
+    async fn preview_snapshot(
+        &self,
+        req: Request<pb::PreviewSnapshotRequest>,
+    ) -> R<pb::PreviewSnapshotResponse> {
+        let r = req.into_inner();
+        let limit = match r.limit {
+            n if n < 0 => {
+                return Err(Error::invalid("limit", "INVALID_LIMIT", "must not be negative").into())
+            }
+            0 => 20,
+            n => n as usize,
+        };
+        let table = Some(r.table).filter(|t| !t.is_empty());
+        let p = self
+            .app
+            .preview_snapshot(&r.snapshot_id, table, limit)
+            .await?;
+        use crate::app::snapshots::PreviewCell;
+        use pb::preview_value::Kind;
+        Ok(Response::new(pb::PreviewSnapshotResponse {
+            table_rows: p
+                .table_rows
+                .into_iter()
+                .map(|(table, rows)| pb::TableRowCount { table, rows })
+                .collect(),
+            columns: p.columns,
+            rows: p
+                .rows
+                .into_iter()
+                .map(|cells| pb::PreviewRow {
+                    values: cells
+                        .into_iter()
+                        .map(|c| pb::PreviewValue {
+                            kind: match c {
+                                PreviewCell::Null => None,
+                                PreviewCell::Int(i) => Some(Kind::Integer(i)),
+                                PreviewCell::Text(t) => Some(Kind::Text(t)),
+                                PreviewCell::Blob(n) => Some(Kind::BlobBytes(n)),
+                            },
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn verify_snapshot(
+        &self,
+        req: Request<pb::VerifySnapshotRequest>,
+    ) -> R<pb::VerifySnapshotResponse> {
+        let r = req.into_inner();
+        let deep = match pb::VerifyMode::try_from(r.mode) {
+            Ok(pb::VerifyMode::Deep) => true,
+            Ok(_) => false,
+            Err(_) => {
+                return Err(
+                    Error::invalid("mode", "INVALID_VERIFY_MODE", "must be QUICK or DEEP").into(),
+                )
+            }
+        };
+        let report = self.app.verify_snapshot(&r.snapshot_id, deep).await?;
+        Ok(Response::new(pb::VerifySnapshotResponse {
+            report: Some(convert::report(&report)),
+        }))
+    }
+
+    async fn restore_snapshot(
+        &self,
+        req: Request<pb::RestoreSnapshotRequest>,
+    ) -> R<pb::RestoreSnapshotResponse> {
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let r = req.into_inner();
+        let out = self
+            .app
+            .restore(c, &r.snapshot_id, &r.confirm_snapshot_id)
+            .await?;
+        let o = &out.value;
+        Ok(Response::new(pb::RestoreSnapshotResponse {
+            safety_snapshot_id: o.safety_snapshot_id.clone(),
+            report: Some(convert::report(&o.report)),
+            rolled_back: o.rolled_back,
+            rollback_reason: o.rollback_reason.clone().unwrap_or_default(),
+            event_seq: o.event_seq,
+            restored: Some(self.snapshot_message(&o.restored_id).await?),
+            duration: Some(convert::duration(o.duration)),
+            replayed: out.replayed,
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::DeleteSnapshotRequest>,
+    ) -> R<pb::DeleteSnapshotResponse> {
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let out = self
+            .app
+            .delete_snapshot(c, &req.get_ref().snapshot_id)
+            .await?;
+        Ok(Response::new(pb::DeleteSnapshotResponse {
+            bytes_freed: out.value.bytes_freed,
+            event_seq: out.value.event_seq,
+        }))
+    }
+
+    async fn apply_retention(
+        &self,
+        req: Request<pb::ApplyRetentionRequest>,
+    ) -> R<pb::ApplyRetentionResponse> {
+        let c = ctx(&req, "")?;
+        let r = req.into_inner();
+        let keep_within = r
+            .keep_within
+            .map(|d| from_duration("keep_within", d))
+            .transpose()?;
+        let keep_last = (r.keep_last > 0).then_some(r.keep_last as usize);
+        let (outcome, event_seq) = self
+            .app
+            .apply_retention(c, keep_last, keep_within, r.dry_run)
+            .await?;
+        let reason = |rs: &[RetentionReason]| {
+            rs.iter()
+                .map(|r| match r {
+                    RetentionReason::Newest => "newest",
+                    RetentionReason::NewestVerified => "newest_verified",
+                    RetentionReason::Pinned => "pinned",
+                    RetentionReason::KeepLast => "keep_last",
+                    RetentionReason::KeepWithin => "keep_within",
+                    RetentionReason::Expired => "expired",
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut decisions: Vec<pb::RetentionDecision> = outcome
+            .kept
+            .iter()
+            .map(|d| (d, false))
+            .chain(outcome.removed.iter().map(|d| (d, true)))
+            .map(|(d, removed)| pb::RetentionDecision {
+                snapshot_id: d.id.as_str().to_string(),
+                removed,
+                reason: reason(&d.reasons),
+            })
+            .collect();
+        decisions.sort_by(|a, b| b.snapshot_id.cmp(&a.snapshot_id));
+        Ok(Response::new(pb::ApplyRetentionResponse {
+            decisions,
+            bytes_freed: outcome.gc.as_ref().map_or(0, |g| g.bytes_freed),
+            event_seq,
+        }))
+    }
+
+    async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> R<pb::GetStatusResponse> {
+        let s = self.app.status().await?;
+        let cfg = self.app.config();
+        Ok(Response::new(pb::GetStatusResponse {
+            state: match s.health.state {
+                SnapshotState::Enabled => pb::SnapshotState::Enabled,
+                SnapshotState::Degraded => pb::SnapshotState::Degraded,
+                SnapshotState::Disabled => pb::SnapshotState::Disabled,
+            } as i32,
+            reason: s.health.reason.unwrap_or_default(),
+            policy: match s.policy {
+                SnapshotPolicy::Required => pb::SnapshotPolicy::Required,
+                SnapshotPolicy::BestEffort => pb::SnapshotPolicy::BestEffort,
+                SnapshotPolicy::Disabled => pb::SnapshotPolicy::Disabled,
+            } as i32,
+            snapshot_count: s.stats.snapshot_count as i64,
+            logical_bytes: s.stats.logical_bytes,
+            stored_bytes: s.stats.stored_bytes,
+            duckdb_library_version: s.duckdb_version,
+            storage_version: s.storage_version,
+            data_dir: cfg.data_dir.display().to_string(),
+            database_path: cfg.database_path().display().to_string(),
+            snapshot_dir: cfg.snapshot_dir().display().to_string(),
+            event_head_seq: s.event_head,
+            event_first_seq: s.event_first,
+            restore_in_progress: s.restore_in_progress,
+            retention_keep_last: cfg.retention_keep_last as u32,
+            retention_keep_within: cfg.retention_keep_within.map(convert::duration),
+            database_bytes: s.database_bytes,
+        }))
+    }
+}

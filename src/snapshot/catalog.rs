@@ -1,0 +1,423 @@
+//! The catalog: what snapshots exist and which blocks each references, kept in memory and
+//! answered from there (list, filter, sizes, statistics, the mark phase of GC).
+//!
+//! It is derived entirely from the manifests. `index.json` is a sealed cache of it that saves
+//! parsing every manifest at start-up; at open it is reconciled with the `manifests/` listing
+//! (missing entries are parsed from their manifest, stale ones dropped), and a corrupt or
+//! missing index is simply rebuilt from the manifests — never "start fresh".
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::SnapshotError;
+use super::id::SnapshotId;
+use super::manifest::{seal, unseal, BlockRef, Manifest, Operation};
+use super::verify::VerifyRecord;
+
+/// Page size when the caller gives none.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page served.
+pub const MAX_PAGE_SIZE: usize = 1000;
+const INDEX_FORMAT: u32 = 1;
+
+/// The listing fields of a manifest (everything but blocks, fingerprints and schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    pub id: SnapshotId,
+    pub created_at: DateTime<Utc>,
+    pub description: String,
+    pub operation: Operation,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    pub request_id: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub event_head_seq: u64,
+    pub duckdb_library_version: String,
+    pub storage_version: u64,
+    pub file_len: u64,
+    pub block_count: usize,
+}
+
+/// One catalog entry: the summary and the distinct blocks the snapshot references.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub summary: SnapshotSummary,
+    pub blocks: Vec<BlockRef>,
+}
+
+impl Entry {
+    pub fn of(m: &Manifest) -> Entry {
+        let mut seen = HashSet::with_capacity(m.blocks.len());
+        let blocks = m
+            .blocks
+            .iter()
+            .filter(|b| seen.insert(b.hash))
+            .copied()
+            .collect();
+        Entry {
+            summary: SnapshotSummary {
+                id: m.id.clone(),
+                created_at: m.created_at,
+                description: m.description.clone(),
+                operation: m.operation,
+                entity_type: m.entity_type.clone(),
+                entity_id: m.entity_id.clone(),
+                request_id: m.request_id.clone(),
+                labels: m.labels.clone(),
+                event_head_seq: m.event_head_seq,
+                duckdb_library_version: m.duckdb_library_version.clone(),
+                storage_version: m.storage_version,
+                file_len: m.file_len,
+                block_count: m.blocks.len(),
+            },
+            blocks,
+        }
+    }
+}
+
+/// Which snapshots to list. All set fields must match.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub operation: Option<Operation>,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    /// Inclusive lower bound on `created_at`.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Exclusive upper bound on `created_at`.
+    pub created_before: Option<DateTime<Utc>>,
+    /// 0 means [`DEFAULT_PAGE_SIZE`]; capped at [`MAX_PAGE_SIZE`].
+    pub page_size: usize,
+    /// The `next_page_token` of the previous page (the last id it returned).
+    pub page_token: Option<SnapshotId>,
+}
+
+impl ListFilter {
+    fn matches(&self, s: &SnapshotSummary) -> bool {
+        self.operation.is_none_or(|o| o == s.operation)
+            && self
+                .entity_type
+                .as_deref()
+                .is_none_or(|t| s.entity_type.as_deref() == Some(t))
+            && self
+                .entity_id
+                .as_deref()
+                .is_none_or(|t| s.entity_id.as_deref() == Some(t))
+            && self.created_after.is_none_or(|t| s.created_at >= t)
+            && self.created_before.is_none_or(|t| s.created_at < t)
+    }
+
+    fn page_size(&self) -> usize {
+        match self.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        }
+    }
+}
+
+/// One listed snapshot with its sizes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListItem {
+    pub summary: SnapshotSummary,
+    /// Size of the database file the snapshot restores (`file_len`).
+    pub logical_bytes: u64,
+    /// Compressed bytes of the distinct blocks it references (its cost if it were alone).
+    pub stored_bytes: u64,
+    /// Compressed bytes of blocks no other snapshot references (what forgetting it frees).
+    pub unique_stored_bytes: u64,
+    pub pinned: bool,
+    /// The outcome of the last verify of this snapshot, if any.
+    pub last_verify: Option<VerifyRecord>,
+}
+
+/// A page of a listing, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListPage {
+    pub items: Vec<ListItem>,
+    /// Pass back as `page_token` for the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+    /// Number of snapshots matching the filter, over all pages.
+    pub total_count: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    format_version: u32,
+    entries: Vec<Entry>,
+}
+
+/// The in-memory catalog.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    entries: BTreeMap<SnapshotId, Entry>,
+    /// Number of snapshots referencing each block.
+    uses: HashMap<blake3::Hash, u32>,
+}
+
+impl Catalog {
+    pub fn insert(&mut self, entry: Entry) {
+        let id = entry.summary.id.clone();
+        if self.entries.contains_key(&id) {
+            return;
+        }
+        for b in &entry.blocks {
+            *self.uses.entry(b.hash).or_insert(0) += 1;
+        }
+        self.entries.insert(id, entry);
+    }
+
+    pub fn remove(&mut self, id: &SnapshotId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        for b in &entry.blocks {
+            if let Some(n) = self.uses.get_mut(&b.hash) {
+                *n -= 1;
+                if *n == 0 {
+                    self.uses.remove(&b.hash);
+                }
+            }
+        }
+        Some(entry)
+    }
+
+    pub fn get(&self, id: &SnapshotId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Ids oldest first.
+    pub fn ids(&self) -> impl DoubleEndedIterator<Item = &SnapshotId> {
+        self.entries.keys()
+    }
+
+    /// Summaries oldest first.
+    pub fn summaries(&self) -> impl DoubleEndedIterator<Item = &SnapshotSummary> {
+        self.entries.values().map(|e| &e.summary)
+    }
+
+    pub fn newest(&self) -> Option<&SnapshotId> {
+        self.entries.keys().next_back()
+    }
+
+    pub fn is_referenced(&self, hash: &blake3::Hash) -> bool {
+        self.uses.contains_key(hash)
+    }
+
+    /// Distinct referenced blocks.
+    pub fn referenced(&self) -> impl Iterator<Item = &blake3::Hash> {
+        self.uses.keys()
+    }
+
+    /// Sum of `file_len` over all snapshots.
+    pub fn logical_bytes(&self) -> u64 {
+        self.entries.values().map(|e| e.summary.file_len).sum()
+    }
+
+    fn sizes(&self, e: &Entry) -> (u64, u64) {
+        let mut total = 0;
+        let mut unique = 0;
+        for b in &e.blocks {
+            total += b.stored_len;
+            if self.uses.get(&b.hash) == Some(&1) {
+                unique += b.stored_len;
+            }
+        }
+        (total, unique)
+    }
+
+    /// One page of the snapshots matching `filter`, newest first.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        verified: &HashMap<SnapshotId, VerifyRecord>,
+        pinned: &HashSet<SnapshotId>,
+    ) -> ListPage {
+        let matching = self
+            .entries
+            .values()
+            .rev()
+            .filter(|e| filter.matches(&e.summary));
+        let total_count = matching.clone().count();
+        let size = filter.page_size();
+        let mut page = matching
+            .skip_while(|e| {
+                filter
+                    .page_token
+                    .as_ref()
+                    .is_some_and(|t| &e.summary.id >= t)
+            })
+            .take(size + 1);
+        let mut items = Vec::with_capacity(size.min(total_count));
+        for e in page.by_ref().take(size) {
+            let (stored_bytes, unique_stored_bytes) = self.sizes(e);
+            items.push(ListItem {
+                logical_bytes: e.summary.file_len,
+                stored_bytes,
+                unique_stored_bytes,
+                pinned: pinned.contains(&e.summary.id),
+                last_verify: verified.get(&e.summary.id).cloned(),
+                summary: e.summary.clone(),
+            });
+        }
+        let more = page.next().is_some();
+        let next_page_token = match (more, items.last()) {
+            (true, Some(last)) => Some(last.summary.id.to_string()),
+            _ => None,
+        };
+        ListPage {
+            items,
+            next_page_token,
+            total_count,
+        }
+    }
+
+    /// The sealed `index.json` bytes.
+    pub fn encode_index(&self) -> Result<Vec<u8>, SnapshotError> {
+        seal(&IndexFileRef {
+            format_version: INDEX_FORMAT,
+            entries: self.entries.values().collect(),
+        })
+    }
+
+    /// Entries of a sealed index; any problem is an error (the caller rebuilds).
+    pub fn decode_index(bytes: &[u8]) -> Result<Vec<Entry>, SnapshotError> {
+        let index: IndexFile = unseal(bytes, "index")?;
+        if index.format_version != INDEX_FORMAT {
+            return Err(SnapshotError::corrupt("index", "unknown format"));
+        }
+        Ok(index.entries)
+    }
+}
+
+#[derive(Serialize)]
+struct IndexFileRef<'a> {
+    format_version: u32,
+    entries: Vec<&'a Entry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::manifest::{BlockRef, FORMAT_VERSION};
+
+    fn manifest(id: SnapshotId, op: Operation, entity: &str, blocks: &[u8]) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            created_at: id.timestamp().unwrap_or_else(Utc::now),
+            id,
+            description: String::new(),
+            operation: op,
+            entity_type: Some("measure".into()),
+            entity_id: Some(entity.into()),
+            request_id: None,
+            labels: BTreeMap::new(),
+            event_head_seq: 0,
+            duckdb_library_version: String::new(),
+            storage_version: 1,
+            file_len: 100,
+            file_blake3: blake3::hash(b""),
+            blocks: blocks
+                .iter()
+                .map(|b| BlockRef {
+                    hash: blake3::hash(&[*b]),
+                    len: 1,
+                    stored_len: 10,
+                })
+                .collect(),
+            fingerprints: Default::default(),
+            schema: Default::default(),
+        }
+    }
+
+    fn catalog(n: usize) -> (Catalog, Vec<SnapshotId>) {
+        let mut c = Catalog::default();
+        let mut ids: Vec<SnapshotId> = Vec::new();
+        for i in 0..n {
+            let id = SnapshotId::generate(Utc::now(), ids.last());
+            let op = if i % 2 == 0 {
+                Operation::Delete
+            } else {
+                Operation::Manual
+            };
+            c.insert(Entry::of(&manifest(
+                id.clone(),
+                op,
+                &i.to_string(),
+                &[0, i as u8 + 1],
+            )));
+            ids.push(id);
+        }
+        (c, ids)
+    }
+
+    #[test]
+    fn pages_newest_first_with_filters_and_sizes() {
+        let (c, ids) = catalog(7);
+        let none = HashMap::new();
+        let pins = HashSet::new();
+        let mut filter = ListFilter {
+            page_size: 3,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = c.list(&filter, &none, &pins);
+            assert_eq!(page.total_count, 7);
+            seen.extend(page.items.iter().map(|i| i.summary.id.clone()));
+            match page.next_page_token {
+                Some(t) => filter.page_token = Some(SnapshotId::parse(&t).expect("token")),
+                None => break,
+            }
+        }
+        let mut newest_first = ids.clone();
+        newest_first.reverse();
+        assert_eq!(seen, newest_first);
+
+        let deletes = c.list(
+            &ListFilter {
+                operation: Some(Operation::Delete),
+                ..Default::default()
+            },
+            &none,
+            &pins,
+        );
+        assert_eq!(deletes.total_count, 4);
+        let one = c.list(
+            &ListFilter {
+                entity_id: Some("3".into()),
+                ..Default::default()
+            },
+            &none,
+            &pins,
+        );
+        assert_eq!(one.items.len(), 1);
+        // Block 0 is shared by all, the other is unique.
+        assert_eq!(one.items[0].stored_bytes, 20);
+        assert_eq!(one.items[0].unique_stored_bytes, 10);
+    }
+
+    #[test]
+    fn index_round_trips_and_rejects_damage() {
+        let (c, _) = catalog(3);
+        let bytes = c.encode_index().expect("encode");
+        assert_eq!(Catalog::decode_index(&bytes).expect("decode").len(), 3);
+        let mut bad = bytes.clone();
+        bad[10] ^= 4;
+        assert!(Catalog::decode_index(&bad).is_err());
+    }
+
+    #[test]
+    fn remove_drops_references() {
+        let (mut c, ids) = catalog(2);
+        let shared = blake3::hash(&[0]);
+        assert!(c.is_referenced(&shared));
+        c.remove(&ids[0]);
+        assert!(c.is_referenced(&shared));
+        c.remove(&ids[1]);
+        assert!(!c.is_referenced(&shared));
+        assert_eq!(c.referenced().count(), 0);
+    }
+}

@@ -1,0 +1,66 @@
+//! The snapshot engine: consistent, block-deduplicated, verifiable snapshots of the live DuckDB
+//! file. No gRPC here; the service layer wraps [`SnapshotStore`].
+//!
+//! # How a snapshot is taken
+//! 1. The writer, between transactions, runs [`checkpoint_for_snapshot`] (CHECKPOINT, assert
+//!    the WAL is empty) and [`SnapshotStore::capture`] (one read of the file into a pooled
+//!    buffer). That is all the writer barrier covers.
+//! 2. [`SnapshotStore::commit`] runs off the writer: BLAKE3 of the 12 KiB header chunk and of
+//!    every 256 KiB block (in parallel), zstd + durable write of blocks the store lacks, then
+//!    the manifest, written last and atomically. The writer commits its delete only if this
+//!    succeeds.
+//!
+//! # Files
+//! - [`store`]: [`SnapshotStore`], on-disk layout, crash recovery, commit, verify, assemble,
+//!   forget/pin, retention, GC.
+//! - [`capture`]: the pooled in-memory copy and the checkpoint helper.
+//! - [`blocks`]: the content-addressed, compressed block files.
+//! - [`manifest`]: the manifest, its sealed encoding, the DuckDB file layout.
+//! - [`catalog`]: in-memory catalog, listing/filtering/sizes, the index cache.
+//! - [`verify`]: integrity reports and [`check_database`].
+//! - [`retention`]: the retention planner.
+//! - [`id`]: snapshot ids. [`error`]: errors and reason codes. `fsio`: durable file primitives.
+//!   `filehash`: the incremental whole-file BLAKE3.
+//!
+//! # Fail points
+//! `snapshot.after_capture`, `snapshot.after_hash`, `snapshot.after_blocks`,
+//! `snapshot.before_manifest_rename`, `snapshot.after_manifest`, `snapshot.forget_after_unlink`,
+//! `snapshot.gc_mid_sweep`, `snapshot.assemble_before_sync` (see [`crate::fault`]).
+
+pub mod blocks;
+pub mod capture;
+pub mod catalog;
+pub mod error;
+mod filehash;
+mod fsio;
+pub mod id;
+pub mod manifest;
+pub mod retention;
+pub mod store;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use capture::{checkpoint_for_snapshot, Capture};
+pub use catalog::{ListFilter, ListItem, ListPage, SnapshotSummary};
+pub use error::{SnapshotError, StorageFault};
+pub use id::SnapshotId;
+pub use manifest::{BlockRef, Manifest, NewSnapshot, Operation};
+pub use retention::{
+    GcOutcome, RetentionDecision, RetentionOutcome, RetentionPolicy, RetentionReason,
+};
+pub use store::{CommitTimings, PinGuard, SnapshotStore, StoreStats};
+pub use verify::{check_database, Check, IntegrityReport, VerifyKind, VerifyRecord};
+
+/// Every fail point of the snapshot engine, in the order a commit/forget/GC reaches them.
+pub const FAIL_POINTS: &[&str] = &[
+    "snapshot.after_capture",
+    "snapshot.after_hash",
+    "snapshot.after_blocks",
+    "snapshot.before_manifest_rename",
+    "snapshot.after_manifest",
+    "snapshot.forget_after_unlink",
+    "snapshot.gc_mid_sweep",
+    "snapshot.assemble_before_sync",
+];

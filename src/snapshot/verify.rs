@@ -1,0 +1,276 @@
+//! Integrity reports and the checks behind them: the stored-data checks of a quick verify
+//! (blocks present, block hashes, whole-file hash) and [`check_database`], the logical checks
+//! of an open database (full scans against fingerprints, schema inventory, orphan queries) that
+//! deep verify and restore share.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use duckdb::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::fingerprint::Fingerprints;
+use crate::storage::inspect::{self, SchemaInventory};
+
+/// One named check of an integrity report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Stable, readable name: `blocks_present`, `scan:measure`, `orphans:… -> measure`, …
+    pub name: String,
+    pub passed: bool,
+    pub expected: String,
+    pub actual: String,
+    #[serde(with = "duration_micros")]
+    pub duration: Duration,
+}
+
+/// The checks of a verify or a post-restore verification, in the order they ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityReport {
+    pub checks: Vec<Check>,
+}
+
+impl IntegrityReport {
+    /// True when every check passed (and there was at least one).
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// Appends a check.
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        passed: bool,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+        duration: Duration,
+    ) {
+        self.checks.push(Check {
+            name: name.into(),
+            passed,
+            expected: expected.into(),
+            actual: actual.into(),
+            duration,
+        });
+    }
+
+    /// Runs `f`, timing it, and appends its `(passed, expected, actual)` as a check.
+    pub fn run(&mut self, name: impl Into<String>, f: impl FnOnce() -> (bool, String, String)) {
+        let start = Instant::now();
+        let (passed, expected, actual) = f();
+        self.push(name, passed, expected, actual, start.elapsed());
+    }
+
+    pub fn extend(&mut self, other: IntegrityReport) {
+        self.checks.extend(other.checks);
+    }
+}
+
+/// Which verify ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyKind {
+    Quick,
+    Deep,
+}
+
+/// The outcome of the last verify of a snapshot (kept in `verified/<id>.json`; retention never
+/// removes the newest snapshot whose last verify passed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    pub kind: VerifyKind,
+    pub passed: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// Checks an open database against the fingerprints and schema a manifest recorded: a full
+/// scan of every table (which makes DuckDB read and checksum every block), the schema
+/// inventory, and an orphan query per reference. Used by deep verify on an assembled copy and
+/// by restore on the live database after the swap. Never fails: every problem is a check.
+pub fn check_database(
+    conn: &Connection,
+    expected_fingerprints: &Fingerprints,
+    expected_schema: &SchemaInventory,
+) -> IntegrityReport {
+    let mut report = IntegrityReport::default();
+    scan_tables(conn, expected_fingerprints, &mut report);
+    report.run("schema_inventory", || {
+        compare_schema(expected_schema, inspect::schema_inventory(conn))
+    });
+    orphan_checks(conn, &mut report);
+    report
+}
+
+/// `scan:<table>` for every table in the database and every table the fingerprints expect.
+fn scan_tables(conn: &Connection, expected: &Fingerprints, report: &mut IntegrityReport) {
+    let start = Instant::now();
+    let present = match inspect::all_tables(conn) {
+        Ok(t) => t,
+        Err(e) => {
+            report.push(
+                "list_tables",
+                false,
+                "tables listed",
+                e.to_string(),
+                start.elapsed(),
+            );
+            return;
+        }
+    };
+    let names: BTreeSet<&str> = present
+        .iter()
+        .map(String::as_str)
+        .chain(expected.keys().map(String::as_str))
+        .collect();
+    for table in names {
+        report.run(format!("scan:{table}"), || {
+            let want = expected.get(table);
+            let expected_text =
+                want.map_or_else(|| "full scan readable".to_string(), |f| f.to_string());
+            if !present.iter().any(|t| t == table) {
+                return (false, expected_text, "table missing".into());
+            }
+            match inspect::scan_table(conn, table) {
+                Ok(got) => (
+                    want.is_none_or(|w| *w == got),
+                    expected_text,
+                    got.to_string(),
+                ),
+                Err(e) => (false, expected_text, format!("scan failed: {e}")),
+            }
+        });
+    }
+}
+
+fn compare_schema<E: std::fmt::Display>(
+    expected: &SchemaInventory,
+    actual: Result<SchemaInventory, E>,
+) -> (bool, String, String) {
+    let describe = |s: &SchemaInventory| {
+        format!(
+            "{} columns, {} views, {} constraints",
+            s.columns.len(),
+            s.views.len(),
+            s.constraints.len()
+        )
+    };
+    match actual {
+        Err(e) => (false, describe(expected), format!("inventory failed: {e}")),
+        Ok(actual) if actual == *expected => (true, describe(expected), describe(&actual)),
+        Ok(actual) => {
+            let diff = first_difference(expected, &actual);
+            (
+                false,
+                describe(expected),
+                format!("{}; {diff}", describe(&actual)),
+            )
+        }
+    }
+}
+
+/// The first entry that differs, so a report says *what* changed, not just that it did.
+fn first_difference(expected: &SchemaInventory, actual: &SchemaInventory) -> String {
+    let lists = [
+        ("column", &expected.columns, &actual.columns),
+        ("view", &expected.views, &actual.views),
+        ("constraint", &expected.constraints, &actual.constraints),
+    ];
+    for (kind, want, got) in lists {
+        let want_set: BTreeSet<_> = want.iter().collect();
+        let got_set: BTreeSet<_> = got.iter().collect();
+        if let Some(missing) = want_set.difference(&got_set).next() {
+            return format!("missing {kind} `{missing}`");
+        }
+        if let Some(extra) = got_set.difference(&want_set).next() {
+            return format!("unexpected {kind} `{extra}`");
+        }
+        if want != got {
+            return format!("{kind}s in a different order");
+        }
+    }
+    "differs".into()
+}
+
+/// `orphans:<reference>` per reference. The queries run as one batch, so each check is given
+/// an equal share of the batch's time.
+fn orphan_checks(conn: &Connection, report: &mut IntegrityReport) {
+    let start = Instant::now();
+    match inspect::orphan_counts(conn) {
+        Ok(counts) => {
+            let share = start.elapsed() / u32::try_from(counts.len().max(1)).unwrap_or(1);
+            for c in counts {
+                report.push(
+                    format!("orphans:{}", c.name()),
+                    c.orphans == 0,
+                    "0 orphans",
+                    format!("{} orphans", c.orphans),
+                    share,
+                );
+            }
+        }
+        Err(e) => report.push(
+            "orphans",
+            false,
+            "0 orphans",
+            e.to_string(),
+            start.elapsed(),
+        ),
+    }
+}
+
+mod duration_micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_passes_only_when_every_check_does() {
+        let mut r = IntegrityReport::default();
+        assert!(!r.passed(), "an empty report proves nothing");
+        r.push("a", true, "x", "x", Duration::ZERO);
+        assert!(r.passed());
+        r.run("b", || (false, "1".into(), "2".into()));
+        assert!(!r.passed());
+        assert_eq!(
+            r.failures().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        let json = serde_json::to_string(&r).expect("json");
+        let back: IntegrityReport = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.checks.len(), 2);
+    }
+
+    #[test]
+    fn schema_difference_is_named() {
+        let want = SchemaInventory {
+            columns: vec!["t.a INTEGER".into(), "t.b VARCHAR".into()],
+            ..Default::default()
+        };
+        let got = SchemaInventory {
+            columns: vec!["t.a INTEGER".into()],
+            ..Default::default()
+        };
+        let (ok, _, actual) = compare_schema::<String>(&want, Ok(got));
+        assert!(!ok);
+        assert!(actual.contains("missing column `t.b VARCHAR`"), "{actual}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Fingerprint-tracking row changes. Every write to a user table goes through [`Changes`], which
+//! records the hash delta of the rows it inserts, updates or deletes (read in the same
+//! transaction), so the writer's fingerprints stay exact without rescanning tables.
+
+use std::collections::BTreeMap;
+
+use duckdb::types::{ToSqlOutput, Value as DbValue};
+use duckdb::{params_from_iter, Connection, ToSql};
+
+use super::inspect::scan_rows;
+use super::StorageError;
+use crate::domain::fingerprint::{Fingerprint, Fingerprints};
+use crate::domain::tables::quote_ident;
+use crate::domain::{Key, Value};
+
+impl ToSql for Value {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Owned(DbValue::Null),
+            Value::Int(i) => ToSqlOutput::Owned(DbValue::BigInt(*i)),
+            Value::Text(s) => ToSqlOutput::Borrowed(duckdb::types::ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+impl ToSql for Key {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Key::Int(i) => ToSqlOutput::Owned(DbValue::Int(*i)),
+            Key::Text(s) => ToSqlOutput::Borrowed(duckdb::types::ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+/// Per-table fingerprint deltas of one transaction, and rows removed per table in order.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    deltas: BTreeMap<String, Fingerprint>,
+    removed: Vec<(String, i64)>,
+}
+
+impl Changes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies this transaction's deltas to the writer's fingerprints (after COMMIT only).
+    pub fn apply_to(&self, fps: &mut Fingerprints) {
+        for (table, d) in &self.deltas {
+            *fps.entry(table.clone()).or_default() += *d;
+        }
+    }
+
+    /// Rows removed per table, in the order the deletes ran.
+    pub fn removed(&self) -> &[(String, i64)] {
+        &self.removed
+    }
+
+    fn add(&mut self, table: &str, fp: Fingerprint) {
+        *self.deltas.entry(table.to_string()).or_default() += fp;
+    }
+
+    fn sub(&mut self, table: &str, fp: Fingerprint) {
+        *self.deltas.entry(table.to_string()).or_default() -= fp;
+    }
+
+    /// Inserts one row; `key_where` selects exactly that row afterwards (by primary key).
+    pub fn insert(
+        &mut self,
+        conn: &Connection,
+        table: &str,
+        columns: &[&str],
+        values: &[&dyn ToSql],
+        key_where: &str,
+        key_params: &[&dyn ToSql],
+    ) -> Result<(), StorageError> {
+        let cols = columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let marks = vec!["?"; columns.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks})",
+            quote_ident(table)
+        );
+        conn.execute(&sql, values)?;
+        let fp = scan_rows(conn, table, key_where, key_params)?;
+        self.add(table, fp);
+        Ok(())
+    }
+
+    /// Deletes the rows matching `where_sql`, returning how many went.
+    pub fn delete(
+        &mut self,
+        conn: &Connection,
+        table: &str,
+        where_sql: &str,
+        params: &[&dyn ToSql],
+    ) -> Result<i64, StorageError> {
+        let fp = scan_rows(conn, table, where_sql, params)?;
+        if fp.rows == 0 {
+            return Ok(0);
+        }
+        let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
+        let n = conn.execute(&sql, params)? as i64;
+        self.sub(table, fp);
+        self.removed.push((table.to_string(), n));
+        Ok(n)
+    }
+
+    /// Same as [`Changes::delete`] with owned parameters (cascade conditions build these).
+    pub fn delete_owned(
+        &mut self,
+        conn: &Connection,
+        table: &str,
+        where_sql: &str,
+        params: &[Value],
+    ) -> Result<i64, StorageError> {
+        let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
+        self.delete(conn, table, where_sql, &refs)
+    }
+
+    /// Sets `columns` to `values` on the rows matching `where_sql`.
+    pub fn update(
+        &mut self,
+        conn: &Connection,
+        table: &str,
+        columns: &[&str],
+        values: &[Value],
+        where_sql: &str,
+        where_params: &[&dyn ToSql],
+    ) -> Result<(), StorageError> {
+        let before = scan_rows(conn, table, where_sql, where_params)?;
+        let set = columns
+            .iter()
+            .map(|c| format!("{} = ?", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("UPDATE {} SET {set} WHERE {where_sql}", quote_ident(table));
+        let params = values
+            .iter()
+            .map(|v| v as &dyn ToSql)
+            .chain(where_params.iter().copied());
+        conn.execute(&sql, params_from_iter(params))?;
+        let after = scan_rows(conn, table, where_sql, where_params)?;
+        self.sub(table, before);
+        self.add(table, after);
+        Ok(())
+    }
+}

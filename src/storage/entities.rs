@@ -1,0 +1,414 @@
+//! Entity queries, generic over the domain's entity definitions: get, keyset-paginated list with
+//! search and ordering, insert with in-transaction id assignment, masked update, measure sets.
+
+use duckdb::{params_from_iter, Connection, Row, ToSql};
+use serde::{Deserialize, Serialize};
+
+use super::changes::Changes;
+use super::StorageError;
+use crate::domain::entity::{ColumnType, EntityDef, KeyType};
+use crate::domain::tables::quote_ident;
+use crate::domain::{EntityKind, Key, MeasureSets, Record, Value};
+
+/// The measure set tables: (table, column, lookup table).
+pub const MEASURE_SETS: [(&str, &str, &str); 3] = [
+    ("measure_has_type", "measure_type_id", "measure_type"),
+    ("measure_has_stakeholder", "stakeholder_id", "stakeholder"),
+    ("measure_has_benefits", "benefit_id", "benefits"),
+];
+
+fn select_list(def: &EntityDef) -> String {
+    std::iter::once(def.key)
+        .chain(def.columns.iter().map(|c| c.name))
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn read_record(def: &EntityDef, row: &Row<'_>) -> duckdb::Result<Record> {
+    let key = match def.key_type {
+        KeyType::Int => Key::Int(row.get(0)?),
+        KeyType::Text => Key::Text(row.get(0)?),
+    };
+    let values = def
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(match c.ty {
+                ColumnType::Text => Value::from(row.get::<_, Option<String>>(i + 1)?),
+                ColumnType::BigInt => Value::from(row.get::<_, Option<i64>>(i + 1)?),
+            })
+        })
+        .collect::<duckdb::Result<_>>()?;
+    Ok(Record {
+        kind: def.kind,
+        key,
+        values,
+        sets: None,
+    })
+}
+
+/// One entity by key, with a measure's sets.
+pub fn get(conn: &Connection, kind: EntityKind, key: &Key) -> Result<Option<Record>, StorageError> {
+    let def = kind.def();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?",
+        select_list(def),
+        quote_ident(def.table),
+        quote_ident(def.key)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([key])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut record = read_record(def, row)?;
+    if kind == EntityKind::Measure {
+        record.sets = Some(measure_sets(conn, key)?);
+    }
+    Ok(Some(record))
+}
+
+/// Whether a row with this key exists in `table` (keyed by the single column `column`).
+pub fn exists(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    key: &dyn ToSql,
+) -> Result<bool, StorageError> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {} = ?",
+        quote_ident(table),
+        quote_ident(column)
+    );
+    let n: i64 = conn.prepare_cached(&sql)?.query_row([key], |r| r.get(0))?;
+    Ok(n > 0)
+}
+
+fn measure_sets(conn: &Connection, key: &Key) -> Result<MeasureSets, StorageError> {
+    let mut out: [Vec<i32>; 3] = Default::default();
+    for (slot, (table, col, _)) in out.iter_mut().zip(MEASURE_SETS) {
+        let sql = format!(
+            "SELECT {c} FROM {t} WHERE measure_id = ? ORDER BY {c}",
+            c = quote_ident(col),
+            t = quote_ident(table)
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let ids = stmt.query_map([key], |r| r.get::<_, i32>(0))?;
+        *slot = ids.collect::<Result<_, _>>()?;
+    }
+    let [measure_type_ids, stakeholder_ids, benefit_ids] = out;
+    Ok(MeasureSets {
+        measure_type_ids,
+        stakeholder_ids,
+        benefit_ids,
+    })
+}
+
+/// A list request after validation.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub search: Option<String>,
+    /// (column, descending). The key is appended as the final tie-breaker.
+    pub order_by: Vec<(&'static str, bool)>,
+    pub page_size: usize,
+    /// Keyset cursor: sort values of the last row of the previous page.
+    pub after: Option<Cursor>,
+}
+
+/// Position after the last row of a page: its sort values (text, NULL as "") and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub sort: Vec<String>,
+    pub key: Key,
+}
+
+/// One page of entities.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub records: Vec<Record>,
+    pub total: i64,
+    pub next: Option<Cursor>,
+}
+
+/// Lists entities with a case-insensitive substring search, any orderable columns and keyset
+/// pagination, so concurrent inserts or deletes never make a page skip or repeat a row that
+/// was there throughout.
+pub fn list(conn: &Connection, kind: EntityKind, q: &ListQuery) -> Result<Page, StorageError> {
+    let def = kind.def();
+    let mut filter: Vec<String> = Vec::new();
+    let mut params: Vec<Value> = Vec::new();
+    if let Some(s) = q.search.as_deref().filter(|s| !s.is_empty()) {
+        let any = def
+            .search
+            .iter()
+            .map(|c| {
+                format!(
+                    "contains(lower(coalesce({}, '')), lower(?))",
+                    quote_ident(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        filter.push(format!("({any})"));
+        params.extend(std::iter::repeat_n(
+            Value::Text(s.to_string()),
+            def.search.len(),
+        ));
+    }
+    let total = count(conn, def, &filter, &params)?;
+    let sort_exprs: Vec<String> = q
+        .order_by
+        .iter()
+        .map(|(c, _)| format!("coalesce(CAST({} AS VARCHAR), '')", quote_ident(c)))
+        .collect();
+    if let Some(cursor) = &q.after {
+        let (sql, p) = keyset_condition(def, &sort_exprs, &q.order_by, cursor)?;
+        filter.push(sql);
+        params.extend(p);
+    }
+    let order = sort_exprs
+        .iter()
+        .zip(&q.order_by)
+        .map(|(e, (_, desc))| format!("{e} {}", if *desc { "DESC" } else { "ASC" }))
+        .chain(std::iter::once(format!("{} ASC", quote_ident(def.key))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sorts = sort_exprs
+        .iter()
+        .map(|e| format!(", {e}"))
+        .collect::<String>();
+    let sql = format!(
+        "SELECT {}{sorts} FROM {} {} ORDER BY {order} LIMIT {}",
+        select_list(def),
+        quote_ident(def.table),
+        where_clause(&filter),
+        q.page_size + 1
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let width = def.columns.len() + 1;
+    let mut rows = stmt.query(params_from_iter(params.iter()))?;
+    let mut records = Vec::new();
+    let mut sort_values = Vec::new();
+    while let Some(row) = rows.next()? {
+        records.push(read_record(def, row)?);
+        sort_values.push(
+            (0..q.order_by.len())
+                .map(|i| row.get::<_, String>(width + i))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    let more = records.len() > q.page_size;
+    records.truncate(q.page_size);
+    let next = more.then(|| Cursor {
+        sort: sort_values[q.page_size - 1].clone(),
+        key: records[q.page_size - 1].key.clone(),
+    });
+    if kind == EntityKind::Measure {
+        for r in &mut records {
+            r.sets = Some(measure_sets(conn, &r.key)?);
+        }
+    }
+    Ok(Page {
+        records,
+        total,
+        next,
+    })
+}
+
+fn where_clause(filter: &[String]) -> String {
+    if filter.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", filter.join(" AND "))
+    }
+}
+
+fn count(
+    conn: &Connection,
+    def: &EntityDef,
+    filter: &[String],
+    params: &[Value],
+) -> Result<i64, StorageError> {
+    let sql = format!(
+        "SELECT count(*) FROM {} {}",
+        quote_ident(def.table),
+        where_clause(filter)
+    );
+    Ok(conn.query_row(&sql, params_from_iter(params.iter()), |r| r.get(0))?)
+}
+
+/// `(s1, s2, …, key) > cursor` in the page's mixed asc/desc order, expanded into ORs because
+/// directions differ per column.
+fn keyset_condition(
+    def: &EntityDef,
+    sort_exprs: &[String],
+    order_by: &[(&'static str, bool)],
+    cursor: &Cursor,
+) -> Result<(String, Vec<Value>), StorageError> {
+    if cursor.sort.len() != sort_exprs.len() || !cursor.key.fits(def.kind) {
+        return Err(StorageError::InvalidCursor);
+    }
+    let key_value = match &cursor.key {
+        Key::Int(i) => Value::Int(i64::from(*i)),
+        Key::Text(s) => Value::Text(s.clone()),
+    };
+    let mut terms = Vec::new();
+    let mut params = Vec::new();
+    for i in 0..=sort_exprs.len() {
+        let mut parts = Vec::new();
+        for j in 0..i {
+            parts.push(format!("{} = ?", sort_exprs[j]));
+            params.push(Value::Text(cursor.sort[j].clone()));
+        }
+        if i < sort_exprs.len() {
+            let op = if order_by[i].1 { "<" } else { ">" };
+            parts.push(format!("{} {op} ?", sort_exprs[i]));
+            params.push(Value::Text(cursor.sort[i].clone()));
+        } else {
+            parts.push(format!("{} > ?", quote_ident(def.key)));
+            params.push(key_value.clone());
+        }
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    Ok((format!("({})", terms.join(" OR ")), params))
+}
+
+/// Next integer id of an entity table. Runs inside the writer's transaction, so two creates can
+/// never be given the same id (the original computed MAX+1 outside any transaction).
+pub fn next_id(conn: &Connection, def: &EntityDef) -> Result<i32, StorageError> {
+    let sql = format!(
+        "SELECT coalesce(max({}), 0) + 1 FROM {}",
+        quote_ident(def.key),
+        quote_ident(def.table)
+    );
+    Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+}
+
+/// Inserts a validated record (its key already assigned) and, for measures, its sets.
+pub fn insert(
+    conn: &Connection,
+    record: &Record,
+    changes: &mut Changes,
+) -> Result<(), StorageError> {
+    let def = record.kind.def();
+    if exists(conn, def.table, def.key, &record.key)? {
+        return Err(StorageError::AlreadyExists {
+            table: def.table,
+            key: record.key.to_string(),
+        });
+    }
+    let columns: Vec<&str> = std::iter::once(def.key)
+        .chain(def.columns.iter().map(|c| c.name))
+        .collect();
+    let values: Vec<&dyn ToSql> = std::iter::once(&record.key as &dyn ToSql)
+        .chain(record.values.iter().map(|v| v as &dyn ToSql))
+        .collect();
+    let key_where = format!("{} = ?", quote_ident(def.key));
+    changes.insert(
+        conn,
+        def.table,
+        &columns,
+        &values,
+        &key_where,
+        &[&record.key],
+    )?;
+    if let Some(sets) = &record.sets {
+        replace_sets(conn, &record.key, sets, changes)?;
+    }
+    Ok(())
+}
+
+/// Writes every non-key column of `record` over the stored row, and replaces a measure's sets.
+pub fn update(
+    conn: &Connection,
+    record: &Record,
+    changes: &mut Changes,
+) -> Result<(), StorageError> {
+    let def = record.kind.def();
+    let columns: Vec<&str> = def.columns.iter().map(|c| c.name).collect();
+    let key_where = format!("{} = ?", quote_ident(def.key));
+    changes.update(
+        conn,
+        def.table,
+        &columns,
+        &record.values,
+        &key_where,
+        &[&record.key],
+    )?;
+    if let Some(sets) = &record.sets {
+        replace_sets(conn, &record.key, sets, changes)?;
+    }
+    Ok(())
+}
+
+/// Replaces a measure's three sets by their new values: only the differences are written, and
+/// every id added must exist in its lookup table.
+fn replace_sets(
+    conn: &Connection,
+    measure: &Key,
+    sets: &MeasureSets,
+    changes: &mut Changes,
+) -> Result<(), StorageError> {
+    let current = measure_sets(conn, measure)?;
+    let pairs = [
+        (&current.measure_type_ids, &sets.measure_type_ids),
+        (&current.stakeholder_ids, &sets.stakeholder_ids),
+        (&current.benefit_ids, &sets.benefit_ids),
+    ];
+    for ((old, new), (table, col, lookup)) in pairs.into_iter().zip(MEASURE_SETS) {
+        let key_where = format!("measure_id = ? AND {} = ?", quote_ident(col));
+        for gone in old.iter().filter(|id| !new.contains(id)) {
+            changes.delete(conn, table, &key_where, &[measure, gone])?;
+        }
+        for added in new.iter().filter(|id| !old.contains(id)) {
+            if !exists(conn, lookup, col, added)? {
+                return Err(StorageError::MissingReference {
+                    table: lookup,
+                    column: col,
+                    value: added.to_string(),
+                });
+            }
+            changes.insert(
+                conn,
+                table,
+                &["measure_id", col],
+                &[measure, added],
+                &key_where,
+                &[measure, added],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Rows of a lookup table, ordered by its first column. Each row is rendered as its values.
+pub fn lookup(
+    conn: &Connection,
+    table: &str,
+    columns: &[&str],
+    filter: Option<(&str, i32)>,
+) -> Result<Vec<Vec<Value>>, StorageError> {
+    let cols = columns
+        .iter()
+        .map(|c| format!("CAST({} AS VARCHAR)", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (where_sql, params): (String, Vec<i32>) = match filter {
+        Some((c, v)) => (format!("WHERE {} = ?", quote_ident(c)), vec![v]),
+        None => (String::new(), vec![]),
+    };
+    let sql = format!(
+        "SELECT {cols} FROM {} {where_sql} ORDER BY {}",
+        quote_ident(table),
+        quote_ident(columns[0])
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params), |r| {
+        (0..columns.len())
+            .map(|i| Ok(Value::from(r.get::<_, Option<String>>(i)?)))
+            .collect::<duckdb::Result<Vec<_>>>()
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,151 @@
+//! Read-only inspection of a DuckDB database (the live one or an assembled snapshot): full-scan
+//! fingerprints, schema inventory and orphan checks. Verification and restore build their
+//! integrity reports from these.
+
+use duckdb::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+use crate::domain::fingerprint::{Fingerprint, Fingerprints};
+use crate::domain::tables::{quote_ident, Reference, REFERENCES, USER_TABLES};
+
+/// Full scan of one table. `count(*)` alone is answered from metadata; hashing every row makes
+/// DuckDB read (and checksum) every block of the table.
+pub fn scan_table(conn: &Connection, table: &str) -> Result<Fingerprint, StorageError> {
+    let q = quote_ident(table);
+    let sql = format!("SELECT count(*), coalesce(sum(hash(t)), 0)::HUGEINT FROM {q} AS t");
+    Ok(conn.query_row(&sql, [], |r| {
+        Ok(Fingerprint {
+            rows: r.get(0)?,
+            hash_sum: r.get(1)?,
+        })
+    })?)
+}
+
+/// Fingerprint of the rows of `table` matching `where_sql` (with `params`): what a delete or
+/// update is about to change, for the writer's incremental fingerprints.
+pub fn scan_rows(
+    conn: &Connection,
+    table: &str,
+    where_sql: &str,
+    params: &[&dyn duckdb::ToSql],
+) -> Result<Fingerprint, StorageError> {
+    let q = quote_ident(table);
+    let sql = format!(
+        "SELECT count(*), coalesce(sum(hash(t)), 0)::HUGEINT FROM {q} AS t WHERE {where_sql}"
+    );
+    Ok(conn.query_row(&sql, params, |r| {
+        Ok(Fingerprint {
+            rows: r.get(0)?,
+            hash_sum: r.get(1)?,
+        })
+    })?)
+}
+
+/// Fingerprints of every user table (a full scan of each).
+pub fn user_fingerprints(conn: &Connection) -> Result<Fingerprints, StorageError> {
+    USER_TABLES
+        .iter()
+        .map(|t| Ok((t.name.to_string(), scan_table(conn, t.name)?)))
+        .collect()
+}
+
+/// Every base table in the main schema, user or service (deep verify scans them all so every
+/// block's checksum is read).
+pub fn all_tables(conn: &Connection) -> Result<Vec<String>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT table_name FROM duckdb_tables()
+         WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal
+         ORDER BY table_name",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The shape of the schema: tables with their columns and types, views, and constraints.
+/// Two databases with equal inventories accept the same queries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaInventory {
+    /// `table.column type`, in table then column order.
+    pub columns: Vec<String>,
+    pub views: Vec<String>,
+    /// `table constraint_type (columns)`.
+    pub constraints: Vec<String>,
+}
+
+/// Reads the schema inventory of the main schema.
+pub fn schema_inventory(conn: &Connection) -> Result<SchemaInventory, StorageError> {
+    let strings = |sql: &str| -> Result<Vec<String>, StorageError> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    Ok(SchemaInventory {
+        columns: strings(
+            "SELECT table_name || '.' || column_name || ' ' || data_type FROM duckdb_columns()
+             WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal
+             ORDER BY table_name, column_index",
+        )?,
+        views: strings(
+            "SELECT view_name FROM duckdb_views()
+             WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal
+             ORDER BY view_name",
+        )?,
+        constraints: strings(
+            "SELECT table_name || ' ' || constraint_type || ' (' ||
+                    array_to_string(constraint_column_names, ', ') || ')'
+             FROM duckdb_constraints()
+             WHERE database_name = current_database() AND schema_name = 'main'
+               AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')
+             ORDER BY 1",
+        )?,
+    })
+}
+
+/// Result of one orphan query: rows of `reference.child` whose parent row does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanCount {
+    pub reference: Reference,
+    pub orphans: i64,
+}
+
+impl OrphanCount {
+    /// A stable name for reports: `measure_has_type(measure_id) -> measure`.
+    pub fn name(&self) -> String {
+        format!(
+            "{}({}) -> {}",
+            self.reference.child,
+            self.reference.child_cols.join(", "),
+            self.reference.parent
+        )
+    }
+}
+
+/// Counts orphans for every reference in the schema.
+pub fn orphan_counts(conn: &Connection) -> Result<Vec<OrphanCount>, StorageError> {
+    REFERENCES
+        .iter()
+        .map(|r| {
+            Ok(OrphanCount {
+                reference: *r,
+                orphans: conn.query_row(&orphan_sql(r), [], |row| row.get(0))?,
+            })
+        })
+        .collect()
+}
+
+fn orphan_sql(r: &Reference) -> String {
+    let on = r
+        .child_cols
+        .iter()
+        .zip(r.parent_cols)
+        .map(|(c, p)| format!("c.{} = p.{}", quote_ident(c), quote_ident(p)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SELECT count(*) FROM {} AS c LEFT JOIN {} AS p ON {on} WHERE p.{} IS NULL",
+        quote_ident(r.child),
+        quote_ident(r.parent),
+        quote_ident(r.parent_cols[0]),
+    )
+}

@@ -1,0 +1,196 @@
+//! The single writer: one dedicated OS thread owns the write state (the DuckDB write connection
+//! and whatever else must change only between transactions) and runs jobs from a bounded queue,
+//! one at a time. Async callers await a oneshot; no DuckDB call runs on the async executor.
+//!
+//! The queue bound turns overload into an immediate `Busy` instead of unbounded memory; a job
+//! whose deadline passed, or whose caller went away, while queued is not executed.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::StorageError;
+
+type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// Handle to the writer thread. Cloning shares the same thread and queue.
+pub struct Writer<S> {
+    tx: SyncSender<Job<S>>,
+    thread: Arc<parking_lot::Mutex<Option<JoinHandle<S>>>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> Clone for Writer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            thread: self.thread.clone(),
+            queued: self.queued.clone(),
+        }
+    }
+}
+
+impl<S: Send + 'static> Writer<S> {
+    /// Starts the writer thread owning `state`, with room for `queue` waiting jobs.
+    pub fn start(state: S, queue: usize) -> Result<Self, StorageError> {
+        let (tx, rx) = sync_channel::<Job<S>>(queue.max(1));
+        let handle = std::thread::Builder::new()
+            .name("lnrs-writer".into())
+            .spawn(move || {
+                let mut state = state;
+                while let Ok(job) = rx.recv() {
+                    job(&mut state);
+                }
+                state
+            })
+            .map_err(|e| StorageError::Io {
+                path: "lnrs-writer thread".into(),
+                source: e,
+            })?;
+        Ok(Self {
+            tx,
+            thread: Arc::new(parking_lot::Mutex::new(Some(handle))),
+            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        })
+    }
+
+    /// Runs `f` on the writer thread and returns its result.
+    ///
+    /// Fails fast with `Busy` when the queue is full, and with `DeadlineExceeded` (without
+    /// running `f`) when `deadline` passes before the job's turn comes.
+    pub async fn run<T, E, F>(&self, deadline: Option<Instant>, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
+    {
+        let (done, wait) = oneshot::channel();
+        let queued = self.queued.clone();
+        let job: Job<S> = Box::new(move |state| {
+            queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if done.is_closed() {
+                return; // the caller gave up (cancelled RPC): do not act on its behalf
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = done.send(Err(E::from(StorageError::DeadlineExceeded)));
+                return;
+            }
+            let _ = done.send(f(state));
+        });
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.queued
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(StorageError::Busy.into());
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(StorageError::WriterStopped.into());
+            }
+        }
+        wait.await
+            .map_err(|_| E::from(StorageError::WriterStopped))?
+    }
+
+    /// Runs `f` on the writer thread, blocking the calling (non-async) thread.
+    pub fn run_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
+    {
+        let (done, wait) = std::sync::mpsc::channel();
+        let job: Job<S> = Box::new(move |state| {
+            let _ = done.send(f(state));
+        });
+        self.tx
+            .send(job)
+            .map_err(|_| E::from(StorageError::WriterStopped))?;
+        wait.recv()
+            .map_err(|_| E::from(StorageError::WriterStopped))?
+    }
+
+    /// Jobs waiting in the queue right now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<S> Writer<S> {
+    /// Stops accepting jobs once every clone is dropped and waits for the queue to drain; returns
+    /// the state (so the caller can close the database) if this was the last handle.
+    pub fn shutdown(self) -> Option<S> {
+        let thread = self.thread.clone();
+        drop(self);
+        let handle = thread.lock().take()?;
+        handle.join().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn jobs_run_in_order_on_one_thread() {
+        let w = Writer::start(Vec::<u32>::new(), 8).unwrap();
+        for i in 0..5 {
+            w.run(None, move |v: &mut Vec<u32>| {
+                v.push(i);
+                Ok::<_, StorageError>(())
+            })
+            .await
+            .unwrap();
+        }
+        let v = w.shutdown().unwrap();
+        assert_eq!(v, [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn expired_deadline_is_not_executed() {
+        let w = Writer::start(0u32, 8).unwrap();
+        let past = Instant::now() - Duration::from_millis(1);
+        let r = w
+            .run(Some(past), |n: &mut u32| {
+                *n += 1;
+                Ok::<_, StorageError>(())
+            })
+            .await;
+        assert!(matches!(r, Err(StorageError::DeadlineExceeded)));
+        assert_eq!(w.shutdown(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_busy() {
+        let w = Writer::start((), 1).unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let blocker = w.clone();
+        let first = tokio::spawn(async move {
+            blocker
+                .run(None, move |_| {
+                    started_tx.send(()).unwrap();
+                    let _ = gate.recv();
+                    Ok::<_, StorageError>(())
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        // The writer is busy; one job fits in the queue, the next does not.
+        assert!(w.tx.try_send(Box::new(|_| {})).is_ok());
+        let third = w.run(None, |_| Ok::<_, StorageError>(())).await;
+        assert!(matches!(third, Err(StorageError::Busy)), "{third:?}");
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,188 @@
+//! Shared integration-test harness: the reference database is built once per test run (cached
+//! under the cargo target tmp dir, keyed by the generator and schema sources) and copied for
+//! each test; servers run in-process on 127.0.0.1:0 and are ready when health says SERVING.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lnrs::config::Config;
+use lnrs::pb;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Where the cached reference database lives.
+fn reference_db() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let key = blake3::hash(
+            [
+                include_str!("../../src/refdata.rs"),
+                include_str!("../../src/storage/schema_v1.sql"),
+                include_str!("../../src/storage/schema.rs"),
+            ]
+            .concat()
+            .as_bytes(),
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join(format!("lnrs-reference-{}.duckdb", &key.to_hex()[..16]));
+        if !path.exists() {
+            // Build under a unique name, then rename: concurrent test binaries never see a
+            // half-written file.
+            let tmp = dir.join(format!(
+                "lnrs-reference-build-{}.duckdb",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&tmp);
+            lnrs::refdata::write_to_path(&tmp, 1).expect("reference dataset");
+            std::fs::rename(&tmp, &path).expect("cache reference dataset");
+        }
+        path
+    })
+}
+
+/// A fresh data directory holding a copy of the reference database.
+pub fn data_dir_with_reference() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(reference_db(), dir.path().join("lnrs.duckdb")).expect("copy reference db");
+    dir
+}
+
+/// A config for tests: loopback, fast shutdown.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut c = Config::new(data_dir);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.shutdown_drain_delay = Duration::from_millis(50);
+    c.shutdown_grace = Duration::from_secs(5);
+    c.load_reference_data = false;
+    c
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), lnrs::server::ServeError>>>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a copy of the reference database.
+    pub async fn start() -> TestServer {
+        let tmp = data_dir_with_reference();
+        let cfg = test_config(tmp.path());
+        let mut s = Self::start_with(cfg).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server with a custom config (the caller owns the data dir).
+    pub async fn start_with(cfg: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let data_dir = cfg.data_dir.clone();
+        let task = tokio::spawn(lnrs::server::run(listener, cfg, async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        wait_serving(&channel, "").await;
+        TestServer {
+            addr,
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+            data_dir,
+            _tmp: None,
+        }
+    }
+
+    pub fn entity(&self) -> pb::entity_service_client::EntityServiceClient<Channel> {
+        pb::entity_service_client::EntityServiceClient::new(self.channel.clone())
+    }
+
+    pub fn snapshots(&self) -> pb::snapshot_service_client::SnapshotServiceClient<Channel> {
+        pb::snapshot_service_client::SnapshotServiceClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> pb::event_service_client::EventServiceClient<Channel> {
+        pb::event_service_client::EventServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server and waits for it to finish; returns the data dir guard.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task").expect("server result");
+        }
+        self._tmp.take()
+    }
+}
+
+/// Polls grpc.health.v1 until `service` is SERVING (bounded).
+pub async fn wait_serving(channel: &Channel, service: &str) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await;
+        if let Ok(r) = r {
+            if r.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not become SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo metadata value `key` of a status.
+pub fn error_meta(s: &tonic::Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+}
+
+/// Row counts of every user table, read straight from a database file (server stopped).
+pub fn table_counts(db: &Path) -> std::collections::BTreeMap<String, i64> {
+    let conn = duckdb::Connection::open(db).expect("open db");
+    lnrs::domain::tables::USER_TABLES
+        .iter()
+        .map(|t| {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM \"{}\"", t.name), [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            (t.name.to_string(), n)
+        })
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! The real `lnrs` binary as a child process: kill -9 in the middle of a burst of deletes, and
+//! SIGTERM with open subscriptions.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::reason;
+use lnrs::pb;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct ChildServer {
+    child: Child,
+    channel: Channel,
+}
+
+impl ChildServer {
+    async fn start(data_dir: &Path, extra: &[&str]) -> ChildServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lnrs"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--load-reference-data",
+                "false",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("LNRS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lnrs");
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).unwrap();
+            line
+        })
+        .await
+        .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("lnrs listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
+            .to_string();
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        common::wait_serving(&channel, "").await;
+        ChildServer { child, channel }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0);
+    }
+
+    async fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
+    let tmp = common::data_dir_with_reference();
+    let opts = ["--retention-keep-last", "1000"];
+    let server = ChildServer::start(tmp.path(), &opts).await;
+    let acked = std::sync::Arc::new(parking_lot::Mutex::new(
+        Vec::<(i32, pb::DeleteOutcome)>::new(),
+    ));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let ch = server.channel.clone();
+        let acked = acked.clone();
+        workers.push(tokio::spawn(async move {
+            let mut c = pb::entity_service_client::EntityServiceClient::new(ch);
+            for id in (1 + w * 40..=40 + w * 40).rev() {
+                match c
+                    .delete_measure(pb::DeleteMeasureRequest {
+                        measure_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                {
+                    Ok(r) => acked.lock().push((id, r.into_inner().outcome.unwrap())),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Kill once a good number of deletes were acknowledged, mid-burst.
+    while acked.lock().len() < 12 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal(libc::SIGKILL);
+    let _ = server.wait_exit(Duration::from_secs(10)).await;
+    for w in workers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().clone();
+    assert!(acked.len() >= 12);
+
+    let server = ChildServer::start(tmp.path(), &opts).await;
+    let mut events = pb::event_service_client::EventServiceClient::new(server.channel.clone());
+    let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
+    let mut log = Vec::new();
+    let mut after = 0;
+    loop {
+        let p = events
+            .list_events(pb::ListEventsRequest {
+                start_after_seq: after,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        log.extend(p.events);
+        if p.next_start_after_seq >= p.head_seq {
+            break;
+        }
+        after = p.next_start_after_seq;
+    }
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "dense seqs, no gap"
+    );
+    for (id, out) in &acked {
+        let e = log
+            .iter()
+            .find(|e| e.seq == out.event_seq)
+            .expect("acknowledged delete has its event");
+        assert_eq!(
+            (e.kind, e.entity_id.as_str()),
+            (pb::EventKind::EntityDeleted as i32, id.to_string().as_str())
+        );
+        let snap = snaps
+            .get_snapshot(pb::GetSnapshotRequest {
+                snapshot_id: out.snapshot_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        assert_eq!(snap.entity_id, id.to_string());
+        let v = snaps
+            .verify_snapshot(pb::VerifySnapshotRequest {
+                snapshot_id: out.snapshot_id.clone(),
+                mode: pb::VerifyMode::Quick as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(v.report.unwrap().passed);
+    }
+    // New events continue right after the last one.
+    let next = pb::entity_service_client::EntityServiceClient::new(server.channel.clone())
+        .create_habitat(pb::CreateHabitatRequest {
+            habitat: Some(pb::Habitat {
+                habitat: "after crash".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.event_seq, *seqs.last().unwrap() + 1);
+    server.signal(libc::SIGTERM);
+    server.wait_exit(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_grace() {
+    let tmp = common::data_dir_with_reference();
+    let server = ChildServer::start(
+        tmp.path(),
+        &["--shutdown-drain-delay", "200ms", "--shutdown-grace", "5s"],
+    )
+    .await;
+    let mut c = pb::entity_service_client::EntityServiceClient::new(server.channel.clone());
+    let last = c
+        .create_habitat(pb::CreateHabitatRequest {
+            habitat: Some(pb::Habitat {
+                habitat: "x".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event_seq;
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let mut e = pb::event_service_client::EventServiceClient::new(server.channel.clone());
+        streams.push(
+            e.watch_events(pb::WatchEventsRequest {
+                start_after_seq: Some(last - 1),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        );
+    }
+    // Each stream has delivered the last event.
+    for st in &mut streams {
+        loop {
+            let m = st.next().await.unwrap().unwrap();
+            if let Some(pb::watch_events_response::Item::Event(e)) = m.item {
+                assert_eq!(e.seq, last);
+                break;
+            }
+        }
+    }
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    for mut st in streams {
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(10), st.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => break status,
+                None => panic!("stream ended without a status"),
+            }
+        };
+        assert_eq!(end.code(), Code::Unavailable);
+        assert_eq!(reason(&end), "SERVER_SHUTTING_DOWN");
+        assert_eq!(common::error_meta(&end, "last_seq"), Some(last.to_string()));
+    }
+    let status = server.wait_exit(Duration::from_secs(6)).await;
+    eprintln!("exited {status:?} {:?} after SIGTERM", t.elapsed());
+    assert!(status.success());
+}

@@ -1,0 +1,997 @@
+//! SnapshotService and snapshot-before-delete through gRPC against a real server: the original
+//! app's backup test cases done for real, idempotent retries, no lost commits, corruption
+//! detection, automatic rollback, degraded storage policies, and reads during a restore.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{reason, test_config, TestServer};
+use lnrs::config::SnapshotPolicy;
+use lnrs::pb;
+use tonic::Code;
+
+fn restore_req(id: &str) -> pb::RestoreSnapshotRequest {
+    pb::RestoreSnapshotRequest {
+        snapshot_id: id.into(),
+        confirm_snapshot_id: id.into(),
+        request_id: String::new(),
+    }
+}
+
+async fn measure_ids(s: &TestServer) -> BTreeSet<i32> {
+    let mut c = s.entity();
+    let mut out = BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let p = c
+            .list_measures(pb::ListMeasuresRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(p.measures.iter().map(|m| m.measure_id));
+        if p.next_page_token.is_empty() {
+            return out;
+        }
+        token = p.next_page_token;
+    }
+}
+
+async fn create_measure(s: &TestServer, name: &str) -> i32 {
+    s.entity()
+        .create_measure(pb::CreateMeasureRequest {
+            measure: Some(pb::Measure {
+                measure: name.into(),
+                core_supplementary: "Supplementary".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .measure
+        .unwrap()
+        .measure_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_before_delete_records_what_was_deleted_and_restore_brings_it_back() {
+    let s = TestServer::start().await;
+    let mut c = s.entity();
+    let mut snaps = s.snapshots();
+    let before = measure_ids(&s).await;
+    let out = c
+        .delete_measure(pb::DeleteMeasureRequest {
+            measure_id: 42,
+            request_id: "req-del-42".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert!(!out.snapshot_id.is_empty());
+    let snap = snaps
+        .get_snapshot(pb::GetSnapshotRequest {
+            snapshot_id: out.snapshot_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(snap.operation, pb::SnapshotOperation::Delete as i32);
+    assert_eq!(snap.entity_type, "measure");
+    assert_eq!(snap.entity_id, "42");
+    assert_eq!(snap.request_id, "req-del-42");
+    assert_eq!(snap.description, "Before delete measure 42");
+    assert!(
+        snap.create_time.is_some()
+            && snap.logical_bytes > 0
+            && snap.block_count > 0
+            && !snap.file_blake3.is_empty()
+    );
+    let measure_rows = snap
+        .tables
+        .iter()
+        .find(|t| t.table == "measure")
+        .unwrap()
+        .rows;
+    assert_eq!(
+        measure_rows, 168,
+        "the snapshot holds the state before the delete"
+    );
+    assert!(!measure_ids(&s).await.contains(&42));
+
+    let r = snaps
+        .restore_snapshot(restore_req(&out.snapshot_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.rolled_back, "{:?}", r.report);
+    assert!(r.report.as_ref().unwrap().passed);
+    let names: Vec<_> = r
+        .report
+        .as_ref()
+        .unwrap()
+        .checks
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("pre_swap:scan:"))
+            && names.iter().any(|n| n.starts_with("post_swap:scan:")),
+        "{names:?}"
+    );
+    assert_eq!(
+        measure_ids(&s).await,
+        before,
+        "restore recovers the deleted measure"
+    );
+
+    // The safety snapshot is an ordinary snapshot holding the pre-restore state.
+    let safety = snaps
+        .get_snapshot(pb::GetSnapshotRequest {
+            snapshot_id: r.safety_snapshot_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(safety.operation, pb::SnapshotOperation::PreRestore as i32);
+    assert_eq!(
+        safety
+            .tables
+            .iter()
+            .find(|t| t.table == "measure")
+            .unwrap()
+            .rows,
+        167
+    );
+    // …and restoring it undoes the restore.
+    let undo = snaps
+        .restore_snapshot(restore_req(&r.safety_snapshot_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!undo.rolled_back);
+    assert!(!measure_ids(&s).await.contains(&42));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delete_rpc_takes_exactly_one_snapshot_and_retries_take_none() {
+    let s = TestServer::start().await;
+    let mut c = s.entity();
+    let mut snaps = s.snapshots();
+    let count = |snaps: &mut pb::snapshot_service_client::SnapshotServiceClient<_>| {
+        let mut snaps = snaps.clone();
+        async move {
+            snaps
+                .list_snapshots(pb::ListSnapshotsRequest {
+                    operation: pb::SnapshotOperation::Delete as i32,
+                    page_size: 500,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .total_size
+        }
+    };
+    let mut expected = 0;
+    let link_of = |t: pb::LinkType, c: &mut pb::entity_service_client::EntityServiceClient<_>| {
+        let mut c = c.clone();
+        async move {
+            c.list_links(pb::ListLinksRequest {
+                link_type: t as i32,
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .links
+            .remove(0)
+        }
+    };
+    for t in [
+        pb::LinkType::MeasureAreaPriorityGrant,
+        pb::LinkType::MeasureAreaPriority,
+        pb::LinkType::SpeciesAreaPriority,
+        pb::LinkType::HabitatCreationArea,
+        pb::LinkType::HabitatManagementArea,
+        pb::LinkType::MeasureSpecies,
+    ] {
+        let l = link_of(t, &mut c).await;
+        let rid = format!("link-{}", t as i32);
+        let first = c
+            .delete_link(pb::DeleteLinkRequest {
+                link: Some(l.clone()),
+                request_id: rid.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        expected += 1;
+        let again = c
+            .delete_link(pb::DeleteLinkRequest {
+                link: Some(l),
+                request_id: rid,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            again.outcome.as_ref().unwrap().snapshot_id,
+            first.outcome.as_ref().unwrap().snapshot_id
+        );
+        assert!(again.outcome.unwrap().replayed);
+        assert_eq!(count(&mut snaps).await, expected, "{t:?}");
+    }
+    let g = c
+        .list_grants(pb::ListGrantsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+        .remove(0);
+    c.delete_grant(pb::DeleteGrantRequest {
+        grant_id: g.grant_id,
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    c.delete_measure(pb::DeleteMeasureRequest {
+        measure_id: 1,
+        request_id: "m1".into(),
+    })
+    .await
+    .unwrap();
+    c.delete_measure(pb::DeleteMeasureRequest {
+        measure_id: 1,
+        request_id: "m1".into(),
+    })
+    .await
+    .unwrap();
+    c.delete_area(pb::DeleteAreaRequest {
+        area_id: 1,
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    c.delete_priority(pb::DeletePriorityRequest {
+        priority_id: 1,
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    c.delete_species(pb::DeleteSpeciesRequest {
+        species_id: 1,
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    c.delete_habitat(pb::DeleteHabitatRequest {
+        habitat_id: 1,
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    expected += 6;
+    assert_eq!(count(&mut snaps).await, expected);
+    // A retry of a different request with the same id is refused.
+    let reused = c
+        .delete_measure(pb::DeleteMeasureRequest {
+            measure_id: 2,
+            request_id: "m1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
+    // A delete of something missing takes no snapshot.
+    let missing = c
+        .delete_measure(pb::DeleteMeasureRequest {
+            measure_id: 99_999,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(count(&mut snaps).await, expected);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_over_three_states() {
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let mut states = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            create_measure(&s, &format!("state {i}")).await;
+        }
+        states.push(measure_ids(&s).await);
+        let snap = snaps
+            .create_snapshot(pb::CreateSnapshotRequest {
+                description: format!("state {i}"),
+                labels: Default::default(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        ids.push(snap.snapshot_id);
+    }
+    for i in [1usize, 2, 0, 2, 1, 0] {
+        let r = snaps
+            .restore_snapshot(restore_req(&ids[i]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.rolled_back, "state {i}: {:?}", r.rollback_reason);
+        assert_eq!(measure_ids(&s).await, states[i], "state {i}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_snapshots_in_a_tight_loop_have_distinct_ids_and_content() {
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let mut ids = BTreeSet::new();
+    let mut hashes = BTreeSet::new();
+    for i in 0..50 {
+        create_measure(&s, &format!("loop {i}")).await;
+        let snap = snaps
+            .create_snapshot(pb::CreateSnapshotRequest {
+                description: format!("loop {i}"),
+                labels: Default::default(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        ids.insert(snap.snapshot_id);
+        hashes.insert(snap.file_blake3);
+    }
+    assert_eq!(ids.len(), 50);
+    assert_eq!(hashes.len(), 50);
+    // Retention kept exactly the newest 10 (the default), newest first.
+    let listed = snaps
+        .list_snapshots(pb::ListSnapshotsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_size, 10);
+    let newest: Vec<_> = ids.iter().rev().take(10).cloned().collect();
+    assert_eq!(
+        listed
+            .snapshots
+            .iter()
+            .map(|s| s.snapshot_id.clone())
+            .collect::<Vec<_>>(),
+        newest
+    );
+    let status = snaps
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.snapshot_count, 10);
+    assert!(
+        status.stored_bytes < status.database_bytes,
+        "10 snapshots stored in less than one file: {} vs {}",
+        status.stored_bytes,
+        status.database_bytes
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_exactly_n_and_the_newest_and_dry_run_changes_nothing() {
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let snap = snaps
+            .create_snapshot(pb::CreateSnapshotRequest {
+                description: format!("r{i}"),
+                labels: Default::default(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        ids.push(snap.snapshot_id);
+    }
+    let dry = snaps
+        .apply_retention(pb::ApplyRetentionRequest {
+            keep_last: 2,
+            keep_within: None,
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.decisions.iter().filter(|d| d.removed).count(), 4);
+    assert_eq!(
+        snaps
+            .list_snapshots(pb::ListSnapshotsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total_size,
+        6
+    );
+    let done = snaps
+        .apply_retention(pb::ApplyRetentionRequest {
+            keep_last: 2,
+            keep_within: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.event_seq > 0 && done.bytes_freed > 0);
+    let left: Vec<_> = snaps
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots
+        .into_iter()
+        .map(|s| s.snapshot_id)
+        .collect();
+    assert_eq!(left, vec![ids[5].clone(), ids[4].clone()]);
+    let gone = snaps
+        .get_snapshot(pb::GetSnapshotRequest {
+            snapshot_id: ids[0].clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    // Deleting one, and refusing nonsense ids.
+    snaps
+        .delete_snapshot(pb::DeleteSnapshotRequest {
+            snapshot_id: ids[4].clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let bad = snaps
+        .get_snapshot(pb::GetSnapshotRequest {
+            snapshot_id: "../../etc/passwd".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (bad.code(), reason(&bad).as_str()),
+        (Code::InvalidArgument, "SNAPSHOT_ID_INVALID")
+    );
+    let unconfirmed = snaps
+        .restore_snapshot(pb::RestoreSnapshotRequest {
+            snapshot_id: ids[5].clone(),
+            confirm_snapshot_id: String::new(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&unconfirmed), "RESTORE_NOT_CONFIRMED");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_reads_a_snapshot_without_restoring_it() {
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let out = s
+        .entity()
+        .delete_area(pb::DeleteAreaRequest {
+            area_id: 3,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    let p = snaps
+        .preview_snapshot(pb::PreviewSnapshotRequest {
+            snapshot_id: out.snapshot_id.clone(),
+            table: "area".into(),
+            limit: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        p.table_rows
+            .iter()
+            .find(|t| t.table == "area")
+            .unwrap()
+            .rows,
+        68
+    );
+    assert_eq!(p.columns.first().map(String::as_str), Some("area_id"));
+    assert_eq!(p.rows.len(), 5);
+    let geo = snaps
+        .preview_snapshot(pb::PreviewSnapshotRequest {
+            snapshot_id: out.snapshot_id.clone(),
+            table: "area_geom".into(),
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(geo.columns.contains(&"geo_shape".to_string()));
+    let blob = geo.columns.iter().position(|c| c == "geo_shape").unwrap();
+    assert!(
+        matches!(geo.rows[0].values[blob].kind, Some(pb::preview_value::Kind::BlobBytes(n)) if n > 0)
+    );
+    let unknown = snaps
+        .preview_snapshot(pb::PreviewSnapshotRequest {
+            snapshot_id: out.snapshot_id,
+            table: "pg_shadow".into(),
+            limit: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_block_is_reported_and_the_live_database_is_untouched() {
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let id = snaps
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: "to corrupt".into(),
+            labels: Default::default(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
+    create_measure(&s, "after the snapshot").await;
+    let live = measure_ids(&s).await;
+    // Flip one byte of one stored block of this snapshot.
+    let blocks = s.data_dir.join("snapshots").join("blocks");
+    let mut files: Vec<_> = walk(&blocks);
+    files.sort();
+    let victim = files
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(victim, bytes).unwrap();
+
+    let report = snaps
+        .verify_snapshot(pb::VerifySnapshotRequest {
+            snapshot_id: id.clone(),
+            mode: pb::VerifyMode::Quick as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    assert!(!report.passed);
+    assert!(report.checks.iter().any(|c| !c.passed), "{report:?}");
+    let r = snaps
+        .restore_snapshot(restore_req(&id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.rolled_back);
+    assert!(!r.report.as_ref().unwrap().passed);
+    assert!(r
+        .report
+        .unwrap()
+        .checks
+        .iter()
+        .any(|c| c.name.starts_with("pre_swap:") && !c.passed));
+    assert_eq!(
+        measure_ids(&s).await,
+        live,
+        "the live database is untouched"
+    );
+    s.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_the_swap_rolls_back_by_itself() {
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let id = snaps
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: "target".into(),
+            labels: Default::default(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
+    create_measure(&s, "pre-restore state").await;
+    let live = measure_ids(&s).await;
+    lnrs::fault::configure("restore.post_swap_verify=error").unwrap();
+    let r = snaps
+        .restore_snapshot(restore_req(&id))
+        .await
+        .unwrap()
+        .into_inner();
+    lnrs::fault::clear("restore.post_swap_verify");
+    assert!(r.rolled_back);
+    assert!(r
+        .report
+        .as_ref()
+        .unwrap()
+        .checks
+        .iter()
+        .any(|c| c.name.starts_with("rollback:")));
+    assert_eq!(
+        measure_ids(&s).await,
+        live,
+        "the live data equals the pre-restore state"
+    );
+    // The restore is itself an event, with rolled_back set.
+    let ev = s
+        .events()
+        .list_events(pb::ListEventsRequest {
+            start_after_seq: r.event_seq - 1,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let restore = ev.events[0].restore.as_ref().unwrap();
+    assert!(restore.rolled_back);
+    s.stop().await;
+}
+
+/// Replaces the snapshot directory by a file: every write into it fails (ENOTDIR), even as root.
+fn break_snapshot_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let dir = data_dir.join("snapshots");
+    let aside = data_dir.join("snapshots.aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    aside
+}
+
+fn repair_snapshot_dir(data_dir: &std::path::Path, aside: &std::path::Path) {
+    let dir = data_dir.join("snapshots");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(aside, &dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_snapshot_storage_required_refuses_and_best_effort_reports() {
+    for policy in [SnapshotPolicy::Required, SnapshotPolicy::BestEffort] {
+        let tmp = common::data_dir_with_reference();
+        let mut cfg = test_config(tmp.path());
+        cfg.snapshot_policy = policy;
+        let s = TestServer::start_with(cfg).await;
+        let mut c = s.entity();
+        let aside = break_snapshot_dir(tmp.path());
+        let r = c
+            .delete_measure(pb::DeleteMeasureRequest {
+                measure_id: 10,
+                request_id: String::new(),
+            })
+            .await;
+        let status = s
+            .snapshots()
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.state,
+            pb::SnapshotState::Degraded as i32,
+            "{policy:?}"
+        );
+        assert!(!status.reason.is_empty());
+        let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "lnrs.v1.SnapshotStorage".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        );
+        match policy {
+            SnapshotPolicy::Required => {
+                let e = r.unwrap_err();
+                assert_eq!(
+                    (e.code(), reason(&e).as_str()),
+                    (Code::FailedPrecondition, "PRE_DELETE_SNAPSHOT_FAILED")
+                );
+                assert!(measure_ids(&s).await.contains(&10), "nothing changed");
+            }
+            _ => {
+                let out = r.unwrap().into_inner().outcome.unwrap();
+                assert!(out.snapshot_id.is_empty());
+                assert!(!out.snapshot_skipped_reason.is_empty());
+                assert!(!measure_ids(&s).await.contains(&10));
+                let ev = s
+                    .events()
+                    .list_events(pb::ListEventsRequest {
+                        start_after_seq: out.event_seq - 1,
+                        page_size: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(
+                    ev.events[0]
+                        .delete
+                        .as_ref()
+                        .unwrap()
+                        .snapshot_skipped_reason,
+                    out.snapshot_skipped_reason
+                );
+            }
+        }
+        // Storage comes back: the next delete snapshots again and health recovers.
+        repair_snapshot_dir(tmp.path(), &aside);
+        let out = c
+            .delete_measure(pb::DeleteMeasureRequest {
+                measure_id: 11,
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome
+            .unwrap();
+        assert!(!out.snapshot_id.is_empty());
+        let status = s
+            .snapshots()
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.state, pb::SnapshotState::Enabled as i32);
+        let kinds: Vec<i32> = s
+            .events()
+            .list_events(pb::ListEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(
+            kinds.contains(&(pb::EventKind::StorageDegraded as i32))
+                && kinds.contains(&(pb::EventKind::StorageRecovered as i32))
+        );
+        s.stop().await;
+    }
+}
+
+/// Writers keep committing while deletes (each with a snapshot) run; every pre-delete snapshot,
+/// restored, must contain exactly the measures acknowledged before its delete began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lost_commits_under_concurrent_writes() {
+    let s = TestServer::start().await;
+    let writer = {
+        let mut c = s.entity();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..60 {
+                let m = c
+                    .create_measure(pb::CreateMeasureRequest {
+                        measure: Some(pb::Measure {
+                            measure: format!("concurrent {i}"),
+                            core_supplementary: "Core (BNG)".into(),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                acked.push((m.event_seq, m.measure.unwrap().measure_id));
+            }
+            acked
+        })
+    };
+    let mut deletes = Vec::new();
+    let mut c = s.entity();
+    for id in 100..106 {
+        let out = c
+            .delete_measure(pb::DeleteMeasureRequest {
+                measure_id: id,
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome
+            .unwrap();
+        deletes.push((id, out));
+    }
+    let acked = writer.await.unwrap();
+    let mut snaps = s.snapshots();
+    for (id, out) in deletes {
+        let r = snaps
+            .restore_snapshot(restore_req(&out.snapshot_id))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.rolled_back);
+        let present = measure_ids(&s).await;
+        assert!(
+            present.contains(&id),
+            "the snapshot precedes the delete of {id}"
+        );
+        for (seq, m) in &acked {
+            // Commits ordered before the delete's event are in; later ones are not.
+            assert_eq!(
+                present.contains(m),
+                *seq < out.event_seq,
+                "measure {m} (seq {seq}) vs delete seq {}",
+                out.event_seq
+            );
+        }
+    }
+    s.stop().await;
+}
+
+/// One read (the delete impact of area 5, read in one transaction across tables) while a
+/// restore swaps the database: it must come wholly from the old or the new state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_a_restore_never_see_a_mixture() {
+    use pb::get_delete_impact_request::Target;
+    let s = TestServer::start().await;
+    let mut snaps = s.snapshots();
+    let mut c = s.entity();
+    let counts = |r: pb::GetDeleteImpactResponse| -> (usize, usize) {
+        let n = |t: &str| {
+            r.tables
+                .iter()
+                .find(|x| x.table == t)
+                .map_or(0, |x| x.rows.len())
+        };
+        (n("habitat_creation_area"), n("species_area_priority"))
+    };
+    let impact =
+        |c: &mut pb::entity_service_client::EntityServiceClient<tonic::transport::Channel>| {
+            let mut c = c.clone();
+            async move {
+                c.get_delete_impact(pb::GetDeleteImpactRequest {
+                    target: Some(Target::AreaId(5)),
+                })
+                .await
+            }
+        };
+    let a_counts = counts(impact(&mut c).await.unwrap().into_inner());
+    let a = snaps
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: "A".into(),
+            labels: Default::default(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
+    // State B: one HCA link and one SAP link of area 5 fewer.
+    for t in [
+        pb::LinkType::HabitatCreationArea,
+        pb::LinkType::SpeciesAreaPriority,
+    ] {
+        let l = c
+            .list_links(pb::ListLinksRequest {
+                link_type: t as i32,
+                area_id: 5,
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .links
+            .remove(0);
+        c.delete_link(pb::DeleteLinkRequest {
+            link: Some(l),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let b_counts = counts(impact(&mut c).await.unwrap().into_inner());
+    assert_eq!((b_counts.0 + 1, b_counts.1 + 1), a_counts);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let mut c = c.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = c
+                    .get_delete_impact(pb::GetDeleteImpactRequest {
+                        target: Some(Target::AreaId(5)),
+                    })
+                    .await
+                {
+                    seen.insert(counts(r.into_inner()));
+                }
+            }
+            seen
+        })
+    };
+    let r = snaps
+        .restore_snapshot(restore_req(&a))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.rolled_back);
+    for _ in 0..20 {
+        impact(&mut c).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    assert!(seen.contains(&b_counts), "the reader ran before the swap");
+    for pair in &seen {
+        assert!(
+            *pair == a_counts || *pair == b_counts,
+            "mixed state observed: {pair:?} (A {a_counts:?}, B {b_counts:?})"
+        );
+    }
+    s.stop().await;
+}
