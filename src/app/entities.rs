@@ -144,6 +144,7 @@ impl App {
         ctx: RequestCtx,
         target: DeleteTarget,
     ) -> Result<Replayable<Deleted>, Error> {
+        let _timer = crate::metrics::timer(crate::metrics::Op::Delete);
         let c = ctx.clone();
         let out = self.write(&ctx, move |st| st.delete(&c, &target)).await?;
         if !out.replayed && out.value.info.snapshot_id.is_some() {
@@ -420,11 +421,14 @@ impl WriterState {
             self.record_response(conn, ctx, &value)?;
             Ok((value, events))
         });
+        // Publish the delete first: a storage event appended after it must get the next seq.
+        let committed = outcome.map(|(value, events)| {
+            self.after_commit(&changes, events);
+            value
+        });
         self.note_snapshot_result(snapshot_failure.as_ref());
-        let (value, events) = outcome?;
-        self.after_commit(&changes, events);
         Ok(Replayable {
-            value,
+            value: committed?,
             replayed: false,
         })
     }
@@ -462,7 +466,7 @@ impl WriterState {
         };
         let handle = thread::Builder::new()
             .name("lnrs-snapshot-commit".into())
-            .spawn(move || store.commit(capture, meta))
+            .spawn(move || crate::metrics::commit_snapshot(&store, capture, meta))
             .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
         Ok(Pending::Running(handle))
     }

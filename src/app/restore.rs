@@ -97,21 +97,14 @@ impl WriterState {
             .store(true, std::sync::atomic::Ordering::Release);
         let _restoring = Restoring(&shared.restoring);
 
-        let mut meta = self.new_snapshot(
-            Operation::PreRestore,
-            format!("Before restore of {id}"),
-            ctx,
-        );
-        meta.entity_type = Some("snapshot".into());
-        meta.entity_id = Some(id.as_str().into());
-        let safety = self.snapshot_now(meta)?;
+        let mut report = IntegrityReport::default();
+        let safety = self.verified_safety_snapshot(ctx, id, &store, &mut report)?;
         let _pin = store.pin(&safety.id);
         let since_safety = self.append_events(
             ctx,
             vec![snapshot_event(EventKind::SnapshotCreated, &safety)],
         )?;
 
-        let mut report = IntegrityReport::default();
         let tmp = temp_path(&self.db_path);
         remove_db_files(&tmp);
         let prepared = self.prepare(&store, &target, &tmp, &mut report);
@@ -144,6 +137,44 @@ impl WriterState {
             value: outcome,
             replayed: false,
         })
+    }
+
+    /// Takes the safety snapshot and checks it can be read back: a rollback depends on it, and
+    /// deduplication may have pointed it at a stored block that has since been damaged. A
+    /// damaged block is no longer deduplicated against, so a second snapshot rewrites it.
+    fn verified_safety_snapshot(
+        &mut self,
+        ctx: &RequestCtx,
+        id: &SnapshotId,
+        store: &crate::snapshot::SnapshotStore,
+        report: &mut IntegrityReport,
+    ) -> Result<Manifest, Error> {
+        let mut last = None;
+        for _ in 0..2 {
+            let mut meta = self.new_snapshot(Operation::PreRestore, format!("Before restore of {id}"), ctx);
+            meta.entity_type = Some("snapshot".into());
+            meta.entity_id = Some(id.as_str().into());
+            let safety = self.snapshot_now(meta)?;
+            let t = Instant::now();
+            let check = store.verify_quick(&safety.id)?;
+            let failed: Vec<String> = check.failures().map(|c| c.name.clone()).collect();
+            report.push(
+                "pre_swap:safety_snapshot_readable",
+                failed.is_empty(),
+                "every block of the safety snapshot intact",
+                if failed.is_empty() { "intact".to_string() } else { format!("failed: {}", failed.join(", ")) },
+                t.elapsed(),
+            );
+            if failed.is_empty() {
+                return Ok(safety);
+            }
+            let _ = store.forget(&safety.id);
+            last = Some(failed.join(", "));
+        }
+        Err(Error::Snapshot(crate::snapshot::SnapshotError::Corrupt {
+            what: "safety snapshot".into(),
+            detail: last.unwrap_or_default(),
+        }))
     }
 
     /// Assembles and deep-verifies the target into `tmp`. Err(reason) when it must not be used.
@@ -364,6 +395,7 @@ impl WriterState {
             event_seq: self.next_seq - 1,
             duration: started.elapsed(),
         };
+        crate::metrics::restore_finished(outcome.duration, outcome.rolled_back);
         super::state::in_transaction(self.conn()?, |c| self.record_response(c, ctx, &outcome))?;
         Ok(outcome)
     }
