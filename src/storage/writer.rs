@@ -21,6 +21,7 @@ pub struct Writer<S> {
     tx: SyncSender<Job<S>>,
     thread: Arc<parking_lot::Mutex<Option<JoinHandle<S>>>>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<S> Clone for Writer<S> {
@@ -29,6 +30,7 @@ impl<S> Clone for Writer<S> {
             tx: self.tx.clone(),
             thread: self.thread.clone(),
             queued: self.queued.clone(),
+            stop: self.stop.clone(),
         }
     }
 }
@@ -37,12 +39,17 @@ impl<S: Send + 'static> Writer<S> {
     /// Starts the writer thread owning `state`, with room for `queue` waiting jobs.
     pub fn start(state: S, queue: usize) -> Result<Self, StorageError> {
         let (tx, rx) = sync_channel::<Job<S>>(queue.max(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let handle = std::thread::Builder::new()
             .name("lnrs-writer".into())
             .spawn(move || {
                 let mut state = state;
                 while let Ok(job) = rx.recv() {
                     job(&mut state);
+                    if stopped.load(std::sync::atomic::Ordering::Acquire) {
+                        break;
+                    }
                 }
                 state
             })
@@ -54,6 +61,7 @@ impl<S: Send + 'static> Writer<S> {
             tx,
             thread: Arc::new(parking_lot::Mutex::new(Some(handle))),
             queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            stop,
         })
     }
 
@@ -123,13 +131,17 @@ impl<S: Send + 'static> Writer<S> {
     }
 }
 
-impl<S> Writer<S> {
-    /// Stops accepting jobs once every clone is dropped and waits for the queue to drain; returns
-    /// the state (so the caller can close the database) if this was the last handle.
+impl<S: Send + 'static> Writer<S> {
+    /// Runs every job queued so far, then stops the thread and returns the state (so the caller
+    /// can close the database). Other handles may still exist: their later jobs fail with
+    /// `WriterStopped` instead of running against a closing database. `None` if another caller
+    /// already shut it down.
     pub fn shutdown(self) -> Option<S> {
-        let thread = self.thread.clone();
-        drop(self);
-        let handle = thread.lock().take()?;
+        let stop = self.stop.clone();
+        // The marker is itself a job, so everything queued before it still runs.
+        let marker: Job<S> = Box::new(move |_| stop.store(true, std::sync::atomic::Ordering::Release));
+        let _ = self.tx.send(marker);
+        let handle = self.thread.lock().take()?;
         handle.join().ok()
     }
 }
@@ -152,6 +164,22 @@ mod tests {
         }
         let v = w.shutdown().unwrap();
         assert_eq!(v, [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_drains_the_queue_even_while_other_handles_live() {
+        let w = Writer::start(0u32, 8).unwrap();
+        let other = w.clone();
+        other
+            .run(None, |n: &mut u32| {
+                *n += 1;
+                Ok::<_, StorageError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(w.shutdown(), Some(1));
+        let late = other.run(None, |_| Ok::<_, StorageError>(())).await;
+        assert!(matches!(late, Err(StorageError::WriterStopped)), "{late:?}");
     }
 
     #[tokio::test]
