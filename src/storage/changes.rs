@@ -109,6 +109,31 @@ impl Changes {
         Ok(n)
     }
 
+    /// Deletes rows whose fingerprint the caller already read in this transaction.
+    pub fn delete_fingerprinted(
+        &mut self,
+        conn: &Connection,
+        table: &str,
+        where_sql: &str,
+        params: &[Value],
+        fp: Fingerprint,
+    ) -> Result<i64, StorageError> {
+        let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
+        let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
+        let n = conn.execute(&sql, &refs[..])? as i64;
+        if n != fp.rows {
+            // Only this writer changes the database, so the rows cannot have moved in between.
+            return Err(StorageError::FingerprintDrift {
+                table: table.to_string(),
+                expected: fp.rows,
+                actual: n,
+            });
+        }
+        self.sub(table, fp);
+        self.removed.push((table.to_string(), n));
+        Ok(n)
+    }
+
     /// Same as [`Changes::delete`] with owned parameters (cascade conditions build these).
     pub fn delete_owned(
         &mut self,
