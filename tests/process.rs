@@ -22,13 +22,7 @@ struct ChildServer {
 impl ChildServer {
     async fn start(data_dir: &Path, extra: &[&str]) -> ChildServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lnrs"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--load-reference-data",
-                "false",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -255,4 +249,25 @@ async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_gr
     let status = server.wait_exit(Duration::from_secs(6)).await;
     eprintln!("exited {status:?} {:?} after SIGTERM", t.elapsed());
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_data_dir_serves_the_reference_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let server = ChildServer::start(tmp.path(), &[]).await;
+    eprintln!("empty data dir to SERVING in {:?}", t.elapsed());
+    let mut c = pb::entity_service_client::EntityServiceClient::new(server.channel.clone());
+    assert_eq!(c.list_measures(pb::ListMeasuresRequest::default()).await.unwrap().into_inner().total_size, 168);
+    assert_eq!(c.list_areas(pb::ListAreasRequest::default()).await.unwrap().into_inner().total_size, 68);
+    assert_eq!(c.list_grants(pb::ListGrantsRequest::default()).await.unwrap().into_inner().total_size, 168);
+    let map = c
+        .list_links(pb::ListLinksRequest { link_type: pb::LinkType::MeasureAreaPriority as i32, page_size: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(map.total_size, 2936);
+    assert!(tmp.path().join("lnrs.duckdb").exists());
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(20)).await.success());
 }
