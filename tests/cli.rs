@@ -279,6 +279,23 @@ async fn crud_of_all_six_entities_through_the_cli() {
         let gone = lnrs(&srv, &[entity, "get", &id], None).await;
         assert_eq!(gone.code, 3, "{}", gone.stderr);
     }
+
+    // --request-id makes a mutation idempotent: the retry replays the first answer.
+    let once = [
+        "habitat",
+        "create",
+        "--set",
+        "habitat=Once",
+        "--request-id",
+        "cli-req-1",
+        "--json",
+    ];
+    let first = lnrs(&srv, &once, None).await.ok().json();
+    let retry = lnrs(&srv, &once, None).await.ok().json();
+    assert_eq!(
+        (&retry["habitat"], &retry["replayed"]),
+        (&first["habitat"], &json!(true))
+    );
     s.stop().await;
 }
 
@@ -394,6 +411,14 @@ async fn errors_print_code_reason_and_message_with_meaningful_exit_codes() {
         r.stderr
     );
 
+    let r = lnrs(&srv, &["measure", "list", "--timeout", "1ns"], None).await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("error: DEADLINE_EXCEEDED: "),
+        "{}",
+        r.stderr
+    );
+
     let help = lnrs(&srv, &["--help"], None).await.ok();
     assert!(
         help.stdout.contains("Exit codes:") && help.stdout.contains("3  not found"),
@@ -439,6 +464,18 @@ async fn delete_shows_the_impact_and_only_deletes_when_confirmed() {
         declined.stderr
     );
     lnrs(&srv, &["measure", "get", "5"], None).await.ok();
+    let json_mode = lnrs(&srv, &["measure", "delete", "5", "--json"], Some("n\n")).await;
+    assert_eq!(json_mode.code, 7);
+    assert!(
+        json_mode.stdout.is_empty(),
+        "with --json the preview goes to stderr: {}",
+        json_mode.stdout
+    );
+    assert!(
+        json_mode.stderr.starts_with("Deleting measure 5 removes "),
+        "{}",
+        json_mode.stderr
+    );
     let no_answer = lnrs(&srv, &["measure", "delete", "5"], Some("")).await;
     assert_eq!(no_answer.code, 7, "end of input is a no");
     lnrs(&srv, &["measure", "get", "5"], None).await.ok();
@@ -970,7 +1007,7 @@ async fn seqs_until(
     seen: &mut Vec<u64>,
     head: u64,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !seen.contains(&head) {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
@@ -1044,6 +1081,26 @@ async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
 
     server.sigterm_and_wait().await;
     let restarted = Instant::now();
+    // Changes committed while the watcher cannot reach any server (here through a server on
+    // another port) must still be printed once it is back: it resumes from its position, it
+    // does not just go live.
+    let elsewhere = ChildServer::start(tmp.path(), "127.0.0.1:0").await;
+    let other = format!("http://{}", elsewhere.addr);
+    for name in ["X", "Y"] {
+        lnrs(
+            &other,
+            &[
+                "habitat",
+                "create",
+                "--set",
+                &format!("habitat=Away {name}"),
+            ],
+            None,
+        )
+        .await
+        .ok();
+    }
+    elsewhere.sigterm_and_wait().await;
     // Same data dir, same port: the watcher only knows this address.
     let server = ChildServer::start(tmp.path(), &addr).await;
     assert_eq!(server.addr, addr);

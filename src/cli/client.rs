@@ -27,13 +27,14 @@ Client commands talk to the server at --server (env LNRS_SERVER, default http://
 
 Exit codes:
   0  success
-  1  error reported by the server (INTERNAL, RESOURCE_EXHAUSTED, …) or a local I/O error
+  1  other error reported by the server (INTERNAL, RESOURCE_EXHAUSTED, …) or a local I/O error
   2  usage or validation error (bad flags or input; INVALID_ARGUMENT, OUT_OF_RANGE)
   3  not found (NOT_FOUND)
   4  server unavailable or too slow (cannot connect, UNAVAILABLE, DEADLINE_EXCEEDED)
   5  conflict or failed precondition (ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED)
   6  integrity failure (a verify failed, or a restore rolled back)
   7  cancelled at the confirmation prompt (nothing was changed)
+  8  not allowed (UNAUTHENTICATED, PERMISSION_DENIED: check --token)
 
 Errors are printed to stderr as `error: CODE (REASON): message`.";
 
@@ -97,6 +98,12 @@ pub enum Failure {
 
 impl From<Status> for Failure {
     fn from(s: Status) -> Self {
+        // tonic reports a passed grpc-timeout (on either side) as CANCELLED "Timeout expired".
+        if s.code() == Code::Cancelled && s.message() == "Timeout expired" {
+            return Failure::Rpc(Status::deadline_exceeded(
+                "the deadline passed before the server answered (see --timeout)",
+            ));
+        }
         Failure::Rpc(s)
     }
 }
@@ -140,6 +147,7 @@ pub fn exit_code_of(code: Code) -> u8 {
         Code::NotFound => 3,
         Code::Unavailable | Code::DeadlineExceeded => 4,
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => 5,
+        Code::Unauthenticated | Code::PermissionDenied => 8,
         _ => 1,
     }
 }

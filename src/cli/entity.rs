@@ -579,7 +579,8 @@ pub(crate) fn show_impact_and_confirm(
     impact: &pb::GetDeleteImpactResponse,
     yes: bool,
 ) -> Result<(), Failure> {
-    const KEYS_SHOWN: usize = 5;
+    // Keys are listed while they fit one table cell; the count is always exact.
+    const KEYS_WIDTH: usize = 34;
     let tables = impact.tables.iter().filter(|t| !t.rows.is_empty()).count();
     let mut text = format!(
         "Deleting {what} removes {} row(s) in {tables} table(s):\n",
@@ -587,20 +588,23 @@ pub(crate) fn show_impact_and_confirm(
     );
     let mut t = Table::new(&["table", "rows", "keys"]);
     for ti in impact.tables.iter().filter(|t| !t.rows.is_empty()) {
-        let mut keys: Vec<String> = ti
-            .rows
-            .iter()
-            .take(KEYS_SHOWN)
-            .map(|r| r.values.join("/"))
-            .collect();
-        if ti.rows.len() > KEYS_SHOWN {
-            keys.push(format!("+{} more", ti.rows.len() - KEYS_SHOWN));
+        let mut keys = String::new();
+        let mut shown = 0;
+        for r in &ti.rows {
+            let k = r.values.join("/");
+            if shown > 0 && keys.chars().count() + 2 + k.chars().count() > KEYS_WIDTH {
+                break;
+            }
+            if shown > 0 {
+                keys.push_str(", ");
+            }
+            keys.push_str(&k);
+            shown += 1;
         }
-        t.row(vec![
-            ti.table.clone(),
-            ti.rows.len().to_string(),
-            keys.join(", "),
-        ]);
+        if ti.rows.len() > shown {
+            keys.push_str(&format!(", +{} more", ti.rows.len() - shown));
+        }
+        t.row(vec![ti.table.clone(), ti.rows.len().to_string(), keys]);
     }
     text.push_str(&t.render());
     text.push_str("A snapshot of the whole database is taken first; the delete can be undone with `lnrs snapshot restore`.\n");
@@ -678,19 +682,19 @@ pub enum LookupAction {
 
 /// Runs `lnrs lookup …`: JSON is the response message; the table shows every field.
 pub(crate) async fn lookup(ctx: &Ctx, action: LookupAction) -> Result<(), Failure> {
+    fn rows<T: ToJson>(items: &[T]) -> Vec<Value> {
+        items.iter().map(ToJson::to_json).collect()
+    }
     let mut c = ctx.entity();
-    let (key, rows): (&str, Vec<Value>) = match action {
+    let (key, columns, rows): (&str, &[&str], Vec<Value>) = match action {
         LookupAction::MeasureTypes => {
             let r = c
                 .list_measure_types(ctx.req(pb::ListMeasureTypesRequest {}))
                 .await?;
             (
                 "measure_types",
-                r.into_inner()
-                    .measure_types
-                    .iter()
-                    .map(ToJson::to_json)
-                    .collect(),
+                &["measure_type_id", "measure_type"],
+                rows(&r.get_ref().measure_types),
             )
         }
         LookupAction::Stakeholders => {
@@ -699,22 +703,16 @@ pub(crate) async fn lookup(ctx: &Ctx, action: LookupAction) -> Result<(), Failur
                 .await?;
             (
                 "stakeholders",
-                r.into_inner()
-                    .stakeholders
-                    .iter()
-                    .map(ToJson::to_json)
-                    .collect(),
+                &["stakeholder_id", "stakeholder"],
+                rows(&r.get_ref().stakeholders),
             )
         }
         LookupAction::Benefits => {
             let r = c.list_benefits(ctx.req(pb::ListBenefitsRequest {})).await?;
             (
                 "benefits",
-                r.into_inner()
-                    .benefits
-                    .iter()
-                    .map(ToJson::to_json)
-                    .collect(),
+                &["benefit_id", "benefit"],
+                rows(&r.get_ref().benefits),
             )
         }
         LookupAction::FundingSchemes { area } => {
@@ -722,30 +720,23 @@ pub(crate) async fn lookup(ctx: &Ctx, action: LookupAction) -> Result<(), Failur
                 area_id: area.unwrap_or(0),
             };
             let r = c.list_funding_schemes(ctx.req(req)).await?;
+            let columns: &[&str] = &["id", "area_id", "area_name", "local_funding_schemes"];
             (
                 "funding_schemes",
-                r.into_inner()
-                    .funding_schemes
-                    .iter()
-                    .map(ToJson::to_json)
-                    .collect(),
+                columns,
+                rows(&r.get_ref().funding_schemes),
             )
         }
     };
     if ctx.json() {
         return output::print_json(&json!({ key: rows }));
     }
-    let columns: Vec<String> = rows
-        .first()
-        .and_then(Value::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut t = Table::new(&columns);
+    let mut t = Table::new(columns);
     for r in &rows {
         t.row(
             columns
                 .iter()
-                .map(|c| cell(r.get(c).unwrap_or(&Value::Null)))
+                .map(|c| cell(r.get(*c).unwrap_or(&Value::Null)))
                 .collect(),
         );
     }
@@ -808,12 +799,13 @@ mod tests {
             clear: vec!["area_link".into()],
             ..Default::default()
         };
-        let v = collect_fields::<pb::Area>(&a).unwrap();
+        let mut v = collect_fields::<pb::Area>(&a).unwrap();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(
             v,
             vec![
+                ("area_link".into(), Value::Null),
                 ("area_name".into(), json!("B")),
-                ("area_link".into(), Value::Null)
             ]
         );
         let bad = FieldArgs {

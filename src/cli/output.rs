@@ -15,6 +15,8 @@ pub const MAX_CELL: usize = 48;
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Columns never cut (names that identify the row).
+    wide: Vec<usize>,
 }
 
 impl Table {
@@ -22,12 +24,32 @@ impl Table {
         Self {
             headers: headers.iter().map(|h| h.as_ref().to_uppercase()).collect(),
             rows: Vec::new(),
+            wide: Vec::new(),
         }
     }
 
+    /// Keeps column `col` whole, however long.
+    pub fn wide(mut self, col: usize) -> Self {
+        self.wide.push(col);
+        self
+    }
+
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows
-            .push(cells.into_iter().map(|c| truncate(&c, MAX_CELL)).collect());
+        let cells = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                truncate(
+                    &c,
+                    if self.wide.contains(&i) {
+                        usize::MAX
+                    } else {
+                        MAX_CELL
+                    },
+                )
+            })
+            .collect();
+        self.rows.push(cells);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -51,7 +73,8 @@ impl Table {
                 !self.rows.is_empty()
                     && self.rows.iter().all(|r| {
                         r.get(i).is_some_and(|c| {
-                            c.is_empty() || c.trim_start_matches(['+', '-']).parse::<f64>().is_ok()
+                            matches!(c.as_str(), "" | "?" | "-")
+                                || c.trim_start_matches(['+', '-']).parse::<f64>().is_ok()
                         })
                     })
             })

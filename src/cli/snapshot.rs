@@ -504,7 +504,7 @@ fn preview_cell(v: &pb::PreviewValue) -> String {
 
 /// check | result | expected | actual | time.
 fn report_table(r: &pb::IntegrityReport) -> String {
-    let mut t = Table::new(&["check", "result", "expected", "actual", "time"]);
+    let mut t = Table::new(&["check", "result", "expected", "actual", "time"]).wide(0);
     for c in &r.checks {
         t.row(vec![
             c.name.clone(),
@@ -728,6 +728,11 @@ async fn restore_preview(ctx: &Ctx, snap: &pb::Snapshot) -> Result<String, Failu
     if !t.is_empty() {
         text.push_str(&t.render());
     }
+    if now.values().any(Option::is_none)
+        || snap.tables.iter().any(|tb| !now.contains_key(&tb.table))
+    {
+        text.push_str("(? = the server's API does not expose this table's live row count)\n");
+    }
     text.push_str(&format!(
         "{same} table(s) have the same row count; rows updated since the snapshot are reverted too.\n\
          A safety snapshot of the current state is taken first, so the restore itself can be undone.\n"
@@ -767,8 +772,14 @@ async fn restore(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
     if ctx.json() {
         output::print_json(&r.to_json())?;
     } else {
-        let mut text = report_table(&r.report.clone().unwrap_or_default());
+        let report = r.report.clone().unwrap_or_default();
+        let mut text = report_table(&report);
+        let failed = report.checks.iter().filter(|c| !c.passed).count();
         text.push_str(&key_values(&[
+            (
+                "checks",
+                format!("{} run, {failed} failed", report.checks.len()),
+            ),
             (
                 "rolled back",
                 if r.rolled_back {
@@ -847,7 +858,11 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
         ),
         (
             "events",
-            format!("seq {} to {}", s.event_first_seq, s.event_head_seq),
+            if s.event_head_seq == 0 {
+                "none yet".to_string()
+            } else {
+                format!("seq {} to {}", s.event_first_seq, s.event_head_seq)
+            },
         ),
         ("restore running", s.restore_in_progress.to_string()),
         (

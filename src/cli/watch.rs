@@ -10,7 +10,7 @@ use serde_json::Value;
 use tonic::{Code, Status};
 
 use super::client::{describe_status, error_meta, ClientArgs, Ctx, Failure};
-use super::json::{enum_json, short_enum, timestamp, ToJson};
+use super::json::{enum_json, short_enum, ToJson};
 use super::output::{self, duration};
 use crate::pb;
 use crate::pb::watch_events_response::Item;
@@ -210,7 +210,13 @@ fn print_event(ctx: &Ctx, e: &pb::Event) -> Result<(), Failure> {
     if ctx.json() {
         return output::print_json_line(&e.to_json());
     }
-    let time = e.time.as_ref().map_or("-".to_string(), timestamp);
+    let time = e
+        .time
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map_or("-".to_string(), |d| {
+            d.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+        });
     let kind = short_enum(&enum_json!(pb::EventKind, e.kind), "EVENT_KIND_");
     let what = format!("{} {}", e.entity_type, e.entity_id);
     let line = format!(
