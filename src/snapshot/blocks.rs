@@ -28,9 +28,14 @@ const EXT: &str = ".zst";
 const SEAL_HEADER: [u8; 8] = [0x5B, 0x2A, 0x4D, 0x18, 32, 0, 0, 0];
 const SEAL_LEN: usize = SEAL_HEADER.len() + blake3::OUT_LEN;
 
+type Compressor = zstd::bulk::Compressor<'static>;
+type Decompressor = zstd::bulk::Decompressor<'static>;
+
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    // One zstd context per thread, reused: creating one per block costs more than level 1
+    // compression of a small block.
+    static COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
 }
 
 /// What is wrong with a stored block.
@@ -65,6 +70,7 @@ pub(crate) struct BlockStore {
 }
 
 impl BlockStore {
+    /// A block store in `dir` whose temp files go to `tmp` (same file system).
     pub fn new(dir: PathBuf, tmp: PathBuf) -> Self {
         BlockStore { dir, tmp }
     }
@@ -176,7 +182,7 @@ pub(crate) fn compress(data: &[u8]) -> Result<Vec<u8>, SnapshotError> {
     let mut zst = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(io_fail)?);
+            *slot = Some(Compressor::new(COMPRESSION_LEVEL).map_err(io_fail)?);
         }
         match slot.as_mut() {
             Some(c) => c.compress(data).map_err(io_fail),
@@ -216,8 +222,7 @@ fn decompress(zst: &[u8], expected: u64) -> Result<Vec<u8>, BlockFault> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            let d = zstd::bulk::Decompressor::new()
-                .map_err(|e| BlockFault::Undecodable(e.to_string()))?;
+            let d = Decompressor::new().map_err(|e| BlockFault::Undecodable(e.to_string()))?;
             *slot = Some(d);
         }
         let Some(d) = slot.as_mut() else {

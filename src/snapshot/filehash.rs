@@ -1,40 +1,95 @@
-//! The whole-file BLAKE3 of a capture, computed incrementally from the previous capture.
+//! Hashing a capture incrementally from the previous one: the per-block BLAKE3 (content
+//! addresses) and the whole-file BLAKE3.
 //!
-//! A commit already hashes every DuckDB block; hashing the whole file again doubled the CPU
-//! cost of the pre-delete path. BLAKE3 is a tree, so the file hash is a merge of the chaining
-//! values of 256 KiB-aligned subtrees ("leaves"). We keep the previous capture's leaves and
-//! block hashes and recompute only leaves overlapping a DuckDB block whose content hash
-//! changed; equal block hashes at the same index mean equal bytes, so a reused leaf is exactly
-//! what hashing would produce. The result is the standard BLAKE3 of the file (`b3sum` agrees),
-//! which the tests check against `blake3::hash` over random edits.
+//! Between two snapshots around a small delete only a handful of DuckDB blocks change, yet a
+//! plain implementation hashes the whole file twice (every block, then the file). Here:
+//! - a block whose bytes equal the previous capture's bytes at the same range reuses that
+//!   capture's hash (a `memcmp` costs far less than BLAKE3, and equal bytes hash equally);
+//! - BLAKE3 is a tree, so the file hash is a merge of the chaining values of 256 KiB-aligned
+//!   subtrees ("leaves"); only leaves overlapping a block whose hash changed are recomputed.
+//!   The result is the standard BLAKE3 of the file (`b3sum` agrees), which the tests check
+//!   against `blake3::hash` over random edits.
+//!
+//! The memo keeps the previous capture's buffer alive (one file-sized buffer of memory).
 
 use blake3::hazmat::{
     left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
 };
 use rayon::prelude::*;
 
-use super::manifest::{BLOCK_LEN, HEADER_LEN};
+use super::capture::Capture;
+use super::manifest::{block_ranges, BLOCK_LEN, HEADER_LEN};
 
 /// Leaf subtree size: a power of two multiple of BLAKE3's 1 KiB chunk.
 const LEAF: usize = 256 * 1024;
 
-/// Leaf chaining values and block hashes of the last capture hashed.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LeafCache {
-    file_len: usize,
+/// What the last commit hashed: its capture, block hashes and leaf chaining values.
+#[derive(Debug)]
+pub(crate) struct HashMemo {
+    capture: Capture,
     block_hashes: Vec<blake3::Hash>,
     leaves: Vec<ChainingValue>,
 }
 
-/// BLAKE3 of `bytes`, given the hashes of its DuckDB blocks (as cut by `block_ranges`) and
-/// optionally the cache of an earlier capture. Returns the hash and the cache for the next one.
-pub(crate) fn file_hash(
+/// The hashes of a capture.
+#[derive(Debug)]
+pub(crate) struct Hashed {
+    /// BLAKE3 of each block as cut by `block_ranges`.
+    pub block_hashes: Vec<blake3::Hash>,
+    pub file_hash: blake3::Hash,
+    leaves: Vec<ChainingValue>,
+}
+
+impl Hashed {
+    /// Turns these hashes and their capture into the memo for the next commit.
+    pub fn into_memo(self, capture: Capture) -> HashMemo {
+        HashMemo {
+            capture,
+            block_hashes: self.block_hashes,
+            leaves: self.leaves,
+        }
+    }
+}
+
+/// Hashes `bytes`, reusing whatever `prev` proves unchanged.
+pub(crate) fn hash_capture(bytes: &[u8], prev: Option<&HashMemo>) -> Hashed {
+    let block_hashes = block_hashes(bytes, prev);
+    let (file_hash, leaves) = file_hash(bytes, &block_hashes, prev);
+    Hashed {
+        block_hashes,
+        file_hash,
+        leaves,
+    }
+}
+
+fn block_hashes(bytes: &[u8], prev: Option<&HashMemo>) -> Vec<blake3::Hash> {
+    let ranges = block_ranges(bytes.len());
+    let prev_ranges = prev.map(|p| block_ranges(p.capture.bytes().len()));
+    ranges
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let reused = prev.zip(prev_ranges.as_ref()).and_then(|(p, pr)| {
+                let same = pr.get(i) == Some(r) && p.capture.bytes()[r.clone()] == bytes[r.clone()];
+                if same {
+                    p.block_hashes.get(i).copied()
+                } else {
+                    None
+                }
+            });
+            reused.unwrap_or_else(|| blake3::hash(&bytes[r.clone()]))
+        })
+        .collect()
+}
+
+/// BLAKE3 of `bytes` given its block hashes, and the leaf chaining values for the memo.
+fn file_hash(
     bytes: &[u8],
     block_hashes: &[blake3::Hash],
-    prev: Option<&LeafCache>,
-) -> (blake3::Hash, LeafCache) {
+    prev: Option<&HashMemo>,
+) -> (blake3::Hash, Vec<ChainingValue>) {
     if bytes.len() <= LEAF {
-        return (blake3::hash(bytes), LeafCache::default());
+        return (blake3::hash(bytes), Vec::new());
     }
     let leaves: Vec<ChainingValue> = (0..bytes.len().div_ceil(LEAF))
         .into_par_iter()
@@ -51,12 +106,7 @@ pub(crate) fn file_hash(
         &node(&leaves, left, bytes.len() - left),
         Mode::Hash,
     );
-    let cache = LeafCache {
-        file_len: bytes.len(),
-        block_hashes: block_hashes.to_vec(),
-        leaves,
-    };
-    (root, cache)
+    (root, leaves)
 }
 
 fn leaf_cv(bytes: &[u8], k: usize) -> ChainingValue {
@@ -85,9 +135,9 @@ fn node(leaves: &[ChainingValue], offset: usize, len: usize) -> ChainingValue {
 
 /// Leaf `k` can be reused when it is a full leaf in both files and every DuckDB block it
 /// overlaps has the same content hash at the same index in both.
-fn reusable(prev: &LeafCache, k: usize, len: usize, block_hashes: &[blake3::Hash]) -> bool {
+fn reusable(prev: &HashMemo, k: usize, len: usize, block_hashes: &[blake3::Hash]) -> bool {
     let end = (k + 1) * LEAF;
-    if end > len || end > prev.file_len {
+    if end > len || end > prev.capture.bytes().len() || k >= prev.leaves.len() {
         return false;
     }
     (block_index(k * LEAF)..=block_index(end - 1)).all(
@@ -107,19 +157,32 @@ fn block_index(offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::manifest::block_ranges;
+    use crate::snapshot::capture::BufferPool;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
-    fn block_hashes(bytes: &[u8]) -> Vec<blake3::Hash> {
+    /// A DuckDB-looking file (a capture checks the magic).
+    fn file(len: usize, seed: u8) -> Vec<u8> {
+        let mut b: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        if len >= 20 {
+            b[8..12].copy_from_slice(b"DUCK");
+            b[12..20].copy_from_slice(&64u64.to_le_bytes());
+        }
+        b
+    }
+
+    fn memo_of(bytes: &[u8]) -> HashMemo {
+        let pool = Arc::new(BufferPool::default());
+        let capture = Capture::from_bytes(bytes, &pool).expect("capture");
+        hash_capture(bytes, None).into_memo(capture)
+    }
+
+    fn plain_block_hashes(bytes: &[u8]) -> Vec<blake3::Hash> {
         block_ranges(bytes.len())
             .into_iter()
             .map(|r| blake3::hash(&bytes[r]))
-            .collect()
-    }
-
-    fn file(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
             .collect()
     }
 
@@ -137,24 +200,27 @@ mod tests {
             5 * LEAF + HEADER_LEN,
         ] {
             let bytes = file(len, 7);
-            let (h, cache) = file_hash(&bytes, &block_hashes(&bytes), None);
-            assert_eq!(h, blake3::hash(&bytes), "len {len}");
-            let (again, _) = file_hash(&bytes, &block_hashes(&bytes), Some(&cache));
-            assert_eq!(again, h, "len {len} from cache");
+            let h = hash_capture(&bytes, None);
+            assert_eq!(h.file_hash, blake3::hash(&bytes), "len {len}");
+            assert_eq!(h.block_hashes, plain_block_hashes(&bytes), "len {len}");
+            if len >= 20 {
+                let again = hash_capture(&bytes, Some(&memo_of(&bytes)));
+                assert_eq!(again.file_hash, h.file_hash, "len {len} from memo");
+            }
         }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
-        fn incremental_hash_equals_blake3_after_random_edits(
+        fn incremental_hashes_equal_plain_blake3_after_random_edits(
             blocks in 2usize..9,
             tail in 0usize..5000,
             edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
             grow in -300_000i64..300_000,
         ) {
             let old = file(HEADER_LEN + blocks * BLOCK_LEN + tail, 1);
-            let (_, cache) = file_hash(&old, &block_hashes(&old), None);
+            let memo = memo_of(&old);
             let mut new = old.clone();
             let new_len = (new.len() as i64 + grow).max(0) as usize;
             new.resize(new_len, 0xab);
@@ -164,8 +230,9 @@ mod tests {
                     new[i] = *v;
                 }
             }
-            let (h, _) = file_hash(&new, &block_hashes(&new), Some(&cache));
-            prop_assert_eq!(h, blake3::hash(&new));
+            let h = hash_capture(&new, Some(&memo));
+            prop_assert_eq!(h.file_hash, blake3::hash(&new));
+            prop_assert_eq!(h.block_hashes, plain_block_hashes(&new));
         }
     }
 }

@@ -47,6 +47,7 @@ impl SnapshotId {
         }
     }
 
+    /// The id text (also the manifest's file stem).
     pub fn as_str(&self) -> &str {
         &self.0
     }

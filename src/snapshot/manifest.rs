@@ -204,23 +204,48 @@ pub fn block_ranges(len: usize) -> Vec<std::ops::Range<usize>> {
     ranges
 }
 
-/// Reads the storage version from DuckDB's main header (8-byte checksum, magic `DUCK`, then
-/// the version as u64 LE).
+/// The main header's version field when the real version lives in the database headers
+/// (DuckDB ≥ 2.0 writes this; `StorageVersion::DEPRECATED`).
+const DEPRECATED_MAIN_VERSION: u64 = 999;
+/// Offsets of DuckDB's two alternating database headers.
+const DATABASE_HEADERS: [usize; 2] = [4096, 8192];
+
+/// Reads the DuckDB storage version of a file from its header area, the way DuckDB does: the
+/// main header (8-byte checksum, magic `DUCK`, version u64 LE) holds it for files before 2.0;
+/// from 2.0 on the main header says 999 ("deprecated") and the version is the
+/// `storage_compatibility` field of the active database header (the one with the higher
+/// `iteration`).
 pub fn parse_storage_version(file_start: &[u8]) -> Result<u64, SnapshotError> {
-    let magic = file_start.get(8..12);
-    let version = file_start.get(12..20);
-    match (magic, version) {
-        (Some(b"DUCK"), Some(v)) => {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(v);
-            Ok(u64::from_le_bytes(le))
-        }
-        (Some(_), Some(_)) => Err(SnapshotError::NotADatabase("no DUCK magic".into())),
-        _ => Err(SnapshotError::NotADatabase(format!(
-            "{} bytes is too short for a header",
-            file_start.len()
-        ))),
+    match file_start.get(8..12) {
+        Some(b"DUCK") => {}
+        Some(_) => return Err(SnapshotError::NotADatabase("no DUCK magic".into())),
+        None => return Err(too_short(file_start)),
     }
+    let main = read_u64(file_start, 12).ok_or_else(|| too_short(file_start))?;
+    if main != DEPRECATED_MAIN_VERSION {
+        return Ok(main);
+    }
+    // Database header: checksum, iteration, meta_block, free_list, block_count,
+    // block_alloc_size, vector_size, storage_compatibility (u64 LE each).
+    DATABASE_HEADERS
+        .iter()
+        .filter_map(|&h| Some((read_u64(file_start, h + 8)?, read_u64(file_start, h + 56)?)))
+        .max_by_key(|(iteration, _)| *iteration)
+        .map(|(_, version)| version)
+        .ok_or_else(|| too_short(file_start))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let mut le = [0u8; 8];
+    le.copy_from_slice(bytes.get(at..at + 8)?);
+    Some(u64::from_le_bytes(le))
+}
+
+fn too_short(file_start: &[u8]) -> SnapshotError {
+    SnapshotError::NotADatabase(format!(
+        "{} bytes is too short for a DuckDB header",
+        file_start.len()
+    ))
 }
 
 /// Serialises `value` as compact JSON with a trailing `manifest_blake3` member.
@@ -354,10 +379,31 @@ mod tests {
     fn storage_version_needs_the_magic() {
         let mut h = vec![0u8; 64];
         h[8..12].copy_from_slice(b"DUCK");
-        h[12..20].copy_from_slice(&69u64.to_le_bytes());
-        assert_eq!(parse_storage_version(&h).ok(), Some(69));
+        h[12..20].copy_from_slice(&64u64.to_le_bytes());
+        assert_eq!(parse_storage_version(&h).ok(), Some(64));
         h[8] = b'X';
         assert!(parse_storage_version(&h).is_err());
         assert!(parse_storage_version(&h[..10]).is_err());
+    }
+
+    #[test]
+    fn storage_version_of_2_0_files_comes_from_the_active_database_header() {
+        let mut h = vec![0u8; HEADER_LEN];
+        h[8..12].copy_from_slice(b"DUCK");
+        h[12..20].copy_from_slice(&999u64.to_le_bytes());
+        let db_header = |h: &mut Vec<u8>, at: usize, iteration: u64, version: u64| {
+            h[at + 8..at + 16].copy_from_slice(&iteration.to_le_bytes());
+            h[at + 56..at + 64].copy_from_slice(&version.to_le_bytes());
+        };
+        db_header(&mut h, 4096, 7, 69);
+        db_header(&mut h, 8192, 6, 68);
+        assert_eq!(parse_storage_version(&h).ok(), Some(69));
+        db_header(&mut h, 8192, 8, 70);
+        assert_eq!(parse_storage_version(&h).ok(), Some(70));
+        assert!(
+            parse_storage_version(&h[..5000]).is_ok(),
+            "one header is enough"
+        );
+        assert!(parse_storage_version(&h[..100]).is_err());
     }
 }

@@ -6,9 +6,9 @@
 //!    the WAL is empty) and [`SnapshotStore::capture`] (one read of the file into a pooled
 //!    buffer). That is all the writer barrier covers.
 //! 2. [`SnapshotStore::commit`] runs off the writer: BLAKE3 of the 12 KiB header chunk and of
-//!    every 256 KiB block (in parallel), zstd + durable write of blocks the store lacks, then
-//!    the manifest, written last and atomically. The writer commits its delete only if this
-//!    succeeds.
+//!    every 256 KiB block (in parallel, reusing hashes of blocks unchanged since the previous
+//!    commit), zstd + durable write of blocks the store lacks, then the manifest, written last
+//!    and atomically. The writer commits its delete only if this succeeds.
 //!
 //! # Files
 //! - [`store`]: [`SnapshotStore`], on-disk layout, crash recovery, commit, verify, assemble,
@@ -20,7 +20,7 @@
 //! - [`verify`]: integrity reports and [`check_database`].
 //! - [`retention`]: the retention planner.
 //! - [`id`]: snapshot ids. [`error`]: errors and reason codes. `fsio`: durable file primitives.
-//!   `filehash`: the incremental whole-file BLAKE3.
+//!   `filehash`: incremental block and whole-file BLAKE3 (reuses the previous capture).
 //!
 //! # Fail points
 //! `snapshot.after_capture`, `snapshot.after_hash`, `snapshot.after_blocks`,

@@ -205,7 +205,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn never_removes_protected(n in 1usize..30, keep_last in 0usize..12, v in 0usize..30, p in 0usize..30) {
+        fn never_removes_protected(
+            n in 1usize..30,
+            keep_last in 0usize..12,
+            v in 0usize..30,
+            p in 0usize..30,
+        ) {
             let (s, now) = snapshots(n, chrono::Duration::minutes(1));
             let verified = s.get(v).map(|x| x.0.clone());
             let pinned: HashSet<_> = s.get(p).map(|x| x.0.clone()).into_iter().collect();

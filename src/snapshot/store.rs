@@ -32,7 +32,7 @@ use super::blocks::{compress, BlockFault, BlockStore};
 use super::capture::{BufferPool, Capture};
 use super::catalog::{Catalog, Entry, ListFilter, ListPage};
 use super::error::{fail_point, io_err, SnapshotError};
-use super::filehash::{self, LeafCache};
+use super::filehash::{self, HashMemo};
 use super::fsio;
 use super::id::SnapshotId;
 use super::manifest::{
@@ -47,6 +47,8 @@ use super::verify::{check_database, IntegrityReport, VerifyKind, VerifyRecord};
 const IO_THREADS: usize = 8;
 /// Blocks decoded at once by verify/assemble: bounds memory to ~8 MiB per window.
 const DECODE_WINDOW: usize = 32;
+/// Blocks deleted per hold of the store lock during a sweep.
+const GC_BATCH: usize = 64;
 
 /// Paths of the store's files.
 #[derive(Debug, Clone)]
@@ -98,6 +100,15 @@ struct State {
     index_dirty: bool,
 }
 
+impl State {
+    /// A block no snapshot, in-flight commit or damaged manifest references.
+    fn is_garbage(&self, h: &blake3::Hash) -> bool {
+        !self.catalog.is_referenced(h)
+            && !self.inflight.contains_key(h)
+            && !self.salvaged.contains(h)
+    }
+}
+
 /// Store-wide numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
@@ -141,6 +152,7 @@ pub struct PinGuard {
 }
 
 impl PinGuard {
+    /// The pinned snapshot.
     pub fn id(&self) -> &SnapshotId {
         &self.id
     }
@@ -167,8 +179,8 @@ pub struct SnapshotStore {
     pins: Arc<Mutex<HashMap<SnapshotId, usize>>>,
     pool: Arc<BufferPool>,
     io_pool: rayon::ThreadPool,
-    /// Leaf hashes of the last commit, so the next whole-file hash only redoes changed parts.
-    hash_cache: Mutex<Option<LeafCache>>,
+    /// The last commit's capture and hashes, so the next commit rehashes only what changed.
+    hash_memo: Mutex<Option<HashMemo>>,
     _lock: File,
 }
 
@@ -231,7 +243,7 @@ impl SnapshotStore {
             pins: Arc::default(),
             pool: Arc::default(),
             io_pool,
-            hash_cache: Mutex::default(),
+            hash_memo: Mutex::default(),
             _lock: lock,
         };
         store.persist_index()?;
@@ -279,11 +291,18 @@ impl SnapshotStore {
         let mut t = CommitTimings::default();
         let bytes = capture.bytes();
         let ranges = block_ranges(bytes.len());
-        let hashes = capture.block_hashes();
-        let file_hash = self.file_hash(bytes, &hashes);
+        let hashed = {
+            let memo = self
+                .hash_memo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            filehash::hash_capture(bytes, memo.as_ref())
+        };
+        let (hashes, file_hash) = (&hashed.block_hashes, hashed.file_hash);
         t.hash = start.elapsed();
         fail_point("snapshot.after_hash")?;
-        let (id, to_write, known_sizes, inflight) = self.plan_commit(&capture, &hashes);
+        let (id, to_write, known_sizes, inflight) = self.plan_commit(&capture, hashes);
         let compressed: Vec<(blake3::Hash, Vec<u8>)> = to_write
             .par_iter()
             .map(|&i| compress(&bytes[ranges[i].clone()]).map(|z| (hashes[i], z)))
@@ -291,40 +310,41 @@ impl SnapshotStore {
         t.compress = start.elapsed() - t.hash;
         let mut sizes = known_sizes;
         sizes.extend(compressed.iter().map(|(h, z)| (*h, z.len() as u64)));
-        let manifest = build_manifest(id, &capture, meta, &ranges, &hashes, &sizes, file_hash);
+        let manifest = build_manifest(id, &capture, meta, &ranges, hashes, &sizes, file_hash);
+        let persisted = self.persist(&manifest, &compressed, &mut t);
+        // Released only now: until the catalog knows the manifest, its blocks are in flight.
+        drop(inflight);
+        persisted?;
+        fail_point("snapshot.after_manifest")?;
+        t.total = start.elapsed();
+        t.new_blocks = compressed.len();
+        t.new_bytes = compressed.iter().map(|(_, z)| z.len() as u64).sum();
+        *self.hash_memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(hashed.into_memo(capture));
+        Ok((manifest, t))
+    }
+
+    /// Writes the new blocks and the manifest durably and adds the snapshot to the catalog.
+    fn persist(
+        &self,
+        manifest: &Manifest,
+        compressed: &[(blake3::Hash, Vec<u8>)],
+        t: &mut CommitTimings,
+    ) -> Result<(), SnapshotError> {
         let encoded = manifest.encode()?;
         let tmp = fsio::temp_path(&self.layout.tmp, &format!("{}.json", manifest.id));
-        let before_io = start.elapsed();
-        let written = self.write_blocks_and_manifest(&compressed, &tmp, &encoded);
-        t.write = start.elapsed() - before_io;
+        let io_start = Instant::now();
+        let written = self.write_blocks_and_manifest(compressed, &tmp, &encoded);
+        t.write = io_start.elapsed();
         let renamed = written.and_then(|()| self.publish_manifest(&tmp, &manifest.id));
         if renamed.is_err() {
             let _ = fsio::remove_if_exists(&tmp);
         }
         let synced = renamed?;
-        // The manifest is on disk from here on: the catalog must know it even if the last
-        // fsync or fail point reports an error, or GC could sweep blocks it references.
-        self.finish_commit(&manifest, &compressed);
-        drop(inflight);
-        synced?;
-        fail_point("snapshot.after_manifest")?;
-        t.total = start.elapsed();
-        t.publish = t.total - before_io - t.write;
-        t.new_blocks = compressed.len();
-        t.new_bytes = compressed.iter().map(|(_, z)| z.len() as u64).sum();
-        Ok((manifest, t))
-    }
-
-    /// Whole-file BLAKE3, reusing what the previous commit hashed (see `filehash`).
-    fn file_hash(&self, bytes: &[u8], block_hashes: &[blake3::Hash]) -> blake3::Hash {
-        let prev = self
-            .hash_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let (hash, cache) = filehash::file_hash(bytes, block_hashes, prev.as_ref());
-        *self.hash_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache);
-        hash
+        // The manifest is on disk from here on: the catalog must know it even if the directory
+        // fsync failed, or GC could sweep blocks it references.
+        self.finish_commit(manifest, compressed);
+        t.publish = io_start.elapsed() - t.write;
+        synced
     }
 
     /// Under the lock: the next id, the blocks to write and the in-flight registration.
@@ -437,7 +457,7 @@ impl SnapshotStore {
         let (unreferenced_blocks, unreferenced_bytes) = st
             .known
             .iter()
-            .filter(|(h, _)| !st.catalog.is_referenced(h))
+            .filter(|(h, _)| st.is_garbage(h))
             .fold((0, 0), |(n, b), (_, size)| (n + 1, b + size));
         StoreStats {
             snapshot_count: st.catalog.len(),
@@ -655,32 +675,36 @@ impl SnapshotStore {
     /// references. Safe to run while commits are in progress.
     pub fn gc(&self) -> Result<GcOutcome, SnapshotError> {
         // Listing outside the lock is safe: a block created after the listing is simply not a
-        // candidate, and every candidate is re-checked under the lock before it is deleted.
+        // candidate, and every candidate is re-checked under the lock right before deletion.
         let on_disk = self.blocks.list()?;
-        let mut st = self.state();
-        let garbage: Vec<blake3::Hash> = on_disk
-            .keys()
-            .filter(|h| {
-                !st.catalog.is_referenced(h)
-                    && !st.inflight.contains_key(*h)
-                    && !st.salvaged.contains(*h)
-            })
-            .copied()
-            .collect();
-        let mut outcome = GcOutcome {
-            blocks_kept: on_disk.len() - garbage.len(),
-            ..Default::default()
+        let candidates: Vec<blake3::Hash> = {
+            let st = self.state();
+            on_disk
+                .keys()
+                .filter(|h| st.is_garbage(h))
+                .copied()
+                .collect()
         };
-        for (i, h) in garbage.iter().enumerate() {
-            if i == garbage.len() / 2 {
-                fail_point("snapshot.gc_mid_sweep")?;
+        let mut outcome = GcOutcome::default();
+        let half = candidates.len() / 2;
+        // Batches keep each hold of the store lock short, so a pre-delete commit waiting for
+        // it is not stalled behind a large sweep.
+        for (b, batch) in candidates.chunks(GC_BATCH).enumerate() {
+            let mut st = self.state();
+            for (k, h) in batch.iter().enumerate() {
+                if b * GC_BATCH + k == half {
+                    fail_point("snapshot.gc_mid_sweep")?;
+                }
+                if !st.is_garbage(h) {
+                    continue;
+                }
+                outcome.bytes_freed += self.blocks.remove(h)?;
+                outcome.blocks_removed += 1;
+                st.known.remove(h);
+                st.suspect.remove(h);
             }
-            outcome.bytes_freed += self.blocks.remove(h)?;
-            outcome.blocks_removed += 1;
-            st.known.remove(h);
-            st.suspect.remove(h);
         }
-        drop(st);
+        outcome.blocks_kept = on_disk.len() - outcome.blocks_removed;
         self.persist_index()?;
         Ok(outcome)
     }

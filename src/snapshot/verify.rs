@@ -67,6 +67,7 @@ impl IntegrityReport {
         self.push(name, passed, expected, actual, start.elapsed());
     }
 
+    /// Appends another report's checks.
     pub fn extend(&mut self, other: IntegrityReport) {
         self.checks.extend(other.checks);
     }

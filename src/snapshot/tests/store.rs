@@ -504,6 +504,8 @@ fn storage_versions_are_recorded_and_checked() {
     let mut m = db.snapshot(&store, None);
     let engine = store.engine_storage_version().expect("engine version");
     assert_eq!(m.storage_version, engine);
+    // DuckDB 2.0 writes storage version 69 (its main header says 999, "deprecated").
+    assert!((64..999).contains(&engine), "{engine}");
     assert!(
         m.duckdb_library_version.starts_with('v'),
         "{}",
@@ -580,79 +582,11 @@ fn bench_capture_and_commit_on_the_big_fixture() {
 }
 
 #[test]
-#[ignore = "benchmark; run explicitly"]
-fn bench_raw_hashing() {
-    let bytes = vec![0x5au8; 35 << 20];
-    let bytes: Vec<u8> = bytes
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b ^ (i as u8))
-        .collect();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let one = blake3::hash(&bytes);
-        let single = t.elapsed();
-        let t = Instant::now();
-        let par = blake3::Hasher::new().update_rayon(&bytes).finalize();
-        let rayon = t.elapsed();
-        let t = Instant::now();
-        let mut v = vec![0u8; bytes.len()];
-        v.copy_from_slice(&bytes);
-        let copy = t.elapsed();
-        let t = Instant::now();
-        v.copy_from_slice(&bytes);
-        let copy2 = t.elapsed();
-        assert_eq!(one, par);
-        eprintln!("35 MiB: blake3 1 thread {single:?}, rayon {rayon:?}, fresh copy {copy:?}, warm copy {copy2:?}");
-    }
-}
-
-#[test]
-#[ignore = "benchmark; run explicitly"]
-fn bench_read_variants() {
-    use std::io::Read;
-    use std::os::unix::fs::FileExt;
-    let db = Db::big();
-    let len = fs::metadata(&db.path).expect("meta").len() as usize;
-    let mut plain = vec![0u8; len];
-    let mut huge = vec![0u8; len + (2 << 20)];
-    // SAFETY: test-only madvise on memory we own.
-    unsafe {
-        let p = huge.as_mut_ptr() as usize;
-        let aligned = (p + (2 << 20) - 1) & !((2 << 20) - 1);
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-    }
-    huge.iter_mut().for_each(|b| *b = 1);
-    for round in 0..5 {
-        let t = Instant::now();
-        fs::File::open(&db.path)
-            .expect("open")
-            .read_exact(&mut plain)
-            .expect("read");
-        let a = t.elapsed();
-        let t = Instant::now();
-        fs::File::open(&db.path)
-            .expect("open")
-            .read_exact(&mut huge[..len])
-            .expect("read");
-        let b = t.elapsed();
-        let t = Instant::now();
-        let f = fs::File::open(&db.path).expect("open");
-        let (x, y) = plain.split_at_mut(len / 2);
-        std::thread::scope(|s| {
-            s.spawn(|| f.read_exact_at(x, 0).expect("a"));
-            s.spawn(|| f.read_exact_at(y, (len / 2) as u64).expect("b"));
-        });
-        let c = t.elapsed();
-        eprintln!("round {round}: read {a:?}, read into THP {b:?}, 2 threads {c:?}");
-    }
-    eprintln!(
-        "{}",
-        fs::read_to_string("/proc/self/smaps_rollup")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("Huge"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+fn shared_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<SnapshotStore>();
+    send_sync::<crate::snapshot::PinGuard>();
+    send::<crate::snapshot::Capture>();
+    send_sync::<SnapshotError>();
 }
