@@ -179,6 +179,24 @@ impl Config {
         if self.event_retention_keep_last == Some(0) {
             return bad("event_retention_keep_last", "must be at least 1".into());
         }
+        for (setting, d) in [
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("max_connection_age", self.max_connection_age),
+        ] {
+            if d < Duration::from_secs(1) {
+                return bad(setting, "must be at least 1s".into());
+            }
+        }
+        if self.max_concurrent_streams == 0 {
+            return bad("max_concurrent_streams", "must be at least 1".into());
+        }
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            return bad("metrics_listen", "must differ from listen".into());
+        }
         if let Some(tls) = &self.tls {
             for (setting, p) in [
                 ("tls_cert", Some(&tls.cert)),
@@ -200,6 +218,10 @@ impl Config {
                 );
             }
         }
+        if let Some(tls) = &self.tls {
+            crate::tls::check(tls)?;
+        }
+        crate::auth::Tokens::from_config(self)?;
         Ok(())
     }
 }

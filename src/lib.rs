@@ -12,6 +12,9 @@
 //! - [`error`]: the application error and its one mapping to `tonic::Status`.
 //! - [`service`]: the tonic services (EntityService, SnapshotService, EventService).
 //! - [`server`]: `run(listener, config, shutdown)`: router, health, reflection, shutdown.
+//! - [`metrics`]: Prometheus metrics (gRPC families, app numbers) and the `/metrics` listener.
+//! - [`auth`]: bearer tokens, roles and the RPC → role table (a tower layer).
+//! - [`tls`]: TLS / mTLS settings → rustls through tonic.
 //! - [`refdata`]: the deterministic reference LNRS dataset.
 //! - [`cli`]: the `lnrs` command line (server flags, client subcommands).
 //! - [`fault`]: fail points for crash tests.
@@ -20,17 +23,20 @@
 //! `storage`, `snapshot` and `events` never import tonic.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod metrics;
 pub mod refdata;
 pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod storage;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for package `lnrs.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

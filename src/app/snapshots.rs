@@ -152,6 +152,7 @@ impl App {
 
     /// Verifies a snapshot, quick or deep.
     pub async fn verify_snapshot(&self, id: &str, deep: bool) -> Result<IntegrityReport, Error> {
+        let _timer = crate::metrics::timer(crate::metrics::Op::verify(deep));
         let id = SnapshotId::parse(id)?;
         let store = self.shared.store()?;
         blocking(move || {
@@ -299,11 +300,13 @@ impl super::WriterState {
         policy: &RetentionPolicy,
         dry_run: bool,
     ) -> Result<(RetentionOutcome, u64), Error> {
+        let _timer = crate::metrics::timer(crate::metrics::Op::Retention);
         let store = self.shared.store()?;
         let outcome = store.apply_retention(policy, dry_run)?;
         if dry_run || outcome.removed.is_empty() {
             return Ok((outcome, 0));
         }
+        crate::metrics::retention_freed(outcome.gc.as_ref().map_or(0, |g| g.bytes_freed));
         let mut ev = EventDraft::new(EventKind::RetentionApplied, "snapshot", "");
         ev.entity_id = None;
         ev.retention = Some(RetentionInfo {

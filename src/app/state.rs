@@ -214,6 +214,7 @@ impl WriterState {
             .conn
             .as_ref()
             .ok_or(SnapshotError::WalNotEmpty("database closed".into()))?;
+        let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
         storage::checkpoint(conn).map_err(|e| match e {
             StorageError::Db(d) => SnapshotError::Db(d),
             other => SnapshotError::WalNotEmpty(other.to_string()),
@@ -251,7 +252,9 @@ impl WriterState {
 
     /// Takes a complete snapshot synchronously on the writer (manual and safety snapshots).
     pub(crate) fn snapshot_now(&mut self, meta: NewSnapshot) -> Result<Manifest, Error> {
-        let result = self.capture().and_then(|c| self.store()?.commit(c, meta));
+        let result = self
+            .capture()
+            .and_then(|c| crate::metrics::commit_snapshot(&self.store()?, c, meta));
         self.note_snapshot_result(result.as_ref().err());
         Ok(result?)
     }

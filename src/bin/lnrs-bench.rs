@@ -1,1 +1,525 @@
-fn main() {}
+//! `lnrs-bench`: the benchmark program. It creates the reference dataset at each scale,
+//! starts the real server in this process on 127.0.0.1:0, drives it with the generated gRPC
+//! clients, and prints a markdown report (also written to `--doc`, e.g. docs/PERFORMANCE.md)
+//! and a JSON file (`--out`).
+//!
+//! Scenarios (`--scenario`, default all):
+//! 1. `delete`: deletes with their pre-delete snapshot vs the same deletes without snapshots
+//!    and a durable full copy of the file, plus the server's phase histograms and an exact
+//!    phase profile ([`delete`], [`profile`]);
+//! 2. `storage`: store size after 10 and 100 pre-delete snapshots (same run as `delete`);
+//! 3. `restore`: RestoreSnapshot end to end ([`restore`]);
+//! 4. `fanout`: 1,000 subscribers × 1,000 events, latency, losses, memory ([`fanout`]);
+//! 5. `reads`: Get / List requests/s vs the health check ([`reads`]);
+//! 6. `catchup`: replay of a 1,000,000-event fixture log ([`catchup`]).
+//!
+//! Items 1–3 run at every `--scale` (default 1 and 10); 4–6 at the first one.
+//!
+//! Modules: [`harness`] (work dir, datasets, server, machine), [`prom`] (the server's metrics),
+//! [`stats`] (percentiles), [`report`] (targets, JSON, markdown). They live in
+//! `src/bin/lnrs-bench/`.
+
+#[path = "lnrs-bench/catchup.rs"]
+mod catchup;
+#[path = "lnrs-bench/delete.rs"]
+mod delete;
+#[path = "lnrs-bench/fanout.rs"]
+mod fanout;
+#[path = "lnrs-bench/harness.rs"]
+mod harness;
+#[path = "lnrs-bench/profile.rs"]
+mod profile;
+#[path = "lnrs-bench/prom.rs"]
+mod prom;
+#[path = "lnrs-bench/reads.rs"]
+mod reads;
+#[path = "lnrs-bench/report.rs"]
+mod report;
+#[path = "lnrs-bench/restore.rs"]
+mod restore;
+#[path = "lnrs-bench/stats.rs"]
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lnrs::config::SnapshotPolicy;
+
+use harness::{fail, BenchServer, Dataset, Machine, Res, Work};
+use report::{Results, ScaleResult};
+use stats::Summary;
+
+/// Which part of the benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Delete,
+    Storage,
+    Restore,
+    Fanout,
+    Reads,
+    Catchup,
+    All,
+}
+
+/// Benchmarks the LNRS service: deletes with snapshots, snapshot storage, restores, event
+/// fan-out, reads and catch-up, against baselines measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "lnrs-bench", version)]
+struct Args {
+    /// Scenario to run.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Dataset scales for delete, storage and restore (comma-separated); fan-out, reads and
+    /// catch-up use the first.
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    scale: Vec<u32>,
+    /// JSON results file.
+    #[arg(long, default_value = "lnrs-bench-results.json")]
+    out: PathBuf,
+    /// Markdown report to (re)write, e.g. docs/PERFORMANCE.md.
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Scratch directory: cached datasets, data directories, server log
+    /// [default: $TMPDIR/lnrs-bench].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Deletes per run (at least 100 for the storage numbers).
+    #[arg(long, default_value_t = 200)]
+    deletes: usize,
+    /// Restores per scale.
+    #[arg(long, default_value_t = 5)]
+    restores: usize,
+    /// Durable full copies timed at scale 1 (fewer at larger scales, at least 3).
+    #[arg(long, default_value_t = 20)]
+    copies: usize,
+    /// Delete + snapshot cycles of the phase profile.
+    #[arg(long, default_value_t = 30)]
+    profile_reps: usize,
+    /// WatchEvents subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// HTTP/2 connections the subscribers are spread over.
+    #[arg(long, default_value_t = 10)]
+    channels: usize,
+    /// Events produced for the fan-out.
+    #[arg(long, default_value_t = 1000)]
+    events: usize,
+    /// Production rate of those events (events/s).
+    #[arg(long, default_value_t = 100.0)]
+    event_rate: f64,
+    /// Events in the catch-up fixture log.
+    #[arg(long, default_value_t = 1_000_000)]
+    catchup_events: u64,
+    /// Concurrent callers of the read benchmark.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Length of each read window.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    read_window: Duration,
+    /// Rounds of read windows.
+    #[arg(long, default_value_t = 3)]
+    read_rounds: usize,
+    /// Server log filter (logs go to server.log in the work dir).
+    #[arg(long, default_value = "info")]
+    log_filter: String,
+    #[command(subcommand)]
+    child: Option<Child>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Child {
+    /// Internal: the fan-out subscriber process (parameters in LNRS_BENCH_FANOUT_CHILD).
+    #[command(hide = true)]
+    FanoutChild,
+}
+
+impl Args {
+    fn wants(&self, s: Scenario) -> bool {
+        self.scenario == Scenario::All || self.scenario == s
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args.child {
+        Some(Child::FanoutChild) => runtime.block_on(fanout::child_from_env()),
+        None => runtime.block_on(bench(&args)),
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends the in-process server's logs to `server.log`, JSON like a deployment.
+fn init_logging(work: &Path, filter: &str) -> Res<()> {
+    let file = std::fs::File::create(work.join("server.log"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| fail(format!("--log-filter: {e}")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .try_init();
+    Ok(())
+}
+
+async fn bench(args: &Args) -> Res<()> {
+    let started = Instant::now();
+    if args.scale.is_empty() {
+        return Err(fail("--scale needs at least one scale"));
+    }
+    let root = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("lnrs-bench"));
+    let work = Work::new(root)?;
+    init_logging(&work.root, &args.log_filter)?;
+    let mut machine = Machine::describe(&work.root);
+    eprintln!(
+        "lnrs-bench: {} build, work dir {}",
+        machine.profile,
+        work.root.display()
+    );
+
+    let mut scales = Vec::new();
+    if args.wants(Scenario::Delete) || args.wants(Scenario::Storage) || args.wants(Scenario::Restore)
+    {
+        for &scale in &args.scale {
+            scales.push(run_scale(args, &work, scale, &mut machine).await?);
+        }
+    }
+    let first = work.reference(args.scale[0])?;
+    let reads = if args.wants(Scenario::Reads) {
+        eprintln!("reads: {} callers …", args.concurrency);
+        Some(run_reads(args, &work, &first, &mut machine).await?)
+    } else {
+        None
+    };
+    let fanout = if args.wants(Scenario::Fanout) {
+        eprintln!(
+            "fan-out: {} subscribers × {} events …",
+            args.subscribers, args.events
+        );
+        Some(
+            fanout::run(
+                &work,
+                &first,
+                args.subscribers,
+                args.channels,
+                args.events,
+                args.event_rate,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let catchup = if args.wants(Scenario::Catchup) {
+        eprintln!("catch-up: {} events …", args.catchup_events);
+        Some(catchup::run(&work, &first, args.catchup_events).await?)
+    } else {
+        None
+    };
+
+    let mut results = Results {
+        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        command: command_line(),
+        wall_secs: started.elapsed().as_secs_f64(),
+        machine,
+        settings: settings(args),
+        scales,
+        fanout,
+        reads,
+        catchup,
+        targets: Vec::new(),
+    };
+    results.targets = report::targets(&results);
+    let md = report::markdown(&results);
+    println!("{md}");
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
+        .map_err(|e| fail(format!("writing {}: {e}", args.out.display())))?;
+    eprintln!("results: {}", args.out.display());
+    if let Some(doc) = &args.doc {
+        std::fs::write(doc, md).map_err(|e| fail(format!("writing {}: {e}", doc.display())))?;
+        eprintln!("report: {}", doc.display());
+    }
+    Ok(())
+}
+
+fn command_line() -> String {
+    let mut parts = vec!["lnrs-bench".to_string()];
+    parts.extend(std::env::args().skip(1));
+    parts.join(" ")
+}
+
+fn settings(args: &Args) -> serde_json::Value {
+    serde_json::json!({
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "scales": args.scale,
+        "deletes": args.deletes,
+        "restores": args.restores,
+        "copies": args.copies,
+        "profile_reps": args.profile_reps,
+        "subscribers": args.subscribers,
+        "channels": args.channels,
+        "events": args.events,
+        "event_rate": args.event_rate,
+        "catchup_events": args.catchup_events,
+        "concurrency": args.concurrency,
+        "read_window_secs": args.read_window.as_secs_f64(),
+        "read_rounds": args.read_rounds,
+        "log_filter": args.log_filter,
+    })
+}
+
+/// Items 1–3 at one scale.
+async fn run_scale(
+    args: &Args,
+    work: &Work,
+    scale: u32,
+    machine: &mut Machine,
+) -> Res<ScaleResult> {
+    let dataset = work.reference(scale)?;
+    eprintln!(
+        "scale {scale}: {:.1} MB database",
+        dataset.bytes as f64 / 1e6
+    );
+    let want_delete = args.wants(Scenario::Delete);
+    let want_storage = args.wants(Scenario::Storage);
+    let want_restore = args.wants(Scenario::Restore);
+    let n = if want_delete {
+        args.deletes
+    } else if want_storage {
+        args.deletes.max(100)
+    } else {
+        2
+    };
+    let storage_at: Vec<usize> = if want_storage || want_delete {
+        let mut v = vec![1, 10, 100, n];
+        v.retain(|&x| x <= n);
+        v.dedup();
+        v
+    } else {
+        Vec::new()
+    };
+
+    let dir = work.data_dir_with(&format!("s{scale}-snapshots"), &dataset.path)?;
+    let server = BenchServer::start(harness::config(&dir, SnapshotPolicy::Required)).await?;
+    let channel = server.channel().await?;
+    if let Ok(s) = harness::status(&channel).await {
+        machine.duckdb = s.duckdb_library_version;
+    }
+    let targets = delete::pick_targets(&channel, n).await?;
+    eprintln!("scale {scale}: {n} deletes with snapshots …");
+    let run = delete::run(&channel, &targets, n, "required", &storage_at).await?;
+    let restore = if want_restore {
+        eprintln!("scale {scale}: {} restores …", args.restores);
+        Some(restore::run(&channel, args.restores).await?)
+    } else {
+        None
+    };
+    server.stop().await?;
+    std::fs::remove_dir_all(&dir)?;
+
+    let stored_bytes_per_delete = {
+        let p10 = run.storage.iter().find(|p| p.deletes == 10);
+        let last = run.storage.last();
+        match (p10, last) {
+            (Some(a), Some(b)) if b.deletes > a.deletes => Some(
+                b.stored_bytes.saturating_sub(a.stored_bytes) as f64
+                    / (b.deletes - a.deletes) as f64,
+            ),
+            _ => None,
+        }
+    };
+
+    let delete_no_snapshot = if want_delete {
+        eprintln!("scale {scale}: the same deletes without snapshots …");
+        let dir = work.data_dir_with(&format!("s{scale}-no-snapshots"), &dataset.path)?;
+        let server = BenchServer::start(harness::config(&dir, SnapshotPolicy::Disabled)).await?;
+        let channel = server.channel().await?;
+        let base = delete::run(&channel, &run.done, n, "disabled", &[]).await?;
+        server.stop().await?;
+        std::fs::remove_dir_all(&dir)?;
+        Some(base)
+    } else {
+        None
+    };
+
+    let (durable_copy, hash_full_file, profile) = if want_delete || want_restore {
+        let reps = (args.copies / scale.max(1) as usize).max(3);
+        eprintln!("scale {scale}: {reps} durable full copies …");
+        let dir = work.fresh_dir(&format!("s{scale}-copy"))?;
+        let mut copies = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            copies.push(harness::durable_copy(&dataset.path, &dir)?);
+        }
+        std::fs::remove_dir_all(&dir)?;
+        let (hash, profile) = if want_delete {
+            let hash = harness::hash_file_time(&dataset.path, 5)?;
+            eprintln!("scale {scale}: phase profile …");
+            let dir = work.fresh_dir(&format!("s{scale}-profile"))?;
+            let p = profile::run(&dataset.path, &dir, args.profile_reps)?;
+            (Some(Summary::of(&hash)), Some(p))
+        } else {
+            (None, None)
+        };
+        (Some(Summary::of(&copies)), hash, profile)
+    } else {
+        (None, None, None)
+    };
+
+    Ok(ScaleResult {
+        scale,
+        dataset,
+        delete: (want_delete || want_storage).then_some(run),
+        delete_no_snapshot,
+        restore,
+        durable_copy,
+        hash_full_file,
+        profile,
+        stored_bytes_per_delete,
+    })
+}
+
+async fn run_reads(
+    args: &Args,
+    work: &Work,
+    dataset: &Dataset,
+    machine: &mut Machine,
+) -> Res<reads::ReadsResult> {
+    let dir = work.data_dir_with("reads", &dataset.path)?;
+    let server = BenchServer::start(harness::config(&dir, SnapshotPolicy::Required)).await?;
+    if machine.duckdb.is_empty() {
+        if let Ok(s) = harness::status(&server.channel().await?).await {
+            machine.duckdb = s.duckdb_library_version;
+        }
+    }
+    let result = reads::run(
+        &server.url(),
+        args.concurrency,
+        args.read_window,
+        args.read_rounds,
+    )
+    .await;
+    server.stop().await?;
+    std::fs::remove_dir_all(&dir)?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    //! A whole benchmark run with tiny counts against the real server: every scenario runs,
+    //! produces its numbers and the report names every target. No timing is asserted.
+
+    use super::*;
+
+    #[test]
+    fn a_small_run_measures_every_scenario() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let out = work.path().join("results.json");
+        let doc = work.path().join("PERFORMANCE.md");
+        let args = Args::parse_from([
+            "lnrs-bench",
+            "--scale",
+            "1",
+            "--work-dir",
+            work.path().to_str().expect("utf-8 path"),
+            "--out",
+            out.to_str().expect("utf-8 path"),
+            "--doc",
+            doc.to_str().expect("utf-8 path"),
+            "--deletes",
+            "12",
+            "--restores",
+            "2",
+            "--copies",
+            "3",
+            "--profile-reps",
+            "3",
+            "--subscribers",
+            "20",
+            "--channels",
+            "2",
+            "--events",
+            "15",
+            "--event-rate",
+            "200",
+            "--catchup-events",
+            "3000",
+            "--concurrency",
+            "4",
+            "--read-window",
+            "400ms",
+            "--read-rounds",
+            "1",
+        ]);
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(bench(&args)).expect("benchmark run");
+
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).expect("results")).expect("json");
+        let scale = &json["scales"][0];
+        assert_eq!(scale["delete"]["deleted"], 12);
+        assert_eq!(scale["delete"]["snapshots_taken"], 12);
+        assert_eq!(scale["delete_no_snapshot"]["deleted"], 12);
+        assert_eq!(scale["delete_no_snapshot"]["snapshots_taken"], 0);
+        assert_eq!(
+            scale["delete"]["rows_removed"],
+            scale["delete_no_snapshot"]["rows_removed"],
+            "both runs must delete the same rows"
+        );
+        assert!(scale["delete"]["by_kind"].as_object().expect("kinds").len() >= 8);
+        assert!(scale["delete"]["server"]["capture"]["count"].as_u64() >= Some(12));
+        let storage = scale["delete"]["storage"].as_array().expect("storage");
+        assert_eq!(storage[1]["deletes"], 10);
+        assert!(storage[1]["stored_bytes"].as_u64() > Some(0));
+        assert_eq!(scale["restore"]["wall"]["n"], 2);
+        assert_eq!(scale["restore"]["rolled_back"], 0);
+        assert!(scale["profile"]["commit_total_ms"].as_f64() > Some(0.0));
+
+        let f = &json["fanout"]["report"];
+        assert_eq!(f["expected"], 20 * 15);
+        assert_eq!(f["received"], 20 * 15);
+        assert_eq!(f["lost"], 0);
+        assert_eq!(f["streams_failed"], 0);
+        assert!(json["fanout"]["server_rss_open_kib"].as_u64() > Some(0));
+
+        for kind in ["health_check", "get_measure", "list_measures"] {
+            let k = &json["reads"]["kinds"][kind];
+            assert!(k["requests_per_sec"].as_f64() > Some(0.0), "{kind}");
+            assert_eq!(k["errors"], 0, "{kind}");
+        }
+        assert_eq!(json["catchup"]["received"], 3000);
+        assert_eq!(json["catchup"]["gaps"], 0);
+
+        let md = std::fs::read_to_string(&doc).expect("doc");
+        for section in ["## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."] {
+            assert!(md.contains(section), "{section} missing");
+        }
+        let targets = json["targets"].as_array().expect("targets");
+        assert_eq!(targets.len(), 12);
+        // Not measured: the two scale-10 comparisons, and storage after 100 (12 deletes).
+        let unmeasured = targets.iter().filter(|t| t["met"].is_null()).count();
+        assert_eq!(unmeasured, 3, "{targets:#?}");
+    }
+}

@@ -51,12 +51,36 @@ pub struct ServeArgs {
     /// Concurrent WatchEvents streams [default: 2048].
     #[arg(long, env = "LNRS_MAX_SUBSCRIBERS")]
     pub max_subscribers: Option<usize>,
+    /// Events the live fan-out ring holds [default: 4096].
+    #[arg(long, env = "LNRS_EVENT_RING_CAPACITY")]
+    pub event_ring_capacity: Option<usize>,
+    /// Heartbeat interval of streams that do not ask for one [default: 15s].
+    #[arg(long, env = "LNRS_DEFAULT_HEARTBEAT")]
+    pub default_heartbeat: Option<String>,
+    /// How long a read waits for a restore's swap before UNAVAILABLE [default: 10s].
+    #[arg(long, env = "LNRS_RESTORE_READ_WAIT")]
+    pub restore_read_wait: Option<String>,
     /// Writes allowed to wait for the writer [default: 256].
     #[arg(long, env = "LNRS_WRITE_QUEUE")]
     pub write_queue: Option<usize>,
     /// Largest request/response message in bytes [default: 4194304].
     #[arg(long, env = "LNRS_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// HTTP/2 ping interval on idle connections [default: 30s].
+    #[arg(long, env = "LNRS_KEEPALIVE_INTERVAL")]
+    pub keepalive_interval: Option<String>,
+    /// How long a ping may go unanswered before the connection is closed [default: 20s].
+    #[arg(long, env = "LNRS_KEEPALIVE_TIMEOUT")]
+    pub keepalive_timeout: Option<String>,
+    /// Connections are asked to reconnect after this long [default: 30m].
+    #[arg(long, env = "LNRS_MAX_CONNECTION_AGE")]
+    pub max_connection_age: Option<String>,
+    /// Then get this long to finish their calls before being closed [default: 30s].
+    #[arg(long, env = "LNRS_MAX_CONNECTION_AGE_GRACE")]
+    pub max_connection_age_grace: Option<String>,
+    /// Concurrent HTTP/2 streams per connection [default: 1024].
+    #[arg(long, env = "LNRS_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
     /// Health NOT_SERVING period before streams end on shutdown [default: 2s].
     #[arg(long, env = "LNRS_SHUTDOWN_DRAIN_DELAY")]
     pub shutdown_drain_delay: Option<String>,
@@ -66,6 +90,9 @@ pub struct ServeArgs {
     /// Bearer tokens file: one `token role` per line (roles: reader, editor, admin).
     #[arg(long, env = "LNRS_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// Whether gRPC reflection needs a token when auth is on [default: false].
+    #[arg(long, env = "LNRS_REFLECTION_REQUIRES_AUTH")]
+    pub reflection_requires_auth: Option<bool>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "LNRS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -146,15 +173,18 @@ impl ServeArgs {
             .max_subscribers
             .or(file.max_subscribers)
             .unwrap_or(c.max_subscribers);
-        c.event_ring_capacity = file.event_ring_capacity.unwrap_or(c.event_ring_capacity);
-        if let Some(d) = file.default_heartbeat {
+        c.event_ring_capacity = self
+            .event_ring_capacity
+            .or(file.event_ring_capacity)
+            .unwrap_or(c.event_ring_capacity);
+        if let Some(d) = self.default_heartbeat.or(file.default_heartbeat) {
             c.default_heartbeat = parse_duration("default_heartbeat", &d)?;
         }
         c.write_queue = self
             .write_queue
             .or(file.write_queue)
             .unwrap_or(c.write_queue);
-        if let Some(d) = file.restore_read_wait {
+        if let Some(d) = self.restore_read_wait.or(file.restore_read_wait) {
             c.restore_read_wait = parse_duration("restore_read_wait", &d)?;
         }
         c.max_message_bytes = self
@@ -164,22 +194,23 @@ impl ServeArgs {
         for (setting, value, slot) in [
             (
                 "keepalive_interval",
-                file.keepalive_interval,
+                self.keepalive_interval.or(file.keepalive_interval),
                 &mut c.keepalive_interval,
             ),
             (
                 "keepalive_timeout",
-                file.keepalive_timeout,
+                self.keepalive_timeout.or(file.keepalive_timeout),
                 &mut c.keepalive_timeout,
             ),
             (
                 "max_connection_age",
-                file.max_connection_age,
+                self.max_connection_age.or(file.max_connection_age),
                 &mut c.max_connection_age,
             ),
             (
                 "max_connection_age_grace",
-                file.max_connection_age_grace,
+                self.max_connection_age_grace
+                    .or(file.max_connection_age_grace),
                 &mut c.max_connection_age_grace,
             ),
         ] {
@@ -187,8 +218,9 @@ impl ServeArgs {
                 *slot = parse_duration(setting, &v)?;
             }
         }
-        c.max_concurrent_streams = file
+        c.max_concurrent_streams = self
             .max_concurrent_streams
+            .or(file.max_concurrent_streams)
             .unwrap_or(c.max_concurrent_streams);
         if let Some(d) = dur(
             "shutdown_drain_delay",
@@ -202,7 +234,11 @@ impl ServeArgs {
         }
         c.tokens_file = self.tokens_file.or(file.tokens_file);
         c.tokens = tokens_from_env()?;
-        c.reflection_requires_auth = file.reflection_requires_auth.unwrap_or(false);
+        c.reflection_requires_auth = self
+            .reflection_requires_auth
+            .or(file.reflection_requires_auth)
+            .unwrap_or(false);
+        let client_ca = self.tls_client_ca.or(file.tls_client_ca);
         c.tls = match (
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
@@ -210,8 +246,14 @@ impl ServeArgs {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 cert,
                 key,
-                client_ca: self.tls_client_ca.or(file.tls_client_ca),
+                client_ca,
             }),
+            (None, None) if client_ca.is_some() => {
+                return Err(ConfigError::Invalid {
+                    setting: "tls_client_ca",
+                    why: "mTLS needs tls_cert and tls_key as well".into(),
+                })
+            }
             (None, None) => None,
             _ => {
                 return Err(ConfigError::Invalid {

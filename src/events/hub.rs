@@ -277,6 +277,7 @@ impl Driver {
             StreamItem::Event(e) => Some(e.seq),
             _ => None,
         };
+        crate::metrics::subscriber_lag(self.hub.head(), seq);
         tokio::select! {
             biased;
             _ = self.hub.shutdown.cancelled() => {

@@ -1,0 +1,649 @@
+//! Optional bearer-token authentication with three roles, as a tower layer keyed on the request
+//! path: the token table (from `tokens_file` and `LNRS_TOKENS`), the one RPC → role table, and
+//! the UNAUTHENTICATED / PERMISSION_DENIED answers with google.rpc.ErrorInfo.
+//!
+//! Roles are ordered: `reader` < `editor` < `admin`; a role may call everything a lower one may.
+//! Health is always open; reflection is open unless `reflection_requires_auth`. A path this
+//! table does not know needs `admin`, so a new RPC is closed until someone classifies it.
+//!
+//! Tokens are kept only as BLAKE3 digests and compared in constant time (`subtle`); no token,
+//! presented or configured, is ever logged or echoed in an error.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::config::{Config, ConfigError};
+use crate::error::ERROR_DOMAIN;
+
+/// Shortest token accepted: shorter ones are guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads: Get/List/Watch, snapshot preview/verify/status, delete impact.
+    Reader,
+    /// + create/update/delete of entities and links, CreateSnapshot.
+    Editor,
+    /// + RestoreSnapshot, DeleteSnapshot, ApplyRetention.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "editor" => Some(Role::Editor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Role::Reader => 1,
+            Role::Editor => 2,
+            Role::Admin => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Role> {
+        match c {
+            1 => Some(Role::Reader),
+            2 => Some(Role::Editor),
+            3 => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+use Role::{Admin, Editor, Reader};
+
+/// THE table: the role every `lnrs.v1` RPC needs (a unit test checks it covers the protos).
+pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
+    (
+        "lnrs.v1.EntityService",
+        &[
+            ("GetMeasure", Reader),
+            ("ListMeasures", Reader),
+            ("CreateMeasure", Editor),
+            ("UpdateMeasure", Editor),
+            ("DeleteMeasure", Editor),
+            ("GetArea", Reader),
+            ("ListAreas", Reader),
+            ("CreateArea", Editor),
+            ("UpdateArea", Editor),
+            ("DeleteArea", Editor),
+            ("GetPriority", Reader),
+            ("ListPriorities", Reader),
+            ("CreatePriority", Editor),
+            ("UpdatePriority", Editor),
+            ("DeletePriority", Editor),
+            ("GetSpecies", Reader),
+            ("ListSpecies", Reader),
+            ("CreateSpecies", Editor),
+            ("UpdateSpecies", Editor),
+            ("DeleteSpecies", Editor),
+            ("GetHabitat", Reader),
+            ("ListHabitats", Reader),
+            ("CreateHabitat", Editor),
+            ("UpdateHabitat", Editor),
+            ("DeleteHabitat", Editor),
+            ("GetGrant", Reader),
+            ("ListGrants", Reader),
+            ("CreateGrant", Editor),
+            ("UpdateGrant", Editor),
+            ("DeleteGrant", Editor),
+            ("GetDeleteImpact", Reader),
+            ("ListMeasureTypes", Reader),
+            ("ListStakeholders", Reader),
+            ("ListBenefits", Reader),
+            ("ListFundingSchemes", Reader),
+            ("CreateLink", Editor),
+            ("DeleteLink", Editor),
+            ("ListLinks", Reader),
+            ("BatchCreateMeasureAreaPriorityLinks", Editor),
+        ],
+    ),
+    (
+        "lnrs.v1.SnapshotService",
+        &[
+            ("CreateSnapshot", Editor),
+            ("ListSnapshots", Reader),
+            ("GetSnapshot", Reader),
+            ("PreviewSnapshot", Reader),
+            ("VerifySnapshot", Reader),
+            ("RestoreSnapshot", Admin),
+            ("DeleteSnapshot", Admin),
+            ("ApplyRetention", Admin),
+            ("GetStatus", Reader),
+        ],
+    ),
+    (
+        "lnrs.v1.EventService",
+        &[("WatchEvents", Reader), ("ListEvents", Reader)],
+    ),
+];
+
+/// What a request path needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Open,
+    /// A token with at least this role.
+    Needs(Role),
+}
+
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+const REFLECTION_PREFIXES: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Path → access, built once per server.
+#[derive(Debug, Clone)]
+pub struct AccessTable {
+    rpcs: HashMap<String, Role>,
+    reflection_requires_auth: bool,
+}
+
+impl AccessTable {
+    pub fn new(reflection_requires_auth: bool) -> Self {
+        let rpcs = RPC_ROLES
+            .iter()
+            .flat_map(|(service, methods)| {
+                methods
+                    .iter()
+                    .map(move |(m, role)| (format!("/{service}/{m}"), *role))
+            })
+            .collect();
+        Self {
+            rpcs,
+            reflection_requires_auth,
+        }
+    }
+
+    /// What `path` ("/package.Service/Method") needs; unknown paths need admin.
+    pub fn access(&self, path: &str) -> Access {
+        if path.starts_with(HEALTH_PREFIX) {
+            return Access::Open;
+        }
+        if REFLECTION_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            return if self.reflection_requires_auth {
+                Access::Needs(Reader)
+            } else {
+                Access::Open
+            };
+        }
+        Access::Needs(self.rpcs.get(path).copied().unwrap_or(Admin))
+    }
+}
+
+/// The configured tokens, as digests.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Vec<([u8; 32], Role)>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} configured)", self.entries.len())
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+impl Tokens {
+    /// Tokens from `tokens_file` and `LNRS_TOKENS` (already in `config.tokens`). Errors name
+    /// the setting and the line, never the token.
+    pub fn from_config(config: &Config) -> Result<Tokens, ConfigError> {
+        let mut t = Tokens::default();
+        if let Some(path) = &config.tokens_file {
+            for (line, token, role) in read_tokens_file(path)? {
+                t.add("tokens_file", &format!("line {line}: "), &token, &role)?;
+            }
+        }
+        for (i, (token, role)) in config.tokens.iter().enumerate() {
+            t.add("LNRS_TOKENS", &format!("entry {}: ", i + 1), token, role)?;
+        }
+        Ok(t)
+    }
+
+    fn add(
+        &mut self,
+        setting: &'static str,
+        at: &str,
+        token: &str,
+        role: &str,
+    ) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::Invalid {
+            setting,
+            why: format!("{at}{why}"),
+        };
+        let role = Role::parse(role)
+            .ok_or_else(|| bad(format!("unknown role `{role}` (reader, editor or admin)")))?;
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(bad(format!(
+                "the token is shorter than {MIN_TOKEN_LEN} characters"
+            )));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "the token must be printable ASCII without spaces (it travels in a header)".into(),
+            ));
+        }
+        let d = digest(token);
+        if self.entries.iter().any(|(e, _)| *e == d) {
+            return Err(bad("the same token is listed twice".into()));
+        }
+        self.entries.push((d, role));
+        Ok(())
+    }
+
+    /// Whether any token is configured (auth is on).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The role of `presented`, comparing against every entry in constant time.
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
+        let d = digest(presented);
+        let mut code = 0u8;
+        for (entry, role) in &self.entries {
+            code.conditional_assign(&role.code(), entry.ct_eq(&d));
+        }
+        Role::from_code(code)
+    }
+}
+
+/// `token role` per line; blank lines and `#` comments ignored. Returns (line, token, role).
+fn read_tokens_file(path: &Path) -> Result<Vec<(usize, String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        setting: "tokens_file",
+        why: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(token), Some(role), None) => {
+                out.push((i + 1, token.to_string(), role.to_string()))
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting: "tokens_file",
+                    why: format!("line {}: expected `token role`", i + 1),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Warns when the tokens file can be read by anyone on the host.
+pub fn warn_if_world_readable(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = &config.tokens_file else {
+        return;
+    };
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(path = %path.display(), "tokens_file is world-readable; chmod 600 it");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layer
+// ---------------------------------------------------------------------------------------------
+
+/// The decision for one request.
+#[derive(Debug)]
+pub enum Decision {
+    Allow(Option<Role>),
+    Deny(Status),
+}
+
+/// Everything the layer needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    tokens: Arc<Tokens>,
+    table: Arc<AccessTable>,
+}
+
+impl Auth {
+    pub fn new(tokens: Tokens, reflection_requires_auth: bool) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+            table: Arc::new(AccessTable::new(reflection_requires_auth)),
+        }
+    }
+
+    /// Auth is on when at least one token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Decides for a request with `path` and these headers.
+    pub fn decide(&self, path: &str, headers: &http::HeaderMap) -> Decision {
+        if !self.enabled() {
+            return Decision::Allow(None);
+        }
+        let needed = match self.table.access(path) {
+            Access::Open => return Decision::Allow(None),
+            Access::Needs(r) => r,
+        };
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Decision::Deny(unauthenticated(
+                "MISSING_TOKEN",
+                "this server needs a bearer token: send `authorization: Bearer <token>`",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Decision::Deny(unauthenticated(
+                "INVALID_TOKEN",
+                "the authorization header must be `Bearer <token>`",
+            ));
+        };
+        match self.tokens.role_of(token) {
+            None => Decision::Deny(unauthenticated("INVALID_TOKEN", "unknown bearer token")),
+            Some(role) if role < needed => Decision::Deny(role_too_low(path, needed, role)),
+            Some(role) => Decision::Allow(Some(role)),
+        }
+    }
+}
+
+fn unauthenticated(reason: &str, message: &str) -> Status {
+    let mut d = ErrorDetails::new();
+    d.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unauthenticated, message, d)
+}
+
+fn role_too_low(path: &str, needed: Role, role: Role) -> Status {
+    let mut d = ErrorDetails::new();
+    d.set_error_info(
+        "ROLE_TOO_LOW",
+        ERROR_DOMAIN,
+        HashMap::from([
+            ("required_role".to_string(), needed.as_str().to_string()),
+            ("role".to_string(), role.as_str().to_string()),
+            ("rpc".to_string(), path.to_string()),
+        ]),
+    );
+    Status::with_error_details(
+        Code::PermissionDenied,
+        format!(
+            "{path} needs the {} role; this token has {}",
+            needed.as_str(),
+            role.as_str()
+        ),
+        d,
+    )
+}
+
+/// Tower layer applying [`Auth`] to every request.
+#[derive(Debug, Clone)]
+pub struct AuthLayer(pub Auth);
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Auth,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for AuthService<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        match self.auth.decide(req.uri().path(), req.headers()) {
+            Decision::Allow(role) => {
+                if let Some(role) = role {
+                    tracing::Span::current().record("role", role.as_str());
+                }
+                // The clone is the one that was made ready; keep a fresh one for next time.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(req))
+            }
+            Decision::Deny(status) => Box::pin(std::future::ready(Ok(
+                status.into_http::<tonic::body::Body>()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn proto_methods() -> Vec<(String, String)> {
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut out = Vec::new();
+        for file in set.file {
+            if file.package() != "lnrs.v1" {
+                continue;
+            }
+            for s in &file.service {
+                for m in &s.method {
+                    out.push((format!("lnrs.v1.{}", s.name()), m.name().to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_rpc_in_the_protos_has_exactly_one_role() {
+        let protos = proto_methods();
+        let table: Vec<(String, String)> = RPC_ROLES
+            .iter()
+            .flat_map(|(s, ms)| ms.iter().map(move |(m, _)| (s.to_string(), m.to_string())))
+            .collect();
+        for p in &protos {
+            assert!(table.contains(p), "{p:?} has no role in RPC_ROLES");
+        }
+        for t in &table {
+            assert!(
+                protos.contains(t),
+                "{t:?} is in RPC_ROLES but not in the protos"
+            );
+        }
+        assert_eq!(protos.len(), table.len(), "duplicate entries in RPC_ROLES");
+    }
+
+    #[test]
+    fn roles_follow_the_documented_classes() {
+        for (service, methods) in RPC_ROLES {
+            for (m, role) in *methods {
+                let expected = match *m {
+                    "RestoreSnapshot" | "DeleteSnapshot" | "ApplyRetention" => Admin,
+                    _ if ["Get", "List", "Watch", "Preview", "Verify"]
+                        .iter()
+                        .any(|p| m.starts_with(p)) =>
+                    {
+                        Reader
+                    }
+                    _ => Editor,
+                };
+                assert_eq!(*role, expected, "{service}/{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn health_is_open_reflection_configurable_unknown_needs_admin() {
+        let t = AccessTable::new(false);
+        assert_eq!(t.access("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(
+            t.access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Access::Open
+        );
+        assert_eq!(
+            t.access("/lnrs.v1.EntityService/Nope"),
+            Access::Needs(Admin)
+        );
+        let t = AccessTable::new(true);
+        assert_eq!(
+            t.access("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Access::Needs(Reader)
+        );
+        assert_eq!(t.access("/grpc.health.v1.Health/Watch"), Access::Open);
+    }
+
+    #[test]
+    fn tokens_match_exactly_and_errors_never_show_the_token() {
+        let mut cfg = Config::new("/tmp/x");
+        cfg.tokens = vec![
+            ("reader-token-0123456789".into(), "reader".into()),
+            ("admin-token-0123456789".into(), "admin".into()),
+        ];
+        let t = Tokens::from_config(&cfg).unwrap();
+        assert_eq!(t.role_of("reader-token-0123456789"), Some(Reader));
+        assert_eq!(t.role_of("admin-token-0123456789"), Some(Admin));
+        assert_eq!(t.role_of("admin-token-012345678"), None);
+        assert_eq!(t.role_of(""), None);
+
+        cfg.tokens = vec![("secret-but-short".into(), "root".into())];
+        let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains("LNRS_TOKENS") && e.contains("root"), "{e}");
+        assert!(!e.contains("secret-but-short"), "{e}");
+        cfg.tokens = vec![("short".into(), "admin".into())];
+        let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+        assert!(!e.contains("short`"), "{e}");
+    }
+
+    #[test]
+    fn tokens_file_lines_are_parsed_and_bad_lines_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            "# comment\n\nreader-token-0123456789 reader\n  editor-token-0123456789   editor  \n",
+        )
+        .unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.tokens_file = Some(path.clone());
+        let t = Tokens::from_config(&cfg).unwrap();
+        assert_eq!(t.role_of("editor-token-0123456789"), Some(Editor));
+        std::fs::write(
+            &path,
+            "reader-token-0123456789 reader\nonly-one-field-here\n",
+        )
+        .unwrap();
+        let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains("tokens_file") && e.contains("line 2"), "{e}");
+        assert!(!e.contains("only-one-field-here"), "{e}");
+    }
+
+    #[test]
+    fn decisions_use_the_right_codes_and_reasons() {
+        use tonic_types::StatusExt;
+        let mut cfg = Config::new("/tmp/x");
+        cfg.tokens = vec![("reader-token-0123456789".into(), "reader".into())];
+        let auth = Auth::new(Tokens::from_config(&cfg).unwrap(), false);
+        let reason = |d: Decision| match d {
+            Decision::Deny(s) => (
+                s.code(),
+                s.get_error_details().error_info().unwrap().reason.clone(),
+            ),
+            Decision::Allow(r) => panic!("allowed as {r:?}"),
+        };
+        let mut h = http::HeaderMap::new();
+        let restore = "/lnrs.v1.SnapshotService/RestoreSnapshot";
+        assert_eq!(
+            reason(auth.decide(restore, &h)),
+            (Code::Unauthenticated, "MISSING_TOKEN".into())
+        );
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(
+            reason(auth.decide(restore, &h)),
+            (Code::Unauthenticated, "INVALID_TOKEN".into())
+        );
+        h.insert(
+            "authorization",
+            "Bearer nope-nope-nope-nope".parse().unwrap(),
+        );
+        assert_eq!(
+            reason(auth.decide(restore, &h)),
+            (Code::Unauthenticated, "INVALID_TOKEN".into())
+        );
+        h.insert(
+            "authorization",
+            "bearer reader-token-0123456789".parse().unwrap(),
+        );
+        assert_eq!(
+            reason(auth.decide(restore, &h)),
+            (Code::PermissionDenied, "ROLE_TOO_LOW".into())
+        );
+        assert!(matches!(
+            auth.decide("/lnrs.v1.SnapshotService/GetStatus", &h),
+            Decision::Allow(Some(Reader))
+        ));
+        assert!(matches!(
+            auth.decide("/grpc.health.v1.Health/Check", &http::HeaderMap::new()),
+            Decision::Allow(None)
+        ));
+    }
+}

@@ -1,0 +1,370 @@
+//! The server: opens the application, builds the router (EntityService, SnapshotService,
+//! EventService, grpc.health.v1, reflection v1 + v1alpha) behind the observe layer (request
+//! ids, logs, metrics) and the auth layer, serves it on a given listener (plaintext or TLS),
+//! serves `/metrics` on its own listener, and shuts down gracefully within a hard bound.
+//!
+//! # Shutdown
+//! The shutdown future resolves (SIGTERM) → health NOT_SERVING for every name, new restores
+//! refused → `shutdown_drain_delay` (load balancers stop sending) → every stream ends with
+//! UNAVAILABLE (ours with their last seq) → tonic stops accepting and closes connections as
+//! their calls finish → if some are still open when the close reserve before
+//! `shutdown_grace` is reached (a client that stopped reading, a long call), they are cut
+//! → the metrics listener stops → the writer finishes its queue and closes the database. All
+//! of it within `shutdown_grace` of the signal; what a cut could leave behind (a restore
+//! between its swap and its end, a snapshot without manifest) is repaired at the next start.
+//!
+//! - [`observe`]: the request-id / log / metrics layer.
+//! - `conn`: connections that can be cut when the grace period ends.
+
+mod conn;
+pub mod observe;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::app::status::SnapshotState;
+use crate::app::App;
+use crate::auth::{Auth, AuthLayer, Tokens};
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+use crate::metrics::{self, Exposition, GrpcMetrics, Live};
+use crate::pb;
+use crate::service::{EntityApi, EventApi, SnapshotApi};
+
+/// Health names registered besides "": every service, and the snapshot storage, which goes
+/// NOT_SERVING while snapshots cannot be taken.
+pub const SERVICE_NAMES: [&str; 3] = [
+    "lnrs.v1.EntityService",
+    "lnrs.v1.SnapshotService",
+    "lnrs.v1.EventService",
+];
+pub const SNAPSHOT_STORAGE_HEALTH: &str = "lnrs.v1.SnapshotStorage";
+
+/// Longest part of the grace period kept for the writer to finish its queue after the
+/// remaining connections are cut.
+const CLOSE_RESERVE: Duration = Duration::from_secs(2);
+/// How long the writer may take to close when the server stopped without a shutdown signal.
+const CLOSE_WITHOUT_SIGNAL: Duration = Duration::from_secs(5);
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the application: {0}")]
+    Open(Error),
+    #[error("transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("start-up task failed: {0}")]
+    Join(String),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({setting}): {source}")]
+    Bind {
+        setting: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The listeners a server runs on: gRPC, and `/metrics` when wanted.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Opens the data directory and serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = tokio::task::spawn_blocking(move || App::open(config))
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))?
+        .map_err(ServeError::Open)?;
+    serve(listener, app, shutdown).await
+}
+
+/// Serves an already opened application; binds `metrics_listen` if it is set.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = match app.config().metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    setting: "metrics_listen",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    serve_on(
+        Listeners {
+            grpc: listener,
+            metrics,
+        },
+        app,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves an already opened application on already bound listeners.
+pub async fn serve_on(
+    listeners: Listeners,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let cfg = app.config().clone();
+    let auth = Auth::new(Tokens::from_config(&cfg)?, cfg.reflection_requires_auth);
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
+    let local = listeners.grpc.local_addr().ok();
+    warn_about_exposure(&cfg, &auth, tls.is_some(), local);
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Join(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Join(e.to_string()))?;
+    let max = cfg.max_message_bytes;
+    let entity = pb::entity_service_server::EntityServiceServer::new(EntityApi::new(app.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let snapshots =
+        pb::snapshot_service_server::SnapshotServiceServer::new(SnapshotApi::new(app.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+    let events = pb::event_service_server::EventServiceServer::new(EventApi::new(app.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let grpc_metrics = GrpcMetrics::default();
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = listeners.metrics.map(|listener| {
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "serving Prometheus metrics on /metrics");
+        let live_app = app.clone();
+        let exposition = Exposition::new(&grpc_metrics, move || live_values(&live_app));
+        tokio::spawn(metrics::serve_http(
+            listener,
+            exposition,
+            metrics_stop.clone().cancelled_owned(),
+        ))
+    });
+
+    set_all(&reporter, ServingStatus::Serving).await;
+    let follow = tokio::spawn(follow_snapshot_health(app.clone(), reporter.clone()));
+    let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
+
+    let shutting_down = CancellationToken::new();
+    let streams_end = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (began_tx, began_rx) = oneshot::channel::<Instant>();
+    let drain = {
+        let app = app.clone();
+        let reporter = reporter.clone();
+        let follow = follow.abort_handle();
+        let (shutting_down, streams_end) = (shutting_down.clone(), streams_end.clone());
+        async move {
+            shutdown.await;
+            let _ = began_tx.send(Instant::now());
+            shutting_down.cancel();
+            // Nothing may turn a name back to SERVING from here on.
+            follow.abort();
+            tracing::info!("shutdown: health NOT_SERVING, draining");
+            set_all(&reporter, ServingStatus::NotServing).await;
+            tokio::time::sleep(app.config().shutdown_drain_delay).await;
+            tracing::info!("shutdown: ending streams");
+            app.shared.hub.shut_down();
+            streams_end.cancel();
+            let _ = stop_tx.send(());
+        }
+    };
+    let drain = tokio::spawn(drain);
+
+    tracing::info!(addr = ?local, tls = tls.is_some(), auth = auth.enabled(), "serving gRPC");
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+        .max_connection_age(cfg.max_connection_age)
+        .max_connection_age_grace(cfg.max_connection_age_grace)
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let serving = builder
+        .layer(observe::ObserveLayer::new(
+            grpc_metrics,
+            shutting_down,
+            streams_end,
+            max,
+        ))
+        .layer(AuthLayer(auth))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(entity)
+        .add_service(snapshots)
+        .add_service(events)
+        .serve_with_incoming_shutdown(conn::Incoming::new(listeners.grpc, kill.clone()), async {
+            let _ = stop_rx.await;
+        });
+    let (result, deadline) = finish_within(serving, began_rx, &cfg, &kill).await;
+    drain.abort();
+    follow.abort();
+    maintenance.abort();
+    // The scrape closure holds the app: the listener must be gone before the writer can stop.
+    metrics_stop.cancel();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    close(app, deadline).await;
+    result
+}
+
+/// Runs the server; once shutdown has begun, bounds the rest by the grace period: connections
+/// still open at `grace - reserve` are cut. Returns the result and, after a shutdown signal,
+/// the instant the whole shutdown must be over.
+async fn finish_within(
+    serving: impl Future<Output = Result<(), tonic::transport::Error>>,
+    began: oneshot::Receiver<Instant>,
+    cfg: &Config,
+    kill: &CancellationToken,
+) -> (Result<(), ServeError>, Option<Instant>) {
+    tokio::pin!(serving);
+    let began = tokio::select! {
+        r = &mut serving => return (r.map_err(Into::into), None),
+        b = began => match b {
+            Ok(b) => b,
+            Err(_) => return ((&mut serving).await.map_err(Into::into), None),
+        },
+    };
+    let deadline = began + cfg.shutdown_grace;
+    let reserve =
+        CLOSE_RESERVE.min(cfg.shutdown_grace.saturating_sub(cfg.shutdown_drain_delay) / 4);
+    let cut_at = tokio::time::Instant::from_std(deadline - reserve);
+    if let Ok(r) = tokio::time::timeout_at(cut_at, &mut serving).await {
+        return (r.map_err(Into::into), Some(deadline));
+    }
+    tracing::warn!(
+        grace = ?cfg.shutdown_grace,
+        "grace period nearly over: cutting the connections still open"
+    );
+    kill.cancel();
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), serving).await {
+        Ok(r) => (r.map_err(Into::into), Some(deadline)),
+        Err(_) => (Ok(()), Some(deadline)),
+    }
+}
+
+/// Lets the writer finish its queue and close the database, within what is left of the grace.
+async fn close(app: App, deadline: Option<Instant>) {
+    let budget = match deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()),
+        None => CLOSE_WITHOUT_SIGNAL,
+    };
+    let closing = tokio::task::spawn_blocking(move || app.close());
+    match tokio::time::timeout(budget, closing).await {
+        Ok(_) => tracing::info!("writer finished its queue; database closed"),
+        Err(_) => tracing::warn!(
+            "the writer was still busy when the grace period ended; exiting anyway (an \
+             interrupted restore or snapshot is repaired at the next start)"
+        ),
+    }
+}
+
+/// Start-up warnings about how exposed the server is.
+fn warn_about_exposure(cfg: &Config, auth: &Auth, tls: bool, local: Option<SocketAddr>) {
+    let loopback = local.is_some_and(|a| a.ip().is_loopback());
+    if !loopback && !auth.enabled() {
+        tracing::warn!(
+            addr = ?local,
+            "listening on a non-loopback address with authentication off: anyone who can \
+             reach it can delete and restore; set tokens_file or LNRS_TOKENS"
+        );
+    }
+    if !loopback && !tls {
+        tracing::info!(
+            addr = ?local,
+            "plaintext gRPC on a non-loopback address (fine behind a mesh sidecar that does mTLS)"
+        );
+    }
+    crate::auth::warn_if_world_readable(cfg);
+}
+
+/// What `/metrics` reads from the running application at each scrape.
+fn live_values(app: &App) -> Live {
+    let s = &app.shared;
+    let stats = s
+        .store()
+        .ok()
+        .map(|store| store.stats())
+        .unwrap_or_default();
+    Live {
+        subscribers: s.hub.subscribers() as u64,
+        event_head_seq: s.hub.head(),
+        event_first_seq: s.hub.first(),
+        subscriber_catch_ups: s.hub.catch_ups(),
+        write_queue: app.writer.queued() as u64,
+        restore_in_progress: s.restore_in_progress(),
+        snapshot_storage_up: s.status.get().state == SnapshotState::Enabled,
+        snapshot_count: stats.snapshot_count as u64,
+        store_logical_bytes: stats.logical_bytes,
+        store_stored_bytes: stats.stored_bytes,
+    }
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+    if status == ServingStatus::NotServing {
+        reporter
+            .set_service_status(SNAPSHOT_STORAGE_HEALTH, status)
+            .await;
+    }
+}
+
+/// Keeps the snapshot-storage health name in step with the storage state.
+async fn follow_snapshot_health(app: App, reporter: HealthReporter) {
+    let mut rx = app.shared.status.subscribe();
+    loop {
+        let state = rx.borrow_and_update().state.clone();
+        let status = match state {
+            SnapshotState::Enabled => ServingStatus::Serving,
+            SnapshotState::Degraded | SnapshotState::Disabled => ServingStatus::NotServing,
+        };
+        reporter
+            .set_service_status(SNAPSHOT_STORAGE_HEALTH, status)
+            .await;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
