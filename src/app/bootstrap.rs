@@ -61,6 +61,7 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         store: RwLock::new(store.as_ref().ok().cloned()),
         status: StorageStatus::new(initial),
         restoring: AtomicBool::new(false),
+        retention_scheduled: AtomicBool::new(false),
         duckdb_version,
         config,
     });

@@ -61,6 +61,8 @@ pub struct Shared {
     store: RwLock<Option<Arc<SnapshotStore>>>,
     pub status: StorageStatus,
     pub restoring: AtomicBool,
+    /// A retention run is queued (runs after snapshots coalesce into one).
+    pub retention_scheduled: AtomicBool,
     pub duckdb_version: String,
 }
 

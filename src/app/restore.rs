@@ -91,6 +91,8 @@ impl WriterState {
         let store = self.shared.store()?;
         let target = store.get(id)?;
         store.check_restorable(&target)?;
+        // Retention must not forget the target while it is being assembled.
+        let _target_pin = store.pin(id);
         let shared = self.shared.clone();
         shared
             .restoring
@@ -105,15 +107,15 @@ impl WriterState {
             vec![snapshot_event(EventKind::SnapshotCreated, &safety)],
         )?;
 
-        let tmp = temp_path(&self.db_path);
-        remove_db_files(&tmp);
-        let prepared = self.prepare(&store, &target, &tmp, &mut report);
         let mut info = RestoreInfo {
             snapshot_id: id.as_str().into(),
             safety_snapshot_id: safety.id.as_str().into(),
             ..Default::default()
         };
-        let outcome = match prepared {
+        let tmp = temp_path(&self.db_path);
+        remove_db_files(&tmp);
+        let event = self.stamp(ctx, vec![restore_event(&info, &report)]).remove(0);
+        let outcome = match self.prepare(&store, &target, &tmp, &event, &mut report) {
             Err(reason) => {
                 // Nothing was touched: the live database is the safety state already.
                 remove_db_files(&tmp);
@@ -122,14 +124,18 @@ impl WriterState {
                 self.append_events(ctx, vec![restore_event(&info, &report)])?;
                 self.finish(ctx, &info, report, started)?
             }
-            Ok(()) => self.swap_and_verify(
+            Ok(verified_hash) => self.swap_and_verify(
                 ctx,
-                &target,
-                &safety,
-                &tmp,
+                Swap {
+                    target: &target,
+                    safety: &safety,
+                    tmp: &tmp,
+                    verified_hash,
+                    since_safety: &since_safety,
+                    event,
+                },
                 &mut info,
                 report,
-                &since_safety,
                 started,
             )?,
         };
@@ -177,86 +183,69 @@ impl WriterState {
         }))
     }
 
-    /// Assembles and deep-verifies the target into `tmp`. Err(reason) when it must not be used.
+    /// Assembles the target into `tmp`, carries the live event log and request log over into it
+    /// (with this restore's event), then deep-verifies exactly that file and hashes it.
+    /// Returns the hash the live file must have after the swap, or why it must not be used.
     fn prepare(
         &self,
         store: &crate::snapshot::SnapshotStore,
         target: &Manifest,
         tmp: &Path,
+        event: &Event,
         report: &mut IntegrityReport,
-    ) -> Result<(), String> {
+    ) -> Result<blake3::Hash, String> {
         let t = Instant::now();
         if let Err(e) = store.assemble(&target.id, tmp) {
-            report.push(
-                "pre_swap:assemble",
-                false,
-                "every block present and intact",
-                e.to_string(),
-                t.elapsed(),
-            );
+            report.push("pre_swap:assemble", false, "every block present and intact", e.to_string(), t.elapsed());
             return Err(format!("the snapshot could not be assembled: {e}"));
         }
-        report.push(
-            "pre_swap:assemble",
-            true,
-            format!("{} bytes", target.file_len),
-            format!("{} bytes", target.file_len),
-            t.elapsed(),
-        );
+        let size = format!("{} bytes", target.file_len);
+        report.push("pre_swap:assemble", true, size.clone(), size, t.elapsed());
+        let t = Instant::now();
+        if let Err(e) = self.carry_over(tmp, event) {
+            report.push("pre_swap:carry_over_event_log", false, "event log copied", e.to_string(), t.elapsed());
+            return Err(format!("the event log could not be carried over: {e}"));
+        }
+        report.push("pre_swap:carry_over_event_log", true, "event log copied", "event log copied", t.elapsed());
         let t = Instant::now();
         let conn = match storage::open_read_only(tmp) {
             Ok(c) => c,
             Err(e) => {
-                report.push(
-                    "pre_swap:open_read_only",
-                    false,
-                    "opens",
-                    e.to_string(),
-                    t.elapsed(),
-                );
+                report.push("pre_swap:open_read_only", false, "opens", e.to_string(), t.elapsed());
                 return Err(format!("the assembled snapshot does not open: {e}"));
             }
         };
         let checks = check_database(&conn, &target.fingerprints, &target.schema);
         drop(conn);
         append_prefixed(report, "pre_swap:", checks);
-        if report.passed() {
-            Ok(())
-        } else {
-            Err(
-                "the assembled snapshot failed verification; the live database was not touched"
-                    .into(),
-            )
+        if !report.passed() {
+            return Err("the assembled snapshot failed verification; the live database was not touched".into());
         }
+        let t = Instant::now();
+        let hash = hash_file(tmp).map_err(|e| format!("cannot hash the verified file: {e}"))?;
+        report.push("pre_swap:file_hash", true, "computed", hash.to_hex().to_string(), t.elapsed());
+        Ok(hash)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn swap_and_verify(
         &mut self,
         ctx: &RequestCtx,
-        target: &Manifest,
-        safety: &Manifest,
-        tmp: &Path,
+        swap: Swap<'_>,
         info: &mut RestoreInfo,
         report: IntegrityReport,
-        since_safety: &[Event],
         started: Instant,
     ) -> Result<RestoreOutcome, Error> {
-        let event = self
-            .stamp(ctx, vec![restore_event(info, &report)])
-            .remove(0);
-        self.carry_over(tmp, &event)?;
         let data_dir = self.shared.config.data_dir.clone();
         write_journal(
             &data_dir,
             &Journal {
-                target: target.id.as_str().into(),
-                safety: safety.id.as_str().into(),
+                target: swap.target.id.as_str().into(),
+                safety: swap.safety.id.as_str().into(),
             },
         )?;
         let reads = self.shared.reads.clone();
         let gate = reads.suspend();
-        let swapped = self.swap_locked(target, safety, tmp, info, report, since_safety, event);
+        let swapped = self.swap_locked(swap, info, report);
         // Whatever happened, a database must be open again before reads resume.
         if self.conn.is_none() {
             match storage::open(&self.db_path) {
@@ -278,36 +267,24 @@ impl WriterState {
         self.finish(ctx, info, report, started)
     }
 
-    /// The part of a restore that runs with every connection closed: swap, reopen, verify, and
-    /// on failure put the safety snapshot back. Returns the report and the event to publish.
-    #[allow(clippy::too_many_arguments)]
+    /// The part of a restore that runs with every connection closed: swap, reopen, check the
+    /// live file is the verified one, and on failure put the safety snapshot back. Returns the
+    /// report and the event to publish.
     fn swap_locked(
         &mut self,
-        target: &Manifest,
-        safety: &Manifest,
-        tmp: &Path,
+        swap: Swap<'_>,
         info: &mut RestoreInfo,
         mut report: IntegrityReport,
-        since_safety: &[Event],
-        event: Event,
     ) -> Result<(IntegrityReport, Event), Error> {
         self.conn = None;
-        replace_live(tmp, &self.db_path)?;
-        match self.reopen_and_check(&target.fingerprints, &target.schema) {
-            Ok(r) => append_prefixed(&mut report, "post_swap:", r),
-            Err(e) => report.push(
-                "post_swap:open",
-                false,
-                "opens",
-                e.to_string(),
-                Duration::ZERO,
-            ),
-        }
+        replace_live(swap.tmp, &self.db_path)?;
+        let post = self.reopen_and_check(&swap.verified_hash, &swap.target.fingerprints, &swap.target.schema);
+        append_prefixed(&mut report, "post_swap:", post);
         info.checks_run = report.checks.len() as u32;
         if report.passed() {
             let event = Event {
                 body: restore_event(info, &report),
-                ..event
+                ..swap.event
             };
             event_log::rewrite(self.conn()?, &event)?;
             return Ok((report, event));
@@ -318,15 +295,16 @@ impl WriterState {
             Some("post-swap verification failed; the safety snapshot was put back".into());
         let event = Event {
             body: restore_event(info, &report),
-            ..event
+            ..swap.event
         };
         self.conn = None;
-        let mut replay: Vec<Event> = since_safety.to_vec();
+        let mut replay: Vec<Event> = swap.since_safety.to_vec();
         replay.push(event.clone());
-        self.shared.store()?.assemble(&safety.id, tmp)?;
-        append_events_to_file(tmp, &replay)?;
-        replace_live(tmp, &self.db_path)?;
-        let back = self.reopen_and_check(&safety.fingerprints, &safety.schema)?;
+        self.shared.store()?.assemble(&swap.safety.id, swap.tmp)?;
+        append_events_to_file(swap.tmp, &replay)?;
+        let hash = hash_file(swap.tmp).map_err(|e| StorageError::io(swap.tmp, e))?;
+        replace_live(swap.tmp, &self.db_path)?;
+        let back = self.reopen_and_check(&hash, &swap.safety.fingerprints, &swap.safety.schema);
         append_prefixed(&mut report, "rollback:", back);
         Ok((report, event))
     }
@@ -355,27 +333,55 @@ impl WriterState {
         append_events_to_file(tmp, std::slice::from_ref(event))
     }
 
+    /// Reopens the live file and checks it is byte for byte the file that passed the deep
+    /// verification (BLAKE3), that it opens with the expected schema and the expected row count
+    /// in every table. The full scan already ran on these exact bytes before the swap.
     fn reopen_and_check(
         &mut self,
+        verified_hash: &blake3::Hash,
         fps: &crate::domain::fingerprint::Fingerprints,
         schema_inv: &crate::storage::inspect::SchemaInventory,
-    ) -> Result<IntegrityReport, Error> {
-        let conn = storage::open(&self.db_path)?;
-        schema::migrate(&conn)?;
-        let mut report = check_database(&conn, fps, schema_inv);
+    ) -> IntegrityReport {
+        let mut report = IntegrityReport::default();
+        let t = Instant::now();
+        let live_hash = hash_file(&self.db_path);
+        let actual = match &live_hash {
+            Ok(h) => h.to_hex().to_string(),
+            Err(e) => e.to_string(),
+        };
+        report.push("file_hash", live_hash.as_ref().ok() == Some(verified_hash), verified_hash.to_hex().to_string(), actual, t.elapsed());
+        let t = Instant::now();
+        let conn = match storage::open(&self.db_path).and_then(|c| schema::migrate(&c).map(|_| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                report.push("open", false, "opens", e.to_string(), t.elapsed());
+                return report;
+            }
+        };
+        report.push("open", true, "opens", "opens", t.elapsed());
+        report.run("schema_inventory", || match storage::inspect::schema_inventory(&conn) {
+            Ok(s) if &s == schema_inv => (true, "as in the manifest".into(), "as in the manifest".into()),
+            Ok(s) => (false, format!("{} columns", schema_inv.columns.len()), format!("{} columns, differing", s.columns.len())),
+            Err(e) => (false, "readable".into(), e.to_string()),
+        });
+        report.run("row_counts", || row_counts_match(&conn, fps));
         if crate::fault::hit("restore.post_swap_verify") {
-            report.push(
-                "injected_fault",
-                false,
-                "no fault",
-                "fail point restore.post_swap_verify",
-                Duration::ZERO,
-            );
+            report.push("injected_fault", false, "no fault", "fail point restore.post_swap_verify", Duration::ZERO);
         }
-        self.fps = storage::inspect::user_fingerprints(&conn)?;
-        self.schema = storage::inspect::schema_inventory(&conn)?;
+        if report.passed() {
+            self.fps = fps.clone();
+            self.schema = schema_inv.clone();
+        } else {
+            // Keep the writer's view exact whatever is on disk now.
+            if let Ok(f) = storage::inspect::user_fingerprints(&conn) {
+                self.fps = f;
+            }
+            if let Ok(s) = storage::inspect::schema_inventory(&conn) {
+                self.schema = s;
+            }
+        }
         self.conn = Some(conn);
-        Ok(report)
+        report
     }
 
     /// Builds the outcome and records it for AIP-155 replays.
@@ -431,6 +437,43 @@ pub(crate) fn recover(
     remove_db_files(&temp_path(db));
     remove_journal(data_dir);
     Ok(())
+}
+
+/// What a verified restore swaps in.
+struct Swap<'a> {
+    target: &'a Manifest,
+    safety: &'a Manifest,
+    tmp: &'a Path,
+    verified_hash: blake3::Hash,
+    since_safety: &'a [Event],
+    event: Event,
+}
+
+/// BLAKE3 of a whole file.
+fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+    let bytes = std::fs::read(path)?;
+    Ok(blake3::Hasher::new().update_rayon(&bytes).finalize())
+}
+
+/// Every user table's row count against the manifest (answered from metadata: cheap, and the
+/// bytes were fully scanned before the swap).
+fn row_counts_match(conn: &duckdb::Connection, fps: &crate::domain::fingerprint::Fingerprints) -> (bool, String, String) {
+    let mut diffs = Vec::new();
+    for (table, fp) in fps {
+        let sql = format!("SELECT count(*) FROM {}", crate::domain::tables::quote_ident(table));
+        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            Ok(n) if n == fp.rows => {}
+            Ok(n) => diffs.push(format!("{table}: {n} (expected {})", fp.rows)),
+            Err(e) => diffs.push(format!("{table}: {e}")),
+        }
+    }
+    let total: i64 = fps.values().map(|f| f.rows).sum();
+    let expected = format!("{} tables, {total} rows", fps.len());
+    if diffs.is_empty() {
+        (true, expected.clone(), expected)
+    } else {
+        (false, expected, diffs.join("; "))
+    }
 }
 
 fn restore_event(info: &RestoreInfo, report: &IntegrityReport) -> EventDraft {

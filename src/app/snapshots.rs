@@ -2,7 +2,7 @@
 //! verification, deletion, retention (explicit and automatic after each snapshot) and status.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -248,13 +248,12 @@ impl App {
     /// Runs the configured retention after a snapshot, without making the caller wait;
     /// concurrent requests coalesce into one run.
     pub(crate) fn retention_in_background(&self) {
-        static SCHEDULED: AtomicBool = AtomicBool::new(false);
-        if SCHEDULED.swap(true, Ordering::AcqRel) {
+        if self.shared.retention_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
         let app = self.clone();
         tokio::spawn(async move {
-            SCHEDULED.store(false, Ordering::Release);
+            app.shared.retention_scheduled.store(false, Ordering::Release);
             let ctx = RequestCtx {
                 rpc: "internal/retention".into(),
                 ..Default::default()
