@@ -466,3 +466,29 @@ async fn live_only_heartbeats_and_caught_up() {
     assert_eq!(uniq.len(), 3);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_beyond_the_cap_are_refused_until_a_slot_frees() {
+    let tmp = common::data_dir_with_reference();
+    let mut cfg = test_config(tmp.path());
+    cfg.max_subscribers = 2;
+    let s = TestServer::start_with(cfg).await;
+    let first = s.events().watch_events(watch(None)).await.unwrap().into_inner();
+    let _second = s.events().watch_events(watch(None)).await.unwrap().into_inner();
+    let third = s.events().watch_events(watch(None)).await.unwrap_err();
+    assert_eq!((third.code(), reason(&third).as_str()), (Code::ResourceExhausted, "TOO_MANY_SUBSCRIBERS"));
+    // Closing a stream frees its slot (the server notices the client went away).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.events().watch_events(watch(None)).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted);
+                assert!(Instant::now() < deadline, "the slot was never freed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    s.stop().await;
+}
