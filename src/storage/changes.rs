@@ -84,7 +84,7 @@ impl Changes {
             "INSERT INTO {} ({cols}) VALUES ({marks})",
             quote_ident(table)
         );
-        conn.execute(&sql, values)?;
+        conn.prepare_cached(&sql)?.execute(values)?;
         let fp = scan_rows(conn, table, key_where, key_params)?;
         self.add(table, fp);
         Ok(())
@@ -103,7 +103,7 @@ impl Changes {
             return Ok(0);
         }
         let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
-        let n = conn.execute(&sql, params)? as i64;
+        let n = conn.prepare_cached(&sql)?.execute(params)? as i64;
         self.sub(table, fp);
         self.removed.push((table.to_string(), n));
         Ok(n)
@@ -120,7 +120,7 @@ impl Changes {
     ) -> Result<i64, StorageError> {
         let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
         let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
-        let n = conn.execute(&sql, &refs[..])? as i64;
+        let n = conn.prepare_cached(&sql)?.execute(&refs[..])? as i64;
         if n != fp.rows {
             // Only this writer changes the database, so the rows cannot have moved in between.
             return Err(StorageError::FingerprintDrift {
@@ -167,7 +167,7 @@ impl Changes {
             .iter()
             .map(|v| v as &dyn ToSql)
             .chain(where_params.iter().copied());
-        conn.execute(&sql, params_from_iter(params))?;
+        conn.prepare_cached(&sql)?.execute(params_from_iter(params))?;
         let after = scan_rows(conn, table, where_sql, where_params)?;
         self.sub(table, before);
         self.add(table, after);

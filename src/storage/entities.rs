@@ -283,7 +283,7 @@ pub fn next_id(conn: &Connection, def: &EntityDef) -> Result<i32, StorageError> 
         quote_ident(def.key),
         quote_ident(def.table)
     );
-    Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+    Ok(conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
 }
 
 /// Inserts a validated record (its key already assigned) and, for measures, its sets.

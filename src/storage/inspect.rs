@@ -34,7 +34,8 @@ pub fn scan_rows(
     let sql = format!(
         "SELECT count(*), coalesce(sum(hash(t)), 0)::HUGEINT FROM {q} AS t WHERE {where_sql}"
     );
-    Ok(conn.query_row(&sql, params, |r| {
+    // Cached: the writer runs the same few statements for every insert, update and delete.
+    Ok(conn.prepare_cached(&sql)?.query_row(params, |r| {
         Ok(Fingerprint {
             rows: r.get(0)?,
             hash_sum: r.get(1)?,

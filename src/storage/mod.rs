@@ -70,12 +70,18 @@ impl StorageError {
     }
 }
 
+/// Prepared statements kept per connection: the writer cycles through a few dozen distinct
+/// statements (per-table inserts, deletes and fingerprint scans); duckdb-rs keeps 16.
+pub const STATEMENT_CACHE: usize = 256;
+
 /// Opens (creating if needed) the database file for writing.
 pub fn open(path: &Path) -> Result<Connection, StorageError> {
     let config = duckdb::Config::default()
         .access_mode(duckdb::AccessMode::ReadWrite)?
         .enable_autoload_extension(false)?;
-    Ok(Connection::open_with_flags(path, config)?)
+    let conn = Connection::open_with_flags(path, config)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
 }
 
 /// Opens a database file read-only (snapshot previews and verification).
