@@ -38,6 +38,36 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
 }
 
+/// A secret (bearer token): usable as `&str`, never printed by `Debug`, so logging a Config
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
 /// The validated server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -83,7 +113,7 @@ pub struct Config {
     /// Bearer tokens file (`token role` per line); None and no env tokens: auth off.
     pub tokens_file: Option<PathBuf>,
     /// Tokens given directly (`LNRS_TOKENS="tok1:admin,tok2:reader"`).
-    pub tokens: Vec<(String, String)>,
+    pub tokens: Vec<(Secret, String)>,
     /// Whether reflection needs a token when auth is on.
     pub reflection_requires_auth: bool,
     pub tls: Option<TlsConfig>,

@@ -548,3 +548,69 @@ pub async fn serve_http(
     }
     connections.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed_under_its_documented_name() {
+        let grpc = GrpcMetrics::default();
+        let l = RpcLabels {
+            grpc_type: "unary",
+            grpc_service: "lnrs.v1.EntityService",
+            grpc_method: "GetMeasure",
+        };
+        grpc.started(&l);
+        grpc.handled(&l, "OK", Duration::from_millis(3));
+        restore_finished(Duration::from_millis(5), false);
+        drop(timer(Op::verify(true)));
+        let e = Exposition::new(&grpc, || Live {
+            subscribers: 3,
+            event_head_seq: 42,
+            ..Default::default()
+        });
+        let (text, content_type) = e.encode(false);
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        for family in [
+            "grpc_server_started_total counter",
+            "grpc_server_handled_total counter",
+            "grpc_server_handling_seconds histogram",
+            "lnrs_snapshot_capture_seconds histogram",
+            "lnrs_snapshot_commit_seconds histogram",
+            "lnrs_snapshot_logical_bytes_total counter",
+            "lnrs_snapshot_stored_bytes_total counter",
+            "lnrs_delete_seconds histogram",
+            "lnrs_restore_seconds histogram",
+            "lnrs_snapshot_verify_seconds histogram",
+            "lnrs_retention_seconds histogram",
+            "lnrs_retention_freed_bytes_total counter",
+            "lnrs_event_subscriber_lag_events histogram",
+            "lnrs_event_subscriber_catch_ups_total counter",
+            "lnrs_event_subscribers gauge",
+            "lnrs_event_log_head_seq gauge",
+            "lnrs_event_log_first_seq gauge",
+            "lnrs_write_queue_depth gauge",
+            "lnrs_restore_in_progress gauge",
+            "lnrs_snapshot_storage_up gauge",
+            "lnrs_snapshot_store_snapshots gauge",
+            "lnrs_snapshot_store_logical_bytes gauge",
+            "lnrs_snapshot_store_stored_bytes gauge",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family}\n")),
+                "{family}:\n{text}"
+            );
+        }
+        assert!(text.contains(
+            "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"lnrs.v1.EntityService\",\
+             grpc_method=\"GetMeasure\",grpc_code=\"OK\"} 1\n"
+        ));
+        assert!(text.contains("lnrs_event_subscribers 3\n"), "{text}");
+        assert!(text.contains("lnrs_event_log_head_seq 42\n"), "{text}");
+        assert!(text.contains("lnrs_restore_seconds_count{outcome=\"restored\"}"));
+        let (open, content_type) = e.encode(true);
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        assert!(open.ends_with("# EOF\n"));
+    }
+}

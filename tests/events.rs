@@ -167,7 +167,12 @@ async fn two_hundred_subscribers_each_receive_every_event_in_order() {
     let (last_tx, last_rx) = tokio::sync::watch::channel(u64::MAX);
     let mut readers = Vec::new();
     for _ in 0..200 {
-        let mut st = s.events().watch_events(watch(Some(start))).await.unwrap().into_inner();
+        let mut st = s
+            .events()
+            .watch_events(watch(Some(start)))
+            .await
+            .unwrap()
+            .into_inner();
         let mut last_rx = last_rx.clone();
         readers.push(tokio::spawn(async move {
             let mut got = Vec::new();
@@ -193,7 +198,10 @@ async fn two_hundred_subscribers_each_receive_every_event_in_order() {
     last_tx.send(last).unwrap();
     let expected: Vec<u64> = (start + 1..=last).collect();
     for r in readers {
-        let got = tokio::time::timeout(Duration::from_secs(60), r).await.expect("subscriber finished").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .expect("subscriber finished")
+            .unwrap();
         assert_eq!(got, expected);
     }
     s.stop().await;
@@ -473,10 +481,23 @@ async fn subscribers_beyond_the_cap_are_refused_until_a_slot_frees() {
     let mut cfg = test_config(tmp.path());
     cfg.max_subscribers = 2;
     let s = TestServer::start_with(cfg).await;
-    let first = s.events().watch_events(watch(None)).await.unwrap().into_inner();
-    let _second = s.events().watch_events(watch(None)).await.unwrap().into_inner();
+    let first = s
+        .events()
+        .watch_events(watch(None))
+        .await
+        .unwrap()
+        .into_inner();
+    let _second = s
+        .events()
+        .watch_events(watch(None))
+        .await
+        .unwrap()
+        .into_inner();
     let third = s.events().watch_events(watch(None)).await.unwrap_err();
-    assert_eq!((third.code(), reason(&third).as_str()), (Code::ResourceExhausted, "TOO_MANY_SUBSCRIBERS"));
+    assert_eq!(
+        (third.code(), reason(&third).as_str()),
+        (Code::ResourceExhausted, "TOO_MANY_SUBSCRIBERS")
+    );
     // Closing a stream frees its slot (the server notices the client went away).
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);

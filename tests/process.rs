@@ -258,11 +258,36 @@ async fn an_empty_data_dir_serves_the_reference_dataset() {
     let server = ChildServer::start(tmp.path(), &[]).await;
     eprintln!("empty data dir to SERVING in {:?}", t.elapsed());
     let mut c = pb::entity_service_client::EntityServiceClient::new(server.channel.clone());
-    assert_eq!(c.list_measures(pb::ListMeasuresRequest::default()).await.unwrap().into_inner().total_size, 168);
-    assert_eq!(c.list_areas(pb::ListAreasRequest::default()).await.unwrap().into_inner().total_size, 68);
-    assert_eq!(c.list_grants(pb::ListGrantsRequest::default()).await.unwrap().into_inner().total_size, 168);
+    assert_eq!(
+        c.list_measures(pb::ListMeasuresRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total_size,
+        168
+    );
+    assert_eq!(
+        c.list_areas(pb::ListAreasRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total_size,
+        68
+    );
+    assert_eq!(
+        c.list_grants(pb::ListGrantsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total_size,
+        168
+    );
     let map = c
-        .list_links(pb::ListLinksRequest { link_type: pb::LinkType::MeasureAreaPriority as i32, page_size: 1, ..Default::default() })
+        .list_links(pb::ListLinksRequest {
+            link_type: pb::LinkType::MeasureAreaPriority as i32,
+            page_size: 1,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

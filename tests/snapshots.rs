@@ -574,49 +574,103 @@ async fn preview_reads_a_snapshot_without_restoring_it() {
 
 /// Block hashes a snapshot references, read from its manifest file.
 fn manifest_blocks(data_dir: &std::path::Path, id: &str) -> BTreeSet<String> {
-    let path = data_dir.join("snapshots").join("manifests").join(format!("{id}.json"));
+    let path = data_dir
+        .join("snapshots")
+        .join("manifests")
+        .join(format!("{id}.json"));
     let text = std::fs::read_to_string(path).unwrap();
     let json_end = text.rfind(",\"manifest_blake3\"").unwrap();
     let m: serde_json::Value = serde_json::from_str(&format!("{}}}", &text[..json_end])).unwrap();
-    m["blocks"].as_array().unwrap().iter().map(|b| b["hash"].as_str().unwrap().to_string()).collect()
+    m["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_block_is_reported_and_the_live_database_is_untouched() {
     let s = TestServer::start().await;
     let mut snaps = s.snapshots();
-    let create = |d: &str| pb::CreateSnapshotRequest { description: d.into(), labels: Default::default(), request_id: String::new() };
-    let id = snaps.create_snapshot(create("to corrupt")).await.unwrap().into_inner().snapshot.unwrap().snapshot_id;
+    let create = |d: &str| pb::CreateSnapshotRequest {
+        description: d.into(),
+        labels: Default::default(),
+        request_id: String::new(),
+    };
+    let id = snaps
+        .create_snapshot(create("to corrupt"))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
     for i in 0..5 {
         create_measure(&s, &format!("after the snapshot {i}")).await;
     }
-    let now = snaps.create_snapshot(create("now")).await.unwrap().into_inner().snapshot.unwrap().snapshot_id;
+    let now = snaps
+        .create_snapshot(create("now"))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
     let live = measure_ids(&s).await;
     // Damage a block only the target holds: the live state cannot heal it by deduplication.
-    let only_target: Vec<String> = manifest_blocks(&s.data_dir, &id).difference(&manifest_blocks(&s.data_dir, &now)).cloned().collect();
-    let hash = only_target.first().expect("the target has blocks the live state lacks");
-    let victim = walk(&s.data_dir.join("snapshots").join("blocks")).into_iter().find(|p| p.to_string_lossy().contains(hash.as_str())).unwrap();
+    let only_target: Vec<String> = manifest_blocks(&s.data_dir, &id)
+        .difference(&manifest_blocks(&s.data_dir, &now))
+        .cloned()
+        .collect();
+    let hash = only_target
+        .first()
+        .expect("the target has blocks the live state lacks");
+    let victim = walk(&s.data_dir.join("snapshots").join("blocks"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(hash.as_str()))
+        .unwrap();
     let mut bytes = std::fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
     std::fs::write(&victim, bytes).unwrap();
 
-    let r = snaps.restore_snapshot(restore_req(&id)).await.unwrap().into_inner();
+    let r = snaps
+        .restore_snapshot(restore_req(&id))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.rolled_back, "a corrupt target is refused");
     let report = r.report.unwrap();
     assert!(!report.passed);
-    assert!(report.checks.iter().any(|c| c.name == "pre_swap:assemble" && !c.passed), "{report:?}");
-    assert_eq!(measure_ids(&s).await, live, "the live database is untouched");
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.name == "pre_swap:assemble" && !c.passed),
+        "{report:?}"
+    );
+    assert_eq!(
+        measure_ids(&s).await,
+        live,
+        "the live database is untouched"
+    );
     for mode in [pb::VerifyMode::Quick, pb::VerifyMode::Deep] {
         let v = snaps
-            .verify_snapshot(pb::VerifySnapshotRequest { snapshot_id: id.clone(), mode: mode as i32 })
+            .verify_snapshot(pb::VerifySnapshotRequest {
+                snapshot_id: id.clone(),
+                mode: mode as i32,
+            })
             .await
             .unwrap()
             .into_inner()
             .report
             .unwrap();
         assert!(!v.passed, "{mode:?}");
-        assert!(v.checks.iter().any(|c| !c.passed && !c.actual.is_empty()), "{v:?}");
+        assert!(
+            v.checks.iter().any(|c| !c.passed && !c.actual.is_empty()),
+            "{v:?}"
+        );
     }
     s.stop().await;
 }

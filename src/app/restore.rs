@@ -114,7 +114,9 @@ impl WriterState {
         };
         let tmp = temp_path(&self.db_path);
         remove_db_files(&tmp);
-        let event = self.stamp(ctx, vec![restore_event(&info, &report)]).remove(0);
+        let event = self
+            .stamp(ctx, vec![restore_event(&info, &report)])
+            .remove(0);
         let outcome = match self.prepare(&store, &target, &tmp, &event, &mut report) {
             Err(reason) => {
                 // Nothing was touched: the live database is the safety state already.
@@ -157,7 +159,11 @@ impl WriterState {
     ) -> Result<Manifest, Error> {
         let mut last = None;
         for _ in 0..2 {
-            let mut meta = self.new_snapshot(Operation::PreRestore, format!("Before restore of {id}"), ctx);
+            let mut meta = self.new_snapshot(
+                Operation::PreRestore,
+                format!("Before restore of {id}"),
+                ctx,
+            );
             meta.entity_type = Some("snapshot".into());
             meta.entity_id = Some(id.as_str().into());
             let safety = self.snapshot_now(meta)?;
@@ -168,7 +174,11 @@ impl WriterState {
                 "pre_swap:safety_snapshot_readable",
                 failed.is_empty(),
                 "every block of the safety snapshot intact",
-                if failed.is_empty() { "intact".to_string() } else { format!("failed: {}", failed.join(", ")) },
+                if failed.is_empty() {
+                    "intact".to_string()
+                } else {
+                    format!("failed: {}", failed.join(", "))
+                },
                 t.elapsed(),
             );
             if failed.is_empty() {
@@ -196,22 +206,46 @@ impl WriterState {
     ) -> Result<blake3::Hash, String> {
         let t = Instant::now();
         if let Err(e) = store.assemble(&target.id, tmp) {
-            report.push("pre_swap:assemble", false, "every block present and intact", e.to_string(), t.elapsed());
+            report.push(
+                "pre_swap:assemble",
+                false,
+                "every block present and intact",
+                e.to_string(),
+                t.elapsed(),
+            );
             return Err(format!("the snapshot could not be assembled: {e}"));
         }
         let size = format!("{} bytes", target.file_len);
         report.push("pre_swap:assemble", true, size.clone(), size, t.elapsed());
         let t = Instant::now();
         if let Err(e) = self.carry_over(tmp, event) {
-            report.push("pre_swap:carry_over_event_log", false, "event log copied", e.to_string(), t.elapsed());
+            report.push(
+                "pre_swap:carry_over_event_log",
+                false,
+                "event log copied",
+                e.to_string(),
+                t.elapsed(),
+            );
             return Err(format!("the event log could not be carried over: {e}"));
         }
-        report.push("pre_swap:carry_over_event_log", true, "event log copied", "event log copied", t.elapsed());
+        report.push(
+            "pre_swap:carry_over_event_log",
+            true,
+            "event log copied",
+            "event log copied",
+            t.elapsed(),
+        );
         let t = Instant::now();
         let conn = match storage::open_read_only(tmp) {
             Ok(c) => c,
             Err(e) => {
-                report.push("pre_swap:open_read_only", false, "opens", e.to_string(), t.elapsed());
+                report.push(
+                    "pre_swap:open_read_only",
+                    false,
+                    "opens",
+                    e.to_string(),
+                    t.elapsed(),
+                );
                 return Err(format!("the assembled snapshot does not open: {e}"));
             }
         };
@@ -219,11 +253,20 @@ impl WriterState {
         drop(conn);
         append_prefixed(report, "pre_swap:", checks);
         if !report.passed() {
-            return Err("the assembled snapshot failed verification; the live database was not touched".into());
+            return Err(
+                "the assembled snapshot failed verification; the live database was not touched"
+                    .into(),
+            );
         }
         let t = Instant::now();
         let hash = hash_file(tmp).map_err(|e| format!("cannot hash the verified file: {e}"))?;
-        report.push("pre_swap:file_hash", true, "computed", hash.to_hex().to_string(), t.elapsed());
+        report.push(
+            "pre_swap:file_hash",
+            true,
+            "computed",
+            hash.to_hex().to_string(),
+            t.elapsed(),
+        );
         Ok(hash)
     }
 
@@ -278,7 +321,11 @@ impl WriterState {
     ) -> Result<(IntegrityReport, Event), Error> {
         self.conn = None;
         replace_live(swap.tmp, &self.db_path)?;
-        let post = self.reopen_and_check(&swap.verified_hash, &swap.target.fingerprints, &swap.target.schema);
+        let post = self.reopen_and_check(
+            &swap.verified_hash,
+            &swap.target.fingerprints,
+            &swap.target.schema,
+        );
         append_prefixed(&mut report, "post_swap:", post);
         info.checks_run = report.checks.len() as u32;
         if report.passed() {
@@ -349,7 +396,13 @@ impl WriterState {
             Ok(h) => h.to_hex().to_string(),
             Err(e) => e.to_string(),
         };
-        report.push("file_hash", live_hash.as_ref().ok() == Some(verified_hash), verified_hash.to_hex().to_string(), actual, t.elapsed());
+        report.push(
+            "file_hash",
+            live_hash.as_ref().ok() == Some(verified_hash),
+            verified_hash.to_hex().to_string(),
+            actual,
+            t.elapsed(),
+        );
         let t = Instant::now();
         let conn = match storage::open(&self.db_path).and_then(|c| schema::migrate(&c).map(|_| c)) {
             Ok(c) => c,
@@ -359,14 +412,31 @@ impl WriterState {
             }
         };
         report.push("open", true, "opens", "opens", t.elapsed());
-        report.run("schema_inventory", || match storage::inspect::schema_inventory(&conn) {
-            Ok(s) if &s == schema_inv => (true, "as in the manifest".into(), "as in the manifest".into()),
-            Ok(s) => (false, format!("{} columns", schema_inv.columns.len()), format!("{} columns, differing", s.columns.len())),
-            Err(e) => (false, "readable".into(), e.to_string()),
-        });
+        report.run(
+            "schema_inventory",
+            || match storage::inspect::schema_inventory(&conn) {
+                Ok(s) if &s == schema_inv => (
+                    true,
+                    "as in the manifest".into(),
+                    "as in the manifest".into(),
+                ),
+                Ok(s) => (
+                    false,
+                    format!("{} columns", schema_inv.columns.len()),
+                    format!("{} columns, differing", s.columns.len()),
+                ),
+                Err(e) => (false, "readable".into(), e.to_string()),
+            },
+        );
         report.run("row_counts", || row_counts_match(&conn, fps));
         if crate::fault::hit("restore.post_swap_verify") {
-            report.push("injected_fault", false, "no fault", "fail point restore.post_swap_verify", Duration::ZERO);
+            report.push(
+                "injected_fault",
+                false,
+                "no fault",
+                "fail point restore.post_swap_verify",
+                Duration::ZERO,
+            );
         }
         if report.passed() {
             self.fps = fps.clone();
@@ -457,10 +527,16 @@ fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
 
 /// Every user table's row count against the manifest (answered from metadata: cheap, and the
 /// bytes were fully scanned before the swap).
-fn row_counts_match(conn: &duckdb::Connection, fps: &crate::domain::fingerprint::Fingerprints) -> (bool, String, String) {
+fn row_counts_match(
+    conn: &duckdb::Connection,
+    fps: &crate::domain::fingerprint::Fingerprints,
+) -> (bool, String, String) {
     let mut diffs = Vec::new();
     for (table, fp) in fps {
-        let sql = format!("SELECT count(*) FROM {}", crate::domain::tables::quote_ident(table));
+        let sql = format!(
+            "SELECT count(*) FROM {}",
+            crate::domain::tables::quote_ident(table)
+        );
         match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
             Ok(n) if n == fp.rows => {}
             Ok(n) => diffs.push(format!("{table}: {n} (expected {})", fp.rows)),

@@ -105,9 +105,9 @@ impl App {
     /// Lists snapshots (newest first) from the catalog.
     pub async fn list_snapshots(&self, filter: ListFilter) -> Result<ListPage, Error> {
         let store = self.shared.store()?;
-        Ok(tokio::task::spawn_blocking(move || store.list(&filter))
+        tokio::task::spawn_blocking(move || store.list(&filter))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?)
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// One snapshot's manifest.
@@ -253,7 +253,9 @@ impl App {
         }
         let app = self.clone();
         tokio::spawn(async move {
-            app.shared.retention_scheduled.store(false, Ordering::Release);
+            app.shared
+                .retention_scheduled
+                .store(false, Ordering::Release);
             let ctx = RequestCtx {
                 rpc: "internal/retention".into(),
                 ..Default::default()

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::config::{
-    parse_addr, parse_duration, Config, ConfigError, FileConfig, LogFormat, SnapshotPolicy,
+    parse_addr, parse_duration, Config, ConfigError, FileConfig, LogFormat, Secret, SnapshotPolicy,
     TlsConfig,
 };
 
@@ -270,7 +270,7 @@ impl ServeArgs {
 }
 
 /// `LNRS_TOKENS="token1:admin,token2:reader"`.
-fn tokens_from_env() -> Result<Vec<(String, String)>, ConfigError> {
+fn tokens_from_env() -> Result<Vec<(Secret, String)>, ConfigError> {
     let Ok(v) = std::env::var("LNRS_TOKENS") else {
         return Ok(Vec::new());
     };
@@ -279,7 +279,7 @@ fn tokens_from_env() -> Result<Vec<(String, String)>, ConfigError> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             p.rsplit_once(':')
-                .map(|(t, r)| (t.to_string(), r.to_string()))
+                .map(|(t, r)| (Secret::from(t), r.to_string()))
                 .ok_or(ConfigError::Invalid {
                     setting: "LNRS_TOKENS",
                     why: "expected token:role pairs separated by commas".into(),

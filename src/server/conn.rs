@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,15 +17,24 @@ use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// Pause after a failed accept: tonic retries at once, and accept keeps failing while the
+/// process is out of file descriptors — without a pause that is a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The listener as a stream of killable connections (for `serve_with_incoming_shutdown`).
 pub struct Incoming {
     listener: TcpListener,
     kill: CancellationToken,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Incoming {
     pub fn new(listener: TcpListener, kill: CancellationToken) -> Self {
-        Self { listener, kill }
+        Self {
+            listener,
+            kill,
+            backoff: None,
+        }
     }
 }
 
@@ -32,16 +42,27 @@ impl Stream for Incoming {
     type Item = io::Result<Conn>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.listener.poll_accept(cx) {
+        let this = self.get_mut();
+        if let Some(pause) = this.backoff.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.backoff = None;
+        }
+        match this.listener.poll_accept(cx) {
             Poll::Ready(Ok((stream, _))) => {
                 // Small request/response frames: do not let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
                 Poll::Ready(Some(Ok(Conn {
                     io: stream,
-                    killed: Box::pin(self.kill.clone().cancelled_owned()),
+                    killed: Box::pin(this.kill.clone().cancelled_owned()),
                 })))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed; pausing before the next one");
+                this.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

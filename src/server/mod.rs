@@ -136,7 +136,20 @@ pub async fn serve_on(
         .map(crate::tls::server_config)
         .transpose()?;
     let local = listeners.grpc.local_addr().ok();
-    warn_about_exposure(&cfg, &auth, tls.is_some(), local);
+    let with_tls = tls.is_some();
+    warn_about_exposure(&cfg, &auth, with_tls, local);
+    // Everything that can fail comes before the first task is spawned: a task would hold the
+    // app, and the writer could then never stop.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+        .max_connection_age(cfg.max_connection_age)
+        .max_connection_age_grace(cfg.max_connection_age_grace)
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
 
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -206,17 +219,7 @@ pub async fn serve_on(
     };
     let drain = tokio::spawn(drain);
 
-    tracing::info!(addr = ?local, tls = tls.is_some(), auth = auth.enabled(), "serving gRPC");
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(cfg.keepalive_interval))
-        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
-        .max_connection_age(cfg.max_connection_age)
-        .max_connection_age_grace(cfg.max_connection_age_grace)
-        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
+    tracing::info!(addr = ?local, tls = with_tls, auth = auth.enabled(), "serving gRPC");
     let serving = builder
         .layer(observe::ObserveLayer::new(
             grpc_metrics,

@@ -92,7 +92,6 @@ macro_rules! entity_message {
                 Self {
                     $key: $key_out(&r.key),
                     $( $f: field_out!($t, r, stringify!($f)), )*
-                    ..Default::default()
                 }
             }
         }

@@ -5,8 +5,8 @@
 use duckdb::Connection;
 
 use super::changes::Changes;
-use crate::domain::fingerprint::Fingerprint;
 use super::StorageError;
+use crate::domain::fingerprint::Fingerprint;
 use crate::domain::tables::{children_of, quote_ident, user_table, Reference};
 use crate::domain::Value;
 

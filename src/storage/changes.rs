@@ -167,7 +167,8 @@ impl Changes {
             .iter()
             .map(|v| v as &dyn ToSql)
             .chain(where_params.iter().copied());
-        conn.prepare_cached(&sql)?.execute(params_from_iter(params))?;
+        conn.prepare_cached(&sql)?
+            .execute(params_from_iter(params))?;
         let after = scan_rows(conn, table, where_sql, where_params)?;
         self.sub(table, before);
         self.add(table, after);

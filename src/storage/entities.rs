@@ -258,9 +258,9 @@ fn keyset_condition(
     let mut params = Vec::new();
     for i in 0..=sort_exprs.len() {
         let mut parts = Vec::new();
-        for j in 0..i {
-            parts.push(format!("{} = ?", sort_exprs[j]));
-            params.push(Value::Text(cursor.sort[j].clone()));
+        for (expr, value) in sort_exprs.iter().zip(&cursor.sort).take(i) {
+            parts.push(format!("{expr} = ?"));
+            params.push(Value::Text(value.clone()));
         }
         if i < sort_exprs.len() {
             let op = if order_by[i].1 { "<" } else { ">" };

@@ -51,7 +51,9 @@ pub enum StorageError {
     WriterStopped,
     #[error("a read task failed")]
     ReadTaskFailed,
-    #[error("{table}: {actual} rows deleted where {expected} were counted in the same transaction")]
+    #[error(
+        "{table}: {actual} rows deleted where {expected} were counted in the same transaction"
+    )]
     FingerprintDrift {
         table: String,
         expected: i64,

@@ -139,7 +139,8 @@ impl<S: Send + 'static> Writer<S> {
     pub fn shutdown(self) -> Option<S> {
         let stop = self.stop.clone();
         // The marker is itself a job, so everything queued before it still runs.
-        let marker: Job<S> = Box::new(move |_| stop.store(true, std::sync::atomic::Ordering::Release));
+        let marker: Job<S> =
+            Box::new(move |_| stop.store(true, std::sync::atomic::Ordering::Release));
         let _ = self.tx.send(marker);
         let handle = self.thread.lock().take()?;
         handle.join().ok()
