@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Upper bound for one CLI invocation (a deep verify or a restore included).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -950,55 +949,18 @@ async fn snapshots_restore_and_status() {
     s.stop().await;
 }
 
-/// A `lnrs serve` child process.
-struct ChildServer {
-    child: Child,
-    addr: String,
-}
+/// Child-server flags the watch test uses: no reference load, a short drain.
+const CHILD_FLAGS: [&str; 4] = [
+    "--load-reference-data",
+    "false",
+    "--shutdown-drain-delay",
+    "100ms",
+];
 
-impl ChildServer {
-    async fn start(data_dir: &Path, listen: &str) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lnrs"))
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--load-reference-data",
-                "false",
-                "--shutdown-drain-delay",
-                "100ms",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("LNRS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lnrs serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the server printed its address in time")
-            .unwrap()
-            .unwrap_or_default();
-        let addr = line
-            .strip_prefix("lnrs listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
-            .to_string();
-        ChildServer { child, addr }
-    }
-
-    async fn sigterm_and_wait(mut self) {
-        let pid = self.child.id().unwrap() as i32;
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let st = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exit after SIGTERM")
-            .unwrap();
-        assert!(st.success(), "{st:?}");
-    }
+async fn sigterm_and_wait(server: common::ChildServer) {
+    server.signal(libc::SIGTERM);
+    let (st, _, _) = server.exit(Duration::from_secs(30)).await;
+    assert!(st.success(), "{st:?}");
 }
 
 /// Collects the seqs `lnrs watch --json` prints until `head` is among them.
@@ -1027,7 +989,7 @@ async fn head(srv: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
     let tmp = common::data_dir_with_reference();
-    let server = ChildServer::start(tmp.path(), "127.0.0.1:0").await;
+    let server = common::ChildServer::start(tmp.path(), "127.0.0.1:0", &CHILD_FLAGS, &[]).await;
     let addr = server.addr.clone();
     let srv = format!("http://{addr}");
     for name in ["A", "B"] {
@@ -1079,12 +1041,12 @@ async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
         .ok();
     seqs_until(&mut rx, &mut seen, head(&srv).await).await;
 
-    server.sigterm_and_wait().await;
+    sigterm_and_wait(server).await;
     let restarted = Instant::now();
     // Changes committed while the watcher cannot reach any server (here through a server on
     // another port) must still be printed once it is back: it resumes from its position, it
     // does not just go live.
-    let elsewhere = ChildServer::start(tmp.path(), "127.0.0.1:0").await;
+    let elsewhere = common::ChildServer::start(tmp.path(), "127.0.0.1:0", &CHILD_FLAGS, &[]).await;
     let other = format!("http://{}", elsewhere.addr);
     for name in ["X", "Y"] {
         lnrs(
@@ -1100,9 +1062,9 @@ async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
         .await
         .ok();
     }
-    elsewhere.sigterm_and_wait().await;
+    sigterm_and_wait(elsewhere).await;
     // Same data dir, same port: the watcher only knows this address.
-    let server = ChildServer::start(tmp.path(), &addr).await;
+    let server = common::ChildServer::start(tmp.path(), &addr, &CHILD_FLAGS, &[]).await;
     assert_eq!(server.addr, addr);
     for name in ["C", "D", "E"] {
         lnrs(
@@ -1138,5 +1100,5 @@ async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
         "the shutdown signal was seen:\n{stderr}"
     );
     assert!(stderr.contains("resuming after seq"), "{stderr}");
-    server.sigterm_and_wait().await;
+    sigterm_and_wait(server).await;
 }

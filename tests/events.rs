@@ -39,25 +39,11 @@ async fn mutate(s: &TestServer, n: usize) -> Vec<u64> {
 }
 
 async fn whole_log(s: &TestServer) -> Vec<u64> {
-    let mut e = s.events();
-    let mut after = 0;
-    let mut out = Vec::new();
-    loop {
-        let p = e
-            .list_events(pb::ListEventsRequest {
-                start_after_seq: after,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(p.events.iter().map(|e| e.seq));
-        if p.next_start_after_seq >= p.head_seq {
-            return out;
-        }
-        after = p.next_start_after_seq;
-    }
+    common::events_after(&s.channel, 0)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect()
 }
 
 fn watch(start: Option<u64>) -> pb::WatchEventsRequest {

@@ -3,80 +3,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::reason;
+use common::{reason, ChildServer};
 use lnrs::pb;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::Code;
-
-struct ChildServer {
-    child: Child,
-    channel: Channel,
-}
-
-impl ChildServer {
-    async fn start(data_dir: &Path, extra: &[&str]) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lnrs"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("LNRS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lnrs");
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).unwrap();
-            line
-        })
-        .await
-        .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("lnrs listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
-            .to_string();
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        common::wait_serving(&channel, "").await;
-        ChildServer { child, channel }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0);
-    }
-
-    async fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
     let tmp = common::data_dir_with_reference();
     let opts = ["--retention-keep-last", "1000"];
-    let server = ChildServer::start(tmp.path(), &opts).await;
+    let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &opts, &[]).await;
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(
         Vec::<(i32, pb::DeleteOutcome)>::new(),
     ));
@@ -105,34 +43,16 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.signal(libc::SIGKILL);
-    let _ = server.wait_exit(Duration::from_secs(10)).await;
+    let _ = server.exit(Duration::from_secs(10)).await;
     for w in workers {
         let _ = w.await;
     }
     let acked = acked.lock().clone();
     assert!(acked.len() >= 12);
 
-    let server = ChildServer::start(tmp.path(), &opts).await;
-    let mut events = pb::event_service_client::EventServiceClient::new(server.channel.clone());
+    let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &opts, &[]).await;
     let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
-    let mut log = Vec::new();
-    let mut after = 0;
-    loop {
-        let p = events
-            .list_events(pb::ListEventsRequest {
-                start_after_seq: after,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        log.extend(p.events);
-        if p.next_start_after_seq >= p.head_seq {
-            break;
-        }
-        after = p.next_start_after_seq;
-    }
+    let log = common::events_after(&server.channel, 0).await;
     let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,
@@ -182,7 +102,7 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
         .into_inner();
     assert_eq!(next.event_seq, *seqs.last().unwrap() + 1);
     server.signal(libc::SIGTERM);
-    server.wait_exit(Duration::from_secs(20)).await;
+    server.exit(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +110,9 @@ async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_gr
     let tmp = common::data_dir_with_reference();
     let server = ChildServer::start(
         tmp.path(),
+        "127.0.0.1:0",
         &["--shutdown-drain-delay", "200ms", "--shutdown-grace", "5s"],
+        &[],
     )
     .await;
     let mut c = pb::entity_service_client::EntityServiceClient::new(server.channel.clone());
@@ -246,7 +168,7 @@ async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_gr
         assert_eq!(reason(&end), "SERVER_SHUTTING_DOWN");
         assert_eq!(common::error_meta(&end, "last_seq"), Some(last.to_string()));
     }
-    let status = server.wait_exit(Duration::from_secs(6)).await;
+    let (status, _, _) = server.exit(Duration::from_secs(6)).await;
     eprintln!("exited {status:?} {:?} after SIGTERM", t.elapsed());
     assert!(status.success());
 }
@@ -255,7 +177,7 @@ async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_gr
 async fn an_empty_data_dir_serves_the_reference_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let server = ChildServer::start(tmp.path(), &[]).await;
+    let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &[], &[]).await;
     eprintln!("empty data dir to SERVING in {:?}", t.elapsed());
     let mut c = pb::entity_service_client::EntityServiceClient::new(server.channel.clone());
     assert_eq!(
@@ -294,5 +216,5 @@ async fn an_empty_data_dir_serves_the_reference_dataset() {
     assert_eq!(map.total_size, 2936);
     assert!(tmp.path().join("lnrs.duckdb").exists());
     server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(20)).await.success());
+    assert!(server.exit(Duration::from_secs(20)).await.0.success());
 }

@@ -6,13 +6,16 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{data_dir_with_reference, error_meta, reason, table_counts, test_config, TestServer};
+use common::{
+    data_dir_with_reference, error_meta, events_after, reason, table_counts, test_config,
+    ChildServer, TestServer,
+};
 use lnrs::config::{Config, TlsConfig};
 use lnrs::pb;
 use lnrs::server::{Listeners, ServeError};
@@ -182,28 +185,6 @@ where
     while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Every event after `after`.
-async fn events_after(channel: &Channel, mut after: u64) -> Vec<pb::Event> {
-    let mut c = pb::event_service_client::EventServiceClient::new(channel.clone());
-    let mut out = Vec::new();
-    loop {
-        let p = c
-            .list_events(pb::ListEventsRequest {
-                start_after_seq: after,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(p.events);
-        if p.next_start_after_seq >= p.head_seq || p.next_start_after_seq == after {
-            return out;
-        }
-        after = p.next_start_after_seq;
     }
 }
 
@@ -1622,96 +1603,12 @@ fn the_example_config_covers_every_setting_and_loads() {
     assert_eq!(cfg.max_message_bytes, defaults.max_message_bytes);
 }
 
-/// A `lnrs serve` child process.
-struct Child {
-    child: std::process::Child,
-    channel: Channel,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Child {
-    async fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--load-reference-data",
-            "false",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LNRS_")) {
-            cmd.env_remove(k);
-        }
-        cmd.env("LNRS_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).unwrap();
-            line
-        })
-        .await
-        .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("lnrs listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
-            .to_string();
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        common::wait_serving(&channel, "").await;
-        Child {
-            child,
-            channel,
-            stderr: Some(stderr),
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0);
-    }
-
-    /// Waits for the exit: (status, time waited, stderr).
-    async fn exit(mut self, within: Duration) -> (std::process::ExitStatus, Duration, String) {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                let waited = t.elapsed();
-                let stderr = self.stderr.take().unwrap().join().unwrap();
-                return (st, waited, stderr);
-            }
-            if t.elapsed() > within {
-                let _ = self.child.kill();
-                panic!("the server did not exit within {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let tmp = data_dir_with_reference();
-    let server = Child::start(
+    let server = ChildServer::start(
         tmp.path(),
+        "127.0.0.1:0",
         &["--shutdown-drain-delay", "20s", "--shutdown-grace", "25s"],
         &[],
     )
@@ -1734,10 +1631,14 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
     let tmp = data_dir_with_reference();
     let admin = "admin-secret-token-0123456789";
     let wrong = "wrong-secret-token-9876543210";
-    let server = Child::start(
+    let server = ChildServer::start(
         tmp.path(),
+        "127.0.0.1:0",
         &["--log-format", "json", "--shutdown-drain-delay", "100ms"],
-        &[("LNRS_TOKENS", &format!("{admin}:admin"))],
+        &[
+            ("LNRS_TOKENS", &format!("{admin}:admin")),
+            ("LNRS_LOG", "info"),
+        ],
     )
     .await;
     let mut status =

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod child;
+#[allow(unused_imports)] // not every test binary runs child servers
+pub use child::ChildServer;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -185,4 +189,26 @@ pub fn table_counts(db: &Path) -> std::collections::BTreeMap<String, i64> {
             (t.name.to_string(), n)
         })
         .collect()
+}
+
+/// Every event of the log after `after`, paging through ListEvents.
+pub async fn events_after(channel: &Channel, mut after: u64) -> Vec<pb::Event> {
+    let mut c = pb::event_service_client::EventServiceClient::new(channel.clone());
+    let mut out = Vec::new();
+    loop {
+        let p = c
+            .list_events(pb::ListEventsRequest {
+                start_after_seq: after,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(p.events);
+        if p.next_start_after_seq >= p.head_seq || p.next_start_after_seq == after {
+            return out;
+        }
+        after = p.next_start_after_seq;
+    }
 }
