@@ -34,6 +34,14 @@ fn run_server(args: serve::ServeArgs) -> ExitCode {
         }
     };
     serve::init_logging(config.log_format, &config.log_filter);
+    // Crash tests make the real binary abort at named steps; never set in production.
+    if let Ok(spec) = std::env::var("LNRS_FAILPOINTS") {
+        if let Err(e) = lnrs::fault::configure(&spec) {
+            eprintln!("error: LNRS_FAILPOINTS: {e}");
+            return ExitCode::from(2);
+        }
+        tracing::warn!(%spec, "fail points are armed (LNRS_FAILPOINTS)");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

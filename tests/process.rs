@@ -218,3 +218,147 @@ async fn an_empty_data_dir_serves_the_reference_dataset() {
     server.signal(libc::SIGTERM);
     assert!(server.exit(Duration::from_secs(20)).await.0.success());
 }
+
+/// Measure ids through the API.
+async fn measure_ids(ch: &tonic::transport::Channel) -> std::collections::BTreeSet<i32> {
+    pb::entity_service_client::EntityServiceClient::new(ch.clone())
+        .list_measures(pb::ListMeasuresRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .measures
+        .iter()
+        .map(|m| m.measure_id)
+        .collect()
+}
+
+/// Takes a snapshot, deletes a measure, and restores the snapshot in a server armed to abort
+/// right after the swap (before the post-swap checks). Returns the ids before and after the
+/// delete, and the restore's target id.
+async fn restore_killed_after_swap(
+    dir: &std::path::Path,
+) -> (
+    std::collections::BTreeSet<i32>,
+    std::collections::BTreeSet<i32>,
+    String,
+) {
+    let server = ChildServer::start(
+        dir,
+        "127.0.0.1:0",
+        &[],
+        &[("LNRS_FAILPOINTS", "restore.after_swap=abort")],
+    )
+    .await;
+    let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
+    let id = snaps
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: "before".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
+    let with = measure_ids(&server.channel).await;
+    pb::entity_service_client::EntityServiceClient::new(server.channel.clone())
+        .delete_measure(pb::DeleteMeasureRequest {
+            measure_id: 7,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let without = measure_ids(&server.channel).await;
+    let r = snaps
+        .restore_snapshot(pb::RestoreSnapshotRequest {
+            snapshot_id: id.clone(),
+            confirm_snapshot_id: id.clone(),
+            request_id: String::new(),
+        })
+        .await;
+    assert!(r.is_err(), "the server died mid-restore");
+    let (status, _, _) = server.exit(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(
+        dir.join("restore.journal").exists(),
+        "the journal marks the interrupted swap"
+    );
+    (with, without, id)
+}
+
+fn dense(log: &[pb::Event]) {
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "dense seqs, no gap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_swap_keeps_a_restore_that_verifies_at_start_up() {
+    let tmp = common::data_dir_with_reference();
+    let (with, _, target) = restore_killed_after_swap(tmp.path()).await;
+    let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &[], &[]).await;
+    assert!(!tmp.path().join("restore.journal").exists());
+    assert_eq!(
+        measure_ids(&server.channel).await,
+        with,
+        "the verified restore stands"
+    );
+    let log = common::events_after(&server.channel, 0).await;
+    dense(&log);
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.kind, last.entity_id.as_str()),
+        (pb::EventKind::RestorePerformed as i32, target.as_str())
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.exit(Duration::from_secs(20)).await.0.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_swap_with_a_damaged_live_file_puts_the_safety_state_back() {
+    let tmp = common::data_dir_with_reference();
+    let (_, without, _) = restore_killed_after_swap(tmp.path()).await;
+    // Damage the swapped-in file (as a torn write would): it no longer verifies.
+    let db = tmp.path().join("lnrs.duckdb");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &[], &[]).await;
+    assert!(!tmp.path().join("restore.journal").exists());
+    assert_eq!(
+        measure_ids(&server.channel).await,
+        without,
+        "the pre-restore state is back"
+    );
+    let log = common::events_after(&server.channel, 0).await;
+    dense(&log);
+    let restore = log.last().unwrap();
+    assert_eq!(restore.kind, pb::EventKind::RestorePerformed as i32);
+    assert!(restore.restore.as_ref().unwrap().rolled_back);
+    // And the service goes on from there.
+    let next = pb::entity_service_client::EntityServiceClient::new(server.channel.clone())
+        .create_habitat(pb::CreateHabitatRequest {
+            habitat: Some(pb::Habitat {
+                habitat: "after".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.event_seq, restore.seq + 1);
+    server.signal(libc::SIGTERM);
+    assert!(server.exit(Duration::from_secs(20)).await.0.success());
+}

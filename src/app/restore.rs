@@ -40,6 +40,9 @@ pub struct RestoreOutcome {
 struct Journal {
     target: String,
     safety: String,
+    /// What the log must say if the safety state has to be put back at start-up: the events
+    /// appended since the safety snapshot, then this restore's event marked rolled back.
+    rollback_events: Vec<Event>,
 }
 
 pub(crate) fn journal_path(data_dir: &Path) -> PathBuf {
@@ -279,11 +282,23 @@ impl WriterState {
         started: Instant,
     ) -> Result<RestoreOutcome, Error> {
         let data_dir = self.shared.config.data_dir.clone();
+        let mut interrupted = info.clone();
+        interrupted.rolled_back = true;
+        interrupted.rollback_reason = Some(
+            "the server stopped during the swap and the live file did not verify at start-up; the safety snapshot was put back"
+                .into(),
+        );
+        let mut rollback_events = swap.since_safety.to_vec();
+        rollback_events.push(Event {
+            body: restore_event(&interrupted, &report),
+            ..swap.event.clone()
+        });
         write_journal(
             &data_dir,
             &Journal {
                 target: swap.target.id.as_str().into(),
                 safety: swap.safety.id.as_str().into(),
+                rollback_events,
             },
         )?;
         let reads = self.shared.reads.clone();
@@ -321,6 +336,9 @@ impl WriterState {
     ) -> Result<(IntegrityReport, Event), Error> {
         self.conn = None;
         replace_live(swap.tmp, &self.db_path)?;
+        if crate::fault::hit("restore.after_swap") {
+            return Err(Error::Internal("fail point restore.after_swap".into()));
+        }
         let post = self.reopen_and_check(
             &swap.verified_hash,
             &swap.target.fingerprints,
@@ -499,7 +517,9 @@ pub(crate) fn recover(
     if verified != Some(true) {
         tracing::error!(target = %journal.target, safety = %journal.safety, "interrupted restore did not verify: putting the safety snapshot back");
         let tmp = temp_path(db);
+        remove_db_files(&tmp);
         store.assemble(&SnapshotId::parse(&journal.safety)?, &tmp)?;
+        append_events_to_file(&tmp, &journal.rollback_events)?;
         replace_live(&tmp, db)?;
     } else {
         tracing::warn!(target = %journal.target, "interrupted restore verified after restart; keeping it");
