@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::config::{Config, ConfigError};
-use crate::error::ERROR_DOMAIN;
+use crate::error::Error;
 
 /// Shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -383,32 +382,21 @@ impl Auth {
     }
 }
 
-fn unauthenticated(reason: &str, message: &str) -> Status {
-    let mut d = ErrorDetails::new();
-    d.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(Code::Unauthenticated, message, d)
+fn unauthenticated(reason: &'static str, message: &str) -> Status {
+    Error::Unauthenticated {
+        reason,
+        message: message.to_string(),
+    }
+    .into()
 }
 
 fn role_too_low(path: &str, needed: Role, role: Role) -> Status {
-    let mut d = ErrorDetails::new();
-    d.set_error_info(
-        "ROLE_TOO_LOW",
-        ERROR_DOMAIN,
-        HashMap::from([
-            ("required_role".to_string(), needed.as_str().to_string()),
-            ("role".to_string(), role.as_str().to_string()),
-            ("rpc".to_string(), path.to_string()),
-        ]),
-    );
-    Status::with_error_details(
-        Code::PermissionDenied,
-        format!(
-            "{path} needs the {} role; this token has {}",
-            needed.as_str(),
-            role.as_str()
-        ),
-        d,
-    )
+    Error::PermissionDenied {
+        rpc: path.to_string(),
+        required: needed.as_str(),
+        role: role.as_str(),
+    }
+    .into()
 }
 
 /// Tower layer applying [`Auth`] to every request.
@@ -476,6 +464,7 @@ where
 mod tests {
     use super::*;
     use prost::Message;
+    use tonic::Code;
 
     fn proto_methods() -> Vec<(String, String)> {
         let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)

@@ -54,6 +54,25 @@ pub enum Error {
     /// The snapshot store could not be opened at all.
     #[error("snapshot store unavailable: {0}")]
     SnapshotStoreUnavailable(String),
+    /// No or an unknown bearer token (auth on).
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: String,
+    },
+    /// A valid token whose role is below what the RPC needs.
+    #[error("{rpc} needs role {required}; the token has {role}")]
+    PermissionDenied {
+        rpc: String,
+        required: &'static str,
+        role: &'static str,
+    },
+    /// A request or response beyond the configured message size.
+    #[error("message too large: {message}")]
+    MessageTooLarge { limit: usize, message: String },
+    /// The server is draining: the call was not started.
+    #[error("server shutting down; {what}")]
+    ShuttingDown { what: String },
     /// A bug or an unexpected state; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -211,6 +230,31 @@ fn map(e: Error) -> Mapped {
             "the snapshot store is unavailable",
         )
         .meta("detail", why),
+        Error::Unauthenticated { reason, message } => {
+            Mapped::new(Code::Unauthenticated, reason, message)
+        }
+        Error::PermissionDenied {
+            rpc,
+            required,
+            role,
+        } => Mapped::new(
+            Code::PermissionDenied,
+            "ROLE_TOO_LOW",
+            format!("{rpc} needs role {required}; the token has role {role}"),
+        )
+        .meta("required_role", required)
+        .meta("role", role)
+        .meta("rpc", rpc),
+        Error::MessageTooLarge { limit, message } => {
+            Mapped::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE", message)
+                .meta("limit_bytes", limit)
+        }
+        Error::ShuttingDown { what } => Mapped::new(
+            Code::Unavailable,
+            "SERVER_SHUTTING_DOWN",
+            format!("server shutting down; {what}"),
+        )
+        .retry(Duration::from_secs(1)),
         Error::Internal(why) => internal("INTERNAL", &why),
     }
 }

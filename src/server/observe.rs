@@ -22,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
@@ -31,11 +31,10 @@ use prost::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::body::Body;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use crate::error::ERROR_DOMAIN;
+use crate::error::Error;
 use crate::metrics::{GrpcMetrics, RpcLabels};
 use crate::service::ctx::parse_grpc_timeout;
 
@@ -166,27 +165,20 @@ fn remap_size_limit(headers: &mut HeaderMap, limit: usize) {
     {
         return;
     }
-    let mut d = ErrorDetails::new();
-    d.set_error_info(
-        "MESSAGE_TOO_LARGE",
-        ERROR_DOMAIN,
-        HashMap::from([("limit_bytes".to_string(), limit.to_string())]),
-    );
-    let mapped = Status::with_error_details(Code::ResourceExhausted, status.message(), d);
+    let mapped = Status::from(Error::MessageTooLarge {
+        limit,
+        message: status.message().to_string(),
+    });
     if mapped.add_header(headers).is_err() {
         tracing::debug!("could not rewrite an oversize-message status");
     }
 }
 
 fn shutting_down_status(what: &str) -> Status {
-    let mut d = ErrorDetails::new();
-    d.set_error_info("SERVER_SHUTTING_DOWN", ERROR_DOMAIN, HashMap::new());
-    d.set_retry_info(Some(Duration::from_secs(1)));
-    Status::with_error_details(
-        Code::Unavailable,
-        format!("server shutting down; {what}"),
-        d,
-    )
+    Error::ShuttingDown {
+        what: what.to_string(),
+    }
+    .into()
 }
 
 /// One call's bookkeeping; records exactly once (on finish, or when dropped unfinished).
@@ -451,6 +443,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ERROR_DOMAIN;
+    use tonic_types::{ErrorDetails, StatusExt};
 
     #[test]
     fn every_served_method_is_known_with_its_type() {
