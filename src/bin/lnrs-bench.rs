@@ -201,7 +201,9 @@ async fn bench(args: &Args) -> Res<()> {
     );
 
     let mut scales = Vec::new();
-    if args.wants(Scenario::Delete) || args.wants(Scenario::Storage) || args.wants(Scenario::Restore)
+    if args.wants(Scenario::Delete)
+        || args.wants(Scenario::Storage)
+        || args.wants(Scenario::Restore)
     {
         for &scale in &args.scale {
             scales.push(run_scale(args, &work, scale, &mut machine).await?);
@@ -469,7 +471,7 @@ mod tests {
             "--concurrency",
             "4",
             "--read-window",
-            "400ms",
+            "2s",
             "--read-rounds",
             "1",
         ]);
@@ -484,8 +486,7 @@ mod tests {
         assert_eq!(scale["delete_no_snapshot"]["deleted"], 12);
         assert_eq!(scale["delete_no_snapshot"]["snapshots_taken"], 0);
         assert_eq!(
-            scale["delete"]["rows_removed"],
-            scale["delete_no_snapshot"]["rows_removed"],
+            scale["delete"]["rows_removed"], scale["delete_no_snapshot"]["rows_removed"],
             "both runs must delete the same rows"
         );
         assert!(scale["delete"]["by_kind"].as_object().expect("kinds").len() >= 8);
@@ -513,7 +514,16 @@ mod tests {
         assert_eq!(json["catchup"]["gaps"], 0);
 
         let md = std::fs::read_to_string(&doc).expect("doc");
-        for section in ["## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."] {
+        for section in [
+            "## Machine",
+            "## Targets",
+            "## 1.",
+            "## 2.",
+            "## 3.",
+            "## 4.",
+            "## 5.",
+            "## 6.",
+        ] {
             assert!(md.contains(section), "{section} missing");
         }
         let targets = json["targets"].as_array().expect("targets");

@@ -100,8 +100,7 @@ fn fixture_event(seq: u64) -> Event {
 pub async fn run(work: &Work, dataset: &Dataset, n: u64) -> Res<CatchupResult> {
     let (seeded, fixture_secs) = fixture(work, dataset, n)?;
     let dir = work.data_dir_with("catchup", &seeded)?;
-    let server =
-        BenchServer::start(harness::config(&dir, SnapshotPolicy::Disabled)).await?;
+    let server = BenchServer::start(harness::config(&dir, SnapshotPolicy::Disabled)).await?;
     let result = replay(&server, n).await;
     server.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);

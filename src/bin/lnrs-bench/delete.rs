@@ -121,7 +121,13 @@ pub async fn pick_targets(channel: &Channel, n: usize) -> Res<Vec<Target>> {
     let mut rng = SplitMix::new(SEED);
     let per_kind = n.div_ceil(10) + 2;
     let measures: Vec<i32> = take(
-        list_all!(client, list_measures, ListMeasuresRequest, measures, measure_id),
+        list_all!(
+            client,
+            list_measures,
+            ListMeasuresRequest,
+            measures,
+            measure_id
+        ),
         per_kind,
         &mut rng,
     );
@@ -131,12 +137,24 @@ pub async fn pick_targets(channel: &Channel, n: usize) -> Res<Vec<Target>> {
         &mut rng,
     );
     let habitats: Vec<i32> = take(
-        list_all!(client, list_habitats, ListHabitatsRequest, habitats, habitat_id),
+        list_all!(
+            client,
+            list_habitats,
+            ListHabitatsRequest,
+            habitats,
+            habitat_id
+        ),
         per_kind,
         &mut rng,
     );
     let species: Vec<i32> = take(
-        list_all!(client, list_species, ListSpeciesRequest, species, species_id),
+        list_all!(
+            client,
+            list_species,
+            ListSpeciesRequest,
+            species,
+            species_id
+        ),
         per_kind,
         &mut rng,
     );
@@ -150,13 +168,17 @@ pub async fn pick_targets(channel: &Channel, n: usize) -> Res<Vec<Target>> {
     let mut links: Vec<Vec<pb::Link>> = Vec::new();
     for t in LINK_TYPES {
         let mut all = list_links(&mut client, t).await?;
+        let under_chosen_map = |l: &pb::Link| {
+            t == pb::LinkType::MeasureAreaPriorityGrant
+                && chosen_map.contains(&(l.measure_id, l.area_id, l.priority_id))
+        };
         all.retain(|l| {
-            !m.contains(&l.measure_id)
-                && !h.contains(&l.habitat_id)
-                && !s.contains(&l.species_id)
-                && !g.contains(l.grant_id.as_str())
-                && !(t == pb::LinkType::MeasureAreaPriorityGrant
-                    && chosen_map.contains(&(l.measure_id, l.area_id, l.priority_id)))
+            let touched = m.contains(&l.measure_id)
+                || h.contains(&l.habitat_id)
+                || s.contains(&l.species_id)
+                || g.contains(l.grant_id.as_str())
+                || under_chosen_map(l);
+            !touched
         });
         rng.shuffle(&mut all);
         all.truncate(per_kind);

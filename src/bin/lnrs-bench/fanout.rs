@@ -131,7 +131,8 @@ async fn drive(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
-        .spawn()?;
+        .spawn()
+        .map_err(|e| fail(format!("starting the subscriber process: {e}")))?;
     let stdout = child.stdout.take().ok_or_else(|| fail("child stdout"))?;
     let mut stdin = child.stdin.take().ok_or_else(|| fail("child stdin"))?;
     let mut lines = BufReader::new(stdout).lines();
@@ -270,7 +271,12 @@ async fn child(url: String, subscribers: usize, connections: usize) -> Res<()> {
         let channel = channels[i % channels.len()].clone();
         let ready = ready.clone();
         let end_rx = end_rx.clone();
-        tasks.push(tokio::spawn(read_stream(channel, ready, end_rx, stop.clone())));
+        tasks.push(tokio::spawn(read_stream(
+            channel,
+            ready,
+            end_rx,
+            stop.clone(),
+        )));
     }
     let deadline = Instant::now() + PHASE_TIMEOUT;
     while ready.load(Ordering::Acquire) < subscribers && Instant::now() < deadline {

@@ -71,7 +71,9 @@ impl Work {
         let mut generated_secs = None;
         let mut rows = None;
         if !path.exists() {
-            let tmp = self.root.join(format!("reference-s{scale}-building.duckdb"));
+            let tmp = self
+                .root
+                .join(format!("reference-s{scale}-building.duckdb"));
             remove_db(&tmp);
             eprintln!("generating the reference dataset at scale {scale} …");
             let started = Instant::now();
@@ -319,7 +321,8 @@ fn file_system_of(path: &Path) -> String {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (dev, mnt, ty) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(mnt).then(|| (mnt.len(), format!("{ty} ({dev} on {mnt})")))
+            path.starts_with(mnt)
+                .then(|| (mnt.len(), format!("{ty} ({dev} on {mnt})")))
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, d)| d)

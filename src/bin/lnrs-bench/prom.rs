@@ -142,7 +142,9 @@ impl Hist {
                 if in_bucket <= 0.0 {
                     return Some(le);
                 }
-                return Some(prev_bound + (le - prev_bound) * (rank - prev_count as f64) / in_bucket);
+                return Some(
+                    prev_bound + (le - prev_bound) * (rank - prev_count as f64) / in_bucket,
+                );
             }
             prev_bound = le;
             prev_count = c;
@@ -246,10 +248,14 @@ plain_total 5
     #[test]
     fn differences_between_scrapes() {
         let before = parse(TEXT);
-        let after = parse(&TEXT.replace("x_seconds_count 4", "x_seconds_count 6").replace(
-            "x_seconds_bucket{le=\"+Inf\"} 4",
-            "x_seconds_bucket{le=\"+Inf\"} 6",
-        ));
+        let after = parse(
+            &TEXT
+                .replace("x_seconds_count 4", "x_seconds_count 6")
+                .replace(
+                    "x_seconds_bucket{le=\"+Inf\"} 4",
+                    "x_seconds_bucket{le=\"+Inf\"} 6",
+                ),
+        );
         let d = after.since(&before, "x_seconds");
         assert_eq!(d.count, 2);
         assert_eq!(d.buckets.last().map(|b| b.1), Some(2));

@@ -120,7 +120,7 @@ async fn window(
                         .is_ok(),
                 };
                 let t1 = Instant::now();
-                if t0 >= start && t1 <= end {
+                if t1 >= start && t1 <= end {
                     if ok {
                         out.done += 1;
                         out.latencies_ms.push((t1 - t0).as_secs_f64() * 1e3);
@@ -207,11 +207,7 @@ pub async fn run(
             },
         );
     }
-    let rate = |k: Kind| {
-        out.kinds
-            .get(k.name())
-            .map_or(0.0, |r| r.requests_per_sec)
-    };
+    let rate = |k: Kind| out.kinds.get(k.name()).map_or(0.0, |r| r.requests_per_sec);
     let empty = rate(Kind::Health).max(f64::MIN_POSITIVE);
     out.get_vs_empty = rate(Kind::Get) / empty;
     out.list_vs_empty = rate(Kind::List) / empty;

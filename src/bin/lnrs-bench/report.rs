@@ -175,7 +175,11 @@ pub fn targets(r: &Results) -> Vec<TargetCheck> {
                     "{:.1} KiB idle, {:.1} KiB after the events",
                     f.kib_per_subscriber_idle, f.kib_per_subscriber_after_events
                 ),
-                Some(f.kib_per_subscriber_idle.max(f.kib_per_subscriber_after_events) <= 64.0),
+                Some(
+                    f.kib_per_subscriber_idle
+                        .max(f.kib_per_subscriber_after_events)
+                        <= 64.0,
+                ),
             ));
         }
         None => {
@@ -190,8 +194,12 @@ pub fn targets(r: &Results) -> Vec<TargetCheck> {
             format!(
                 "{:.2}× ({:.0} vs {:.0} req/s)",
                 rd.get_vs_empty,
-                rd.kinds.get("get_measure").map_or(0.0, |k| k.requests_per_sec),
-                rd.kinds.get("health_check").map_or(0.0, |k| k.requests_per_sec)
+                rd.kinds
+                    .get("get_measure")
+                    .map_or(0.0, |k| k.requests_per_sec),
+                rd.kinds
+                    .get("health_check")
+                    .map_or(0.0, |k| k.requests_per_sec)
             ),
             Some(rd.get_vs_empty >= 0.5),
         )),
@@ -360,12 +368,9 @@ fn deletes_md(w: &mut String, scales: &[ScaleResult]) {
     );
     for s in scales {
         let Some(d) = &s.delete else { continue };
-        let base = s
-            .delete_no_snapshot
-            .as_ref()
-            .map_or("—".into(), |b| {
-                format!("{:.1} / {:.1}", b.latency.p50_ms, b.latency.p99_ms)
-            });
+        let base = s.delete_no_snapshot.as_ref().map_or("—".into(), |b| {
+            format!("{:.1} / {:.1}", b.latency.p50_ms, b.latency.p99_ms)
+        });
         let copy = s.durable_copy.as_ref().map(|c| c.p50_ms);
         let _ = writeln!(
             w,
@@ -605,10 +610,9 @@ fn reads_md(w: &mut String, rd: &ReadsResult) {
         w,
         "| request | req/s (median) | per round | p50 ms | p99 ms | errors | ÷ empty handler |\n|---|---|---|---|---|---|---|"
     );
-    let empty = rd
-        .kinds
-        .get("health_check")
-        .map_or(f64::MIN_POSITIVE, |k| k.requests_per_sec.max(f64::MIN_POSITIVE));
+    let empty = rd.kinds.get("health_check").map_or(f64::MIN_POSITIVE, |k| {
+        k.requests_per_sec.max(f64::MIN_POSITIVE)
+    });
     for (name, k) in &rd.kinds {
         let rounds: Vec<String> = k.per_round.iter().map(|v| format!("{v:.0}")).collect();
         let _ = writeln!(
@@ -692,3 +696,90 @@ const METHODS: &str = r#"
 - Percentiles are nearest-rank over raw client samples; server histogram quantiles are
   interpolated like Prometheus' `histogram_quantile`.
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delete::ServerPhases;
+    use crate::prom::HistSummary;
+
+    fn scale(scale: u32, p50: f64, hash: f64, bytes_per_delete: f64) -> ScaleResult {
+        ScaleResult {
+            scale,
+            dataset: Dataset {
+                scale,
+                path: "x".into(),
+                bytes: 1,
+                rows: None,
+                generated_secs: None,
+            },
+            delete: Some(DeleteRun {
+                latency: Summary {
+                    p50_ms: p50,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            delete_no_snapshot: None,
+            restore: None,
+            durable_copy: None,
+            hash_full_file: Some(Summary {
+                p50_ms: hash,
+                ..Default::default()
+            }),
+            profile: None,
+            stored_bytes_per_delete: Some(bytes_per_delete),
+        }
+    }
+
+    #[test]
+    fn scale_growth_allows_changed_bytes_plus_hashing() {
+        let s1 = scale(1, 20.0, 5.0, 100_000.0);
+        // Same bytes per delete: 20 ms may grow by the hashing growth (45 ms) only.
+        assert_eq!(
+            scale_growth(Some(&s1), Some(&scale(10, 64.0, 50.0, 100_000.0))).met,
+            Some(true)
+        );
+        assert_eq!(
+            scale_growth(Some(&s1), Some(&scale(10, 66.0, 50.0, 100_000.0))).met,
+            Some(false)
+        );
+        // Twice the bytes per delete doubles the scale-1 part.
+        assert_eq!(
+            scale_growth(Some(&s1), Some(&scale(10, 84.0, 50.0, 200_000.0))).met,
+            Some(true)
+        );
+        assert_eq!(scale_growth(Some(&s1), None).met, None);
+    }
+
+    #[test]
+    fn writer_blocked_uses_the_buckets_when_they_decide() {
+        let mut s = scale(1, 20.0, 5.0, 1.0);
+        let with = |le10: f64, le25: f64| ServerPhases {
+            capture: HistSummary {
+                count: 10,
+                ..Default::default()
+            },
+            capture_le_10ms: Some(le10),
+            capture_le_25ms: Some(le25),
+            ..Default::default()
+        };
+        let set = |s: &mut ScaleResult, phases: ServerPhases| {
+            if let Some(d) = s.delete.as_mut() {
+                d.server = phases;
+            }
+        };
+        set(&mut s, with(0.6, 1.0));
+        assert_eq!(writer_blocked(Some(&s)).met, Some(true));
+        set(&mut s, with(0.0, 0.4));
+        assert_eq!(writer_blocked(Some(&s)).met, Some(false));
+        // Between 10 and 25 ms the buckets cannot tell; without a profile it stays open.
+        set(&mut s, with(0.2, 0.9));
+        assert_eq!(writer_blocked(Some(&s)).met, None);
+        s.profile = Some(PhaseProfile {
+            writer_blocked_ms: 12.0,
+            ..Default::default()
+        });
+        assert_eq!(writer_blocked(Some(&s)).met, Some(true));
+    }
+}
