@@ -9,12 +9,39 @@ use crate::domain::tables::EVENT_LOG_TABLE;
 
 /// Appends one event (inside the caller's transaction).
 pub fn append(conn: &Connection, event: &Event) -> Result<(), EventError> {
-    let payload = serde_json::to_string(event)?;
     let sql = format!(
         "INSERT INTO {EVENT_LOG_TABLE} (seq, time_us, kind, entity_type, entity_id, request_id, rpc, payload)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     );
-    conn.prepare_cached(&sql)?.execute(params![
+    let mut stmt = conn.prepare_cached(&sql)?;
+    with_row(event, |row| stmt.execute(row).map(drop))
+}
+
+/// Appends many events through DuckDB's appender — orders of magnitude faster than one
+/// INSERT each, for bulk loads such as benchmark fixtures. Same rows as [`append`]; the
+/// caller guarantees the seqs continue the log densely.
+pub fn append_bulk(
+    conn: &Connection,
+    events: impl IntoIterator<Item = Event>,
+) -> Result<u64, EventError> {
+    let mut app = conn.appender(EVENT_LOG_TABLE)?;
+    let mut n = 0;
+    for event in events {
+        with_row(&event, |row| app.append_row(row))?;
+        n += 1;
+    }
+    // An explicit flush reports a bad row here; the flush on drop would swallow it.
+    app.flush()?;
+    Ok(n)
+}
+
+/// The one column layout of a log row, in table order.
+fn with_row(
+    event: &Event,
+    write: impl FnOnce(&[&dyn duckdb::ToSql]) -> duckdb::Result<()>,
+) -> Result<(), EventError> {
+    let payload = serde_json::to_string(event)?;
+    write(params![
         event.seq as i64,
         event.time.timestamp_micros(),
         event.body.kind.as_str(),
@@ -119,4 +146,54 @@ pub fn compact(
     }
     let sql = format!("DELETE FROM {EVENT_LOG_TABLE} WHERE seq < ?");
     Ok(conn.execute(&sql, [cut as i64])? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::events::{EventDraft, EventKind, Origin};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            // Whole microseconds: the row keeps microseconds, the payload the exact time.
+            time: Utc
+                .timestamp_micros(1_764_000_000_000_000 + seq as i64)
+                .unwrap(),
+            origin: Origin {
+                request_id: Some(format!("req-{seq}")),
+                rpc: Some("/lnrs.v1.EntityService/DeleteHabitat".into()),
+            },
+            body: EventDraft::new(EventKind::EntityDeleted, "habitat", seq.to_string()),
+        }
+    }
+
+    #[test]
+    fn bulk_appends_read_back_exactly_like_single_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::storage::open(&dir.path().join("log.duckdb")).unwrap();
+        crate::storage::schema::migrate(&conn).unwrap();
+        let head = bounds(&conn).unwrap().head;
+        let events: Vec<Event> = (head + 1..=head + 6).map(event).collect();
+        for e in &events[..2] {
+            append(&conn, e).unwrap();
+        }
+        assert_eq!(append_bulk(&conn, events[2..].iter().cloned()).unwrap(), 4);
+
+        assert_eq!(
+            read_after(&conn, head, 100, &EventFilter::default()).unwrap(),
+            events
+        );
+        assert_eq!(bounds(&conn).unwrap().head, head + 6);
+        let filtered = EventFilter {
+            entity_types: ["habitat".to_string()].into(),
+            ..Default::default()
+        };
+        let sql = format!("SELECT count(*) FROM {EVENT_LOG_TABLE} WHERE entity_type = 'habitat' AND request_id LIKE 'req-%'");
+        let n: i64 = conn.query_row(&sql, [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 6, "the indexed columns are filled by both paths");
+        assert_eq!(read_after(&conn, head, 100, &filtered).unwrap().len(), 6);
+    }
 }

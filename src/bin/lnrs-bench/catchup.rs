@@ -1,8 +1,9 @@
 //! Item 6: catch-up throughput — one subscriber replaying a long event log from the start.
 //!
 //! The log is a FIXTURE: before the server starts, the database copy is opened with
-//! `lnrs::storage::open` and events are appended with `lnrs::events::log::append` (the server's
-//! own append) in large transactions — far faster than producing them one RPC at a time.
+//! `lnrs::storage::open` and events are bulk-appended with `lnrs::events::log::append_bulk`
+//! (the server's own row layout, through DuckDB's appender) in large transactions — far faster
+//! than producing them one RPC, or one INSERT, at a time.
 //! Each fixture event is a `link_created` of a MAP link with its after-image, about the size
 //! of the events a link create appends. The seeded file is cached in the work dir.
 
@@ -60,9 +61,7 @@ fn fixture(work: &Work, dataset: &Dataset, n: u64) -> Res<(PathBuf, Option<f64>)
         while seq <= end {
             conn.execute_batch("BEGIN TRANSACTION")?;
             let batch_end = (seq + BATCH - 1).min(end);
-            for s in seq..=batch_end {
-                lnrs::events::log::append(&conn, &fixture_event(s))?;
-            }
+            lnrs::events::log::append_bulk(&conn, (seq..=batch_end).map(fixture_event))?;
             conn.execute_batch("COMMIT")?;
             seq = batch_end + 1;
         }
