@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{reason, ChildServer};
+use common::{measure_ids, reason, ChildServer};
 use lnrs::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -217,22 +217,6 @@ async fn an_empty_data_dir_serves_the_reference_dataset() {
     assert!(tmp.path().join("lnrs.duckdb").exists());
     server.signal(libc::SIGTERM);
     assert!(server.exit(Duration::from_secs(20)).await.0.success());
-}
-
-/// Measure ids through the API.
-async fn measure_ids(ch: &tonic::transport::Channel) -> std::collections::BTreeSet<i32> {
-    pb::entity_service_client::EntityServiceClient::new(ch.clone())
-        .list_measures(pb::ListMeasuresRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .measures
-        .iter()
-        .map(|m| m.measure_id)
-        .collect()
 }
 
 /// Takes a snapshot, deletes a measure, and restores the snapshot in a server armed to abort

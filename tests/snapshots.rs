@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{reason, test_config, TestServer};
+use common::{measure_ids, reason, test_config, TestServer};
 use lnrs::config::SnapshotPolicy;
 use lnrs::pb;
 use tonic::Code;
@@ -16,28 +16,6 @@ fn restore_req(id: &str) -> pb::RestoreSnapshotRequest {
         snapshot_id: id.into(),
         confirm_snapshot_id: id.into(),
         request_id: String::new(),
-    }
-}
-
-async fn measure_ids(s: &TestServer) -> BTreeSet<i32> {
-    let mut c = s.entity();
-    let mut out = BTreeSet::new();
-    let mut token = String::new();
-    loop {
-        let p = c
-            .list_measures(pb::ListMeasuresRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(p.measures.iter().map(|m| m.measure_id));
-        if p.next_page_token.is_empty() {
-            return out;
-        }
-        token = p.next_page_token;
     }
 }
 
@@ -64,7 +42,7 @@ async fn snapshot_before_delete_records_what_was_deleted_and_restore_brings_it_b
     let s = TestServer::start().await;
     let mut c = s.entity();
     let mut snaps = s.snapshots();
-    let before = measure_ids(&s).await;
+    let before = measure_ids(&s.channel).await;
     let out = c
         .delete_measure(pb::DeleteMeasureRequest {
             measure_id: 42,
@@ -106,7 +84,7 @@ async fn snapshot_before_delete_records_what_was_deleted_and_restore_brings_it_b
         measure_rows, 168,
         "the snapshot holds the state before the delete"
     );
-    assert!(!measure_ids(&s).await.contains(&42));
+    assert!(!measure_ids(&s.channel).await.contains(&42));
 
     let r = snaps
         .restore_snapshot(restore_req(&out.snapshot_id))
@@ -130,7 +108,7 @@ async fn snapshot_before_delete_records_what_was_deleted_and_restore_brings_it_b
         "{names:?}"
     );
     assert_eq!(
-        measure_ids(&s).await,
+        measure_ids(&s.channel).await,
         before,
         "restore recovers the deleted measure"
     );
@@ -162,7 +140,7 @@ async fn snapshot_before_delete_records_what_was_deleted_and_restore_brings_it_b
         .unwrap()
         .into_inner();
     assert!(!undo.rolled_back);
-    assert!(!measure_ids(&s).await.contains(&42));
+    assert!(!measure_ids(&s.channel).await.contains(&42));
     s.stop().await;
 }
 
@@ -325,7 +303,7 @@ async fn time_travel_over_three_states() {
         if i > 0 {
             create_measure(&s, &format!("state {i}")).await;
         }
-        states.push(measure_ids(&s).await);
+        states.push(measure_ids(&s.channel).await);
         let snap = snaps
             .create_snapshot(pb::CreateSnapshotRequest {
                 description: format!("state {i}"),
@@ -346,7 +324,7 @@ async fn time_travel_over_three_states() {
             .unwrap()
             .into_inner();
         assert!(!r.rolled_back, "state {i}: {:?}", r.rollback_reason);
-        assert_eq!(measure_ids(&s).await, states[i], "state {i}");
+        assert_eq!(measure_ids(&s.channel).await, states[i], "state {i}");
     }
     s.stop().await;
 }
@@ -617,7 +595,7 @@ async fn corrupt_block_is_reported_and_the_live_database_is_untouched() {
         .snapshot
         .unwrap()
         .snapshot_id;
-    let live = measure_ids(&s).await;
+    let live = measure_ids(&s.channel).await;
     // Damage a block only the target holds: the live state cannot heal it by deduplication.
     let only_target: Vec<String> = manifest_blocks(&s.data_dir, &id)
         .difference(&manifest_blocks(&s.data_dir, &now))
@@ -651,7 +629,7 @@ async fn corrupt_block_is_reported_and_the_live_database_is_untouched() {
         "{report:?}"
     );
     assert_eq!(
-        measure_ids(&s).await,
+        measure_ids(&s.channel).await,
         live,
         "the live database is untouched"
     );
@@ -705,7 +683,7 @@ async fn failure_after_the_swap_rolls_back_by_itself() {
         .unwrap()
         .snapshot_id;
     create_measure(&s, "pre-restore state").await;
-    let live = measure_ids(&s).await;
+    let live = measure_ids(&s.channel).await;
     lnrs::fault::configure("restore.post_swap_verify=error").unwrap();
     let r = snaps
         .restore_snapshot(restore_req(&id))
@@ -722,7 +700,7 @@ async fn failure_after_the_swap_rolls_back_by_itself() {
         .iter()
         .any(|c| c.name.starts_with("rollback:")));
     assert_eq!(
-        measure_ids(&s).await,
+        measure_ids(&s.channel).await,
         live,
         "the live data equals the pre-restore state"
     );
@@ -803,13 +781,16 @@ async fn unwritable_snapshot_storage_required_refuses_and_best_effort_reports() 
                     (e.code(), reason(&e).as_str()),
                     (Code::FailedPrecondition, "PRE_DELETE_SNAPSHOT_FAILED")
                 );
-                assert!(measure_ids(&s).await.contains(&10), "nothing changed");
+                assert!(
+                    measure_ids(&s.channel).await.contains(&10),
+                    "nothing changed"
+                );
             }
             _ => {
                 let out = r.unwrap().into_inner().outcome.unwrap();
                 assert!(out.snapshot_id.is_empty());
                 assert!(!out.snapshot_skipped_reason.is_empty());
-                assert!(!measure_ids(&s).await.contains(&10));
+                assert!(!measure_ids(&s.channel).await.contains(&10));
                 let ev = s
                     .events()
                     .list_events(pb::ListEventsRequest {
@@ -923,7 +904,7 @@ async fn no_lost_commits_under_concurrent_writes() {
             .unwrap()
             .into_inner();
         assert!(!r.rolled_back);
-        let present = measure_ids(&s).await;
+        let present = measure_ids(&s.channel).await;
         assert!(
             present.contains(&id),
             "the snapshot precedes the delete of {id}"

@@ -212,3 +212,26 @@ pub async fn events_after(channel: &Channel, mut after: u64) -> Vec<pb::Event> {
         after = p.next_start_after_seq;
     }
 }
+
+/// Every measure id, paging through ListMeasures.
+pub async fn measure_ids(channel: &Channel) -> std::collections::BTreeSet<i32> {
+    let mut c = pb::entity_service_client::EntityServiceClient::new(channel.clone());
+    let mut out = std::collections::BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let p = c
+            .list_measures(pb::ListMeasuresRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(p.measures.iter().map(|m| m.measure_id));
+        if p.next_page_token.is_empty() {
+            return out;
+        }
+        token = p.next_page_token;
+    }
+}
