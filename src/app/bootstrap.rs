@@ -57,6 +57,7 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
     let shared = Arc::new(Shared {
         db_path: db_path.clone(),
         reads,
+        records: Default::default(),
         hub,
         store: RwLock::new(store.as_ref().ok().cloned()),
         status: StorageStatus::new(initial),

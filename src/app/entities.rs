@@ -7,7 +7,7 @@ use std::thread;
 use duckdb::Connection;
 use serde::{Deserialize, Serialize};
 
-use super::state::{in_transaction, WriterState};
+use super::state::WriterState;
 use super::{App, Replayable, RequestCtx};
 use crate::config::SnapshotPolicy;
 use crate::domain::validate::validate_draft;
@@ -372,7 +372,7 @@ impl WriterState {
         let seq = self.next_seq;
         let mut changes = Changes::new();
         let mut snapshot_failure = None;
-        let outcome = in_transaction(self.conn()?, |conn| {
+        let outcome = self.data_transaction(|conn| {
             cascade::execute(conn, &plan, &mut changes)?;
             let info = match pending.wait() {
                 Snap::Taken(m) => DeleteInfo {

@@ -3,6 +3,7 @@
 //! read pool. gRPC handlers in [`crate::service`] are thin wrappers over these functions.
 
 mod bootstrap;
+pub mod cache;
 pub mod entities;
 pub mod maintenance;
 pub mod reads;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub config: Config,
     pub db_path: PathBuf,
     pub reads: Arc<ReadPool>,
+    /// GetX answers, valid per data generation.
+    pub records: cache::RecordCache,
     pub hub: Arc<EventHub>,
     store: RwLock<Option<Arc<SnapshotStore>>>,
     pub status: StorageStatus,

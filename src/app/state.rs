@@ -122,8 +122,7 @@ impl WriterState {
         }
         let first_seq = self.next_seq;
         let mut changes = Changes::new();
-        let conn = self.conn()?;
-        let events = in_transaction(conn, |conn| {
+        let events = self.data_transaction(|conn| {
             let (value, drafts) = body(conn, &mut changes, first_seq)?;
             let events = self.stamp(ctx, drafts);
             for e in &events {
@@ -138,6 +137,16 @@ impl WriterState {
             value,
             replayed: false,
         })
+    }
+
+    /// A transaction that changes user data, fenced (see [`crate::storage::pool`]) so cached
+    /// reads are bypassed from BEGIN until after COMMIT.
+    pub(crate) fn data_transaction<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let _fence = self.shared.reads.write_fence();
+        in_transaction(self.conn()?, f)
     }
 
     /// Gives drafts their seqs, time and origin.

@@ -3,7 +3,15 @@
 //! connection (DuckDB closes a file only when its last connection goes), and reopens it with the
 //! new database. Reads arriving meanwhile wait a bounded time, then get `Unavailable` — they
 //! never see a mixture of old and new data.
+//!
+//! The pool also owns the data *generation*, a seqlock over the committed state that lets
+//! callers cache what they read: the writer holds a [`WriteFence`] from BEGIN until after
+//! COMMIT (a suspension holds one too), making the generation odd while a change is in flight
+//! and moving it on when the fence drops. A value read from DuckDB after observing an even
+//! generation `g` is exactly the committed state for as long as [`ReadPool::generation`] is
+//! still `Some(g)`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +30,7 @@ pub struct ReadPool {
     gate: RwLock<Option<Conns>>,
     wait: Duration,
     max_idle: usize,
+    generation: AtomicU64,
 }
 
 impl ReadPool {
@@ -35,6 +44,7 @@ impl ReadPool {
             })),
             wait,
             max_idle,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -92,15 +102,44 @@ impl ReadPool {
     /// Closes the gate: waits for running reads, then drops every read connection. Reads wait
     /// (bounded) until the returned guard is resumed or dropped.
     pub fn suspend(&self) -> Suspended<'_> {
+        let fence = self.write_fence();
         let mut guard = self.gate.write();
         guard.take();
-        Suspended { guard }
+        Suspended {
+            guard,
+            _fence: fence,
+        }
+    }
+
+    /// The data generation if no change is in flight (see the module docs).
+    pub fn generation(&self) -> Option<u64> {
+        let g = self.generation.load(Ordering::Acquire);
+        (g % 2 == 0).then_some(g)
+    }
+
+    /// Marks a change in flight until the fence drops. Only the writer thread takes fences, one
+    /// at a time (they do not nest).
+    pub fn write_fence(&self) -> WriteFence<'_> {
+        let before = self.generation.fetch_add(1, Ordering::AcqRel);
+        debug_assert!(before % 2 == 0, "write fences do not nest");
+        WriteFence(&self.generation)
+    }
+}
+
+/// A change in flight: cached reads are bypassed until it drops (after COMMIT or resume).
+pub struct WriteFence<'a>(&'a AtomicU64);
+
+impl Drop for WriteFence<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 /// The closed gate of a suspended pool.
 pub struct Suspended<'a> {
+    // Field order matters: the gate reopens before the fence moves the generation on.
     guard: RwLockWriteGuard<'a, Option<Conns>>,
+    _fence: WriteFence<'a>,
 }
 
 impl Suspended<'_> {
