@@ -362,7 +362,7 @@ fn map_snapshot(e: SnapshotError) -> Mapped {
                 .meta("path", path.display())
         }
         SnapshotError::Locked(_) => Mapped::new(Code::FailedPrecondition, reason, "the snapshot store is in use by another process"),
-        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::Injected(_) | SnapshotError::Db(_) => {
+        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::SourceChanged | SnapshotError::Injected(_) | SnapshotError::Db(_) => {
             internal(reason, &e)
         }
     }

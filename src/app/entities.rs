@@ -366,15 +366,21 @@ impl WriterState {
         if let Some(r) = self.replay(ctx)? {
             return Ok(r);
         }
+        let mut phases = Phases::start();
         let before = target.load(self.conn()?)?;
         let plan = cascade::plan(target.root());
+        phases.mark("load");
         let pending = self.start_pre_delete_snapshot(ctx, target)?;
+        phases.mark("capture");
         let seq = self.next_seq;
         let mut changes = Changes::new();
         let mut snapshot_failure = None;
         let outcome = self.data_transaction(|conn| {
             cascade::execute(conn, &plan, &mut changes)?;
-            let info = match pending.wait() {
+            phases.mark("cascade");
+            let snap = pending.wait();
+            phases.mark("snapshot_wait");
+            let info = match snap {
                 Snap::Taken(m) => DeleteInfo {
                     snapshot_id: Some(m.id.as_str().to_string()),
                     ..Default::default()
@@ -419,14 +425,18 @@ impl WriterState {
                 event_seq: seq,
             };
             self.record_response(conn, ctx, &value)?;
+            phases.mark("logs");
             Ok((value, events))
         });
+        phases.mark("commit");
         // Publish the delete first: a storage event appended after it must get the next seq.
         let committed = outcome.map(|(value, events)| {
             self.after_commit(&changes, events);
             value
         });
         self.note_snapshot_result(snapshot_failure.as_ref());
+        phases.mark("publish");
+        tracing::debug!(target: "lnrs::delete_phases", entity = target.type_name(), phases = %phases, "delete phases");
         Ok(Replayable {
             value: committed?,
             replayed: false,
@@ -456,19 +466,25 @@ impl WriterState {
         );
         meta.entity_type = Some(target.type_name().to_string());
         meta.entity_id = Some(target.id_string());
-        let capture = match self.capture() {
-            Ok(c) => c,
-            Err(e) => return Ok(Pending::Ready(Snap::Failed(e))),
+        let checkpointed = {
+            let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
+            self.checkpoint_for_capture()
         };
-        let store = match self.store() {
+        let store = match checkpointed {
             Ok(s) => s,
             Err(e) => return Ok(Pending::Ready(Snap::Failed(e))),
         };
+        // The copy runs alongside the cascade: the file stays as checkpointed until this
+        // transaction commits, and it commits only after joining the thread.
+        let db_path = self.db_path.clone();
         let handle = thread::Builder::new()
             .name("lnrs-snapshot-commit".into())
-            .spawn(move || crate::metrics::commit_snapshot(&store, capture, meta))
+            .spawn(move || {
+                let capture = store.capture(&db_path)?;
+                crate::metrics::commit_snapshot(&store, capture, meta)
+            })
             .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
-        Ok(Pending::Running(handle))
+        Ok(Pending::Running(Joined(Some(handle))))
     }
 }
 
@@ -481,18 +497,65 @@ enum Snap {
 
 enum Pending {
     Ready(Snap),
-    Running(thread::JoinHandle<Result<Manifest, SnapshotError>>),
+    Running(Joined),
+}
+
+type SnapshotThread = thread::JoinHandle<Result<Manifest, SnapshotError>>;
+
+/// The snapshot thread, joined even when the delete fails before waiting for it: it may still
+/// be copying the database file, which must not change until it is done.
+struct Joined(Option<SnapshotThread>);
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Pending {
     fn wait(self) -> Snap {
         match self {
             Pending::Ready(s) => s,
-            Pending::Running(h) => match h.join() {
-                Ok(Ok(m)) => Snap::Taken(Box::new(m)),
-                Ok(Err(e)) => Snap::Failed(e),
-                Err(_) => Snap::Failed(SnapshotError::Injected("snapshot commit thread panicked")),
+            Pending::Running(mut j) => match j.0.take().map(|h| h.join()) {
+                Some(Ok(Ok(m))) => Snap::Taken(Box::new(m)),
+                Some(Ok(Err(e))) => Snap::Failed(e),
+                Some(Err(_)) | None => {
+                    Snap::Failed(SnapshotError::Injected("snapshot commit thread panicked"))
+                }
             },
         }
+    }
+}
+
+/// Milliseconds spent in each phase of a delete on the writer, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+    marks: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            marks: Vec::with_capacity(8),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.marks
+            .push((phase, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, ms)) in self.marks.iter().enumerate() {
+            write!(f, "{}{name}={ms:.1}", if i == 0 { "" } else { " " })?;
+        }
+        Ok(())
     }
 }

@@ -240,8 +240,19 @@ impl App {
             keep_last: keep_last.unwrap_or(self.config().retention_keep_last),
             keep_within: keep_within.or(self.config().retention_keep_within),
         };
+        // The store work runs off the writer (forget and GC are safe alongside commits and
+        // respect restore pins); only the event needs the writer.
+        let shared = self.shared.clone();
+        let outcome = blocking(move || {
+            let _timer = crate::metrics::timer(crate::metrics::Op::Retention);
+            Ok(shared.store()?.apply_retention(&policy, dry_run)?)
+        })
+        .await?;
+        if dry_run || outcome.removed.is_empty() {
+            return Ok((outcome, 0));
+        }
         let c = ctx.clone();
-        self.write(&ctx, move |st| st.retention(&c, &policy, dry_run))
+        self.write(&ctx, move |st| st.retention_applied(&c, outcome))
             .await
     }
 
@@ -294,19 +305,12 @@ impl App {
 }
 
 impl super::WriterState {
-    /// Retention on the writer: plan, forget, GC, and an event when something went.
-    pub(crate) fn retention(
+    /// The event for a retention run that removed snapshots.
+    pub(crate) fn retention_applied(
         &mut self,
         ctx: &RequestCtx,
-        policy: &RetentionPolicy,
-        dry_run: bool,
+        outcome: RetentionOutcome,
     ) -> Result<(RetentionOutcome, u64), Error> {
-        let _timer = crate::metrics::timer(crate::metrics::Op::Retention);
-        let store = self.shared.store()?;
-        let outcome = store.apply_retention(policy, dry_run)?;
-        if dry_run || outcome.removed.is_empty() {
-            return Ok((outcome, 0));
-        }
         crate::metrics::retention_freed(outcome.gc.as_ref().map_or(0, |g| g.bytes_freed));
         let mut ev = EventDraft::new(EventKind::RetentionApplied, "snapshot", "");
         ev.entity_id = None;

@@ -218,17 +218,26 @@ impl WriterState {
     /// CHECKPOINT + empty-WAL check + read of the file: the only part of a snapshot that needs
     /// the writer. Nothing can commit in between because this thread is the only writer.
     pub(crate) fn capture(&self) -> Result<Capture, SnapshotError> {
+        let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
+        self.checkpoint_for_capture()?.capture(&self.db_path)
+    }
+
+    /// CHECKPOINT with an empty WAL after it: from here until the writer's next COMMIT the
+    /// database file holds exactly the committed state (see [`crate::snapshot::capture`]).
+    /// Returns the store the capture goes to.
+    pub(crate) fn checkpoint_for_capture(
+        &self,
+    ) -> Result<Arc<crate::snapshot::SnapshotStore>, SnapshotError> {
         let store = self.store()?;
         let conn = self
             .conn
             .as_ref()
             .ok_or(SnapshotError::WalNotEmpty("database closed".into()))?;
-        let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
         storage::checkpoint(conn).map_err(|e| match e {
             StorageError::Db(d) => SnapshotError::Db(d),
             other => SnapshotError::WalNotEmpty(other.to_string()),
         })?;
-        store.capture(&self.db_path)
+        Ok(store)
     }
 
     /// The snapshot store as a snapshot-layer result (a store that never opened is "missing").

@@ -1,6 +1,13 @@
-//! Capture: the part of a snapshot that runs under the writer barrier — copy the checkpointed
-//! database file into a pooled in-memory buffer and nothing else, so the writer is held for one
-//! `read` of the file. Hashing, compression and all durable writes happen later in `commit`.
+//! Capture: copy the checkpointed database file into a pooled in-memory buffer and nothing
+//! else. Hashing, compression and all durable writes happen later in `commit`.
+//!
+//! The copy needs the file to stay as the last CHECKPOINT left it. DuckDB writes the database
+//! file only when it checkpoints (commits go to the WAL; an automatic checkpoint happens at a
+//! COMMIT whose WAL passes 16 MiB), so either the writer is held for the copy, or — the
+//! pre-delete path — the writer runs its still-uncommitted transaction meanwhile and joins the
+//! copy before it commits. As a tripwire on top of that structure, the header is read again
+//! after the copy: every checkpoint ends by writing a new database header, so a copy that a
+//! checkpoint completed during fails instead of mixing two states.
 //!
 //! Also here: [`checkpoint_for_snapshot`], the CHECKPOINT + empty-WAL assertion the writer runs
 //! right before capturing.
@@ -14,7 +21,7 @@ use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
 use super::error::{fail_point, io_err, SnapshotError};
-use super::manifest::parse_storage_version;
+use super::manifest::{parse_storage_version, HEADER_LEN};
 
 /// At most this many idle buffers are kept: one being committed while the next is captured.
 const MAX_POOLED: usize = 2;
@@ -76,6 +83,13 @@ impl Capture {
             capture.buf.resize(len, 0);
         }
         read_parallel(&file, &mut capture.buf[..len]).map_err(|e| io_err(path, e))?;
+        let head = len.min(HEADER_LEN);
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut header[..head], 0)
+            .map_err(|e| io_err(path, e))?;
+        if header[..head] != capture.buf[..head] {
+            return Err(SnapshotError::SourceChanged);
+        }
         capture.len = len;
         capture.storage_version = parse_storage_version(capture.bytes())?;
         fail_point("snapshot.after_capture")?;

@@ -75,6 +75,9 @@ pub enum SnapshotError {
     /// The captured file is not a DuckDB database.
     #[error("not a DuckDB database file: {0}")]
     NotADatabase(String),
+    /// The database file changed while it was copied (a checkpoint raced the capture).
+    #[error("the database file changed while it was being captured")]
+    SourceChanged,
     /// CHECKPOINT left data in the WAL, so the file alone would miss commits.
     #[error("the WAL is not empty after CHECKPOINT ({0})")]
     WalNotEmpty(String),
@@ -108,6 +111,7 @@ impl SnapshotError {
             Self::IncompatibleStorageVersion { .. } => "SNAPSHOT_INCOMPATIBLE_STORAGE_VERSION",
             Self::NotADatabase(_) => "SNAPSHOT_SOURCE_INVALID",
             Self::WalNotEmpty(_) => "SNAPSHOT_WAL_NOT_EMPTY",
+            Self::SourceChanged => "SNAPSHOT_SOURCE_CHANGED",
             Self::Locked(_) => "SNAPSHOT_STORE_LOCKED",
             Self::Injected(_) => "SNAPSHOT_INJECTED_FAULT",
             Self::Db(_) => "SNAPSHOT_DATABASE_ERROR",

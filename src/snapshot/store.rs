@@ -667,7 +667,10 @@ impl SnapshotStore {
         }
         kept.sort_by(|a, b| b.id.cmp(&a.id));
         outcome.kept = kept;
-        outcome.gc = Some(self.gc()?);
+        // Nothing forgotten, nothing newly unreferenced: a sweep would only list the blocks.
+        if !outcome.removed.is_empty() {
+            outcome.gc = Some(self.gc()?);
+        }
         Ok(outcome)
     }
 
