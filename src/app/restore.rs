@@ -375,27 +375,30 @@ impl WriterState {
     }
 
     /// Copies the live event log and request log into the assembled file and appends the
-    /// restore's event there: the log never rewinds and the restore is itself an event.
+    /// restore's event there, in one transaction: the log never rewinds and the restore is
+    /// itself an event.
     fn carry_over(&self, tmp: &Path, event: &Event) -> Result<(), Error> {
+        const DB: &str = "lnrs_restore";
         let conn = self.conn()?;
         let path = tmp.to_string_lossy().replace('\'', "''");
-        conn.execute_batch(&format!("ATTACH '{path}' AS lnrs_restore"))
+        conn.execute_batch(&format!("ATTACH '{path}' AS {DB}"))
             .map_err(StorageError::from)?;
         let copied = super::state::in_transaction(conn, |c| {
             for t in [EVENT_LOG_TABLE, REQUEST_LOG_TABLE] {
                 c.execute_batch(&format!(
-                    "DELETE FROM lnrs_restore.{t}; INSERT INTO lnrs_restore.{t} BY NAME SELECT * FROM main.{t};"
+                    "DELETE FROM {DB}.{t}; INSERT INTO {DB}.{t} BY NAME SELECT * FROM main.{t};"
                 ))
                 .map_err(StorageError::from)?;
             }
+            event_log::append_to(c, Some(DB), event)?;
             Ok(())
         });
-        let checkpointed = conn.execute_batch("CHECKPOINT lnrs_restore");
-        let detached = conn.execute_batch("DETACH lnrs_restore");
+        let checkpointed = conn.execute_batch(&format!("CHECKPOINT {DB}"));
+        let detached = conn.execute_batch(&format!("DETACH {DB}"));
         copied?;
         checkpointed.map_err(StorageError::from)?;
         detached.map_err(StorageError::from)?;
-        append_events_to_file(tmp, std::slice::from_ref(event))
+        fsync_file(tmp)
     }
 
     /// Reopens the live file and checks it is byte for byte the file that passed the deep
@@ -430,23 +433,36 @@ impl WriterState {
             }
         };
         report.push("open", true, "opens", "opens", t.elapsed());
-        report.run(
-            "schema_inventory",
-            || match storage::inspect::schema_inventory(&conn) {
-                Ok(s) if &s == schema_inv => (
-                    true,
-                    "as in the manifest".into(),
-                    "as in the manifest".into(),
-                ),
-                Ok(s) => (
-                    false,
-                    format!("{} columns", schema_inv.columns.len()),
-                    format!("{} columns, differing", s.columns.len()),
-                ),
-                Err(e) => (false, "readable".into(), e.to_string()),
-            },
-        );
-        report.run("row_counts", || row_counts_match(&conn, fps));
+        let schema_check = |c: &duckdb::Connection| {
+            let mut r = IntegrityReport::default();
+            r.run(
+                "schema_inventory",
+                || match storage::inspect::schema_inventory(c) {
+                    Ok(s) if &s == schema_inv => (
+                        true,
+                        "as in the manifest".into(),
+                        "as in the manifest".into(),
+                    ),
+                    Ok(s) => (
+                        false,
+                        format!("{} columns", schema_inv.columns.len()),
+                        format!("{} columns, differing", s.columns.len()),
+                    ),
+                    Err(e) => (false, "readable".into(), e.to_string()),
+                },
+            );
+            r
+        };
+        let counts_check = |c: &duckdb::Connection| {
+            let mut r = IntegrityReport::default();
+            r.run("row_counts", || row_counts_match(c, fps));
+            r
+        };
+        let checks: [&(dyn Fn(&duckdb::Connection) -> IntegrityReport + Sync); 2] =
+            [&schema_check, &counts_check];
+        for r in crate::snapshot::verify::run_jobs(&conn, &checks, |c, check| check(c)) {
+            report.extend(r);
+        }
         if crate::fault::hit("restore.post_swap_verify") {
             report.push(
                 "injected_fault",
@@ -539,10 +555,10 @@ struct Swap<'a> {
     event: Event,
 }
 
-/// BLAKE3 of a whole file.
+/// BLAKE3 of a whole file, memory-mapped and hashed on every core: no file-sized allocation
+/// (its page faults cost more than the hashing) and no copy.
 fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
-    let bytes = std::fs::read(path)?;
-    Ok(blake3::Hasher::new().update_rayon(&bytes).finalize())
+    Ok(blake3::Hasher::new().update_mmap_rayon(path)?.finalize())
 }
 
 /// Every user table's row count against the manifest (answered from metadata: cheap, and the

@@ -5,12 +5,23 @@ use duckdb::{params, params_from_iter, Connection};
 
 use super::model::{Event, EventFilter};
 use super::EventError;
-use crate::domain::tables::EVENT_LOG_TABLE;
+use crate::domain::tables::{quote_ident, EVENT_LOG_TABLE};
 
 /// Appends one event (inside the caller's transaction).
 pub fn append(conn: &Connection, event: &Event) -> Result<(), EventError> {
+    append_to(conn, None, event)
+}
+
+/// Appends one event to the log of `database` (an attached database), or of the connection's
+/// default database.
+pub fn append_to(
+    conn: &Connection,
+    database: Option<&str>,
+    event: &Event,
+) -> Result<(), EventError> {
+    let prefix = database.map_or(String::new(), |d| format!("{}.", quote_ident(d)));
     let sql = format!(
-        "INSERT INTO {EVENT_LOG_TABLE} (seq, time_us, kind, entity_type, entity_id, request_id, rpc, payload)
+        "INSERT INTO {prefix}{EVENT_LOG_TABLE} (seq, time_us, kind, entity_type, entity_id, request_id, rpc, payload)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     );
     let mut stmt = conn.prepare_cached(&sql)?;

@@ -4,10 +4,12 @@
 //! deep verify and restore share.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use duckdb::Connection;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::fingerprint::Fingerprints;
@@ -100,19 +102,18 @@ pub fn check_database(
     expected_schema: &SchemaInventory,
 ) -> IntegrityReport {
     let mut report = IntegrityReport::default();
-    scan_tables(conn, expected_fingerprints, &mut report);
-    report.run("schema_inventory", || {
-        compare_schema(expected_schema, inspect::schema_inventory(conn))
-    });
-    orphan_checks(conn, &mut report);
-    report
-}
-
-/// `scan:<table>` for every table in the database and every table the fingerprints expect.
-fn scan_tables(conn: &Connection, expected: &Fingerprints, report: &mut IntegrityReport) {
     let start = Instant::now();
+    let mut jobs = vec![Job::Schema, Job::Orphans];
     let present = match inspect::all_tables(conn) {
-        Ok(t) => t,
+        Ok(present) => {
+            let names: BTreeSet<&str> = present
+                .iter()
+                .map(String::as_str)
+                .chain(expected_fingerprints.keys().map(String::as_str))
+                .collect();
+            jobs.extend(names.into_iter().map(|t| Job::Scan(t.to_string())));
+            present
+        }
         Err(e) => {
             report.push(
                 "list_tables",
@@ -121,31 +122,82 @@ fn scan_tables(conn: &Connection, expected: &Fingerprints, report: &mut Integrit
                 e.to_string(),
                 start.elapsed(),
             );
-            return;
+            Vec::new()
         }
     };
-    let names: BTreeSet<&str> = present
-        .iter()
-        .map(String::as_str)
-        .chain(expected.keys().map(String::as_str))
-        .collect();
-    for table in names {
-        report.run(format!("scan:{table}"), || {
-            let want = expected.get(table);
-            let expected_text =
-                want.map_or_else(|| "full scan readable".to_string(), |f| f.to_string());
-            if !present.iter().any(|t| t == table) {
-                return (false, expected_text, "table missing".into());
-            }
-            match inspect::scan_table(conn, table) {
-                Ok(got) => (
-                    want.is_none_or(|w| *w == got),
-                    expected_text,
-                    got.to_string(),
-                ),
-                Err(e) => (false, expected_text, format!("scan failed: {e}")),
-            }
-        });
+    let results = run_jobs(conn, &jobs, |c, job| {
+        let mut r = IntegrityReport::default();
+        match job {
+            Job::Scan(table) => r.run(format!("scan:{table}"), || {
+                scan_check(c, table, &present, expected_fingerprints)
+            }),
+            Job::Schema => r.run("schema_inventory", || {
+                compare_schema(expected_schema, inspect::schema_inventory(c))
+            }),
+            Job::Orphans => orphan_checks(c, &mut r),
+        }
+        r
+    });
+    // Reported in the conventional order: scans, schema, orphans.
+    let mut results = results.into_iter();
+    let head: Vec<IntegrityReport> = results.by_ref().take(2).collect();
+    for r in results.chain(head) {
+        report.extend(r);
+    }
+    report
+}
+
+/// One unit of [`check_database`]'s work.
+enum Job {
+    Scan(String),
+    Schema,
+    Orphans,
+}
+
+/// Runs `jobs` on two connections to the same database (the caller's and a clone), in parallel:
+/// most checks are small queries whose fixed per-statement cost would otherwise add up
+/// serially. Results come back in job order.
+pub fn run_jobs<J: Sync>(
+    conn: &Connection,
+    jobs: &[J],
+    f: impl Fn(&Connection, &J) -> IntegrityReport + Sync,
+) -> Vec<IntegrityReport> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<IntegrityReport>> = jobs.iter().map(|_| Mutex::default()).collect();
+    let work = |c: &Connection| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = jobs.get(i) else { break };
+        *slots[i].lock() = f(c, job);
+    };
+    std::thread::scope(|s| {
+        if let Ok(second) = conn.try_clone() {
+            let work = &work;
+            s.spawn(move || work(&second));
+        }
+        work(conn);
+    });
+    slots.into_iter().map(Mutex::into_inner).collect()
+}
+
+/// `scan:<table>`: a full scan's count and hash against the manifest's fingerprint.
+fn scan_check(
+    conn: &Connection,
+    table: &str,
+    present: &[String],
+    expected: &Fingerprints,
+) -> (bool, String, String) {
+    let want = expected.get(table);
+    let expected_text = want.map_or_else(|| "full scan readable".to_string(), |f| f.to_string());
+    if !present.iter().any(|t| t == table) {
+        return (false, expected_text, "table missing".into());
+    }
+    match inspect::scan_table(conn, table) {
+        Ok(got) => (
+            want.is_none_or(|w| *w == got),
+            expected_text,
+            got.to_string(),
+        ),
+        Err(e) => (false, expected_text, format!("scan failed: {e}")),
     }
 }
 
