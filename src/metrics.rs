@@ -37,9 +37,11 @@ const RPC_BUCKETS: [f64; 11] = [
 ];
 
 /// Buckets (seconds) for snapshot/restore/verify work: from a 1 ms capture of a small file to
-/// a minute-long deep verify of a large one.
-const OP_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+/// a minute-long deep verify of a large one, with edges at the service's latency objectives
+/// (writer blocked 15 ms, delete 30 / 75 ms, restore 500 ms) so they read exactly.
+const OP_BUCKETS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    15.0, 60.0,
 ];
 
 /// Buckets (events behind the head) for subscriber lag.

@@ -294,8 +294,9 @@ impl Machine {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|| "unknown (rustc not on PATH)".into());
+        // The dev profile is the project's one DuckDB build (see Cargo.toml).
         let profile = if cfg!(debug_assertions) {
-            "debug (unoptimised lnrs; numbers are NOT representative)"
+            "dev (lnrs at opt-level 1, dependencies incl. DuckDB at 3, DuckDB with NDEBUG)"
         } else {
             "release"
         };

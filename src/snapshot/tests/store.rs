@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::fs;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use super::fixtures::{meta_of, Db};
 use crate::snapshot::{
@@ -64,54 +63,30 @@ fn fsio_is_empty(dir: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The headline numbers: ten snapshots around small deletes cost less than one file, each
-/// adds only a few blocks; and the capture/commit timings on a ~35 MB file.
+/// The headline numbers: ten snapshots around small deletes cost less than one file, and each
+/// adds only a few blocks (timings are the benchmark's business: `lnrs-bench`).
 #[test]
 fn small_deletes_add_few_blocks_and_ten_snapshots_cost_less_than_one_file() {
     let db = Db::big();
     let store = db.store();
-    let first = db.snapshot(&store, None);
-    let file_len = first.file_len;
-    eprintln!(
-        "fixture: {} bytes, {} blocks, stored {} bytes",
-        file_len,
-        first.blocks.len(),
-        store.stats().stored_bytes
-    );
-    let mut captures = Vec::new();
-    let mut commits = Vec::new();
+    let file_len = db.snapshot(&store, None).file_len;
     for i in 1..10 {
         let before = store.stats();
         db.delete_measure(i * 20_011);
         let meta = db.meta(Operation::Delete, Some(i * 20_011));
         checkpoint_for_snapshot(&db.conn).expect("checkpoint");
-        let t = Instant::now();
         let capture = store.capture(&db.path).expect("capture");
-        captures.push(t.elapsed());
-        let t = Instant::now();
-        let m = store.commit(capture, meta).expect("commit");
-        commits.push(t.elapsed());
+        store.commit(capture, meta).expect("commit");
         let added = store.stats().block_count - before.block_count;
-        eprintln!("snapshot {i}: {} blocks, {added} new", m.blocks.len());
         assert!(added <= 20, "a one-row delete added {added} blocks");
     }
     let stats = store.stats();
-    eprintln!("10 snapshots: {stats:?}");
     assert_eq!(stats.snapshot_count, 10);
     assert!(
         stats.stored_bytes < file_len,
         "stored {} >= one file {}",
         stats.stored_bytes,
         file_len
-    );
-    captures.sort();
-    commits.sort();
-    eprintln!(
-        "capture p50 {:?} max {:?}; commit p50 {:?} max {:?}",
-        captures[captures.len() / 2],
-        captures.last(),
-        commits[commits.len() / 2],
-        commits.last()
     );
     let newest = store.list(&ListFilter::default()).items[0]
         .summary
@@ -531,54 +506,6 @@ fn pins_are_counted_and_released() {
     drop(b);
     store.forget(&m.id).expect("forget");
     assert_eq!(store.stats().snapshot_count, 0);
-}
-
-/// Timings of the pre-delete snapshot path on the ~35 MB fixture:
-/// `cargo test --lib snapshot::tests::store::bench -- --ignored --nocapture`.
-#[test]
-#[ignore = "benchmark; run explicitly"]
-fn bench_capture_and_commit_on_the_big_fixture() {
-    let db = Db::big();
-    let store = db.store();
-    db.snapshot(&store, None);
-    let p50 = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (mut ckpt, mut cap, mut hash, mut comp, mut write, mut publish, mut total) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut new_blocks = vec![];
-    for i in 0..30 {
-        db.delete_measure(1 + i * 9_973);
-        let meta = db.meta(Operation::Delete, Some(i));
-        let t = Instant::now();
-        checkpoint_for_snapshot(&db.conn).expect("checkpoint");
-        ckpt.push(t.elapsed());
-        let t = Instant::now();
-        let capture = store.capture(&db.path).expect("capture");
-        cap.push(t.elapsed());
-        let (_, timings) = store.commit_timed(capture, meta).expect("commit");
-        hash.push(timings.hash);
-        comp.push(timings.compress);
-        write.push(timings.write);
-        publish.push(timings.publish);
-        total.push(timings.total);
-        new_blocks.push(timings.new_blocks);
-    }
-    new_blocks.sort_unstable();
-    eprintln!(
-        "file {} bytes; p50: checkpoint {:?}, capture {:?}, commit {:?} (hash {:?}, compress {:?}, \
-         write {:?}, publish {:?}); new blocks p50 {}",
-        fs::metadata(&db.path).expect("meta").len(),
-        p50(&mut ckpt),
-        p50(&mut cap),
-        p50(&mut total),
-        p50(&mut hash),
-        p50(&mut comp),
-        p50(&mut write),
-        p50(&mut publish),
-        new_blocks[new_blocks.len() / 2]
-    );
 }
 
 #[test]
