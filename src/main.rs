@@ -42,15 +42,9 @@ fn run_server(args: serve::ServeArgs) -> ExitCode {
         }
         tracing::warn!(%spec, "fail points are armed (LNRS_FAILPOINTS)");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match lnrs::cli::runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -59,3 +59,14 @@ pub enum Command {
     /// Tail the event log; reconnects by itself and never skips or repeats an event.
     Watch(watch::WatchCommand),
 }
+
+/// Builds a tokio runtime for a process entry point (server, client, benchmark); on failure the
+/// reason is printed and the exit code returned.
+pub fn runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}
