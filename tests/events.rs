@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{reason, test_config, TestServer};
+use common::{event_at, reason, test_config, TestServer};
 use lnrs::pb;
 use pb::watch_events_response::Item;
 use tokio_stream::StreamExt;
@@ -272,17 +272,10 @@ async fn restore_in_the_middle_continues_the_sequence() {
         (snap.event_seq + 1..=*after.last().unwrap()).collect::<Vec<_>>()
     );
     // The restore event is in the log, and events from before the restore are still readable.
-    let page = s
-        .events()
-        .list_events(pb::ListEventsRequest {
-            start_after_seq: r.event_seq - 1,
-            page_size: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(page.events[0].kind, pb::EventKind::RestorePerformed as i32);
+    assert_eq!(
+        event_at(&s.channel, r.event_seq).await.kind,
+        pb::EventKind::RestorePerformed as i32
+    );
     let log = whole_log(&s).await;
     for q in &before {
         assert!(log.contains(q));

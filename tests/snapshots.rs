@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{measure_ids, reason, test_config, TestServer};
+use common::{event_at, events_after, measure_ids, reason, test_config, TestServer};
 use lnrs::config::SnapshotPolicy;
 use lnrs::pb;
 use tonic::Code;
@@ -705,18 +705,8 @@ async fn failure_after_the_swap_rolls_back_by_itself() {
         "the live data equals the pre-restore state"
     );
     // The restore is itself an event, with rolled_back set.
-    let ev = s
-        .events()
-        .list_events(pb::ListEventsRequest {
-            start_after_seq: r.event_seq - 1,
-            page_size: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let restore = ev.events[0].restore.as_ref().unwrap();
-    assert!(restore.rolled_back);
+    let ev = event_at(&s.channel, r.event_seq).await;
+    assert!(ev.restore.as_ref().unwrap().rolled_back);
     s.stop().await;
 }
 
@@ -791,22 +781,9 @@ async fn unwritable_snapshot_storage_required_refuses_and_best_effort_reports() 
                 assert!(out.snapshot_id.is_empty());
                 assert!(!out.snapshot_skipped_reason.is_empty());
                 assert!(!measure_ids(&s.channel).await.contains(&10));
-                let ev = s
-                    .events()
-                    .list_events(pb::ListEventsRequest {
-                        start_after_seq: out.event_seq - 1,
-                        page_size: 1,
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let ev = event_at(&s.channel, out.event_seq).await;
                 assert_eq!(
-                    ev.events[0]
-                        .delete
-                        .as_ref()
-                        .unwrap()
-                        .snapshot_skipped_reason,
+                    ev.delete.as_ref().unwrap().snapshot_skipped_reason,
                     out.snapshot_skipped_reason
                 );
             }
@@ -831,16 +808,8 @@ async fn unwritable_snapshot_storage_required_refuses_and_best_effort_reports() 
             .unwrap()
             .into_inner();
         assert_eq!(status.state, pb::SnapshotState::Enabled as i32);
-        let kinds: Vec<i32> = s
-            .events()
-            .list_events(pb::ListEventsRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
+        let kinds: Vec<i32> = events_after(&s.channel, 0)
             .await
-            .unwrap()
-            .into_inner()
-            .events
             .iter()
             .map(|e| e.kind)
             .collect();

@@ -235,3 +235,21 @@ pub async fn measure_ids(channel: &Channel) -> std::collections::BTreeSet<i32> {
         token = p.next_page_token;
     }
 }
+
+/// The event with this seq, read through ListEvents.
+pub async fn event_at(channel: &Channel, seq: u64) -> pb::Event {
+    pb::event_service_client::EventServiceClient::new(channel.clone())
+        .list_events(pb::ListEventsRequest {
+            start_after_seq: seq - 1,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .into_iter()
+        .next()
+        .filter(|e| e.seq == seq)
+        .unwrap_or_else(|| panic!("no event {seq} in the log"))
+}
