@@ -2,11 +2,9 @@
 //! app's backup test cases done for real, idempotent retries, no lost commits, corruption
 //! detection, automatic rollback, degraded storage policies, and reads during a restore.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{event_at, events_after, measure_ids, reason, test_config, TestServer};
+use crate::common::{event_at, events_after, measure_ids, reason, test_config, TestServer};
 use lnrs::config::SnapshotPolicy;
 use lnrs::pb;
 use tonic::Code;
@@ -146,7 +144,7 @@ async fn snapshot_before_delete_records_what_was_deleted_and_restore_brings_it_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delete_rpc_takes_exactly_one_snapshot_and_retries_take_none() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let mut cfg = test_config(tmp.path());
     cfg.retention_keep_last = 1000; // count every snapshot; retention is tested on its own
     let s = TestServer::start_with(cfg).await;
@@ -728,7 +726,7 @@ fn repair_snapshot_dir(data_dir: &std::path::Path, aside: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_snapshot_storage_required_refuses_and_best_effort_reports() {
     for policy in [SnapshotPolicy::Required, SnapshotPolicy::BestEffort] {
-        let tmp = common::data_dir_with_reference();
+        let tmp = crate::common::data_dir_with_reference();
         let mut cfg = test_config(tmp.path());
         cfg.snapshot_policy = policy;
         let s = TestServer::start_with(cfg).await;

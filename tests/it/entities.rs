@@ -1,11 +1,9 @@
 //! EntityService against a real server on 127.0.0.1:0: CRUD for every entity, validation,
 //! pagination, measure sets, links, delete impact and exact cascades.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{reason, TestServer};
+use crate::common::{reason, TestServer};
 use lnrs::pb;
 use prost_types::FieldMask;
 use tonic::Code;
@@ -824,9 +822,12 @@ async fn cascades_remove_exactly_the_previewed_rows() {
     }
 
     let dir = s.stop().await.unwrap();
-    let before =
-        common::table_counts(&common::data_dir_with_reference().path().join("lnrs.duckdb"));
-    let after = common::table_counts(&dir.path().join("lnrs.duckdb"));
+    let before = crate::common::table_counts(
+        &crate::common::data_dir_with_reference()
+            .path()
+            .join("lnrs.duckdb"),
+    );
+    let after = crate::common::table_counts(&dir.path().join("lnrs.duckdb"));
     for (t, n) in &before {
         let removed = expected_total.get(t).copied().unwrap_or(0);
         assert_eq!(
@@ -860,7 +861,7 @@ async fn links_check_references_and_bulk_create_skips_existing() {
         (Code::FailedPrecondition, "REFERENCED_ROW_NOT_FOUND")
     );
     assert_eq!(
-        common::error_meta(&missing, "table").as_deref(),
+        crate::common::error_meta(&missing, "table").as_deref(),
         Some("measure")
     );
     let wrong = c

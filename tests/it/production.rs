@@ -3,8 +3,6 @@
 //! workload, the auth matrix, mTLS, message-size and deadline limits, JSON logs with request
 //! ids and no tokens, and start-up failures that name the bad setting.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -12,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     data_dir_with_reference, error_meta, events_after, reason, table_counts, test_config,
     ChildServer, TestServer,
 };
@@ -286,7 +284,7 @@ async fn shutdown_with_fifty_streams_and_an_in_flight_restore() {
     // The writer really closed: a new server takes the store lock and sees the restore event.
     let cfg = test_config(tmp.path());
     let s = TestServer::start_with(cfg).await;
-    common::wait_serving(&s.channel, lnrs::server::SNAPSHOT_STORAGE_HEALTH).await;
+    crate::common::wait_serving(&s.channel, lnrs::server::SNAPSHOT_STORAGE_HEALTH).await;
     let events = events_after(&s.channel, restored.event_seq - 1).await;
     assert_eq!(events[0].kind, pb::EventKind::RestorePerformed as i32);
     s.stop().await;
@@ -386,7 +384,7 @@ async fn a_stuck_client_cannot_hold_shutdown_past_the_grace_period() {
 
     // Everything the old server held is released: a new one takes the snapshot store lock.
     let s = TestServer::start_with(test_config(&data_dir)).await;
-    common::wait_serving(&s.channel, lnrs::server::SNAPSHOT_STORAGE_HEALTH).await;
+    crate::common::wait_serving(&s.channel, lnrs::server::SNAPSHOT_STORAGE_HEALTH).await;
     s.stop().await;
     drop(tmp);
 }
@@ -511,7 +509,7 @@ async fn metrics_after_a_scripted_workload() {
     let tmp = data_dir_with_reference();
     let s = OwnServer::start(test_config(tmp.path()), true).await;
     let ch = s.channel();
-    common::wait_serving(&ch, "").await;
+    crate::common::wait_serving(&ch, "").await;
     let maddr = s.metrics.unwrap();
     let mut entity = pb::entity_service_client::EntityServiceClient::new(ch.clone());
     let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(ch.clone());

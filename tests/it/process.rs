@@ -1,18 +1,16 @@
 //! The real `lnrs` binary as a child process: kill -9 in the middle of a burst of deletes, and
 //! SIGTERM with open subscriptions.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{measure_ids, reason, ChildServer};
+use crate::common::{measure_ids, reason, ChildServer};
 use lnrs::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let opts = ["--retention-keep-last", "1000"];
     let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &opts, &[]).await;
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(
@@ -52,7 +50,7 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
 
     let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &opts, &[]).await;
     let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
-    let log = common::events_after(&server.channel, 0).await;
+    let log = crate::common::events_after(&server.channel, 0).await;
     let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,
@@ -107,7 +105,7 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_grace() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let server = ChildServer::start(
         tmp.path(),
         "127.0.0.1:0",
@@ -166,7 +164,10 @@ async fn sigterm_ends_streams_with_unavailable_and_last_seq_then_exits_within_gr
         };
         assert_eq!(end.code(), Code::Unavailable);
         assert_eq!(reason(&end), "SERVER_SHUTTING_DOWN");
-        assert_eq!(common::error_meta(&end, "last_seq"), Some(last.to_string()));
+        assert_eq!(
+            crate::common::error_meta(&end, "last_seq"),
+            Some(last.to_string())
+        );
     }
     let (status, _, _) = server.exit(Duration::from_secs(6)).await;
     eprintln!("exited {status:?} {:?} after SIGTERM", t.elapsed());
@@ -285,7 +286,7 @@ fn dense(log: &[pb::Event]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_swap_keeps_a_restore_that_verifies_at_start_up() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let (with, _, target) = restore_killed_after_swap(tmp.path()).await;
     let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &[], &[]).await;
     assert!(!tmp.path().join("restore.journal").exists());
@@ -294,7 +295,7 @@ async fn a_crash_after_the_swap_keeps_a_restore_that_verifies_at_start_up() {
         with,
         "the verified restore stands"
     );
-    let log = common::events_after(&server.channel, 0).await;
+    let log = crate::common::events_after(&server.channel, 0).await;
     dense(&log);
     let last = log.last().unwrap();
     assert_eq!(
@@ -307,7 +308,7 @@ async fn a_crash_after_the_swap_keeps_a_restore_that_verifies_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_swap_with_a_damaged_live_file_puts_the_safety_state_back() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let (_, without, _) = restore_killed_after_swap(tmp.path()).await;
     // Damage the swapped-in file (as a torn write would): it no longer verifies.
     let db = tmp.path().join("lnrs.duckdb");
@@ -325,7 +326,7 @@ async fn a_crash_after_the_swap_with_a_damaged_live_file_puts_the_safety_state_b
         without,
         "the pre-restore state is back"
     );
-    let log = common::events_after(&server.channel, 0).await;
+    let log = crate::common::events_after(&server.channel, 0).await;
     dense(&log);
     let restore = log.last().unwrap();
     assert_eq!(restore.kind, pb::EventKind::RestorePerformed as i32);

@@ -1,12 +1,10 @@
 //! EventService against a real server: resume without gaps or duplicates, fan-out to hundreds
 //! of subscribers, slow subscribers, restores in the middle, compaction, filters.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{event_at, reason, test_config, TestServer};
+use crate::common::{event_at, reason, test_config, TestServer};
 use lnrs::pb;
 use pb::watch_events_response::Item;
 use tokio_stream::StreamExt;
@@ -39,7 +37,7 @@ async fn mutate(s: &TestServer, n: usize) -> Vec<u64> {
 }
 
 async fn whole_log(s: &TestServer) -> Vec<u64> {
-    common::events_after(&s.channel, 0)
+    crate::common::events_after(&s.channel, 0)
         .await
         .iter()
         .map(|e| e.seq)
@@ -195,7 +193,7 @@ async fn two_hundred_subscribers_each_receive_every_event_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_does_not_slow_writers_and_later_gets_everything() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let mut cfg = test_config(tmp.path());
     cfg.event_ring_capacity = 64; // small ring: the stalled reader must fall back to the log
     let s = TestServer::start_with(cfg).await;
@@ -372,7 +370,7 @@ async fn filters_deliver_exactly_the_matching_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_and_future_starts_are_out_of_range() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let mut cfg = test_config(tmp.path());
     cfg.event_retention_keep_last = Some(10);
     let s = TestServer::start_with(cfg).await;
@@ -400,7 +398,7 @@ async fn compacted_and_future_starts_are_out_of_range() {
         (Code::OutOfRange, "START_POSITION_COMPACTED")
     );
     assert_eq!(
-        common::error_meta(&e, "first_available_seq"),
+        crate::common::error_meta(&e, "first_available_seq"),
         Some(first.to_string())
     );
     let ok = s.events().watch_events(watch(Some(first - 1))).await;
@@ -456,7 +454,7 @@ async fn live_only_heartbeats_and_caught_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_beyond_the_cap_are_refused_until_a_slot_frees() {
-    let tmp = common::data_dir_with_reference();
+    let tmp = crate::common::data_dir_with_reference();
     let mut cfg = test_config(tmp.path());
     cfg.max_subscribers = 2;
     let s = TestServer::start_with(cfg).await;

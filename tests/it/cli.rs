@@ -2,12 +2,10 @@
 //! (`TestServer`) for the happy paths and errors, and a child `lnrs serve` process for `watch`
 //! resuming across a SIGTERM + restart on the same port.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -957,7 +955,7 @@ const CHILD_FLAGS: [&str; 4] = [
     "100ms",
 ];
 
-async fn sigterm_and_wait(server: common::ChildServer) {
+async fn sigterm_and_wait(server: crate::common::ChildServer) {
     server.signal(libc::SIGTERM);
     let (st, _, _) = server.exit(Duration::from_secs(30)).await;
     assert!(st.success(), "{st:?}");
@@ -988,8 +986,9 @@ async fn head(srv: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
-    let tmp = common::data_dir_with_reference();
-    let server = common::ChildServer::start(tmp.path(), "127.0.0.1:0", &CHILD_FLAGS, &[]).await;
+    let tmp = crate::common::data_dir_with_reference();
+    let server =
+        crate::common::ChildServer::start(tmp.path(), "127.0.0.1:0", &CHILD_FLAGS, &[]).await;
     let addr = server.addr.clone();
     let srv = format!("http://{addr}");
     for name in ["A", "B"] {
@@ -1046,7 +1045,8 @@ async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
     // Changes committed while the watcher cannot reach any server (here through a server on
     // another port) must still be printed once it is back: it resumes from its position, it
     // does not just go live.
-    let elsewhere = common::ChildServer::start(tmp.path(), "127.0.0.1:0", &CHILD_FLAGS, &[]).await;
+    let elsewhere =
+        crate::common::ChildServer::start(tmp.path(), "127.0.0.1:0", &CHILD_FLAGS, &[]).await;
     let other = format!("http://{}", elsewhere.addr);
     for name in ["X", "Y"] {
         lnrs(
@@ -1064,7 +1064,7 @@ async fn watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat() {
     }
     sigterm_and_wait(elsewhere).await;
     // Same data dir, same port: the watcher only knows this address.
-    let server = common::ChildServer::start(tmp.path(), &addr, &CHILD_FLAGS, &[]).await;
+    let server = crate::common::ChildServer::start(tmp.path(), &addr, &CHILD_FLAGS, &[]).await;
     assert_eq!(server.addr, addr);
     for name in ["C", "D", "E"] {
         lnrs(

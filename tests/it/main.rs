@@ -1,0 +1,13 @@
+//! The integration suite: ONE test binary (each binary links DuckDB, so one link instead of
+//! six), a module per area. Every test starts real servers on 127.0.0.1:0 — in this process
+//! (`common::TestServer`) or as the real `lnrs` binary (`common::ChildServer`) — and talks to
+//! them through the generated clients.
+
+mod common;
+
+mod cli;
+mod entities;
+mod events;
+mod process;
+mod production;
+mod snapshots;
