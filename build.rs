@@ -22,9 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("lnrs_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Map fields as BTreeMap: their encoding is then canonical (sorted keys), so an identical
+    // retry has an identical fingerprint (AIP-155), and maps print in a stable order.
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -9,8 +9,8 @@
 //! after the copy: every checkpoint ends by writing a new database header, so a copy that a
 //! checkpoint completed during fails instead of mixing two states.
 //!
-//! Also here: [`checkpoint_for_snapshot`], the CHECKPOINT + empty-WAL assertion the writer runs
-//! right before capturing.
+//! The writer runs [`crate::storage::checkpoint`] (CHECKPOINT + empty-WAL assertion) right
+//! before capturing.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -151,42 +151,9 @@ impl Drop for Capture {
     }
 }
 
-/// Runs `CHECKPOINT` and asserts the WAL is empty, so the database file alone holds every
-/// committed transaction. The writer calls this between transactions, right before
-/// [`SnapshotStore::capture`](super::SnapshotStore::capture). Drain any open result set first:
-/// a CHECKPOINT while one is streaming can deadlock (duckdb#14303).
-pub fn checkpoint_for_snapshot(conn: &duckdb::Connection) -> Result<(), SnapshotError> {
-    conn.execute_batch("CHECKPOINT")?;
-    let wal: String = conn.query_row(
-        "SELECT wal_size FROM pragma_database_size() WHERE database_name = current_database()",
-        [],
-        |r| r.get(0),
-    )?;
-    if wal_is_empty(&wal) {
-        Ok(())
-    } else {
-        Err(SnapshotError::WalNotEmpty(wal))
-    }
-}
-
-/// DuckDB formats `wal_size` for humans ("0 bytes", "1.2 KiB").
-fn wal_is_empty(wal_size: &str) -> bool {
-    let number = wal_size.split_whitespace().next().unwrap_or("");
-    number.parse::<f64>().map(|n| n == 0.0).unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wal_size_parsing() {
-        assert!(wal_is_empty("0 bytes"));
-        assert!(wal_is_empty("0"));
-        assert!(!wal_is_empty("1.2 KiB"));
-        assert!(!wal_is_empty("12 bytes"));
-        assert!(!wal_is_empty(""));
-    }
 
     #[test]
     fn pooled_buffers_are_reused() {

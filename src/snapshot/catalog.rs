@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SnapshotError;
 use super::id::SnapshotId;
-use super::manifest::{seal, unseal, BlockRef, Manifest, Operation};
+use super::manifest::{seal, unseal, BlockRef, Manifest, Operation, SnapshotMeta};
 use super::verify::VerifyRecord;
 
 /// Page size when the caller gives none.
@@ -27,17 +27,25 @@ const INDEX_FORMAT: u32 = 1;
 pub struct SnapshotSummary {
     pub id: SnapshotId,
     pub created_at: DateTime<Utc>,
-    pub description: String,
-    pub operation: Operation,
-    pub entity_type: Option<String>,
-    pub entity_id: Option<String>,
-    pub request_id: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub event_head_seq: u64,
-    pub duckdb_library_version: String,
+    #[serde(flatten)]
+    pub meta: SnapshotMeta,
     pub storage_version: u64,
     pub file_len: u64,
     pub block_count: usize,
+}
+
+impl SnapshotSummary {
+    /// The summary of a manifest: the one conversion.
+    pub fn of(m: &Manifest) -> Self {
+        Self {
+            id: m.id.clone(),
+            created_at: m.created_at,
+            meta: m.meta.clone(),
+            storage_version: m.storage_version,
+            file_len: m.file_len,
+            block_count: m.blocks.len(),
+        }
+    }
 }
 
 /// One catalog entry: the summary and the distinct blocks the snapshot references.
@@ -58,21 +66,7 @@ impl Entry {
             .copied()
             .collect();
         Entry {
-            summary: SnapshotSummary {
-                id: m.id.clone(),
-                created_at: m.created_at,
-                description: m.description.clone(),
-                operation: m.operation,
-                entity_type: m.entity_type.clone(),
-                entity_id: m.entity_id.clone(),
-                request_id: m.request_id.clone(),
-                labels: m.labels.clone(),
-                event_head_seq: m.event_head_seq,
-                duckdb_library_version: m.duckdb_library_version.clone(),
-                storage_version: m.storage_version,
-                file_len: m.file_len,
-                block_count: m.blocks.len(),
-            },
+            summary: SnapshotSummary::of(m),
             blocks,
         }
     }
@@ -96,15 +90,15 @@ pub struct ListFilter {
 
 impl ListFilter {
     fn matches(&self, s: &SnapshotSummary) -> bool {
-        self.operation.is_none_or(|o| o == s.operation)
+        self.operation.is_none_or(|o| o == s.meta.operation)
             && self
                 .entity_type
                 .as_deref()
-                .is_none_or(|t| s.entity_type.as_deref() == Some(t))
+                .is_none_or(|t| s.meta.entity_type.as_deref() == Some(t))
             && self
                 .entity_id
                 .as_deref()
-                .is_none_or(|t| s.entity_id.as_deref() == Some(t))
+                .is_none_or(|t| s.meta.entity_id.as_deref() == Some(t))
             && self.created_after.is_none_or(|t| s.created_at >= t)
             && self.created_before.is_none_or(|t| s.created_at < t)
     }
@@ -310,14 +304,12 @@ mod tests {
             format_version: FORMAT_VERSION,
             created_at: id.timestamp().unwrap_or_else(Utc::now),
             id,
-            description: String::new(),
-            operation: op,
-            entity_type: Some("measure".into()),
-            entity_id: Some(entity.into()),
-            request_id: None,
-            labels: BTreeMap::new(),
-            event_head_seq: 0,
-            duckdb_library_version: String::new(),
+            meta: SnapshotMeta {
+                operation: op,
+                entity_type: Some("measure".into()),
+                entity_id: Some(entity.into()),
+                ..Default::default()
+            },
             storage_version: 1,
             file_len: 100,
             file_blake3: blake3::hash(b""),

@@ -89,6 +89,22 @@ pub enum SnapshotError {
     Injected(&'static str),
     #[error("database error: {0}")]
     Db(#[from] duckdb::Error),
+    /// The live database could not be brought to a capturable state (closed, CHECKPOINT
+    /// failed, WAL not empty).
+    #[error("the live database cannot be captured: {0}")]
+    Source(#[from] crate::storage::StorageError),
+    /// The snapshot store was never opened (see the start-up log).
+    #[error("the snapshot store is not open")]
+    StoreUnavailable,
+    /// The thread committing a snapshot panicked (a bug).
+    #[error("the snapshot commit thread panicked")]
+    Panicked,
+    /// Too many snapshot assemblies (previews, deep verifies) are running.
+    #[error("{running} snapshot assemblies are already running")]
+    Busy { running: usize },
+    /// Assembling would leave less free space than the configured reserve.
+    #[error("not enough free space to assemble: {needed} bytes needed beyond the reserve, {available} available")]
+    NoScratchSpace { needed: u64, available: u64 },
 }
 
 impl SnapshotError {
@@ -115,6 +131,32 @@ impl SnapshotError {
             Self::Locked(_) => "SNAPSHOT_STORE_LOCKED",
             Self::Injected(_) => "SNAPSHOT_INJECTED_FAULT",
             Self::Db(_) => "SNAPSHOT_DATABASE_ERROR",
+            Self::Source(crate::storage::StorageError::Closed) => "DATABASE_UNAVAILABLE",
+            Self::Source(crate::storage::StorageError::WalNotEmpty { .. }) => {
+                "SNAPSHOT_WAL_NOT_EMPTY"
+            }
+            Self::Source(_) => "SNAPSHOT_SOURCE_ERROR",
+            Self::StoreUnavailable => "SNAPSHOT_STORE_UNAVAILABLE",
+            Self::Panicked => "SNAPSHOT_THREAD_PANICKED",
+            Self::Busy { .. } => "SNAPSHOT_ASSEMBLY_BUSY",
+            Self::NoScratchSpace { .. } => "SNAPSHOT_SCRATCH_SPACE_LOW",
+        }
+    }
+
+    /// What a client may be told: the reason in words, with no path, SQL or engine message
+    /// (the full error goes to the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Storage { fault, source, .. } => {
+                format!("snapshot storage {fault:?} ({})", source.kind())
+            }
+            Self::Locked(_) => "the snapshot store is in use by another process".into(),
+            Self::Db(_) => "database error".into(),
+            Self::Source(e) => format!(
+                "the live database cannot be captured: {}",
+                e.public_message()
+            ),
+            other => other.to_string(),
         }
     }
 

@@ -1,16 +1,18 @@
-//! File-system primitives of the store: atomic durable writes (temp, fsync, rename), directory
-//! fsync, the exclusive store lock and start-up cleaning of temp files.
+//! The store's file handling on top of [`crate::storage::files`] (the one copy of each file
+//! primitive): temp names in the store's `tmp/`, atomic writes with a fail-point hook, the
+//! exclusive store lock and start-up cleaning of temp files, all mapped to [`SnapshotError`].
 //!
 //! Every temp file lives in the store's `tmp/` directory (same file system as its target, so
 //! `rename` is atomic), which is why cleaning that one directory at start-up removes every
 //! leftover of a crash.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::error::{io_err, SnapshotError};
+use crate::storage::files;
 
 /// A unique temp path in `tmp_dir` for a file that will become `name`.
 pub(crate) fn temp_path(tmp_dir: &Path, name: &str) -> PathBuf {
@@ -42,23 +44,12 @@ pub(crate) fn write_atomic(
 
 /// Creates `path` (which must not exist), writes `bytes`, and fsyncs when `durable`.
 pub(crate) fn write_new(path: &Path, bytes: &[u8], durable: bool) -> Result<(), SnapshotError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    f.write_all(bytes).map_err(|e| io_err(path, e))?;
-    if durable {
-        f.sync_all().map_err(|e| io_err(path, e))?;
-    }
-    Ok(())
+    files::write_new(path, bytes, durable).map_err(|e| io_err(path, e))
 }
 
 /// fsyncs a directory so renames and unlinks in it survive a power cut.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
+    files::fsync_dir(dir).map_err(|e| io_err(dir, e))
 }
 
 /// Creates `dir` if needed; `true` when it was created (its parent then needs an fsync).
@@ -139,17 +130,14 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, SnapshotErro
 
 /// Removes a file; a file that is already gone is fine.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, SnapshotError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_err(path, e)),
-    }
+    files::remove_if_exists(path).map_err(|e| io_err(path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::snapshot::error::StorageFault;
+    use std::io::Write;
 
     #[test]
     fn full_disk_is_a_typed_error() {

@@ -78,9 +78,11 @@ impl std::fmt::Display for Operation {
     }
 }
 
-/// What the caller knows about a snapshot it is committing.
-#[derive(Debug, Clone, Default)]
-pub struct NewSnapshot {
+/// Why a snapshot was taken and of what: set by whoever takes it, and the same in the
+/// manifest, the catalog entry and every listing (one struct, flattened into each, so the
+/// manifest's JSON keeps its shape).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
     pub description: String,
     pub operation: Operation,
     pub entity_type: Option<String>,
@@ -90,6 +92,12 @@ pub struct NewSnapshot {
     /// Sequence number of the newest event committed before the capture.
     pub event_head_seq: u64,
     pub duckdb_library_version: String,
+}
+
+/// What the caller knows about a snapshot it is committing.
+#[derive(Debug, Clone, Default)]
+pub struct NewSnapshot {
+    pub meta: SnapshotMeta,
     /// Per-table fingerprints of the captured state (kept current by the writer).
     pub fingerprints: Fingerprints,
     pub schema: SchemaInventory,
@@ -113,14 +121,8 @@ pub struct Manifest {
     pub format_version: u32,
     pub id: SnapshotId,
     pub created_at: DateTime<Utc>,
-    pub description: String,
-    pub operation: Operation,
-    pub entity_type: Option<String>,
-    pub entity_id: Option<String>,
-    pub request_id: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub event_head_seq: u64,
-    pub duckdb_library_version: String,
+    #[serde(flatten)]
+    pub meta: SnapshotMeta,
     /// Storage version from the DuckDB main header of the captured file.
     pub storage_version: u64,
     pub file_len: u64,
@@ -312,14 +314,16 @@ mod tests {
             format_version: FORMAT_VERSION,
             id: SnapshotId::generate(Utc::now(), None),
             created_at: Utc::now(),
-            description: "delete measure 7".into(),
-            operation: Operation::Delete,
-            entity_type: Some("measure".into()),
-            entity_id: Some("7".into()),
-            request_id: Some("req-1".into()),
-            labels: BTreeMap::from([("who".into(), "test \"quoted\" \\ text".into())]),
-            event_head_seq: 42,
-            duckdb_library_version: "v2.0.0".into(),
+            meta: SnapshotMeta {
+                description: "delete measure 7".into(),
+                operation: Operation::Delete,
+                entity_type: Some("measure".into()),
+                entity_id: Some("7".into()),
+                request_id: Some("req-1".into()),
+                labels: BTreeMap::from([("who".into(), "test \"quoted\" \\ text".into())]),
+                event_head_seq: 42,
+                duckdb_library_version: "v2.0.0".into(),
+            },
             storage_version: 69,
             file_len: HEADER_LEN as u64 + 10,
             file_blake3: blake3::hash(b"x"),
@@ -338,6 +342,56 @@ mod tests {
             fingerprints: Default::default(),
             schema: Default::default(),
         }
+    }
+
+    /// Manifests written before the metadata became one struct (its fields inline) decode, and
+    /// encode to the same bytes: the struct is flattened into the same JSON.
+    #[test]
+    fn manifests_of_the_inline_shape_decode_unchanged() {
+        #[derive(Serialize)]
+        struct Inline<'a> {
+            format_version: u32,
+            id: &'a SnapshotId,
+            created_at: DateTime<Utc>,
+            description: &'a str,
+            operation: Operation,
+            entity_type: &'a Option<String>,
+            entity_id: &'a Option<String>,
+            request_id: &'a Option<String>,
+            labels: &'a BTreeMap<String, String>,
+            event_head_seq: u64,
+            duckdb_library_version: &'a str,
+            storage_version: u64,
+            file_len: u64,
+            #[serde(with = "hex_hash")]
+            file_blake3: blake3::Hash,
+            blocks: &'a [BlockRef],
+            fingerprints: &'a Fingerprints,
+            schema: &'a SchemaInventory,
+        }
+        let m = sample();
+        let old = seal(&Inline {
+            format_version: m.format_version,
+            id: &m.id,
+            created_at: m.created_at,
+            description: &m.meta.description,
+            operation: m.meta.operation,
+            entity_type: &m.meta.entity_type,
+            entity_id: &m.meta.entity_id,
+            request_id: &m.meta.request_id,
+            labels: &m.meta.labels,
+            event_head_seq: m.meta.event_head_seq,
+            duckdb_library_version: &m.meta.duckdb_library_version,
+            storage_version: m.storage_version,
+            file_len: m.file_len,
+            file_blake3: m.file_blake3,
+            blocks: &m.blocks,
+            fingerprints: &m.fingerprints,
+            schema: &m.schema,
+        })
+        .unwrap();
+        assert_eq!(Manifest::decode(&old).unwrap(), m);
+        assert_eq!(m.encode().unwrap(), old);
     }
 
     #[test]

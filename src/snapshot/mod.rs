@@ -2,8 +2,8 @@
 //! file. No gRPC here; the service layer wraps [`SnapshotStore`].
 //!
 //! # How a snapshot is taken
-//! 1. The writer, between transactions, runs [`checkpoint_for_snapshot`] (CHECKPOINT, assert
-//!    the WAL is empty) and [`SnapshotStore::capture`] (one read of the file into a pooled
+//! 1. The writer, between transactions, runs [`crate::storage::checkpoint`] (CHECKPOINT,
+//!    assert the WAL is empty) and [`SnapshotStore::capture`] (one read of the file into a pooled
 //!    buffer). That is all the writer barrier covers.
 //! 2. [`SnapshotStore::commit`] runs off the writer: BLAKE3 of the 12 KiB header chunk and of
 //!    every 256 KiB block (in parallel, reusing hashes of blocks unchanged since the previous
@@ -23,9 +23,7 @@
 //!   `filehash`: incremental block and whole-file BLAKE3 (reuses the previous capture).
 //!
 //! # Fail points
-//! `snapshot.after_capture`, `snapshot.after_hash`, `snapshot.after_blocks`,
-//! `snapshot.before_manifest_rename`, `snapshot.after_manifest`, `snapshot.forget_after_unlink`,
-//! `snapshot.gc_mid_sweep`, `snapshot.assemble_before_sync` (see [`crate::fault`]).
+//! `snapshot.*` in [`crate::fault::REGISTRY`].
 
 pub mod blocks;
 pub mod capture;
@@ -42,25 +40,15 @@ pub mod verify;
 #[cfg(test)]
 mod tests;
 
-pub use capture::{checkpoint_for_snapshot, Capture};
+pub use capture::Capture;
 pub use catalog::{ListFilter, ListItem, ListPage, SnapshotSummary};
 pub use error::{SnapshotError, StorageFault};
 pub use id::SnapshotId;
-pub use manifest::{BlockRef, Manifest, NewSnapshot, Operation};
+pub use manifest::{BlockRef, Manifest, NewSnapshot, Operation, SnapshotMeta};
 pub use retention::{
     GcOutcome, RetentionDecision, RetentionOutcome, RetentionPolicy, RetentionReason,
 };
-pub use store::{CommitTimings, PinGuard, SnapshotStore, StoreStats};
-pub use verify::{check_database, Check, IntegrityReport, VerifyKind, VerifyRecord};
-
-/// Every fail point of the snapshot engine, in the order a commit/forget/GC reaches them.
-pub const FAIL_POINTS: &[&str] = &[
-    "snapshot.after_capture",
-    "snapshot.after_hash",
-    "snapshot.after_blocks",
-    "snapshot.before_manifest_rename",
-    "snapshot.after_manifest",
-    "snapshot.forget_after_unlink",
-    "snapshot.gc_mid_sweep",
-    "snapshot.assemble_before_sync",
-];
+pub use store::{CommitTimings, PinGuard, SnapshotStore, StoreLimits, StoreStats};
+pub use verify::{
+    check_database, check_replaced, Check, IntegrityReport, VerifyKind, VerifyRecord,
+};

@@ -86,10 +86,7 @@ pub fn plan(
 ) -> (Vec<RetentionDecision>, Vec<RetentionDecision>) {
     let mut sorted: Vec<_> = snapshots.iter().collect();
     sorted.sort_by(|a, b| b.0.cmp(&a.0));
-    let cutoff = policy
-        .keep_within
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .and_then(|d| now.checked_sub_signed(d));
+    let cutoff = policy.keep_within.and_then(|d| cutoff(now, d));
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
     for (rank, (id, created_at)) in sorted.into_iter().enumerate() {
         let reasons = keep_reasons(
@@ -118,6 +115,28 @@ pub fn plan(
         }
     }
     (kept, removed)
+}
+
+/// The oldest creation time `keep_within` keeps, or `None` when `now - keep_within` is not
+/// a representable time (callers refuse such a policy up front: see [`RetentionPolicy::check`]).
+fn cutoff(now: DateTime<Utc>, keep_within: Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(keep_within)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+}
+
+impl RetentionPolicy {
+    /// Refuses a `keep_within` so long that no cutoff time can be computed (it would silently
+    /// disable the rule).
+    pub fn check(&self) -> Result<(), String> {
+        match self.keep_within {
+            Some(d) if cutoff(Utc::now(), d).is_none() => Err(format!(
+                "{}s is beyond the representable time range",
+                d.as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn keep_reasons(

@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ use super::manifest::{
 };
 use super::retention::{self, GcOutcome, RetentionOutcome, RetentionPolicy, RetentionReason};
 use super::verify::{check_database, IntegrityReport, VerifyKind, VerifyRecord};
+use crate::storage::files;
 
 /// Threads for block writes: fsyncs block rather than compute, and concurrent fsyncs share
 /// journal commits, so more threads than cores pays off (measured ~16 ms vs ~27 ms for ten
@@ -144,6 +146,35 @@ pub struct CommitTimings {
     pub new_bytes: u64,
 }
 
+/// Bounds on the scratch work readers can start: every assembly (preview, deep verify) writes a
+/// whole database file next to the store, on the volume that holds the live database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Assemblies at once; beyond it [`SnapshotError::Busy`].
+    pub max_assemblies: usize,
+    /// Free bytes an assembly must leave on the volume; otherwise
+    /// [`SnapshotError::NoScratchSpace`].
+    pub scratch_reserve_bytes: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_assemblies: 2,
+            scratch_reserve_bytes: 0,
+        }
+    }
+}
+
+/// A running assembly, counted until dropped.
+struct AssemblySlot<'a>(&'a AtomicUsize);
+
+impl Drop for AssemblySlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Keeps a snapshot from being forgotten while it lives (restore pins its safety snapshot).
 #[derive(Debug)]
 pub struct PinGuard {
@@ -178,6 +209,9 @@ pub struct SnapshotStore {
     state: Mutex<State>,
     pins: Arc<Mutex<HashMap<SnapshotId, usize>>>,
     pool: Arc<BufferPool>,
+    limits: Mutex<StoreLimits>,
+    /// Assemblies (preview, deep verify) running now.
+    assemblies: AtomicUsize,
     io_pool: rayon::ThreadPool,
     /// The last commit's capture and hashes, so the next commit rehashes only what changed.
     hash_memo: Mutex<Option<HashMemo>>,
@@ -244,6 +278,8 @@ impl SnapshotStore {
             pool: Arc::default(),
             io_pool,
             hash_memo: Mutex::default(),
+            limits: Mutex::new(StoreLimits::default()),
+            assemblies: AtomicUsize::new(0),
             _lock: lock,
         };
         store.persist_index()?;
@@ -263,7 +299,7 @@ impl SnapshotStore {
     }
 
     /// Copies the checkpointed database file into a pooled buffer. Call it from the writer
-    /// between transactions, after [`checkpoint_for_snapshot`](super::checkpoint_for_snapshot):
+    /// between transactions, after [`crate::storage::checkpoint`]:
     /// it only reads the file, so the writer is held for one copy.
     pub fn capture(&self, db_file: &Path) -> Result<Capture, SnapshotError> {
         Capture::read(db_file, &self.pool)
@@ -482,14 +518,70 @@ impl SnapshotStore {
         Ok(report)
     }
 
+    /// Sets the scratch limits (see [`StoreLimits`]).
+    pub fn set_limits(&self, limits: StoreLimits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    fn limits(&self) -> StoreLimits {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses when writing `len` bytes under `dir` would leave less than the reserve free.
+    pub fn check_scratch_space(&self, dir: &Path, len: u64) -> Result<(), SnapshotError> {
+        let available = files::free_space(dir).map_err(|e| io_err(dir, e))?;
+        let needed = len.saturating_add(self.limits().scratch_reserve_bytes);
+        if available < needed {
+            return Err(SnapshotError::NoScratchSpace { needed, available });
+        }
+        Ok(())
+    }
+
+    /// Takes one of the bounded assembly slots, or says how many are running.
+    fn assembly_slot(&self) -> Result<AssemblySlot<'_>, SnapshotError> {
+        let max = self.limits().max_assemblies;
+        let order = std::sync::atomic::Ordering::AcqRel;
+        let taken =
+            self.assemblies
+                .fetch_update(order, std::sync::atomic::Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
+        match taken {
+            Ok(_) => Ok(AssemblySlot(&self.assemblies)),
+            Err(running) => Err(SnapshotError::Busy { running }),
+        }
+    }
+
+    /// Assembles snapshot `id` into a scratch file of its own under the store's `tmp/`
+    /// (emptied at every open), runs `f` on the file, and removes it. Bounded in number and by
+    /// free space (see [`StoreLimits`]).
+    pub fn with_assembled<T, E: From<SnapshotError>>(
+        &self,
+        id: &SnapshotId,
+        f: impl FnOnce(&Path) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _slot = self.assembly_slot()?;
+        let m = self.get(id)?;
+        self.check_scratch_space(&self.layout.tmp, m.file_len)?;
+        let path = fsio::temp_path(&self.layout.tmp, &format!("assembled-{id}.duckdb"));
+        let result = self
+            .assemble(id, &path)
+            .map_err(E::from)
+            .and_then(|()| f(&path));
+        let _ = files::remove_database(&path);
+        result
+    }
+
     /// Deep verify: the quick checks while assembling the file into `tmp/`, then open it
     /// read-only and run [`check_database`] against the manifest's fingerprints and schema.
     pub fn verify_deep(&self, id: &SnapshotId) -> Result<IntegrityReport, SnapshotError> {
         let mut report = IntegrityReport::default();
         if let Some(m) = self.manifest_check(id, &mut report)? {
+            let _slot = self.assembly_slot()?;
+            self.check_scratch_space(&self.layout.tmp, m.file_len)?;
             let path = fsio::temp_path(&self.layout.tmp, &format!("deep-{id}.duckdb"));
             let result = self.deep_checks(&m, &path, &mut report);
-            remove_db_files(&path);
+            let _ = files::remove_database(&path);
             result?;
         }
         self.record_verify(id, VerifyKind::Deep, report.passed());
@@ -517,7 +609,7 @@ impl SnapshotStore {
             )
         });
         let start = Instant::now();
-        match open_read_only(path) {
+        match crate::storage::open_read_only(path) {
             Ok(conn) => {
                 report.push("open_read_only", true, "opens", "opened", start.elapsed());
                 report.extend(check_database(&conn, &m.fingerprints, &m.schema));
@@ -526,7 +618,7 @@ impl SnapshotStore {
                 "open_read_only",
                 false,
                 "opens",
-                e.to_string(),
+                e.public_message(),
                 start.elapsed(),
             ),
         }
@@ -1049,14 +1141,7 @@ fn build_manifest(
         format_version: FORMAT_VERSION,
         id,
         created_at: capture.captured_at(),
-        description: meta.description,
-        operation: meta.operation,
-        entity_type: meta.entity_type,
-        entity_id: meta.entity_id,
-        request_id: meta.request_id,
-        labels: meta.labels,
-        event_head_seq: meta.event_head_seq,
-        duckdb_library_version: meta.duckdb_library_version,
+        meta: meta.meta,
         storage_version: capture.storage_version(),
         file_len: capture.len(),
         file_blake3: file_hash,
@@ -1090,21 +1175,6 @@ fn create_truncate(path: &Path) -> Result<File, SnapshotError> {
         .map_err(|e| io_err(path, e))
 }
 
-fn open_read_only(path: &Path) -> Result<duckdb::Connection, SnapshotError> {
-    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
-    Ok(duckdb::Connection::open_with_flags(path, config)?)
-}
-
-/// Removes a scratch database and any WAL files DuckDB may have left next to it.
-fn remove_db_files(path: &Path) {
-    let _ = fs::remove_file(path);
-    for suffix in [".wal", ".wal.checkpoint", ".wal.recovery"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = fs::remove_file(PathBuf::from(p));
-    }
-}
-
 fn probe_engine_storage_version(tmp: &Path) -> Result<u64, SnapshotError> {
     let path = fsio::temp_path(tmp, "engine-probe.duckdb");
     let result = (|| -> Result<u64, SnapshotError> {
@@ -1114,6 +1184,6 @@ fn probe_engine_storage_version(tmp: &Path) -> Result<u64, SnapshotError> {
         let bytes = fs::read(&path).map_err(|e| io_err(&path, e))?;
         parse_storage_version(&bytes)
     })();
-    remove_db_files(&path);
+    let _ = files::remove_database(&path);
     result
 }

@@ -119,7 +119,7 @@ pub fn check_database(
                 "list_tables",
                 false,
                 "tables listed",
-                e.to_string(),
+                e.public_message(),
                 start.elapsed(),
             );
             Vec::new()
@@ -134,7 +134,7 @@ pub fn check_database(
             Job::Schema => r.run("schema_inventory", || {
                 compare_schema(expected_schema, inspect::schema_inventory(c))
             }),
-            Job::Orphans => orphan_checks(c, &mut r),
+            Job::Orphans | Job::Counts => orphan_checks(c, &mut r),
         }
         r
     });
@@ -147,11 +147,67 @@ pub fn check_database(
     report
 }
 
+/// The cheap checks of a database file that is byte for byte one that already passed
+/// [`check_database`] (a restore after its swap): it opens with the expected schema and every
+/// user table has the expected row count (answered from metadata).
+pub fn check_replaced(
+    conn: &Connection,
+    expected_fingerprints: &Fingerprints,
+    expected_schema: &SchemaInventory,
+) -> IntegrityReport {
+    let jobs = [Job::Schema, Job::Counts];
+    let mut report = IntegrityReport::default();
+    for r in run_jobs(conn, &jobs, |c, job| {
+        let mut r = IntegrityReport::default();
+        match job {
+            Job::Schema => r.run("schema_inventory", || {
+                compare_schema(expected_schema, inspect::schema_inventory(c))
+            }),
+            _ => r.run("row_counts", || {
+                counts_check(inspect::row_counts(c), expected_fingerprints)
+            }),
+        }
+        r
+    }) {
+        report.extend(r);
+    }
+    report
+}
+
+/// `row_counts`: every user table's row count against the fingerprints.
+fn counts_check(
+    counts: Result<Vec<(String, i64)>, crate::storage::StorageError>,
+    expected: &Fingerprints,
+) -> (bool, String, String) {
+    let total: i64 = expected.values().map(|f| f.rows).sum();
+    let want = format!("{} tables, {total} rows", expected.len());
+    let counts = match counts {
+        Ok(c) => c,
+        Err(e) => return (false, want, e.public_message()),
+    };
+    let diffs: Vec<String> = expected
+        .iter()
+        .filter_map(
+            |(table, fp)| match counts.iter().find(|(t, _)| t == table) {
+                Some((_, n)) if *n == fp.rows => None,
+                Some((_, n)) => Some(format!("{table}: {n} (expected {})", fp.rows)),
+                None => Some(format!("{table}: missing")),
+            },
+        )
+        .collect();
+    if diffs.is_empty() {
+        (true, want.clone(), want)
+    } else {
+        (false, want, diffs.join("; "))
+    }
+}
+
 /// One unit of [`check_database`]'s work.
 enum Job {
     Scan(String),
     Schema,
     Orphans,
+    Counts,
 }
 
 /// Runs `jobs` on two connections to the same database (the caller's and a clone), in parallel:
@@ -197,13 +253,17 @@ fn scan_check(
             expected_text,
             got.to_string(),
         ),
-        Err(e) => (false, expected_text, format!("scan failed: {e}")),
+        Err(e) => (
+            false,
+            expected_text,
+            format!("scan failed: {}", e.public_message()),
+        ),
     }
 }
 
-fn compare_schema<E: std::fmt::Display>(
+fn compare_schema(
     expected: &SchemaInventory,
-    actual: Result<SchemaInventory, E>,
+    actual: Result<SchemaInventory, crate::storage::StorageError>,
 ) -> (bool, String, String) {
     let describe = |s: &SchemaInventory| {
         format!(
@@ -214,7 +274,11 @@ fn compare_schema<E: std::fmt::Display>(
         )
     };
     match actual {
-        Err(e) => (false, describe(expected), format!("inventory failed: {e}")),
+        Err(e) => (
+            false,
+            describe(expected),
+            format!("inventory failed: {}", e.public_message()),
+        ),
         Ok(actual) if actual == *expected => (true, describe(expected), describe(&actual)),
         Ok(actual) => {
             let diff = first_difference(expected, &actual);
@@ -271,7 +335,7 @@ fn orphan_checks(conn: &Connection, report: &mut IntegrityReport) {
             "orphans",
             false,
             "0 orphans",
-            e.to_string(),
+            e.public_message(),
             start.elapsed(),
         ),
     }
@@ -322,7 +386,7 @@ mod tests {
             columns: vec!["t.a INTEGER".into()],
             ..Default::default()
         };
-        let (ok, _, actual) = compare_schema::<String>(&want, Ok(got));
+        let (ok, _, actual) = compare_schema(&want, Ok(got));
         assert!(!ok);
         assert!(actual.contains("missing column `t.b VARCHAR`"), "{actual}");
     }

@@ -150,3 +150,78 @@ fn orphan_sql(r: &Reference) -> String {
         quote_ident(r.parent_cols[0]),
     )
 }
+
+/// Row counts of the user tables present in the database, in inventory order (answered from
+/// metadata: cheap, and exact for committed data).
+pub fn row_counts(conn: &Connection) -> Result<Vec<(String, i64)>, StorageError> {
+    let present = all_tables(conn)?;
+    USER_TABLES
+        .iter()
+        .filter(|t| present.iter().any(|p| p == t.name))
+        .map(|t| {
+            let sql = format!("SELECT count(*) FROM {}", quote_ident(t.name));
+            Ok((t.name.to_string(), conn.query_row(&sql, [], |r| r.get(0))?))
+        })
+        .collect()
+}
+
+/// One value of a previewed row: blobs are reported by size only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(u64),
+}
+
+/// Column names and rows of a table read for a preview.
+pub type Rows = (Vec<String>, Vec<Vec<Cell>>);
+
+/// The first `limit` rows of user table `table` in key order, with the column names the
+/// database itself has (an older snapshot may lack a column the live schema has, or have one
+/// more). `Ok(None)` when the database has no such table.
+pub fn first_rows(
+    conn: &Connection,
+    table: &str,
+    limit: usize,
+) -> Result<Option<Rows>, StorageError> {
+    let Some(def) = crate::domain::tables::user_table(table) else {
+        return Ok(None);
+    };
+    if !all_tables(conn)?.iter().any(|t| t == def.name) {
+        return Ok(None);
+    }
+    let order = def
+        .key
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT * FROM {} ORDER BY {order} LIMIT {limit}",
+        quote_ident(def.name)
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let n = row.as_ref().column_count();
+        out.push((0..n).map(|i| cell(row.get_ref(i))).collect());
+    }
+    let columns = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+    Ok(Some((columns, out)))
+}
+
+fn cell(v: duckdb::Result<duckdb::types::ValueRef<'_>>) -> Cell {
+    use duckdb::types::ValueRef as V;
+    match v {
+        Ok(V::Null) | Err(_) => Cell::Null,
+        Ok(V::TinyInt(i)) => Cell::Int(i.into()),
+        Ok(V::SmallInt(i)) => Cell::Int(i.into()),
+        Ok(V::Int(i)) => Cell::Int(i.into()),
+        Ok(V::BigInt(i)) => Cell::Int(i),
+        Ok(V::Text(t)) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        Ok(V::Blob(b)) => Cell::Blob(b.len() as u64),
+        Ok(other) => Cell::Text(format!("{:?}", other.to_owned())),
+    }
+}

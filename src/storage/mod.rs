@@ -1,20 +1,27 @@
-//! DuckDB storage: the schema and its migrations, the single writer thread, the read pool,
-//! entity/link queries, cascade plans, fingerprint-tracking changes and inspection.
-//! Knows nothing of gRPC.
+//! DuckDB storage: every SQL statement, transaction and database file of the service. The
+//! schema and its migrations, the live database and its atomic replacement, the single writer
+//! thread, the read pool, entity/link queries, cascade plans, fingerprint-tracking changes,
+//! the request log, inspection, and the file primitives. Knows nothing of gRPC.
 
 pub mod cascade;
 pub mod changes;
 pub mod entities;
+pub mod files;
 pub mod inspect;
 pub mod links;
+pub mod live;
 pub mod pool;
+pub mod requests;
 pub mod schema;
 pub mod writer;
+
+/// The connection handle the other layers pass back into this one (they never run SQL).
+pub use duckdb::Connection;
+pub use live::LiveDb;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use duckdb::Connection;
 use thiserror::Error;
 
 /// Errors of the storage layer.
@@ -61,9 +68,21 @@ pub enum StorageError {
     },
     #[error("the write-ahead log is not empty after CHECKPOINT ({wal_size})")]
     WalNotEmpty { wal_size: String },
+    /// The live database is closed: a restore is swapping it, or reopening it failed.
+    #[error("the database is not open")]
+    Closed,
 }
 
 impl StorageError {
+    /// What a client may be told: no path, no SQL, no engine message (those go to the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            StorageError::Db(_) => "database error".into(),
+            StorageError::Io { source, .. } => format!("i/o error ({})", source.kind()),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         StorageError::Io {
             path: path.to_path_buf(),
@@ -103,11 +122,17 @@ pub fn checkpoint(conn: &Connection) -> Result<(), StorageError> {
         [],
         |r| r.get(0),
     )?;
-    if wal.trim_start().starts_with('0') {
+    if wal_is_empty(&wal) {
         Ok(())
     } else {
         Err(StorageError::WalNotEmpty { wal_size: wal })
     }
+}
+
+/// DuckDB formats `wal_size` for humans ("0 bytes", "1.2 KiB"); "0.5 KiB" is not empty.
+fn wal_is_empty(wal_size: &str) -> bool {
+    let number = wal_size.split_whitespace().next().unwrap_or("");
+    number.parse::<f64>().map(|n| n == 0.0).unwrap_or(false)
 }
 
 /// DuckDB's library version string, e.g. "v2.0.0".
@@ -119,12 +144,91 @@ pub fn library_version(conn: &Connection) -> Result<String, StorageError> {
     )
 }
 
-/// Paths of the WAL side files DuckDB may leave next to a database file.
-pub fn wal_files(db: &Path) -> [PathBuf; 3] {
-    let with = |suffix: &str| {
-        let mut p = db.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    };
-    [with(".wal"), with(".wal.checkpoint"), with(".wal.recovery")]
+/// Runs `f` inside BEGIN … COMMIT on `conn`; any error (of `f` or of COMMIT) rolls back.
+pub fn in_transaction<T, E: From<StorageError>>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    conn.execute_batch("BEGIN TRANSACTION")
+        .map_err(StorageError::from)?;
+    match f(conn) {
+        Ok(v) => match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(StorageError::from(e).into())
+            }
+        },
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Opens the database file `path` read-write and brings its schema up to date (an assembled
+/// snapshot may predate a migration), then closes it with a checkpoint.
+pub fn migrate_file(path: &Path) -> Result<(), StorageError> {
+    let conn = open(path)?;
+    schema::migrate(&conn)?;
+    conn.execute_batch("CHECKPOINT")?;
+    conn.close().map_err(|(_, e)| StorageError::Db(e))
+}
+
+/// Copies the rows of `tables` from the connection's main database into the database file
+/// `other` (replacing theirs), then runs `more` with `other`'s alias — all in one transaction
+/// — and checkpoints and detaches `other`, so the file alone holds the result. Restore uses it
+/// to carry the event and request logs into the snapshot it swaps in.
+pub fn copy_tables_into<E: From<StorageError>>(
+    conn: &Connection,
+    other: &Path,
+    tables: &[&str],
+    more: impl FnOnce(&Connection, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    const ALIAS: &str = "lnrs_carry_over";
+    let path = other.to_string_lossy().replace('\'', "''");
+    conn.execute_batch(&format!("ATTACH '{path}' AS {ALIAS}"))
+        .map_err(StorageError::from)?;
+    let copied = in_transaction(conn, |c| {
+        for t in tables {
+            let t = crate::domain::tables::quote_ident(t);
+            c.execute_batch(&format!(
+                "DELETE FROM {ALIAS}.{t}; INSERT INTO {ALIAS}.{t} BY NAME SELECT * FROM main.{t};"
+            ))
+            .map_err(StorageError::from)?;
+        }
+        more(c, ALIAS)
+    });
+    let checkpointed = conn.execute_batch(&format!("CHECKPOINT {ALIAS}"));
+    let detached = conn.execute_batch(&format!("DETACH {ALIAS}"));
+    copied?;
+    checkpointed.map_err(StorageError::from)?;
+    detached.map_err(StorageError::from)?;
+    Ok(())
+}
+
+/// BLAKE3 of a whole file, memory-mapped and hashed on every core: no file-sized allocation
+/// (its page faults cost more than the hashing) and no copy.
+pub fn hash_file(path: &Path) -> Result<blake3::Hash, StorageError> {
+    blake3::Hasher::new()
+        .update_mmap_rayon(path)
+        .map(|h| h.finalize())
+        .map_err(|e| StorageError::io(path, e))
+}
+
+pub use files::wal_files;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_size_parsing() {
+        assert!(wal_is_empty("0 bytes"));
+        assert!(wal_is_empty("0"));
+        assert!(!wal_is_empty("0.5 KiB"));
+        assert!(!wal_is_empty("1.2 KiB"));
+        assert!(!wal_is_empty("12 bytes"));
+        assert!(!wal_is_empty(""));
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use duckdb::Connection;
+use super::Connection;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use super::StorageError;
@@ -143,6 +143,10 @@ pub struct Suspended<'a> {
 }
 
 impl Suspended<'_> {
+    /// Leaves the gate closed: reads answer UNAVAILABLE until the database is reopened by a
+    /// restart (the database could not be reopened).
+    pub fn keep_closed(self) {}
+
     /// Reopens the gate with connections cloned from `template`.
     pub fn resume(mut self, template: Connection) {
         *self.guard = Some(Conns {

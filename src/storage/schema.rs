@@ -14,11 +14,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append only: a released migration is never edited.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "lnrs schema: entities, lookups, bridges, apmg_slim_vw, event log, request log",
-    sql: include_str!("schema_v1.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "lnrs schema: entities, lookups, bridges, apmg_slim_vw, event log, request log",
+        sql: include_str!("schema_v1.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "request log keyed by (principal, request_id)",
+        sql: include_str!("schema_v2.sql"),
+    },
+];
 
 /// Latest schema version this build knows.
 pub fn latest_version() -> i32 {

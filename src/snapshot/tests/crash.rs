@@ -90,7 +90,10 @@ fn child_inject(store: &SnapshotStore, db: &Path, points: &str) {
 
 fn child_meta() -> NewSnapshot {
     NewSnapshot {
-        description: "crash child".into(),
+        meta: crate::snapshot::SnapshotMeta {
+            description: "crash child".into(),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -130,7 +133,7 @@ fn setup() -> (Db, SnapshotId) {
     for i in 0..50 {
         db.delete_measure(i * 797);
     }
-    crate::snapshot::checkpoint_for_snapshot(&db.conn).expect("checkpoint");
+    crate::storage::checkpoint(&db.conn).expect("checkpoint");
     (db, old)
 }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use duckdb::{params, Connection};
 
-use crate::snapshot::{checkpoint_for_snapshot, Manifest, NewSnapshot, Operation, SnapshotStore};
+use crate::snapshot::{Manifest, NewSnapshot, Operation, SnapshotStore};
 use crate::storage::inspect::{schema_inventory, user_fingerprints};
 use crate::storage::schema::migrate;
 
@@ -77,7 +77,7 @@ impl Db {
             Operation::Manual
         };
         let meta = self.meta(op, entity_id);
-        checkpoint_for_snapshot(&self.conn).expect("checkpoint");
+        crate::storage::checkpoint(&self.conn).expect("checkpoint");
         let capture = store.capture(&self.path).expect("capture");
         store.commit(capture, meta).expect("commit")
     }
@@ -85,14 +85,16 @@ impl Db {
 
 pub fn meta_of(conn: &Connection, operation: Operation, entity_id: Option<i64>) -> NewSnapshot {
     NewSnapshot {
-        description: format!("{operation} {entity_id:?}"),
-        operation,
-        entity_type: entity_id.map(|_| "measure".to_string()),
-        entity_id: entity_id.map(|i| i.to_string()),
-        request_id: Some("req-test".into()),
-        labels: [("test".to_string(), "yes".to_string())].into(),
-        event_head_seq: 7,
-        duckdb_library_version: conn.version().expect("version"),
+        meta: crate::snapshot::SnapshotMeta {
+            description: format!("{operation} {entity_id:?}"),
+            operation,
+            entity_type: entity_id.map(|_| "measure".to_string()),
+            entity_id: entity_id.map(|i| i.to_string()),
+            request_id: Some("req-test".into()),
+            labels: [("test".to_string(), "yes".to_string())].into(),
+            event_head_seq: 7,
+            duckdb_library_version: conn.version().expect("version"),
+        },
         fingerprints: user_fingerprints(conn).expect("fingerprints"),
         schema: schema_inventory(conn).expect("schema"),
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::fixtures::{meta_of, Db};
 use crate::snapshot::{
-    checkpoint_for_snapshot, ListFilter, NewSnapshot, Operation, RetentionPolicy, RetentionReason,
-    SnapshotError, SnapshotId, SnapshotStore, StorageFault,
+    ListFilter, NewSnapshot, Operation, RetentionPolicy, RetentionReason, SnapshotError,
+    SnapshotId, SnapshotStore, StorageFault,
 };
 
 #[test]
@@ -74,7 +74,7 @@ fn small_deletes_add_few_blocks_and_ten_snapshots_cost_less_than_one_file() {
         let before = store.stats();
         db.delete_measure(i * 20_011);
         let meta = db.meta(Operation::Delete, Some(i * 20_011));
-        checkpoint_for_snapshot(&db.conn).expect("checkpoint");
+        crate::storage::checkpoint(&db.conn).expect("checkpoint");
         let capture = store.capture(&db.path).expect("capture");
         store.commit(capture, meta).expect("commit");
         let added = store.stats().block_count - before.block_count;
@@ -129,7 +129,7 @@ fn deep_verify_catches_fingerprint_and_orphan_mismatches() {
     db.conn
         .execute_batch("INSERT INTO measure_has_type VALUES (123456, 1)")
         .expect("orphan");
-    checkpoint_for_snapshot(&db.conn).expect("checkpoint");
+    crate::storage::checkpoint(&db.conn).expect("checkpoint");
     let m = store
         .commit(store.capture(&db.path).expect("capture"), meta)
         .expect("commit");
@@ -274,7 +274,10 @@ fn list_filters_and_sizes() {
         ..Default::default()
     });
     assert_eq!(by_entity.items.len(), 1);
-    assert_eq!(by_entity.items[0].summary.entity_id.as_deref(), Some("6"));
+    assert_eq!(
+        by_entity.items[0].summary.meta.entity_id.as_deref(),
+        Some("6")
+    );
     let manual = store.list(&ListFilter {
         operation: Some(Operation::Manual),
         ..Default::default()
@@ -449,7 +452,7 @@ fn degraded_storage_is_a_typed_error() {
     fs::remove_dir_all(db.store_root()).expect("rm store");
     let err = store.probe().expect_err("probe");
     assert_eq!(err.storage_fault(), Some(StorageFault::Missing));
-    checkpoint_for_snapshot(&db.conn).expect("checkpoint");
+    crate::storage::checkpoint(&db.conn).expect("checkpoint");
     let capture = store.capture(&db.path).expect("capture");
     let err = store
         .commit(capture, NewSnapshot::default())
@@ -482,9 +485,9 @@ fn storage_versions_are_recorded_and_checked() {
     // DuckDB 2.0 writes storage version 69 (its main header says 999, "deprecated").
     assert!((64..999).contains(&engine), "{engine}");
     assert!(
-        m.duckdb_library_version.starts_with('v'),
+        m.meta.duckdb_library_version.starts_with('v'),
         "{}",
-        m.duckdb_library_version
+        m.meta.duckdb_library_version
     );
     store.check_restorable(&m).expect("restorable");
     m.storage_version = engine + 1;
