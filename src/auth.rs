@@ -53,23 +53,6 @@ impl Role {
             Role::Admin => "admin",
         }
     }
-
-    fn code(self) -> u8 {
-        match self {
-            Role::Reader => 1,
-            Role::Editor => 2,
-            Role::Admin => 3,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Role> {
-        match c {
-            1 => Some(Role::Reader),
-            2 => Some(Role::Editor),
-            3 => Some(Role::Admin),
-            _ => None,
-        }
-    }
 }
 
 use Role::{Admin, Editor, Reader};
@@ -194,10 +177,19 @@ impl AccessTable {
     }
 }
 
-/// The configured tokens, as digests.
+/// The configured tokens, as digests, each with its role and the principal it stands for.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Vec<([u8; 32], Role)>,
+    entries: Vec<([u8; 32], Role, String)>,
+}
+
+/// Who an accepted token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    /// Stable, non-secret identity of the token ("token-" and 12 hex digits of a hash of its
+    /// digest): AIP-155 request ids are scoped to it.
+    pub principal: String,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -250,10 +242,13 @@ impl Tokens {
             ));
         }
         let d = digest(token);
-        if self.entries.iter().any(|(e, _)| *e == d) {
+        if self.entries.iter().any(|(e, _, _)| *e == d) {
             return Err(bad("the same token is listed twice".into()));
         }
-        self.entries.push((d, role));
+        let mut id = blake3::Hasher::new_derive_key("lnrs token principal");
+        id.update(&d);
+        let principal = format!("token-{}", &id.finalize().to_hex()[..12]);
+        self.entries.push((d, role, principal));
         Ok(())
     }
 
@@ -264,12 +259,21 @@ impl Tokens {
 
     /// The role of `presented`, comparing against every entry in constant time.
     pub fn role_of(&self, presented: &str) -> Option<Role> {
+        self.caller(presented).map(|c| c.role)
+    }
+
+    /// Who `presented` belongs to, comparing against every entry in constant time.
+    pub fn caller(&self, presented: &str) -> Option<Caller> {
         let d = digest(presented);
-        let mut code = 0u8;
-        for (entry, role) in &self.entries {
-            code.conditional_assign(&role.code(), entry.ct_eq(&d));
+        let mut found = 0u32; // 1 + index of the match, 0 for none
+        for (i, (entry, _, _)) in self.entries.iter().enumerate() {
+            found.conditional_assign(&(i as u32 + 1), entry.ct_eq(&d));
         }
-        Role::from_code(code)
+        let (_, role, principal) = self.entries.get((found as usize).checked_sub(1)?)?;
+        Some(Caller {
+            role: *role,
+            principal: principal.clone(),
+        })
     }
 }
 
@@ -321,7 +325,8 @@ pub fn warn_if_world_readable(config: &Config) {
 /// The decision for one request.
 #[derive(Debug)]
 pub enum Decision {
-    Allow(Option<Role>),
+    /// Allowed; the caller when a token was checked.
+    Allow(Option<Caller>),
     Deny(Status),
 }
 
@@ -374,10 +379,10 @@ impl Auth {
                 "the authorization header must be `Bearer <token>`",
             ));
         };
-        match self.tokens.role_of(token) {
+        match self.tokens.caller(token) {
             None => Decision::Deny(unauthenticated("INVALID_TOKEN", "unknown bearer token")),
-            Some(role) if role < needed => Decision::Deny(role_too_low(path, needed, role)),
-            Some(role) => Decision::Allow(Some(role)),
+            Some(c) if c.role < needed => Decision::Deny(role_too_low(path, needed, c.role)),
+            Some(c) => Decision::Allow(Some(c)),
         }
     }
 }
@@ -442,11 +447,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
         match self.auth.decide(req.uri().path(), req.headers()) {
-            Decision::Allow(role) => {
-                if let Some(role) = role {
-                    tracing::Span::current().record("role", role.as_str());
+            Decision::Allow(caller) => {
+                if let Some(c) = caller {
+                    tracing::Span::current().record("role", c.role.as_str());
+                    req.extensions_mut()
+                        .insert(crate::service::ctx::Principal(c.principal));
                 }
                 // The clone is the one that was made ready; keep a fresh one for next time.
                 let clone = self.inner.clone();
@@ -628,7 +635,7 @@ mod tests {
         );
         assert!(matches!(
             auth.decide("/lnrs.v1.SnapshotService/GetStatus", &h),
-            Decision::Allow(Some(Reader))
+            Decision::Allow(Some(Caller { role: Reader, .. }))
         ));
         assert!(matches!(
             auth.decide("/grpc.health.v1.Health/Check", &http::HeaderMap::new()),

@@ -120,6 +120,18 @@ pub struct Config {
 
     pub log_format: LogFormat,
     pub log_filter: String,
+
+    /// How long an AIP-155 request id is remembered; a retry after that runs again.
+    pub request_log_max_age: Duration,
+    /// Most request ids remembered (the oldest are forgotten first).
+    pub request_log_keep_last: u64,
+    /// Snapshot assemblies (preview, deep verify) running at once; more are refused with
+    /// RESOURCE_EXHAUSTED and a retry hint.
+    pub max_concurrent_assemblies: usize,
+    /// Free bytes an assembly or restore must leave on the volume it writes to.
+    pub scratch_reserve_bytes: u64,
+    /// How often background upkeep runs (storage probe, log compaction, request-log pruning).
+    pub maintenance_interval: Duration,
 }
 
 impl Config {
@@ -155,6 +167,11 @@ impl Config {
             tls: None,
             log_format: LogFormat::Auto,
             log_filter: "info".into(),
+            request_log_max_age: Duration::from_secs(24 * 3600),
+            request_log_keep_last: 100_000,
+            max_concurrent_assemblies: 2,
+            scratch_reserve_bytes: 256 * 1024 * 1024,
+            maintenance_interval: Duration::from_secs(15),
         }
     }
 
@@ -217,6 +234,15 @@ impl Config {
             if d < Duration::from_secs(1) {
                 return bad(setting, "must be at least 1s".into());
             }
+        }
+        if self.request_log_keep_last == 0 {
+            return bad("request_log_keep_last", "must be at least 1".into());
+        }
+        if self.request_log_max_age < Duration::from_secs(60) {
+            return bad("request_log_max_age", "must be at least 1m".into());
+        }
+        if self.max_concurrent_assemblies == 0 {
+            return bad("max_concurrent_assemblies", "must be at least 1".into());
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1".into());

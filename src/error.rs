@@ -73,6 +73,17 @@ pub enum Error {
     /// The server is draining: the call was not started.
     #[error("server shutting down; {what}")]
     ShuttingDown { what: String },
+    /// The live database is closed until a restart: a restore could not be completed nor
+    /// undone, or the database could not be reopened after one.
+    #[error("the database is unavailable: {0}")]
+    DatabaseUnavailable(String),
+    /// Start-up cannot resolve an interrupted restore; the message names the cause and the way
+    /// out (the process refuses to start).
+    #[error("cannot start: {0}")]
+    RecoveryBlocked(String),
+    /// A fail point armed by a fault test.
+    #[error("injected fault at {0}")]
+    Injected(&'static str),
     /// A bug or an unexpected state; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -88,6 +99,19 @@ impl Error {
             field: field.into(),
             reason,
             message: message.into(),
+        }
+    }
+}
+
+impl Error {
+    /// What a client may be told (no path, SQL or engine message).
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Storage(e) => e.public_message(),
+            Error::Snapshot(e) => e.public_message(),
+            Error::Events(e) => e.public_message(),
+            Error::Internal(_) => "internal error".into(),
+            other => other.to_string(),
         }
     }
 }
@@ -230,6 +254,18 @@ fn map(e: Error) -> Mapped {
             "the snapshot store is unavailable",
         )
         .meta("detail", why),
+        Error::DatabaseUnavailable(why) => Mapped::new(
+            Code::Unavailable,
+            "DATABASE_UNAVAILABLE",
+            format!("the database is unavailable: {why}; an operator must restart the server"),
+        ),
+        Error::RecoveryBlocked(why) => internal("RECOVERY_BLOCKED", &why),
+        Error::Injected(point) => Mapped::new(
+            Code::Unavailable,
+            "INJECTED_FAULT",
+            format!("injected fault at {point}"),
+        )
+        .retry(Duration::from_millis(100)),
         Error::Unauthenticated { reason, message } => {
             Mapped::new(Code::Unauthenticated, reason, message)
         }
@@ -323,6 +359,12 @@ fn map_storage(e: StorageError) -> Mapped {
         StorageError::ReadTaskFailed => internal("READ_TASK_FAILED", &e),
         StorageError::WalNotEmpty { .. } => internal("WAL_NOT_EMPTY", &e),
         StorageError::FingerprintDrift { .. } => internal("FINGERPRINT_DRIFT", &e),
+        StorageError::Closed => Mapped::new(
+            Code::Unavailable,
+            "DATABASE_UNAVAILABLE",
+            "the database is not open",
+        )
+        .retry(Duration::from_secs(1)),
     }
 }
 
@@ -356,13 +398,37 @@ fn map_snapshot(e: SnapshotError) -> Mapped {
             let what = what.clone();
             Mapped::new(Code::DataLoss, reason, format!("snapshot data is corrupt: {what}")).meta("what", what)
         }
-        SnapshotError::Storage { ref path, fault, .. } => {
+        SnapshotError::Storage { fault, .. } => {
             tracing::warn!(error = %e, "snapshot storage fault");
             Mapped::new(Code::FailedPrecondition, reason, format!("snapshot storage unavailable ({fault:?})"))
-                .meta("path", path.display())
         }
         SnapshotError::Locked(_) => Mapped::new(Code::FailedPrecondition, reason, "the snapshot store is in use by another process"),
-        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::SourceChanged | SnapshotError::Injected(_) | SnapshotError::Db(_) => {
+        SnapshotError::StoreUnavailable => Mapped::new(Code::FailedPrecondition, reason, "the snapshot store is unavailable"),
+        SnapshotError::Busy { running } => Mapped::new(
+            Code::ResourceExhausted,
+            reason,
+            format!("{running} snapshot assemblies are running; retry shortly"),
+        )
+        .meta("running", running)
+        .retry(Duration::from_secs(2)),
+        SnapshotError::NoScratchSpace { needed, available } => {
+            tracing::warn!(error = %e, "scratch space low");
+            Mapped::new(
+                Code::ResourceExhausted,
+                reason,
+                "not enough free disk space to assemble the snapshot; free space or lower scratch_reserve_bytes",
+            )
+            .meta("needed_bytes", needed)
+            .meta("available_bytes", available)
+        }
+        SnapshotError::Source(StorageError::Closed) => map_storage(StorageError::Closed),
+        SnapshotError::Injected(point) => Mapped::new(
+            Code::Unavailable,
+            "INJECTED_FAULT",
+            format!("injected fault at {point}"),
+        )
+        .retry(Duration::from_millis(100)),
+        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::SourceChanged | SnapshotError::Db(_) | SnapshotError::Source(_) | SnapshotError::Panicked => {
             internal(reason, &e)
         }
     }

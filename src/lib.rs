@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`config`]: the one validated configuration (defaults < file < env < flags).
 //! - [`domain`]: entity/link definitions, records, validation, table inventory (pure, no I/O).
-//! - [`storage`]: DuckDB schema and migrations, the single writer thread, the read pool,
-//!   entity/link queries, cascade plans, fingerprint-tracking changes, inspection.
+//! - [`storage`]: every SQL statement, transaction and database file: schema and migrations,
+//!   the live database and its atomic replacement, the single writer thread, the read pool,
+//!   entity/link queries, cascade plans, fingerprint-tracking changes, the request log,
+//!   inspection, file primitives.
 //! - [`snapshot`]: capture, block store, manifests, catalog, verify, assemble, retention, GC.
 //! - [`events`]: the durable event log and the subscriber fan-out.
 //! - [`app`]: use cases composing storage, snapshots and events (deletes, restores, …).
@@ -17,10 +19,34 @@
 //! - [`tls`]: TLS / mTLS settings → rustls through tonic.
 //! - [`refdata`]: the deterministic reference LNRS dataset.
 //! - [`cli`]: the `lnrs` command line (server flags, client subcommands).
-//! - [`fault`]: fail points for crash tests.
+//! - [`fault`]: the registry of fail points for fault tests.
 //!
-//! Dependency direction: server → service → app → {storage, snapshot, events} → domain.
-//! `storage`, `snapshot` and `events` never import tonic.
+//! # Layers
+//! A module may use only the modules its row names (`pb` is the generated gRPC code). The
+//! integration test `layers` reads this table and fails when a file under `src/` uses a module
+//! its row does not name, when tonic appears below `error`, or when the table and `src/` list
+//! different modules.
+//!
+//! | module | may use |
+//! |---|---|
+//! | `fault` | |
+//! | `metrics` | |
+//! | `domain` | |
+//! | `config` | `domain` |
+//! | `storage` | `domain`, `fault` |
+//! | `snapshot` | `storage`, `domain`, `fault` |
+//! | `events` | `storage`, `domain`, `metrics` |
+//! | `refdata` | `storage`, `domain` |
+//! | `error` | `snapshot`, `events`, `storage`, `domain` |
+//! | `app` | `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
+//! | `service` | `app`, `error`, `snapshot`, `events`, `config`, `domain`, `pb` |
+//! | `tls` | `config` |
+//! | `auth` | `service`, `error`, `config`, `pb` |
+//! | `server` | `auth`, `tls`, `service`, `app`, `error`, `config`, `metrics`, `pb` |
+//! | `cli` | `server`, `auth`, `app`, `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
+//!
+//! Modules below `error` never use tonic or prost: gRPC is the service's transport, not its
+//! model.
 
 pub mod app;
 pub mod auth;

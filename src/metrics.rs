@@ -28,8 +28,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::snapshot::{Capture, Manifest, NewSnapshot, SnapshotError, SnapshotStore};
-
 /// Request latency buckets (seconds): the Prometheus client defaults, which is what
 /// go-grpc-prometheus dashboards expect.
 const RPC_BUCKETS: [f64; 11] = [
@@ -234,18 +232,12 @@ impl AppMetrics {
     }
 }
 
-/// Commits a capture (see [`SnapshotStore::commit`]) and records its duration, the database
-/// bytes it covers and the compressed bytes it added to the store.
-pub fn commit_snapshot(
-    store: &Arc<SnapshotStore>,
-    capture: Capture,
-    meta: NewSnapshot,
-) -> Result<Manifest, SnapshotError> {
-    let (manifest, timings) = store.commit_timed(capture, meta)?;
-    APP.commit.observe(timings.total.as_secs_f64());
-    APP.logical_bytes.inc_by(manifest.file_len);
-    APP.stored_bytes.inc_by(timings.new_bytes);
-    Ok(manifest)
+/// Records a committed snapshot: how long the commit took, its logical size and the bytes it
+/// added to the store.
+pub fn snapshot_committed(elapsed: Duration, logical_bytes: u64, new_bytes: u64) {
+    APP.commit.observe(elapsed.as_secs_f64());
+    APP.logical_bytes.inc_by(logical_bytes);
+    APP.stored_bytes.inc_by(new_bytes);
 }
 
 /// Records a finished restore (from its safety snapshot to its outcome).

@@ -1,7 +1,8 @@
 //! Start-up: create the data directory, load the reference dataset on first start (written to a
-//! temp file and renamed, so a crash never leaves a half-loaded database), repair an interrupted
-//! restore, open and migrate the database, load fingerprints and the event log head, open and
-//! probe the snapshot store, and start the writer.
+//! temp file and published, so a crash never leaves a half-loaded database), open the snapshot
+//! store, resolve an interrupted restore BEFORE anything is served (refusing to start when it
+//! cannot be resolved), open and migrate the database, load fingerprints and the event log
+//! head, and start the writer.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -15,10 +16,14 @@ use super::{restore, App, Shared};
 use crate::config::{Config, SnapshotPolicy};
 use crate::error::Error;
 use crate::events::{log as event_log, EventHub};
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{SnapshotError, SnapshotStore, StoreLimits};
 use crate::storage::pool::ReadPool;
 use crate::storage::writer::Writer;
-use crate::storage::{self, inspect, schema, StorageError};
+use crate::storage::{self, inspect, LiveDb, StorageError};
+
+/// Scratch directory older builds assembled snapshot previews into (now under the store's
+/// own `tmp/`, emptied at open).
+const LEGACY_SCRATCH: &str = "tmp";
 
 pub(super) fn open(config: Config) -> Result<App, Error> {
     config
@@ -26,28 +31,27 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         .map_err(|e| Error::invalid("config", "INVALID_CONFIG", e.to_string()))?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| StorageError::io(&data_dir, e))?;
+    let _ = std::fs::remove_dir_all(data_dir.join(LEGACY_SCRATCH));
     let db_path = config.database_path();
     if !db_path.exists() && config.load_reference_data {
         load_reference(&db_path, config.reference_scale)?;
     }
     let store = open_store(&config);
-    if let Ok(s) = &store {
-        restore::recover(&data_dir, &db_path, s)?;
+    if let Err(e) = &store {
+        tracing::error!(error = %e, "snapshot store could not be opened");
     }
-    let conn = storage::open(&db_path)?;
-    schema::migrate(&conn)?;
-    let fps = inspect::user_fingerprints(&conn)?;
-    let inventory = inspect::schema_inventory(&conn)?;
-    let bounds = event_log::bounds(&conn)?;
-    let duckdb_version = storage::library_version(&conn)?;
-    let reads = ReadPool::new(
-        conn.try_clone().map_err(StorageError::from)?,
-        config.restore_read_wait,
-        64,
-    );
+    // Nothing is served and nothing is written before an interrupted restore is resolved.
+    restore::recover(&data_dir, &db_path, store.as_deref().ok())?;
+    let db = LiveDb::open(&db_path)?;
+    let conn = db.conn()?;
+    let fps = inspect::user_fingerprints(conn)?;
+    let inventory = inspect::schema_inventory(conn)?;
+    let bounds = event_log::bounds(conn)?;
+    let duckdb_version = storage::library_version(conn)?;
+    let reads = ReadPool::new(db.try_clone()?, config.restore_read_wait, 64);
     let hub = EventHub::new(config.event_ring_capacity, config.max_subscribers, bounds);
-    let initial = match (&store, config.snapshot_policy) {
-        (_, SnapshotPolicy::Disabled) => SnapshotHealth {
+    let initial = match config.snapshot_policy {
+        SnapshotPolicy::Disabled => SnapshotHealth {
             state: SnapshotState::Disabled,
             reason: Some("snapshot_policy = disabled".into()),
             reason_code: Some("SNAPSHOTS_DISABLED"),
@@ -55,20 +59,22 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         _ => SnapshotHealth::enabled(),
     };
     let shared = Arc::new(Shared {
-        db_path: db_path.clone(),
+        db_path,
         reads,
         records: Default::default(),
         hub,
-        store: RwLock::new(store.as_ref().ok().cloned()),
+        store: RwLock::new(store.ok()),
         status: StorageStatus::new(initial),
+        database: Default::default(),
         restoring: AtomicBool::new(false),
+        shutting_down: AtomicBool::new(false),
+        journal_pins: Default::default(),
         retention_scheduled: AtomicBool::new(false),
         duckdb_version,
         config,
     });
     let state = WriterState {
-        conn: Some(conn),
-        db_path,
+        db,
         fps,
         schema: inventory,
         next_seq: bounds.head + 1,
@@ -80,33 +86,26 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         st.probe_storage();
         Ok::<_, Error>(())
     })?;
-    if let Err(e) = &store {
-        tracing::error!(error = %e, "snapshot store could not be opened");
-    }
     Ok(App { shared, writer })
 }
 
-fn open_store(config: &Config) -> Result<Arc<SnapshotStore>, crate::snapshot::SnapshotError> {
-    SnapshotStore::open(&config.snapshot_dir()).map(Arc::new)
+/// Opens the snapshot store with the configured limits.
+pub(crate) fn open_store(config: &Config) -> Result<Arc<SnapshotStore>, SnapshotError> {
+    let store = SnapshotStore::open(&config.snapshot_dir())?;
+    store.set_limits(StoreLimits {
+        max_assemblies: config.max_concurrent_assemblies,
+        scratch_reserve_bytes: config.scratch_reserve_bytes,
+    });
+    Ok(Arc::new(store))
 }
 
-/// Writes the reference dataset to a temp file, then renames it into place.
+/// Writes the reference dataset (refdata builds it under a temp name and publishes it, never
+/// over an existing database).
 fn load_reference(db: &Path, scale: u32) -> Result<(), Error> {
-    let mut tmp = db.as_os_str().to_owned();
-    tmp.push(".init-tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    for w in storage::wal_files(&tmp) {
-        let _ = std::fs::remove_file(w);
-    }
     let started = std::time::Instant::now();
-    let stats = crate::refdata::write_to_path(&tmp, scale)
+    let stats = crate::refdata::write_to_path(db, scale)
         .map_err(|e| Error::Internal(format!("reference dataset: {e}")))?;
-    restore::fsync_file(&tmp)?;
-    std::fs::rename(&tmp, db).map_err(|e| StorageError::io(db, e))?;
-    restore::fsync_dir(db)?;
     tracing::info!(
-        path = %db.display(),
         scale,
         rows = stats.tables.iter().map(|(_, n)| n).sum::<u64>(),
         elapsed_ms = started.elapsed().as_millis() as u64,

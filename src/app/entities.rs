@@ -4,7 +4,6 @@
 
 use std::thread;
 
-use duckdb::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::state::WriterState;
@@ -14,11 +13,11 @@ use crate::domain::validate::validate_draft;
 use crate::domain::{Draft, EntityKind, Key, Link, Record};
 use crate::error::Error;
 use crate::events::model::DeleteInfo;
-use crate::events::{log as event_log, EventDraft, EventKind, Resource};
+use crate::events::{EventDraft, EventKind, Resource};
 use crate::snapshot::{Manifest, Operation, SnapshotError};
 use crate::storage::cascade::{self, RowSet};
 use crate::storage::changes::Changes;
-use crate::storage::{entities, links, StorageError};
+use crate::storage::{entities, links, Connection, StorageError};
 
 /// Result of a create or update.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,12 +33,24 @@ pub struct LinkWritten {
     pub event_seq: u64,
 }
 
-/// Result of a delete.
+/// Result of a delete: the row it removed, its pre-delete snapshot (or why none was taken)
+/// and every row the cascade removed, per table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deleted {
-    pub info: DeleteInfo,
-    pub before: Resource,
+    pub snapshot_id: Option<String>,
+    pub snapshot_skipped_reason: Option<String>,
+    /// (table, rows) in deletion order.
+    pub rows_removed: Vec<(String, i64)>,
+    pub row: DeletedRow,
     pub event_seq: u64,
+}
+
+/// The row a delete targeted, as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletedRow {
+    Entity(Record),
+    Link(Link),
 }
 
 /// Result of a bulk MAP create.
@@ -89,15 +100,17 @@ impl DeleteTarget {
     }
 
     /// The target's current row, or NotFound.
-    pub fn load(&self, conn: &Connection) -> Result<Resource, StorageError> {
+    pub fn load(&self, conn: &Connection) -> Result<DeletedRow, StorageError> {
         match self {
             DeleteTarget::Entity(kind, key) => entities::get(conn, *kind, key)?
-                .map(Resource::Entity)
+                .map(DeletedRow::Entity)
                 .ok_or_else(|| StorageError::NotFound {
                     table: kind.def().table,
                     key: key.to_string(),
                 }),
-            DeleteTarget::Link(l) if links::link_exists(conn, l)? => Ok(Resource::Link(l.clone())),
+            DeleteTarget::Link(l) if links::link_exists(conn, l)? => {
+                Ok(DeletedRow::Link(l.clone()))
+            }
             DeleteTarget::Link(l) => Err(StorageError::NotFound {
                 table: l.kind.table(),
                 key: l.id_string(),
@@ -147,7 +160,7 @@ impl App {
         let _timer = crate::metrics::timer(crate::metrics::Op::Delete);
         let c = ctx.clone();
         let out = self.write(&ctx, move |st| st.delete(&c, &target)).await?;
-        if !out.replayed && out.value.info.snapshot_id.is_some() {
+        if !out.replayed && out.value.snapshot_id.is_some() {
             self.retention_in_background();
         }
         Ok(out)
@@ -354,10 +367,11 @@ fn update(
 }
 
 impl WriterState {
-    /// The delete pipeline. The snapshot is captured first (CHECKPOINT + read, under this
-    /// writer: nothing can commit in between); it is made durable on another thread while this
-    /// one runs the cascade in an open transaction, and the transaction commits only once the
-    /// snapshot is durable (policy `required`) — or with the skip recorded (`best_effort`).
+    /// The delete pipeline: the ordinary mutation pipeline plus the pre-delete snapshot hook.
+    /// The snapshot is captured first (CHECKPOINT, then a copy of the file that runs on its own
+    /// thread while this one runs the cascade in an open transaction); the transaction commits
+    /// only once the snapshot is durable (policy `required`) — or with the skip recorded
+    /// (`best_effort`). Nothing can commit in between: this is the only writer.
     pub(crate) fn delete(
         &mut self,
         ctx: &RequestCtx,
@@ -367,78 +381,41 @@ impl WriterState {
             return Ok(r);
         }
         let mut phases = Phases::start();
-        let before = target.load(self.conn()?)?;
+        let row = target.load(self.conn()?)?;
         let plan = cascade::plan(target.root());
         phases.mark("load");
-        let pending = self.start_pre_delete_snapshot(ctx, target)?;
+        let mut snapshot = self.start_pre_delete_snapshot(ctx, target)?;
         phases.mark("capture");
-        let seq = self.next_seq;
-        let mut changes = Changes::new();
-        let mut snapshot_failure = None;
-        let outcome = self.data_transaction(|conn| {
-            cascade::execute(conn, &plan, &mut changes)?;
+        let required = self.shared.config.snapshot_policy == SnapshotPolicy::Required;
+        let committed = self.commit_change(ctx, |conn, changes, seq| {
+            cascade::execute(conn, &plan, changes)?;
             phases.mark("cascade");
-            let snap = pending.wait();
+            let (snapshot_id, snapshot_skipped_reason) = snapshot.join(required)?;
             phases.mark("snapshot_wait");
-            let info = match snap {
-                Snap::Taken(m) => DeleteInfo {
-                    snapshot_id: Some(m.id.as_str().to_string()),
-                    ..Default::default()
-                },
-                Snap::Skipped(reason) => DeleteInfo {
-                    snapshot_skipped_reason: Some(reason),
-                    ..Default::default()
-                },
-                Snap::Failed(e) => {
-                    let reason = format!("{}: {e}", e.reason());
-                    let required = self.shared.config.snapshot_policy == SnapshotPolicy::Required;
-                    let err = required.then(|| Error::SnapshotRequired {
-                        reason: e.reason(),
-                        message: e.to_string(),
-                    });
-                    snapshot_failure = Some(e);
-                    if let Some(err) = err {
-                        return Err(err);
-                    }
-                    DeleteInfo {
-                        snapshot_skipped_reason: Some(reason),
-                        ..Default::default()
-                    }
-                }
-            };
-            let info = DeleteInfo {
+            if crate::fault::hit("delete.before_commit") {
+                return Err(Error::Injected("delete.before_commit"));
+            }
+            let deleted = Deleted {
+                snapshot_id,
+                snapshot_skipped_reason,
                 rows_removed: changes.removed().to_vec(),
-                ..info
-            };
-            let kind = match target {
-                DeleteTarget::Entity(..) => EventKind::EntityDeleted,
-                DeleteTarget::Link(_) => EventKind::LinkDeleted,
-            };
-            let mut ev = EventDraft::new(kind, target.type_name(), target.id_string());
-            ev.before = Some(before.clone());
-            ev.delete = Some(info.clone());
-            let events = self.stamp(ctx, vec![ev]);
-            event_log::append(conn, &events[0])?;
-            let value = Deleted {
-                info,
-                before: before.clone(),
+                row: row.clone(),
                 event_seq: seq,
             };
-            self.record_response(conn, ctx, &value)?;
-            phases.mark("logs");
-            Ok((value, events))
+            Ok((deleted.clone(), vec![delete_event(target, &deleted)]))
         });
         phases.mark("commit");
-        // Publish the delete first: a storage event appended after it must get the next seq.
-        let committed = outcome.map(|(value, events)| {
-            self.after_commit(&changes, events);
-            value
-        });
-        self.note_snapshot_result(snapshot_failure.as_ref());
+        // The snapshot thread is joined by now in every case; its failure (if any) changes the
+        // storage health, announced by an event after the delete's own.
+        self.note_snapshot_result(snapshot.failure());
         phases.mark("publish");
         tracing::debug!(target: "lnrs::delete_phases", entity = target.type_name(), phases = %phases, "delete phases");
+        let value = committed?;
+        if crate::fault::hit("delete.after_commit") {
+            return Err(Error::Injected("delete.after_commit"));
+        }
         Ok(Replayable {
-            value: committed?,
+            value,
             replayed: false,
         })
     }
@@ -448,13 +425,16 @@ impl WriterState {
         &mut self,
         ctx: &RequestCtx,
         target: &DeleteTarget,
-    ) -> Result<Pending, Error> {
+    ) -> Result<PreDeleteSnapshot, Error> {
         if self.shared.config.snapshot_policy == SnapshotPolicy::Disabled {
-            return Ok(Pending::Ready(Snap::Skipped(
+            return Ok(PreDeleteSnapshot::done(Snap::Skipped(
                 "snapshots are disabled by policy (snapshot_policy = disabled)".into(),
             )));
         }
-        let operation = Operation::Delete;
+        let operation = match target {
+            DeleteTarget::Entity(..) => Operation::Delete,
+            DeleteTarget::Link(_) => Operation::DeleteLink,
+        };
         let mut meta = self.new_snapshot(
             operation,
             format!(
@@ -464,28 +444,46 @@ impl WriterState {
             ),
             ctx,
         );
-        meta.entity_type = Some(target.type_name().to_string());
-        meta.entity_id = Some(target.id_string());
-        let checkpointed = {
-            let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
-            self.checkpoint_for_capture()
-        };
-        let store = match checkpointed {
+        meta.meta.entity_type = Some(target.type_name().to_string());
+        meta.meta.entity_id = Some(target.id_string());
+        let store = match self.checkpoint_for_capture() {
             Ok(s) => s,
-            Err(e) => return Ok(Pending::Ready(Snap::Failed(e))),
+            Err(e) => return Ok(PreDeleteSnapshot::done(Snap::Failed(e))),
         };
         // The copy runs alongside the cascade: the file stays as checkpointed until this
         // transaction commits, and it commits only after joining the thread.
-        let db_path = self.db_path.clone();
+        let db_path = self.db.path().to_path_buf();
         let handle = thread::Builder::new()
             .name("lnrs-snapshot-commit".into())
             .spawn(move || {
                 let capture = store.capture(&db_path)?;
-                crate::metrics::commit_snapshot(&store, capture, meta)
+                super::state::commit_snapshot(&store, capture, meta)
             })
             .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
-        Ok(Pending::Running(Joined(Some(handle))))
+        Ok(PreDeleteSnapshot {
+            thread: Some(handle),
+            outcome: None,
+        })
     }
+}
+
+/// The event of a committed delete: the removed row and what the delete did.
+fn delete_event(target: &DeleteTarget, d: &Deleted) -> EventDraft {
+    let kind = match target {
+        DeleteTarget::Entity(..) => EventKind::EntityDeleted,
+        DeleteTarget::Link(_) => EventKind::LinkDeleted,
+    };
+    let mut ev = EventDraft::new(kind, target.type_name(), target.id_string());
+    ev.before = Some(match &d.row {
+        DeletedRow::Entity(r) => Resource::Entity(r.clone()),
+        DeletedRow::Link(l) => Resource::Link(l.clone()),
+    });
+    ev.delete = Some(DeleteInfo {
+        snapshot_id: d.snapshot_id.clone(),
+        snapshot_skipped_reason: d.snapshot_skipped_reason.clone(),
+        rows_removed: d.rows_removed.clone(),
+    });
+    ev
 }
 
 /// Outcome of the pre-delete snapshot.
@@ -495,36 +493,69 @@ enum Snap {
     Failed(SnapshotError),
 }
 
-enum Pending {
-    Ready(Snap),
-    Running(Joined),
-}
-
 type SnapshotThread = thread::JoinHandle<Result<Manifest, SnapshotError>>;
 
-/// The snapshot thread, joined even when the delete fails before waiting for it: it may still
-/// be copying the database file, which must not change until it is done.
-struct Joined(Option<SnapshotThread>);
+/// The pre-delete snapshot hook: the thread that copies and commits the snapshot, and its
+/// outcome once joined. Dropping it joins the thread: it may still be copying the database
+/// file, which must not change until it is done.
+struct PreDeleteSnapshot {
+    thread: Option<SnapshotThread>,
+    outcome: Option<Snap>,
+}
 
-impl Drop for Joined {
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.join();
+impl PreDeleteSnapshot {
+    fn done(outcome: Snap) -> Self {
+        Self {
+            thread: None,
+            outcome: Some(outcome),
         }
+    }
+
+    /// Waits for the snapshot. Returns its id, or why none was taken; under policy `required`
+    /// a failure is an error, so the delete's transaction rolls back.
+    fn join(&mut self, required: bool) -> Result<(Option<String>, Option<String>), Error> {
+        match self.outcome() {
+            Snap::Taken(m) => Ok((Some(m.id.as_str().to_string()), None)),
+            Snap::Skipped(reason) => Ok((None, Some(reason.clone()))),
+            Snap::Failed(SnapshotError::Panicked) => Err(Error::Internal(
+                "the pre-delete snapshot thread panicked".into(),
+            )),
+            Snap::Failed(e) if required => Err(Error::SnapshotRequired {
+                reason: e.reason(),
+                message: e.public_message(),
+            }),
+            Snap::Failed(e) => Ok((
+                None,
+                Some(format!("{}: {}", e.reason(), e.public_message())),
+            )),
+        }
+    }
+
+    /// The failure, if the snapshot failed (joins the thread first).
+    fn failure(&mut self) -> Option<&SnapshotError> {
+        match self.outcome() {
+            Snap::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn outcome(&mut self) -> &Snap {
+        if let Some(handle) = self.thread.take() {
+            self.outcome = Some(match handle.join() {
+                Ok(Ok(m)) => Snap::Taken(Box::new(m)),
+                Ok(Err(e)) => Snap::Failed(e),
+                Err(_) => Snap::Failed(SnapshotError::Panicked),
+            });
+        }
+        self.outcome
+            .get_or_insert_with(|| Snap::Failed(SnapshotError::Panicked))
     }
 }
 
-impl Pending {
-    fn wait(self) -> Snap {
-        match self {
-            Pending::Ready(s) => s,
-            Pending::Running(mut j) => match j.0.take().map(|h| h.join()) {
-                Some(Ok(Ok(m))) => Snap::Taken(Box::new(m)),
-                Some(Ok(Err(e))) => Snap::Failed(e),
-                Some(Err(_)) | None => {
-                    Snap::Failed(SnapshotError::Injected("snapshot commit thread panicked"))
-                }
-            },
+impl Drop for PreDeleteSnapshot {
+    fn drop(&mut self) {
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
         }
     }
 }

@@ -1,24 +1,20 @@
 //! Background upkeep, each step a writer job: re-probe a degraded snapshot store (so it
-//! recovers by itself and says so in an event) and compact the event log to its retention.
-
-use std::time::Duration;
+//! recovers by itself and says so in an event), compact the event log to its retention, and
+//! forget AIP-155 request ids past their age or beyond their count.
 
 use super::status::SnapshotState;
 use super::{App, RequestCtx};
 use crate::error::Error;
-use crate::events::log as event_log;
+use crate::storage::requests;
 
-/// How often upkeep runs.
-const PERIOD: Duration = Duration::from_secs(15);
-
-/// Runs until the task is aborted.
+/// Runs every `maintenance_interval` until the task is aborted.
 pub async fn run(app: App) {
-    let mut tick = tokio::time::interval(PERIOD);
+    let mut tick = tokio::time::interval(app.config().maintenance_interval);
     tick.tick().await;
     loop {
         tick.tick().await;
         if app.shared.status.get().state == SnapshotState::Degraded {
-            let ctx = RequestCtx::default();
+            let ctx = RequestCtx::internal("storage-probe");
             let _ = app
                 .write(&ctx, |st| {
                     st.probe_storage();
@@ -28,6 +24,9 @@ pub async fn run(app: App) {
         }
         if let Err(e) = app.compact_events().await {
             tracing::warn!(error = %e, "event log compaction failed");
+        }
+        if let Err(e) = app.prune_request_log().await {
+            tracing::warn!(error = %e, "request log pruning failed");
         }
     }
 }
@@ -44,16 +43,26 @@ impl App {
         if keep_last.is_none() && min_time.is_none() {
             return Ok(0);
         }
-        let ctx = RequestCtx::default();
+        let ctx = RequestCtx::internal("compaction");
+        self.write(&ctx, move |st| st.compact_events(keep_last, min_time))
+            .await
+    }
+
+    /// Forgets request ids older than `request_log_max_age` and beyond
+    /// `request_log_keep_last`; returns how many went.
+    pub async fn prune_request_log(&self) -> Result<u64, Error> {
+        let cfg = self.config();
+        let max_age =
+            chrono::Duration::from_std(cfg.request_log_max_age).unwrap_or(chrono::Duration::MAX);
+        let min_time = chrono::Utc::now()
+            .checked_sub_signed(max_age)
+            .map_or(i64::MIN, |t| t.timestamp_micros());
+        let keep_last = cfg.request_log_keep_last;
+        let ctx = RequestCtx::internal("request-log");
         self.write(&ctx, move |st| {
-            let conn = st.conn()?;
-            let removed = event_log::compact(conn, keep_last, min_time)?;
-            if removed > 0 {
-                let b = event_log::bounds(conn)?;
-                st.shared.hub.set_first(b.first);
-                tracing::info!(removed, first = b.first, "event log compacted");
-            }
-            Ok(removed)
+            Ok(st
+                .db
+                .transaction(|c| requests::prune(c, min_time, keep_last))?)
         })
         .await
     }

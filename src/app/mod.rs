@@ -28,21 +28,34 @@ use crate::storage::pool::ReadPool;
 use crate::storage::writer::Writer;
 
 pub use state::WriterState;
-pub use status::{SnapshotHealth, StorageStatus};
+pub use status::{DatabaseStatus, SnapshotHealth, StorageStatus};
 
 /// Who is asking, for idempotency, events, logs and deadlines.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCtx {
     /// AIP-155 idempotency key (the request's `request_id` field).
     pub idempotency_key: Option<String>,
-    /// BLAKE3 of the encoded request: a reused idempotency key with a different request is an error.
+    /// BLAKE3 of the canonical encoding of the request: a reused idempotency key with a
+    /// different request is an error.
     pub request_fingerprint: String,
     /// Correlation id recorded in events: the request_id field, else x-request-id.
     pub request_id: Option<String>,
     /// Full RPC path, e.g. "/lnrs.v1.EntityService/DeleteMeasure".
     pub rpc: String,
+    /// The authenticated caller ("" when auth is off): idempotency keys are scoped to it.
+    pub principal: String,
     /// The caller's deadline: a write still queued when it passes is not executed.
     pub deadline: Option<Instant>,
+}
+
+impl RequestCtx {
+    /// The context of work the service starts by itself (retention, probes, upkeep).
+    pub fn internal(what: &str) -> Self {
+        Self {
+            rpc: format!("internal/{what}"),
+            ..Default::default()
+        }
+    }
 }
 
 /// A mutation result, possibly replayed from the request log (AIP-155).
@@ -51,6 +64,16 @@ pub struct Replayable<T> {
     pub value: T,
     #[serde(skip)]
     pub replayed: bool,
+}
+
+impl<T> Replayable<T> {
+    /// A result computed now (not replayed).
+    pub fn fresh(value: T) -> Self {
+        Self {
+            value,
+            replayed: false,
+        }
+    }
 }
 
 /// State shared by the async side and the writer thread.
@@ -63,7 +86,13 @@ pub struct Shared {
     pub hub: Arc<EventHub>,
     store: RwLock<Option<Arc<SnapshotStore>>>,
     pub status: StorageStatus,
+    /// Whether the live database is open and consistent (see [`status::DatabaseStatus`]).
+    pub database: status::DatabaseStatus,
     pub restoring: AtomicBool,
+    /// Set once shutdown has begun: no new restore starts.
+    pub shutting_down: AtomicBool,
+    /// Snapshots a pending (unresolved) restore journal names: kept until the process ends.
+    journal_pins: parking_lot::Mutex<Vec<crate::snapshot::PinGuard>>,
     /// A retention run is queued (runs after snapshots coalesce into one).
     pub retention_scheduled: AtomicBool,
     pub duckdb_version: String,
@@ -81,8 +110,34 @@ impl Shared {
         *self.store.write() = Some(store);
     }
 
+    /// Keeps snapshots pinned until the process ends (an unresolved restore journal names
+    /// them; the next start resolves it).
+    pub(crate) fn keep_pins(&self, pins: Vec<crate::snapshot::PinGuard>) {
+        self.journal_pins.lock().extend(pins);
+    }
+
     pub fn restore_in_progress(&self) -> bool {
         self.restoring.load(Ordering::Acquire)
+    }
+
+    /// Marks a restore in progress until the guard drops.
+    pub(crate) fn begin_restore(&self) -> Result<RestoreFlag<'_>, Error> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown {
+                what: "no new restore starts".into(),
+            });
+        }
+        self.restoring.store(true, Ordering::Release);
+        Ok(RestoreFlag(&self.restoring))
+    }
+}
+
+/// The "restore in progress" flag, cleared on drop.
+pub(crate) struct RestoreFlag<'a>(&'a AtomicBool);
+
+impl Drop for RestoreFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -111,6 +166,11 @@ impl App {
         F: FnOnce(&mut WriterState) -> Result<T, Error> + Send + 'static,
     {
         self.writer.run(ctx.deadline, f).await
+    }
+
+    /// Shutdown has begun: restores not yet started are refused from now on.
+    pub fn begin_shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
     }
 
     /// Stops the writer after the jobs already queued, and closes the database.

@@ -13,6 +13,45 @@ use crate::storage::entities::{self, ListQuery, Page};
 use crate::storage::links::{self, LinkQuery};
 use crate::storage::StorageError;
 
+/// The lookup tables a measure's sets refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    MeasureTypes,
+    Stakeholders,
+    Benefits,
+}
+
+impl Lookup {
+    /// Table and (id, name) columns.
+    fn source(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Lookup::MeasureTypes => ("measure_type", &["measure_type_id", "measure_type"]),
+            Lookup::Stakeholders => ("stakeholder", &["stakeholder_id", "stakeholder"]),
+            Lookup::Benefits => ("benefits", &["benefit_id", "benefit"]),
+        }
+    }
+}
+
+/// One row of a lookup table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRow {
+    pub id: i32,
+    pub name: String,
+}
+
+/// One local funding scheme of an area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundingScheme {
+    pub id: i32,
+    pub area_id: i32,
+    pub area_name: Option<String>,
+    pub local_funding_schemes: Option<String>,
+}
+
+fn id_of(v: &Value) -> i32 {
+    v.as_text().and_then(|s| s.parse().ok()).unwrap_or_default()
+}
+
 /// A page of the event log.
 #[derive(Debug, Clone)]
 pub struct EventPage {
@@ -70,17 +109,48 @@ impl App {
             .await
     }
 
-    /// Rows of a lookup table.
-    pub async fn lookup(
-        &self,
-        table: &'static str,
-        columns: &'static [&'static str],
-        filter: Option<(&'static str, i32)>,
-    ) -> Result<Vec<Vec<Value>>, Error> {
-        self.shared
+    /// Every row of a lookup table, by id.
+    pub async fn lookup(&self, table: Lookup) -> Result<Vec<LookupRow>, Error> {
+        let (name, columns) = table.source();
+        let rows = self
+            .shared
             .reads
-            .read(move |conn| Ok(entities::lookup(conn, table, columns, filter)?))
-            .await
+            .read(move |conn| Ok::<_, Error>(entities::lookup(conn, name, columns, None)?))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LookupRow {
+                id: id_of(&r[0]),
+                name: r[1].opt_text().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The local funding schemes, of one area or (None) of all.
+    pub async fn funding_schemes(&self, area: Option<i32>) -> Result<Vec<FundingScheme>, Error> {
+        const COLUMNS: &[&str] = &["id", "area_id", "area_name", "local_funding_schemes"];
+        let filter = area.map(|a| ("area_id", a));
+        let rows = self
+            .shared
+            .reads
+            .read(move |conn| {
+                Ok::<_, Error>(entities::lookup(
+                    conn,
+                    "area_funding_schemes",
+                    COLUMNS,
+                    filter,
+                )?)
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FundingScheme {
+                id: id_of(&r[0]),
+                area_id: id_of(&r[1]),
+                area_name: r[2].opt_text(),
+                local_funding_schemes: r[3].opt_text(),
+            })
+            .collect())
     }
 
     /// A page of links.
@@ -91,19 +161,26 @@ impl App {
             .await
     }
 
-    /// A page of the event log after `after` (exclusive).
+    /// A page of the event log after `after` (exclusive; 0 = from the oldest retained event).
     pub async fn list_events(
         &self,
         after: u64,
         limit: usize,
         filter: EventFilter,
     ) -> Result<EventPage, Error> {
-        self.shared.hub.check_start(Some(after))?;
+        if after != 0 {
+            self.shared.hub.check_start(Some(after))?;
+        }
         self.shared
             .reads
             .read(move |conn| {
                 let bounds = event_log::bounds(conn)?;
-                if after + 1 < bounds.first {
+                let after = if after == 0 {
+                    bounds.first.saturating_sub(1)
+                } else {
+                    after
+                };
+                if after.saturating_add(1) < bounds.first {
                     return Err(EventError::Compacted {
                         first_available: bounds.first,
                     }

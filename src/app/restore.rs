@@ -1,13 +1,22 @@
 //! Restore: all-or-nothing replacement of the live database by a snapshot.
 //!
-//! Safety snapshot (pinned) → assemble the target into a temp file → deep-verify it → carry the
-//! event log and request log over into it, with the restore's own event → close every
-//! connection → rename over the live file, remove stale WAL files, fsync → reopen → verify
-//! again → on any failure put the safety state back the same way. A journal file marks the
-//! window in which the live file may be the unverified target, so a crash there is repaired at
-//! the next start.
+//! Safety snapshot (pinned, read back) → assemble the target into a temp file next to the live
+//! one → deep-verify it → migrate it, carry the event and request logs over into it with the
+//! restore's own event → close every connection → journal → rename over the live file →
+//! reopen → check it is the verified file → on any failure put the safety state back the same
+//! way. Then [`settle`](WriterState::settle) decides the outcome from what is on disk, whatever
+//! happened on the way, and the journal is resolved before the call returns: when a restore
+//! returns — success, rollback or error — no journal is left and the writer's view (next seq,
+//! fingerprints, schema, caches) is the live file's. Only if even the safety state cannot be
+//! put back does the journal stay; the database is then closed (reads and writes refused,
+//! health NOT_SERVING) so nothing can be acknowledged that the next start would undo.
+//!
+//! The journal names three files by hash — the live file before the swap, the verified
+//! target, and the safety state once assembled for a rollback — so start-up
+//! ([`recover`]) knows which one a crash left at the live path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -15,17 +24,21 @@ use serde::{Deserialize, Serialize};
 use super::snapshots::snapshot_event;
 use super::state::WriterState;
 use super::{App, Replayable, RequestCtx};
-use crate::domain::tables::{EVENT_LOG_TABLE, REQUEST_LOG_TABLE};
+use crate::domain::tables::CARRIED_OVER_TABLES;
 use crate::error::Error;
 use crate::events::model::RestoreInfo;
 use crate::events::{log as event_log, Event, EventDraft, EventKind};
-use crate::snapshot::{check_database, IntegrityReport, Manifest, Operation, SnapshotId};
-use crate::storage::{self, schema, StorageError};
+use crate::snapshot::{
+    check_database, check_replaced, IntegrityReport, Manifest, Operation, PinGuard, SnapshotId,
+    SnapshotStore,
+};
+use crate::storage::{self, files, inspect::SchemaInventory, StorageError};
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreOutcome {
-    pub restored_id: String,
+    /// The manifest of the snapshot that was restored (or that the restore tried to restore).
+    pub restored: Manifest,
     pub safety_snapshot_id: String,
     pub report: IntegrityReport,
     pub rolled_back: bool,
@@ -35,24 +48,41 @@ pub struct RestoreOutcome {
     pub duration: Duration,
 }
 
-/// Marks the window in which the live file may be an unverified restore target.
+/// Fail points around the rename of the verified target over the live file.
+const SWAP_POINTS: [&str; 2] = ["swap.before_rename", "swap.after_rename"];
+/// Fail points around the rename of the safety state over the live file (rollback).
+const ROLLBACK_POINTS: [&str; 2] = [
+    "restore.rollback.before_rename",
+    "restore.rollback.after_rename",
+];
+
+/// Marks the window in which the file at the live path may not be the one the service last
+/// acknowledged. Written atomically before the live file is touched, removed once the outcome
+/// is durable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Journal {
+pub(crate) struct Journal {
     target: String,
     safety: String,
-    /// What the log must say if the safety state has to be put back at start-up: the events
-    /// appended since the safety snapshot, then this restore's event marked rolled back.
-    rollback_events: Vec<Event>,
+    /// BLAKE3 of the live file before the swap (closed, checkpointed).
+    pre_hash: String,
+    /// BLAKE3 of the verified target with the logs carried over: what the swap puts in place.
+    target_hash: String,
+    /// BLAKE3 of the safety state assembled for a rollback, once one was started.
+    rollback_hash: Option<String>,
+    /// Events committed since the safety snapshot was captured: a rollback appends them to
+    /// the safety state, then `rolled_back_event`.
+    since_safety: Vec<Event>,
+    /// The restore's own event as it reads when the restore did not happen.
+    rolled_back_event: Event,
 }
 
 pub(crate) fn journal_path(data_dir: &Path) -> PathBuf {
     data_dir.join("restore.journal")
 }
 
+/// Where a restore assembles files: next to the live one, so the rename is atomic.
 pub(crate) fn temp_path(db: &Path) -> PathBuf {
-    let mut p = db.as_os_str().to_owned();
-    p.push(".restore-tmp");
-    PathBuf::from(p)
+    files::with_suffix(db, ".restore-tmp")
 }
 
 impl App {
@@ -73,12 +103,38 @@ impl App {
     }
 }
 
-struct Restoring<'a>(&'a std::sync::atomic::AtomicBool);
+/// One restore in progress.
+struct Run {
+    started: Instant,
+    store: Arc<SnapshotStore>,
+    target: Manifest,
+    safety: Manifest,
+    report: IntegrityReport,
+    info: RestoreInfo,
+    tmp: PathBuf,
+    /// Target and safety snapshot: retention and DeleteSnapshot cannot remove them until the
+    /// journal is resolved.
+    pins: Vec<PinGuard>,
+}
 
-impl Drop for Restoring<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
-    }
+/// The target as prepared in the temp file.
+struct Prepared {
+    hash: blake3::Hash,
+    /// The schema after migration (what the live database will have).
+    schema: SchemaInventory,
+}
+
+/// What is at the live path after a swap attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    /// The verified target: the restore happened.
+    Target,
+    /// The file as it was before the swap: nothing happened.
+    Before,
+    /// The safety state with the rollback events: the restore was undone.
+    RolledBack,
+    /// Something else, or nothing readable.
+    Unknown,
 }
 
 impl WriterState {
@@ -90,59 +146,45 @@ impl WriterState {
         if let Some(r) = self.replay(ctx)? {
             return Ok(r);
         }
-        let started = Instant::now();
-        let store = self.shared.store()?;
+        let shared = self.shared.clone();
+        let _flag = shared.begin_restore()?;
+        let store = shared.store()?;
         let target = store.get(id)?;
         store.check_restorable(&target)?;
-        // Retention must not forget the target while it is being assembled.
-        let _target_pin = store.pin(id);
-        let shared = self.shared.clone();
-        shared
-            .restoring
-            .store(true, std::sync::atomic::Ordering::Release);
-        let _restoring = Restoring(&shared.restoring);
-
+        let pins = vec![store.pin(id)];
         let mut report = IntegrityReport::default();
         let safety = self.verified_safety_snapshot(ctx, id, &store, &mut report)?;
-        let _pin = store.pin(&safety.id);
+        let mut run = Run {
+            started: Instant::now(),
+            pins,
+            info: RestoreInfo {
+                snapshot_id: id.as_str().into(),
+                safety_snapshot_id: safety.id.as_str().into(),
+                ..Default::default()
+            },
+            tmp: temp_path(self.db.path()),
+            store,
+            target,
+            safety,
+            report,
+        };
+        run.pins.push(run.store.pin(&run.safety.id));
         let since_safety = self.append_events(
             ctx,
-            vec![snapshot_event(EventKind::SnapshotCreated, &safety)],
+            vec![snapshot_event(EventKind::SnapshotCreated, &run.safety)],
         )?;
-
-        let mut info = RestoreInfo {
-            snapshot_id: id.as_str().into(),
-            safety_snapshot_id: safety.id.as_str().into(),
-            ..Default::default()
-        };
-        let tmp = temp_path(&self.db_path);
-        remove_db_files(&tmp);
-        let event = self
-            .stamp(ctx, vec![restore_event(&info, &report)])
-            .remove(0);
-        let outcome = match self.prepare(&store, &target, &tmp, &event, &mut report) {
+        if crate::fault::hit("restore.after_safety") {
+            return Err(Error::Injected("restore.after_safety"));
+        }
+        let event = self.stamp(ctx, vec![restore_event(&run.info, &run.report)]);
+        let event = event.into_iter().next().expect("one event");
+        let outcome = match self.prepare(&mut run, &event) {
+            Ok(prepared) => self.swap(ctx, &mut run, prepared, since_safety, event)?,
             Err(reason) => {
                 // Nothing was touched: the live database is the safety state already.
-                remove_db_files(&tmp);
-                info.rolled_back = true;
-                info.rollback_reason = Some(reason);
-                self.append_events(ctx, vec![restore_event(&info, &report)])?;
-                self.finish(ctx, &info, report, started)?
+                let _ = files::remove_database(&run.tmp);
+                self.not_restored(ctx, &mut run, reason)?
             }
-            Ok(verified_hash) => self.swap_and_verify(
-                ctx,
-                Swap {
-                    target: &target,
-                    safety: &safety,
-                    tmp: &tmp,
-                    verified_hash,
-                    since_safety: &since_safety,
-                    event,
-                },
-                &mut info,
-                report,
-                started,
-            )?,
         };
         Ok(Replayable {
             value: outcome,
@@ -152,117 +194,141 @@ impl WriterState {
 
     /// Takes the safety snapshot and checks it can be read back: a rollback depends on it, and
     /// deduplication may have pointed it at a stored block that has since been damaged. A
-    /// damaged block is no longer deduplicated against, so a second snapshot rewrites it.
+    /// damaged block is no longer deduplicated against, so a second snapshot rewrites it; the
+    /// report then says the safety snapshot was repaired.
     fn verified_safety_snapshot(
         &mut self,
         ctx: &RequestCtx,
         id: &SnapshotId,
-        store: &crate::snapshot::SnapshotStore,
+        store: &SnapshotStore,
         report: &mut IntegrityReport,
     ) -> Result<Manifest, Error> {
-        let mut last = None;
+        let t = Instant::now();
+        let mut repaired = Vec::new();
         for _ in 0..2 {
             let mut meta = self.new_snapshot(
                 Operation::PreRestore,
                 format!("Before restore of {id}"),
                 ctx,
             );
-            meta.entity_type = Some("snapshot".into());
-            meta.entity_id = Some(id.as_str().into());
+            meta.meta.entity_type = Some("snapshot".into());
+            meta.meta.entity_id = Some(id.as_str().into());
             let safety = self.snapshot_now(meta)?;
-            let t = Instant::now();
             let check = store.verify_quick(&safety.id)?;
             let failed: Vec<String> = check.failures().map(|c| c.name.clone()).collect();
-            report.push(
-                "pre_swap:safety_snapshot_readable",
-                failed.is_empty(),
-                "every block of the safety snapshot intact",
-                if failed.is_empty() {
+            if failed.is_empty() {
+                let actual = if repaired.is_empty() {
                     "intact".to_string()
                 } else {
-                    format!("failed: {}", failed.join(", "))
-                },
-                t.elapsed(),
-            );
-            if failed.is_empty() {
+                    format!(
+                        "intact after repair (a first safety snapshot failed: {}; its damaged \
+                         blocks were rewritten)",
+                        repaired.join(", ")
+                    )
+                };
+                report.push(
+                    "pre_swap:safety_snapshot_readable",
+                    true,
+                    "every block of the safety snapshot intact",
+                    actual,
+                    t.elapsed(),
+                );
                 return Ok(safety);
             }
             let _ = store.forget(&safety.id);
-            last = Some(failed.join(", "));
+            repaired = failed;
         }
-        Err(Error::Snapshot(crate::snapshot::SnapshotError::Corrupt {
-            what: "safety snapshot".into(),
-            detail: last.unwrap_or_default(),
-        }))
+        report.push(
+            "pre_swap:safety_snapshot_readable",
+            false,
+            "every block of the safety snapshot intact",
+            format!("failed twice: {}", repaired.join(", ")),
+            t.elapsed(),
+        );
+        Err(Error::Snapshot(crate::snapshot::SnapshotError::corrupt(
+            "safety snapshot",
+            repaired.join(", "),
+        )))
     }
 
-    /// Assembles the target into `tmp`, carries the live event log and request log over into it
-    /// (with this restore's event), then deep-verifies exactly that file and hashes it.
-    /// Returns the hash the live file must have after the swap, or why it must not be used.
-    fn prepare(
-        &self,
-        store: &crate::snapshot::SnapshotStore,
-        target: &Manifest,
-        tmp: &Path,
-        event: &Event,
-        report: &mut IntegrityReport,
-    ) -> Result<blake3::Hash, String> {
+    /// Assembles the target into the temp file, deep-verifies exactly that file against the
+    /// target's manifest, migrates it, carries the live event and request logs over into it
+    /// (with this restore's event) and hashes it. Returns why it must not be used otherwise.
+    fn prepare(&self, run: &mut Run, event: &Event) -> Result<Prepared, String> {
+        let _ = files::remove_database(&run.tmp);
+        let report = &mut run.report;
         let t = Instant::now();
-        if let Err(e) = store.assemble(&target.id, tmp) {
+        let assembled = run
+            .store
+            .check_scratch_space(files::parent_dir(&run.tmp), run.target.file_len)
+            .and_then(|()| run.store.assemble(&run.target.id, &run.tmp));
+        if let Err(e) = assembled {
             report.push(
                 "pre_swap:assemble",
                 false,
                 "every block present and intact",
-                e.to_string(),
+                e.public_message(),
                 t.elapsed(),
             );
-            return Err(format!("the snapshot could not be assembled: {e}"));
+            return Err(format!(
+                "the snapshot could not be assembled: {}",
+                e.public_message()
+            ));
         }
-        let size = format!("{} bytes", target.file_len);
+        let size = format!("{} bytes", run.target.file_len);
         report.push("pre_swap:assemble", true, size.clone(), size, t.elapsed());
         let t = Instant::now();
-        if let Err(e) = self.carry_over(tmp, event) {
-            report.push(
-                "pre_swap:carry_over_event_log",
-                false,
-                "event log copied",
-                e.to_string(),
-                t.elapsed(),
-            );
-            return Err(format!("the event log could not be carried over: {e}"));
-        }
-        report.push(
-            "pre_swap:carry_over_event_log",
-            true,
-            "event log copied",
-            "event log copied",
-            t.elapsed(),
-        );
-        let t = Instant::now();
-        let conn = match storage::open_read_only(tmp) {
+        let conn = match storage::open_read_only(&run.tmp) {
             Ok(c) => c,
             Err(e) => {
                 report.push(
                     "pre_swap:open_read_only",
                     false,
                     "opens",
-                    e.to_string(),
+                    e.public_message(),
                     t.elapsed(),
                 );
-                return Err(format!("the assembled snapshot does not open: {e}"));
+                return Err("the assembled snapshot does not open".into());
             }
         };
-        let checks = check_database(&conn, &target.fingerprints, &target.schema);
+        report.push(
+            "pre_swap:open_read_only",
+            true,
+            "opens",
+            "opens",
+            t.elapsed(),
+        );
+        let checks = check_database(&conn, &run.target.fingerprints, &run.target.schema);
         drop(conn);
+        let verified = checks.passed();
         append_prefixed(report, "pre_swap:", checks);
-        if !report.passed() {
+        if !verified {
             return Err(
                 "the assembled snapshot failed verification; the live database was not touched"
                     .into(),
             );
         }
         let t = Instant::now();
-        let hash = hash_file(tmp).map_err(|e| format!("cannot hash the verified file: {e}"))?;
+        let carried = self.carry_over(&run.tmp, event);
+        report.push(
+            "pre_swap:carry_over_event_log",
+            carried.is_ok(),
+            "event and request logs copied, schema migrated",
+            match &carried {
+                Ok(_) => "copied".to_string(),
+                Err(e) => e.public_message(),
+            },
+            t.elapsed(),
+        );
+        let schema = carried.map_err(|e| {
+            format!(
+                "the event log could not be carried over: {}",
+                e.public_message()
+            )
+        })?;
+        let t = Instant::now();
+        let hash = storage::hash_file(&run.tmp)
+            .map_err(|e| format!("cannot hash the verified file: {}", e.public_message()))?;
         report.push(
             "pre_swap:file_hash",
             true,
@@ -270,201 +336,114 @@ impl WriterState {
             hash.to_hex().to_string(),
             t.elapsed(),
         );
-        Ok(hash)
+        if crate::fault::hit("restore.after_prepare") {
+            return Err("injected fault at restore.after_prepare".into());
+        }
+        Ok(Prepared { hash, schema })
     }
 
-    fn swap_and_verify(
+    /// Brings the assembled file up to the live schema, then copies the live event log and
+    /// request log into it and appends the restore's event there, in one transaction: the log
+    /// never rewinds and the restore is itself an event. Returns the file's schema.
+    fn carry_over(&self, tmp: &Path, event: &Event) -> Result<SchemaInventory, Error> {
+        storage::migrate_file(tmp)?;
+        storage::copy_tables_into(self.conn()?, tmp, CARRIED_OVER_TABLES, |c, alias| {
+            event_log::append_to(c, Some(alias), event).map_err(Error::from)
+        })?;
+        let conn = storage::open_read_only(tmp)?;
+        Ok(storage::inspect::schema_inventory(&conn)?)
+    }
+
+    /// Swaps the prepared file in, then settles: whatever failed on the way, the outcome is
+    /// decided from the file at the live path, the journal is resolved, and the writer's view
+    /// matches the file.
+    fn swap(
         &mut self,
         ctx: &RequestCtx,
-        swap: Swap<'_>,
-        info: &mut RestoreInfo,
-        report: IntegrityReport,
-        started: Instant,
+        run: &mut Run,
+        prepared: Prepared,
+        since_safety: Vec<Event>,
+        event: Event,
     ) -> Result<RestoreOutcome, Error> {
-        let data_dir = self.shared.config.data_dir.clone();
-        let mut interrupted = info.clone();
-        interrupted.rolled_back = true;
-        interrupted.rollback_reason = Some(
-            "the server stopped during the swap and the live file did not verify at start-up; the safety snapshot was put back"
-                .into(),
-        );
-        let mut rollback_events = swap.since_safety.to_vec();
-        rollback_events.push(Event {
-            body: restore_event(&interrupted, &report),
-            ..swap.event.clone()
-        });
-        write_journal(
-            &data_dir,
-            &Journal {
-                target: swap.target.id.as_str().into(),
-                safety: swap.safety.id.as_str().into(),
-                rollback_events,
-            },
-        )?;
+        let mut rolled_back = run.info.clone();
+        rolled_back.rolled_back = true;
+        rolled_back.rollback_reason =
+            Some("the swap did not complete; the live database was kept as it was".into());
         let reads = self.shared.reads.clone();
         let gate = reads.suspend();
-        let swapped = self.swap_locked(swap, info, report);
-        // Whatever happened, a database must be open again before reads resume.
-        if self.conn.is_none() {
-            match storage::open(&self.db_path) {
-                Ok(c) => {
-                    let _ = schema::migrate(&c);
-                    self.conn = Some(c);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot reopen the database after a failed swap")
-                }
-            }
-        }
-        if let Some(clone) = self.conn.as_ref().and_then(|c| c.try_clone().ok()) {
-            gate.resume(clone);
-        }
-        let (report, event) = swapped?;
-        self.after_commit(&crate::storage::changes::Changes::new(), vec![event]);
-        remove_journal(&data_dir);
-        self.finish(ctx, info, report, started)
-    }
-
-    /// The part of a restore that runs with every connection closed: swap, reopen, check the
-    /// live file is the verified one, and on failure put the safety snapshot back. Returns the
-    /// report and the event to publish.
-    fn swap_locked(
-        &mut self,
-        swap: Swap<'_>,
-        info: &mut RestoreInfo,
-        mut report: IntegrityReport,
-    ) -> Result<(IntegrityReport, Event), Error> {
-        self.conn = None;
-        replace_live(swap.tmp, &self.db_path)?;
-        if crate::fault::hit("restore.after_swap") {
-            return Err(Error::Internal("fail point restore.after_swap".into()));
-        }
-        let post = self.reopen_and_check(
-            &swap.verified_hash,
-            &swap.target.fingerprints,
-            &swap.target.schema,
-        );
-        append_prefixed(&mut report, "post_swap:", post);
-        info.checks_run = report.checks.len() as u32;
-        if report.passed() {
-            let event = Event {
-                body: restore_event(info, &report),
-                ..swap.event
-            };
-            event_log::rewrite(self.conn()?, &event)?;
-            return Ok((report, event));
-        }
-        // Put the safety state back, with the events since it was taken plus this restore's.
-        info.rolled_back = true;
-        info.rollback_reason =
-            Some("post-swap verification failed; the safety snapshot was put back".into());
-        let event = Event {
-            body: restore_event(info, &report),
-            ..swap.event
-        };
-        self.conn = None;
-        let mut replay: Vec<Event> = swap.since_safety.to_vec();
-        replay.push(event.clone());
-        self.shared.store()?.assemble(&swap.safety.id, swap.tmp)?;
-        append_events_to_file(swap.tmp, &replay)?;
-        let hash = hash_file(swap.tmp).map_err(|e| StorageError::io(swap.tmp, e))?;
-        replace_live(swap.tmp, &self.db_path)?;
-        let back = self.reopen_and_check(&hash, &swap.safety.fingerprints, &swap.safety.schema);
-        append_prefixed(&mut report, "rollback:", back);
-        Ok((report, event))
-    }
-
-    /// Copies the live event log and request log into the assembled file and appends the
-    /// restore's event there, in one transaction: the log never rewinds and the restore is
-    /// itself an event.
-    fn carry_over(&self, tmp: &Path, event: &Event) -> Result<(), Error> {
-        const DB: &str = "lnrs_restore";
-        let conn = self.conn()?;
-        let path = tmp.to_string_lossy().replace('\'', "''");
-        conn.execute_batch(&format!("ATTACH '{path}' AS {DB}"))
-            .map_err(StorageError::from)?;
-        let copied = super::state::in_transaction(conn, |c| {
-            for t in [EVENT_LOG_TABLE, REQUEST_LOG_TABLE] {
-                c.execute_batch(&format!(
-                    "DELETE FROM {DB}.{t}; INSERT INTO {DB}.{t} BY NAME SELECT * FROM main.{t};"
-                ))
-                .map_err(StorageError::from)?;
-            }
-            event_log::append_to(c, Some(DB), event)?;
-            Ok(())
-        });
-        let checkpointed = conn.execute_batch(&format!("CHECKPOINT {DB}"));
-        let detached = conn.execute_batch(&format!("DETACH {DB}"));
-        copied?;
-        checkpointed.map_err(StorageError::from)?;
-        detached.map_err(StorageError::from)?;
-        fsync_file(tmp)
-    }
-
-    /// Reopens the live file and checks it is byte for byte the file that passed the deep
-    /// verification (BLAKE3), that it opens with the expected schema and the expected row count
-    /// in every table. The full scan already ran on these exact bytes before the swap.
-    fn reopen_and_check(
-        &mut self,
-        verified_hash: &blake3::Hash,
-        fps: &crate::domain::fingerprint::Fingerprints,
-        schema_inv: &crate::storage::inspect::SchemaInventory,
-    ) -> IntegrityReport {
-        let mut report = IntegrityReport::default();
-        let t = Instant::now();
-        let live_hash = hash_file(&self.db_path);
-        let actual = match &live_hash {
-            Ok(h) => h.to_hex().to_string(),
-            Err(e) => e.to_string(),
-        };
-        report.push(
-            "file_hash",
-            live_hash.as_ref().ok() == Some(verified_hash),
-            verified_hash.to_hex().to_string(),
-            actual,
-            t.elapsed(),
-        );
-        let t = Instant::now();
-        let conn = match storage::open(&self.db_path).and_then(|c| schema::migrate(&c).map(|_| c)) {
-            Ok(c) => c,
+        let mut journal = match self.close_and_journal(run, &prepared, since_safety, &event) {
+            Ok(j) => j,
             Err(e) => {
-                report.push("open", false, "opens", e.to_string(), t.elapsed());
-                return report;
+                // The live file was not replaced: take the journal back, reopen, say so.
+                tracing::error!(error = %e, "restore: could not close the database or write the journal");
+                let _ = files::remove_database(&run.tmp);
+                let reopened = journal_remove(&self.shared.config.data_dir)
+                    .and_then(|()| Ok(self.db.reopen()?));
+                self.resume_reads(gate);
+                if reopened.is_err() {
+                    return Err(self.fence(run, "the database could not be reopened"));
+                }
+                return self.not_restored(ctx, run, "the swap could not start".into());
             }
         };
-        report.push("open", true, "opens", "opens", t.elapsed());
-        let schema_check = |c: &duckdb::Connection| {
-            let mut r = IntegrityReport::default();
-            r.run(
-                "schema_inventory",
-                || match storage::inspect::schema_inventory(c) {
-                    Ok(s) if &s == schema_inv => (
-                        true,
-                        "as in the manifest".into(),
-                        "as in the manifest".into(),
-                    ),
-                    Ok(s) => (
-                        false,
-                        format!("{} columns", schema_inv.columns.len()),
-                        format!("{} columns, differing", s.columns.len()),
-                    ),
-                    Err(e) => (false, "readable".into(), e.to_string()),
-                },
-            );
-            r
+        let swapped = self.swap_locked(run, &prepared);
+        let live = self.settle(run, &mut journal, swapped);
+        let finished = self.finish_swap(ctx, run, &journal, live, event, &prepared);
+        self.resume_reads(gate);
+        finished
+    }
+
+    /// Closes the database (checkpointed, every read connection already dropped), hashes the
+    /// live file and writes the journal.
+    fn close_and_journal(
+        &mut self,
+        run: &Run,
+        prepared: &Prepared,
+        since_safety: Vec<Event>,
+        event: &Event,
+    ) -> Result<Journal, Error> {
+        self.db.close()?;
+        let pre_hash = self.db.file_hash()?;
+        let mut rolled_back_event = event.clone();
+        let mut info = run.info.clone();
+        info.rolled_back = true;
+        info.rollback_reason = Some(
+            "the server stopped during the restore; the live database was put back as it was"
+                .into(),
+        );
+        rolled_back_event.body = restore_event(&info, &run.report);
+        let journal = Journal {
+            target: run.target.id.as_str().into(),
+            safety: run.safety.id.as_str().into(),
+            pre_hash: pre_hash.to_hex().to_string(),
+            target_hash: prepared.hash.to_hex().to_string(),
+            rollback_hash: None,
+            since_safety,
+            rolled_back_event,
         };
-        let counts_check = |c: &duckdb::Connection| {
-            let mut r = IntegrityReport::default();
-            r.run("row_counts", || row_counts_match(c, fps));
-            r
-        };
-        let checks: [&(dyn Fn(&duckdb::Connection) -> IntegrityReport + Sync); 2] =
-            [&schema_check, &counts_check];
-        for r in crate::snapshot::verify::run_jobs(&conn, &checks, |c, check| check(c)) {
-            report.extend(r);
+        journal_write(&self.shared.config.data_dir, &journal)?;
+        if crate::fault::hit("restore.after_journal") {
+            return Err(Error::Injected("restore.after_journal"));
         }
+        Ok(journal)
+    }
+
+    /// Renames the prepared file over the live one, reopens it and checks it. Returns the
+    /// post-swap checks; any error is settled by the caller.
+    fn swap_locked(&mut self, run: &Run, prepared: &Prepared) -> Result<IntegrityReport, Error> {
+        self.db.publish(&run.tmp, SWAP_POINTS)?;
+        if crate::fault::hit("restore.after_swap") {
+            return Err(Error::Injected("restore.after_swap"));
+        }
+        self.db.reopen()?;
+        let mut checks = self.live_hash_check(&prepared.hash);
+        checks.extend(check_replaced(
+            self.conn()?,
+            &run.target.fingerprints,
+            &prepared.schema,
+        ));
         if crate::fault::hit("restore.post_swap_verify") {
-            report.push(
+            checks.push(
                 "injected_fault",
                 false,
                 "no fault",
@@ -472,120 +451,355 @@ impl WriterState {
                 Duration::ZERO,
             );
         }
-        if report.passed() {
-            self.fps = fps.clone();
-            self.schema = schema_inv.clone();
-        } else {
-            // Keep the writer's view exact whatever is on disk now.
-            if let Ok(f) = storage::inspect::user_fingerprints(&conn) {
-                self.fps = f;
-            }
-            if let Ok(s) = storage::inspect::schema_inventory(&conn) {
-                self.schema = s;
-            }
-        }
-        self.conn = Some(conn);
+        Ok(checks)
+    }
+
+    /// `file_hash`: the live file is byte for byte the file that passed the deep verification.
+    fn live_hash_check(&self, verified: &blake3::Hash) -> IntegrityReport {
+        let mut report = IntegrityReport::default();
+        report.run("file_hash", || match self.db.file_hash() {
+            Ok(h) => (
+                &h == verified,
+                verified.to_hex().to_string(),
+                h.to_hex().to_string(),
+            ),
+            Err(e) => (false, verified.to_hex().to_string(), e.public_message()),
+        });
         report
     }
 
-    /// Builds the outcome and records it for AIP-155 replays.
-    fn finish(
+    /// Decides what the live path holds after a swap attempt, rolling back to the safety
+    /// state when the swap happened but did not verify (or when it is unknown).
+    fn settle(
+        &mut self,
+        run: &mut Run,
+        journal: &mut Journal,
+        swapped: Result<IntegrityReport, Error>,
+    ) -> Live {
+        let reason = match swapped {
+            Ok(checks) => {
+                let passed = checks.passed();
+                append_prefixed(&mut run.report, "post_swap:", checks);
+                if passed {
+                    return Live::Target;
+                }
+                "post-swap verification failed; the safety snapshot was put back"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "restore: the swap failed");
+                run.report.push(
+                    "post_swap:swap",
+                    false,
+                    "the verified file in place",
+                    e.public_message(),
+                    Duration::ZERO,
+                );
+                "the swap failed; the live database was put back as it was"
+            }
+        };
+        run.info.rolled_back = true;
+        run.info.rollback_reason = Some(reason.into());
+        match self.identify_live(journal) {
+            Live::Before => Live::Before,
+            Live::RolledBack => Live::RolledBack,
+            Live::Target | Live::Unknown => match self.roll_back(run, journal) {
+                // A rollback that left the unverified target in place did not happen.
+                Live::Target => Live::Unknown,
+                other => other,
+            },
+        }
+    }
+
+    /// Which file is at the live path (by hash; the database is left closed).
+    fn identify_live(&mut self, journal: &Journal) -> Live {
+        let _ = self.db.close();
+        let Ok(hash) = self.db.file_hash() else {
+            return Live::Unknown;
+        };
+        identify(journal, &hash.to_hex())
+    }
+
+    /// Puts the safety state back: the safety snapshot with the events committed after it and
+    /// this restore's event (rolled back) appended, through the same publish as the swap. The
+    /// journal records the rollback file's hash before it is renamed in.
+    fn roll_back(&mut self, run: &mut Run, journal: &mut Journal) -> Live {
+        let t = Instant::now();
+        let result = (|| -> Result<(), Error> {
+            let _ = self.db.close();
+            assemble_safety_state(&run.store, journal, &run.safety.id, &run.tmp)?;
+            journal.rollback_hash = Some(storage::hash_file(&run.tmp)?.to_hex().to_string());
+            journal_write(&self.shared.config.data_dir, journal)?;
+            self.db.publish(&run.tmp, ROLLBACK_POINTS)?;
+            Ok(())
+        })();
+        let live = self.identify_live(journal);
+        run.report.push(
+            "rollback:safety_state_in_place",
+            live == Live::RolledBack,
+            "the safety snapshot and the events since it",
+            match (&result, live) {
+                (_, Live::RolledBack) => "in place".to_string(),
+                (Err(e), _) => e.public_message(),
+                (Ok(()), other) => format!("{other:?} at the live path"),
+            },
+            t.elapsed(),
+        );
+        if let Err(e) = result {
+            tracing::error!(error = %e, "restore: the rollback failed");
+        }
+        live
+    }
+
+    /// Resolves the journal and brings the writer's view, the log and the hub in line with
+    /// the file now at the live path, then records the outcome.
+    fn finish_swap(
         &mut self,
         ctx: &RequestCtx,
-        info: &RestoreInfo,
-        report: IntegrityReport,
-        started: Instant,
+        run: &mut Run,
+        journal: &Journal,
+        live: Live,
+        event: Event,
+        prepared: &Prepared,
     ) -> Result<RestoreOutcome, Error> {
-        let outcome = RestoreOutcome {
-            restored_id: info.snapshot_id.clone(),
-            safety_snapshot_id: info.safety_snapshot_id.clone(),
-            report,
-            rolled_back: info.rolled_back,
-            rollback_reason: info.rollback_reason.clone(),
-            event_seq: self.next_seq - 1,
-            duration: started.elapsed(),
+        let _ = files::remove_database(&run.tmp);
+        if live == Live::Unknown {
+            return Err(self.fence(run, "a restore could not be completed nor undone"));
+        }
+        if !self.db.is_open() {
+            if let Err(e) = self.db.reopen() {
+                tracing::error!(error = %e, "restore: cannot reopen the database");
+                return Err(self.fence(run, "the database could not be reopened after a restore"));
+            }
+        }
+        let event = Event {
+            body: restore_event(&run.info, &run.report),
+            ..event
         };
+        match live {
+            Live::Target => {
+                self.fps = run.target.fingerprints.clone();
+                self.schema = prepared.schema.clone();
+            }
+            Live::RolledBack => self.fps = run.safety.fingerprints.clone(),
+            Live::Before | Live::Unknown => {}
+        }
+        // The restore's event is in the file already, except when nothing was swapped.
+        let outcome = self.outcome(run, event.seq);
+        let recorded = self.db.transaction(|c| {
+            match live {
+                Live::Before => event_log::append(c, &event)?,
+                _ => event_log::rewrite(c, &event)?,
+            }
+            self.record_response(c, ctx, &outcome)
+        });
+        if crate::fault::hit("restore.before_resolve") {
+            return Err(self.fence(run, "injected fault at restore.before_resolve"));
+        }
+        if let Err(e) = journal_remove(&self.shared.config.data_dir) {
+            tracing::error!(error = %e, "restore: cannot remove the journal");
+            return Err(self.fence(run, "the restore journal could not be removed"));
+        }
+        if let Err(e) = recorded {
+            // The outcome stands (it is in the file); only its final report and the replay
+            // record are missing.
+            tracing::error!(error = %e, "restore: cannot record the outcome");
+        }
+        let bounds = event_log::bounds(self.conn()?)?;
+        self.shared.hub.set_first(bounds.first);
+        self.next_seq = bounds.head + 1;
+        self.shared.hub.publish([event]);
+        debug_assert_eq!(journal.target, run.target.id.as_str());
         crate::metrics::restore_finished(outcome.duration, outcome.rolled_back);
-        super::state::in_transaction(self.conn()?, |c| self.record_response(c, ctx, &outcome))?;
         Ok(outcome)
+    }
+
+    /// Nothing was swapped: the restore's event, marked rolled back, is appended normally.
+    fn not_restored(
+        &mut self,
+        ctx: &RequestCtx,
+        run: &mut Run,
+        reason: String,
+    ) -> Result<RestoreOutcome, Error> {
+        run.info.rolled_back = true;
+        run.info.rollback_reason = Some(reason);
+        let draft = restore_event(&run.info, &run.report);
+        let outcome = self.outcome(run, self.next_seq);
+        self.commit_change(ctx, |_, _, _| Ok((outcome.clone(), vec![draft])))?;
+        crate::metrics::restore_finished(outcome.duration, true);
+        Ok(outcome)
+    }
+
+    fn outcome(&self, run: &Run, event_seq: u64) -> RestoreOutcome {
+        RestoreOutcome {
+            restored: run.target.clone(),
+            safety_snapshot_id: run.info.safety_snapshot_id.clone(),
+            report: run.report.clone(),
+            rolled_back: run.info.rolled_back,
+            rollback_reason: run.info.rollback_reason.clone(),
+            event_seq,
+            duration: run.started.elapsed(),
+        }
+    }
+
+    /// The restore left the live path in a state this process cannot vouch for: keep the
+    /// journal (the next start resolves it), keep its snapshots pinned, close the database so
+    /// nothing is acknowledged that the resolution would undo, and say so in health/status.
+    fn fence(&mut self, run: &mut Run, why: &str) -> Error {
+        let _ = self.db.close();
+        self.shared.database.set_unavailable(format!(
+            "{why}; restart the server (it resolves an interrupted restore before serving)"
+        ));
+        self.shared.keep_pins(std::mem::take(&mut run.pins));
+        tracing::error!(why, "restore left the database unavailable until a restart");
+        Error::DatabaseUnavailable(why.into())
+    }
+
+    /// Reopens the read gate on the live database (it stays closed if the database is not
+    /// open: reads then answer UNAVAILABLE, like during the swap).
+    fn resume_reads(&self, gate: crate::storage::pool::Suspended<'_>) {
+        match self.db.try_clone() {
+            Ok(conn) => gate.resume(conn),
+            Err(_) => gate.keep_closed(),
+        }
     }
 }
 
-/// Startup repair: a journal means the process died between the swap and the end of a restore.
-/// If the live file verifies against the target, the restore stands; otherwise the safety
-/// snapshot is put back.
-pub(crate) fn recover(
-    data_dir: &Path,
-    db: &Path,
-    store: &crate::snapshot::SnapshotStore,
-) -> Result<(), Error> {
-    let path = journal_path(data_dir);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        remove_db_files(&temp_path(db));
-        return Ok(());
-    };
-    let journal: Journal = serde_json::from_str(&text)
-        .map_err(|e| Error::Internal(format!("restore journal: {e}")))?;
-    let target = store.get(&SnapshotId::parse(&journal.target)?)?;
-    let verified = storage::open(db)
-        .ok()
-        .map(|conn| check_database(&conn, &target.fingerprints, &target.schema).passed());
-    if verified != Some(true) {
-        tracing::error!(target = %journal.target, safety = %journal.safety, "interrupted restore did not verify: putting the safety snapshot back");
-        let tmp = temp_path(db);
-        remove_db_files(&tmp);
-        store.assemble(&SnapshotId::parse(&journal.safety)?, &tmp)?;
-        append_events_to_file(&tmp, &journal.rollback_events)?;
-        replace_live(&tmp, db)?;
+/// Which file `hash` is, per the journal.
+fn identify(journal: &Journal, hash: &str) -> Live {
+    if hash == journal.target_hash {
+        Live::Target
+    } else if journal.rollback_hash.as_deref() == Some(hash) {
+        Live::RolledBack
+    } else if hash == journal.pre_hash {
+        Live::Before
     } else {
-        tracing::warn!(target = %journal.target, "interrupted restore verified after restart; keeping it");
+        Live::Unknown
     }
-    remove_db_files(&temp_path(db));
-    remove_journal(data_dir);
+}
+
+/// Assembles the safety snapshot into `tmp` and appends the journal's rollback events to it.
+fn assemble_safety_state(
+    store: &SnapshotStore,
+    journal: &Journal,
+    safety: &SnapshotId,
+    tmp: &Path,
+) -> Result<(), Error> {
+    let _ = files::remove_database(tmp);
+    store.assemble(safety, tmp)?;
+    let conn = storage::open(tmp)?;
+    storage::in_transaction(&conn, |c| {
+        for e in journal
+            .since_safety
+            .iter()
+            .chain(std::iter::once(&journal.rolled_back_event))
+        {
+            event_log::append(c, e)?;
+        }
+        Ok::<_, Error>(())
+    })?;
+    storage::checkpoint(&conn)?;
+    conn.close().map_err(|(_, e)| StorageError::Db(e))?;
     Ok(())
 }
 
-/// What a verified restore swaps in.
-struct Swap<'a> {
-    target: &'a Manifest,
-    safety: &'a Manifest,
-    tmp: &'a Path,
-    verified_hash: blake3::Hash,
-    since_safety: &'a [Event],
-    event: Event,
-}
-
-/// BLAKE3 of a whole file, memory-mapped and hashed on every core: no file-sized allocation
-/// (its page faults cost more than the hashing) and no copy.
-fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
-    Ok(blake3::Hasher::new().update_mmap_rayon(path)?.finalize())
-}
-
-/// Every user table's row count against the manifest (answered from metadata: cheap, and the
-/// bytes were fully scanned before the swap).
-fn row_counts_match(
-    conn: &duckdb::Connection,
-    fps: &crate::domain::fingerprint::Fingerprints,
-) -> (bool, String, String) {
-    let mut diffs = Vec::new();
-    for (table, fp) in fps {
-        let sql = format!(
-            "SELECT count(*) FROM {}",
-            crate::domain::tables::quote_ident(table)
-        );
-        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
-            Ok(n) if n == fp.rows => {}
-            Ok(n) => diffs.push(format!("{table}: {n} (expected {})", fp.rows)),
-            Err(e) => diffs.push(format!("{table}: {e}")),
+/// Start-up repair: a journal means the process stopped (or could not finish) between the
+/// swap and the end of a restore. Keeps the verified target if it is at the live path, keeps
+/// the live file if the swap never happened (appending the restore's rolled-back event), and
+/// otherwise puts the safety state back. Nothing acknowledged is lost: no write is
+/// acknowledged while a journal is pending.
+pub(crate) fn recover(
+    data_dir: &Path,
+    db: &Path,
+    store: Option<&SnapshotStore>,
+) -> Result<(), Error> {
+    let path = journal_path(data_dir);
+    let _ = files::remove_database(&temp_path(db));
+    let Some(bytes) = files_read(&path)? else {
+        return Ok(());
+    };
+    let journal: Journal = match serde_json::from_slice(&bytes) {
+        Ok(j) => j,
+        Err(e) => {
+            // The journal is written to a temp name and renamed: one that does not parse was
+            // never renamed by this build, so no swap followed it.
+            tracing::warn!(error = %e, "restore journal does not parse: no swap followed it; starting with the live file");
+            return journal_remove(data_dir);
+        }
+    };
+    if crate::fault::hit("startup.recover") {
+        return Err(Error::Injected("startup.recover"));
+    }
+    let hash = storage::hash_file(db).map(|h| h.to_hex().to_string());
+    let live = match &hash {
+        Ok(h) => identify(&journal, h),
+        Err(_) => Live::Unknown,
+    };
+    match live {
+        Live::Target if journal.rollback_hash.is_none() => {
+            tracing::warn!(target = %journal.target, "interrupted restore: the verified target is in place; keeping it");
+            files::remove_wal_files(db).map_err(|e| StorageError::io(db, e))?;
+        }
+        Live::RolledBack => {
+            tracing::warn!(safety = %journal.safety, "interrupted restore: its rollback had completed");
+        }
+        Live::Before => {
+            tracing::warn!(target = %journal.target, "interrupted restore: the swap never happened; keeping the live file");
+            let conn = storage::open(db)?;
+            let head = event_log::bounds(&conn)?.head;
+            if head < journal.rolled_back_event.seq {
+                storage::in_transaction(&conn, |c| {
+                    event_log::append(c, &journal.rolled_back_event).map_err(Error::from)
+                })?;
+            }
+            storage::checkpoint(&conn)?;
+        }
+        Live::Target | Live::Unknown => {
+            tracing::error!(target = %journal.target, safety = %journal.safety, "interrupted restore: putting the safety state back");
+            let store = store.ok_or_else(|| {
+                Error::RecoveryBlocked(
+                    "an interrupted restore must put its safety snapshot back, but the snapshot \
+                     store cannot be opened; fix the snapshot directory (the log says why) and \
+                     start again"
+                        .into(),
+                )
+            })?;
+            let safety = SnapshotId::parse(&journal.safety)?;
+            store.get(&safety).map_err(|e| {
+                Error::RecoveryBlocked(format!(
+                    "an interrupted restore must put back its safety snapshot {}, which cannot \
+                     be read ({}); restore that snapshot's data by other means or remove \
+                     restore.journal to start with the live file as it is",
+                    journal.safety,
+                    e.public_message()
+                ))
+            })?;
+            let tmp = temp_path(db);
+            assemble_safety_state(store, &journal, &safety, &tmp)?;
+            files::publish_database(&tmp, db, ROLLBACK_POINTS)
+                .map_err(|e| StorageError::io(db, e))?;
         }
     }
-    let total: i64 = fps.values().map(|f| f.rows).sum();
-    let expected = format!("{} tables, {total} rows", fps.len());
-    if diffs.is_empty() {
-        (true, expected.clone(), expected)
-    } else {
-        (false, expected, diffs.join("; "))
+    journal_remove(data_dir)?;
+    Ok(())
+}
+
+fn files_read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(path, e).into()),
     }
+}
+
+fn journal_write(data_dir: &Path, journal: &Journal) -> Result<(), Error> {
+    let path = journal_path(data_dir);
+    let bytes = serde_json::to_vec(journal).map_err(|e| Error::Internal(e.to_string()))?;
+    files::write_atomic(&path, &bytes).map_err(|e| StorageError::io(&path, e).into())
+}
+
+fn journal_remove(data_dir: &Path) -> Result<(), Error> {
+    let path = journal_path(data_dir);
+    files::remove_durably(&path).map_err(|e| StorageError::io(&path, e).into())
 }
 
 fn restore_event(info: &RestoreInfo, report: &IntegrityReport) -> EventDraft {
@@ -607,74 +821,6 @@ fn append_prefixed(report: &mut IntegrityReport, prefix: &str, other: IntegrityR
         c.name = format!("{prefix}{}", c.name);
         report.checks.push(c);
     }
-}
-
-/// Opens a database file directly, appends events and checkpoints it so the file alone holds them.
-fn append_events_to_file(path: &Path, events: &[Event]) -> Result<(), Error> {
-    let conn = storage::open(path)?;
-    super::state::in_transaction(&conn, |c| {
-        for e in events {
-            event_log::append(c, e)?;
-        }
-        Ok(())
-    })?;
-    storage::checkpoint(&conn)?;
-    drop(conn);
-    fsync_file(path)
-}
-
-/// Renames `tmp` over the live file, removes stale WAL files and makes it durable.
-fn replace_live(tmp: &Path, db: &Path) -> Result<(), Error> {
-    if crate::fault::hit("restore.before_rename") {
-        return Err(Error::Internal("fail point restore.before_rename".into()));
-    }
-    std::fs::rename(tmp, db).map_err(|e| StorageError::io(db, e))?;
-    for w in storage::wal_files(db) {
-        match std::fs::remove_file(&w) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io(&w, e).into()),
-        }
-    }
-    for w in storage::wal_files(tmp) {
-        let _ = std::fs::remove_file(w);
-    }
-    fsync_dir(db)
-}
-
-fn remove_db_files(p: &Path) {
-    let _ = std::fs::remove_file(p);
-    for w in storage::wal_files(p) {
-        let _ = std::fs::remove_file(w);
-    }
-}
-
-fn write_journal(data_dir: &Path, j: &Journal) -> Result<(), Error> {
-    let path = journal_path(data_dir);
-    let text = serde_json::to_vec(j).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| StorageError::io(&path, e))?;
-    fsync_file(&path)?;
-    fsync_dir(&path)
-}
-
-fn remove_journal(data_dir: &Path) {
-    let path = journal_path(data_dir);
-    let _ = std::fs::remove_file(&path);
-    let _ = fsync_dir(&path);
-}
-
-pub(crate) fn fsync_file(path: &Path) -> Result<(), Error> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StorageError::io(path, e).into())
-}
-
-/// fsyncs the directory holding `path`, so a rename or unlink in it is durable.
-pub(crate) fn fsync_dir(path: &Path) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StorageError::io(dir, e).into())
 }
 
 mod millis {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::status::SnapshotHealth;
 use super::{App, Replayable, RequestCtx};
 use crate::config::SnapshotPolicy;
-use crate::domain::tables::{quote_ident, user_table, USER_TABLES};
+use crate::domain::tables::user_table;
 use crate::error::Error;
 use crate::events::model::{RetentionInfo, SnapshotInfo};
 use crate::events::{EventDraft, EventKind};
@@ -42,13 +42,7 @@ pub struct Preview {
 }
 
 /// One preview value: blobs are reported by size only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PreviewCell {
-    Null,
-    Int(i64),
-    Text(String),
-    Blob(u64),
-}
+pub use crate::storage::inspect::Cell as PreviewCell;
 
 /// Everything GetStatus reports.
 #[derive(Debug, Clone)]
@@ -62,6 +56,8 @@ pub struct Status {
     pub event_first: u64,
     pub restore_in_progress: bool,
     pub database_bytes: u64,
+    /// Why the database is unavailable, if it is (see [`super::DatabaseStatus`]).
+    pub database_unavailable: Option<String>,
 }
 
 /// Largest preview page.
@@ -82,9 +78,9 @@ impl App {
                     return Ok(r);
                 }
                 let mut meta = st.new_snapshot(Operation::Manual, description, &c);
-                meta.labels = labels;
+                meta.meta.labels = labels;
                 let m = st.snapshot_now(meta)?;
-                st.mutate(&c, |_, _, seq| {
+                st.commit_change(&c, |_, _, seq| {
                     let ev = snapshot_event(EventKind::SnapshotCreated, &m);
                     Ok((
                         SnapshotCreated {
@@ -94,6 +90,7 @@ impl App {
                         vec![ev],
                     ))
                 })
+                .map(Replayable::fresh)
             })
             .await?;
         if !out.replayed {
@@ -184,17 +181,23 @@ impl App {
             }
         }
         let store = self.shared.store()?;
-        let scratch = self.config().data_dir.join("tmp");
         blocking(move || {
-            std::fs::create_dir_all(&scratch)
-                .map_err(|e| storage::StorageError::io(&scratch, e))?;
-            let path = scratch.join(format!("preview-{}.duckdb", id.as_str()));
-            let _cleanup = RemoveOnDrop(path.clone());
-            store.assemble(&id, &path)?;
-            let conn = storage::open_read_only(&path)?;
-            let preview = read_preview(&conn, table.as_deref(), limit.min(MAX_PREVIEW_ROWS));
-            drop(conn);
-            preview
+            store.with_assembled(&id, |path| {
+                let conn = storage::open_read_only(path)?;
+                let table_rows = storage::inspect::row_counts(&conn)?;
+                let limit = limit.min(MAX_PREVIEW_ROWS);
+                let first = match &table {
+                    Some(t) => storage::inspect::first_rows(&conn, t, limit)?,
+                    None => None,
+                };
+                // An older snapshot may predate a table: no columns, not an error.
+                let (columns, rows) = first.unwrap_or_default();
+                Ok(Preview {
+                    table_rows,
+                    columns,
+                    rows,
+                })
+            })
         })
         .await
     }
@@ -215,7 +218,7 @@ impl App {
             let m = store.get(&id)?;
             store.forget(&id)?;
             let gc = store.gc()?;
-            st.mutate(&c, |_, _, seq| {
+            st.commit_change(&c, |_, _, seq| {
                 Ok((
                     SnapshotDeleted {
                         bytes_freed: gc.bytes_freed,
@@ -224,6 +227,7 @@ impl App {
                     vec![snapshot_event(EventKind::SnapshotDeleted, &m)],
                 ))
             })
+            .map(Replayable::fresh)
         })
         .await
     }
@@ -240,6 +244,9 @@ impl App {
             keep_last: keep_last.unwrap_or(self.config().retention_keep_last),
             keep_within: keep_within.or(self.config().retention_keep_within),
         };
+        policy
+            .check()
+            .map_err(|why| Error::invalid("keep_within", "INVALID_DURATION", why))?;
         // The store work runs off the writer (forget and GC are safe alongside commits and
         // respect restore pins); only the event needs the writer.
         let shared = self.shared.clone();
@@ -267,10 +274,7 @@ impl App {
             app.shared
                 .retention_scheduled
                 .store(false, Ordering::Release);
-            let ctx = RequestCtx {
-                rpc: "internal/retention".into(),
-                ..Default::default()
-            };
+            let ctx = RequestCtx::internal("retention");
             if let Err(e) = app.apply_retention(ctx, None, None, false).await {
                 tracing::warn!(error = %e, "automatic retention failed");
             }
@@ -298,6 +302,7 @@ impl App {
                 event_first: shared.hub.first(),
                 restore_in_progress: shared.restore_in_progress(),
                 database_bytes,
+                database_unavailable: shared.database.unavailable(),
             })
         })
         .await
@@ -332,98 +337,10 @@ pub(crate) fn snapshot_event(kind: EventKind, m: &Manifest) -> EventDraft {
     let mut ev = EventDraft::new(kind, "snapshot", m.id.as_str());
     ev.snapshot = Some(SnapshotInfo {
         snapshot_id: m.id.as_str().into(),
-        operation: m.operation.as_str().into(),
-        description: m.description.clone(),
+        operation: m.meta.operation.as_str().into(),
+        description: m.meta.description.clone(),
     });
     ev
-}
-
-fn read_preview(
-    conn: &duckdb::Connection,
-    table: Option<&str>,
-    limit: usize,
-) -> Result<Preview, Error> {
-    let existing = storage::inspect::all_tables(conn)?;
-    let mut table_rows = Vec::new();
-    for t in USER_TABLES
-        .iter()
-        .filter(|t| existing.iter().any(|e| e == t.name))
-    {
-        let n: i64 = conn
-            .query_row(
-                &format!("SELECT count(*) FROM {}", quote_ident(t.name)),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(storage::StorageError::from)?;
-        table_rows.push((t.name.to_string(), n));
-    }
-    let Some(table) = table else {
-        return Ok(Preview {
-            table_rows,
-            columns: vec![],
-            rows: vec![],
-        });
-    };
-    if !existing.iter().any(|e| e == table) {
-        // An older snapshot may predate a table: say so instead of failing the whole preview.
-        return Ok(Preview {
-            table_rows,
-            columns: vec![],
-            rows: vec![],
-        });
-    }
-    let key = user_table(table).map(|t| t.key).unwrap_or(&[]);
-    let order = key
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Columns come from the snapshot itself, so a column the live schema lacks (or has extra)
-    // cannot break the preview.
-    let sql = format!(
-        "SELECT * FROM {} ORDER BY {order} LIMIT {limit}",
-        quote_ident(table)
-    );
-    let mut stmt = conn.prepare(&sql).map_err(storage::StorageError::from)?;
-    let mut rows_out = Vec::new();
-    let mut rows = stmt.query([]).map_err(storage::StorageError::from)?;
-    while let Some(row) = rows.next().map_err(storage::StorageError::from)? {
-        let n = row.as_ref().column_count();
-        let cells = (0..n).map(|i| cell(row.get_ref(i))).collect::<Vec<_>>();
-        rows_out.push(cells);
-    }
-    let columns = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
-    Ok(Preview {
-        table_rows,
-        columns,
-        rows: rows_out,
-    })
-}
-
-fn cell(v: duckdb::Result<duckdb::types::ValueRef<'_>>) -> PreviewCell {
-    use duckdb::types::ValueRef as V;
-    match v {
-        Ok(V::Null) | Err(_) => PreviewCell::Null,
-        Ok(V::TinyInt(i)) => PreviewCell::Int(i.into()),
-        Ok(V::SmallInt(i)) => PreviewCell::Int(i.into()),
-        Ok(V::Int(i)) => PreviewCell::Int(i.into()),
-        Ok(V::BigInt(i)) => PreviewCell::Int(i),
-        Ok(V::Text(t)) => PreviewCell::Text(String::from_utf8_lossy(t).into_owned()),
-        Ok(V::Blob(b)) => PreviewCell::Blob(b.len() as u64),
-        Ok(other) => PreviewCell::Text(format!("{:?}", other.to_owned())),
-    }
-}
-
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        for w in storage::wal_files(&self.0) {
-            let _ = std::fs::remove_file(w);
-        }
-    }
 }
 
 /// Runs blocking work (snapshot store I/O, DuckDB) off the async executor.

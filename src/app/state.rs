@@ -1,12 +1,10 @@
-//! The writer's state and the pipelines every mutation shares: the AIP-155 replay check, one
+//! The writer's state and the pipeline every mutation shares: the AIP-155 replay check, one
 //! transaction holding the change, its events and its idempotency record, fingerprint upkeep,
 //! publication after COMMIT, and snapshot capture between transactions.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use duckdb::{params, Connection};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -14,20 +12,21 @@ use super::status::{SnapshotHealth, SnapshotState};
 use super::{Replayable, RequestCtx, Shared};
 use crate::config::SnapshotPolicy;
 use crate::domain::fingerprint::Fingerprints;
-use crate::domain::tables::REQUEST_LOG_TABLE;
 use crate::error::Error;
 use crate::events::log as event_log;
 use crate::events::model::StorageInfo;
 use crate::events::{Event, EventDraft, EventKind, Origin};
-use crate::snapshot::{Capture, Manifest, NewSnapshot, Operation, SnapshotError};
+use crate::snapshot::{
+    Capture, Manifest, NewSnapshot, Operation, SnapshotError, SnapshotMeta, SnapshotStore,
+};
 use crate::storage::changes::Changes;
 use crate::storage::inspect::SchemaInventory;
-use crate::storage::{self, StorageError};
+use crate::storage::requests::{self, Recorded, RequestKey};
+use crate::storage::{Connection, LiveDb};
 
 /// Everything that changes only on the writer thread.
 pub struct WriterState {
-    pub(crate) conn: Option<Connection>,
-    pub(crate) db_path: PathBuf,
+    pub(crate) db: LiveDb,
     /// Per user table fingerprints of the committed state.
     pub(crate) fps: Fingerprints,
     pub(crate) schema: SchemaInventory,
@@ -37,81 +36,62 @@ pub struct WriterState {
 }
 
 impl WriterState {
-    /// The write connection (absent only mid-restore, when every connection is closed).
+    /// The write connection.
     pub fn conn(&self) -> Result<&Connection, Error> {
-        self.conn.as_ref().ok_or(Error::RestoreInProgress)
+        Ok(self.db.conn()?)
     }
 
     /// Closes the database (shutdown).
     pub fn close(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let _ = conn.execute_batch("CHECKPOINT");
+        if let Err(e) = self.db.close() {
+            tracing::warn!(error = %e, "closing the database");
         }
     }
 
-    /// The stored response of an earlier request with the same idempotency key, if any.
+    /// The stored response of an earlier request with the same idempotency key, if any. A key
+    /// reused for another RPC or another request is an error, never a replay.
     pub(crate) fn replay<T: DeserializeOwned>(
         &self,
         ctx: &RequestCtx,
     ) -> Result<Option<Replayable<T>>, Error> {
-        let Some(key) = &ctx.idempotency_key else {
+        let Some(key) = request_key(ctx) else {
             return Ok(None);
         };
-        let sql = format!(
-            "SELECT rpc, fingerprint, response FROM {REQUEST_LOG_TABLE} WHERE request_id = ?"
-        );
-        let row: Option<(String, String, String)> = self
-            .conn()?
-            .prepare_cached(&sql)
-            .and_then(|mut s| {
-                let mut rows = s.query([key])?;
-                rows.next()?
-                    .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .transpose()
-            })
-            .map_err(StorageError::from)?;
-        let Some((rpc, fingerprint, response)) = row else {
+        let Some(found) = requests::find(self.conn()?, key)? else {
             return Ok(None);
         };
-        if rpc != ctx.rpc || fingerprint != ctx.request_fingerprint {
-            return Err(Error::RequestIdReused { rpc });
+        if found.rpc != ctx.rpc || found.fingerprint != ctx.request_fingerprint {
+            return Err(Error::RequestIdReused { rpc: found.rpc });
         }
-        let value = serde_json::from_str(&response)
-            .map_err(|e| Error::Internal(format!("stored response for {key}: {e}")))?;
+        let value = serde_json::from_str(&found.response)
+            .map_err(|e| Error::Internal(format!("stored response of a request: {e}")))?;
         Ok(Some(Replayable {
             value,
             replayed: true,
         }))
     }
 
+    /// Records the response to `ctx` (inside the caller's transaction) for AIP-155 replays.
     pub(crate) fn record_response<T: Serialize>(
         &self,
         conn: &Connection,
         ctx: &RequestCtx,
         value: &T,
     ) -> Result<(), Error> {
-        let Some(key) = &ctx.idempotency_key else {
+        let Some(key) = request_key(ctx) else {
             return Ok(());
         };
         let response = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;
-        let sql = format!("INSERT INTO {REQUEST_LOG_TABLE} (request_id, rpc, fingerprint, time_us, response) VALUES (?, ?, ?, ?, ?)");
-        conn.execute(
-            &sql,
-            params![
-                key,
-                ctx.rpc,
-                ctx.request_fingerprint,
-                Utc::now().timestamp_micros(),
-                response
-            ],
-        )
-        .map_err(StorageError::from)?;
+        let recorded = Recorded {
+            rpc: ctx.rpc.clone(),
+            fingerprint: ctx.request_fingerprint.clone(),
+            response,
+        };
+        requests::record(conn, key, &recorded, Utc::now().timestamp_micros())?;
         Ok(())
     }
 
-    /// Runs one mutation: replay check, then BEGIN → `body` → its events → idempotency record
-    /// → COMMIT → fingerprints → publish. `body` gets the seq its first event will have.
-    /// Nothing is published and no state changes unless COMMIT succeeds.
+    /// Runs one mutation: replay check, then [`commit_change`](Self::commit_change).
     pub(crate) fn mutate<T, F>(&mut self, ctx: &RequestCtx, body: F) -> Result<Replayable<T>, Error>
     where
         T: Serialize + DeserializeOwned,
@@ -120,9 +100,23 @@ impl WriterState {
         if let Some(r) = self.replay(ctx)? {
             return Ok(r);
         }
+        self.commit_change(ctx, body).map(|value| Replayable {
+            value,
+            replayed: false,
+        })
+    }
+
+    /// BEGIN → `body` → its events → idempotency record → COMMIT → fingerprints → publish.
+    /// `body` gets the seq its first event will have. Nothing is published and no state
+    /// changes unless COMMIT succeeds.
+    pub(crate) fn commit_change<T, F>(&mut self, ctx: &RequestCtx, body: F) -> Result<T, Error>
+    where
+        T: Serialize,
+        F: FnOnce(&Connection, &mut Changes, u64) -> Result<(T, Vec<EventDraft>), Error>,
+    {
         let first_seq = self.next_seq;
         let mut changes = Changes::new();
-        let events = self.data_transaction(|conn| {
+        let (value, events) = self.data_transaction(|conn| {
             let (value, drafts) = body(conn, &mut changes, first_seq)?;
             let events = self.stamp(ctx, drafts);
             for e in &events {
@@ -131,12 +125,8 @@ impl WriterState {
             self.record_response(conn, ctx, &value)?;
             Ok((value, events))
         })?;
-        let (value, events) = events;
         self.after_commit(&changes, events);
-        Ok(Replayable {
-            value,
-            replayed: false,
-        })
+        Ok(value)
     }
 
     /// A transaction that changes user data, fenced (see [`crate::storage::pool`]) so cached
@@ -146,7 +136,7 @@ impl WriterState {
         f: impl FnOnce(&Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let _fence = self.shared.reads.write_fence();
-        in_transaction(self.conn()?, f)
+        self.db.transaction(f)
     }
 
     /// Gives drafts their seqs, time and origin.
@@ -188,13 +178,30 @@ impl WriterState {
         if retained <= keep + (keep / 8).max(1) {
             return;
         }
-        let Some(conn) = self.conn.as_ref() else {
-            return;
-        };
-        match event_log::compact(conn, Some(keep), None).and_then(|_| event_log::bounds(conn)) {
-            Ok(b) => self.shared.hub.set_first(b.first),
-            Err(e) => tracing::warn!(error = %e, "event log compaction failed"),
+        if let Err(e) = self.compact_events(Some(keep), None) {
+            tracing::warn!(error = %e, "event log compaction failed");
         }
+    }
+
+    /// Drops events beyond the retention bounds and tells the hub where the log now starts.
+    pub(crate) fn compact_events(
+        &mut self,
+        keep_last: Option<u64>,
+        min_time_us: Option<i64>,
+    ) -> Result<u64, Error> {
+        let removed = self.db.transaction(|conn| {
+            let removed = event_log::compact(conn, keep_last, min_time_us)?;
+            if crate::fault::hit("events.before_compact") {
+                return Err(Error::Injected("events.before_compact"));
+            }
+            Ok(removed)
+        })?;
+        if removed > 0 {
+            let b = event_log::bounds(self.conn()?)?;
+            self.shared.hub.set_first(b.first);
+            tracing::info!(removed, first = b.first, "event log compacted");
+        }
+        Ok(removed)
     }
 
     /// Appends events that describe something outside the database (snapshots, retention,
@@ -205,48 +212,31 @@ impl WriterState {
         drafts: Vec<EventDraft>,
     ) -> Result<Vec<Event>, Error> {
         let events = self.stamp(ctx, drafts);
-        in_transaction(self.conn()?, |conn| {
+        self.db.transaction(|conn| {
             for e in &events {
                 event_log::append(conn, e)?;
             }
-            Ok(())
+            Ok::<_, Error>(())
         })?;
         self.after_commit(&Changes::new(), events.clone());
         Ok(events)
     }
 
-    /// CHECKPOINT + empty-WAL check + read of the file: the only part of a snapshot that needs
-    /// the writer. Nothing can commit in between because this thread is the only writer.
-    pub(crate) fn capture(&self) -> Result<Capture, SnapshotError> {
-        let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
-        self.checkpoint_for_capture()?.capture(&self.db_path)
-    }
-
     /// CHECKPOINT with an empty WAL after it: from here until the writer's next COMMIT the
     /// database file holds exactly the committed state (see [`crate::snapshot::capture`]).
     /// Returns the store the capture goes to.
-    pub(crate) fn checkpoint_for_capture(
-        &self,
-    ) -> Result<Arc<crate::snapshot::SnapshotStore>, SnapshotError> {
+    pub(crate) fn checkpoint_for_capture(&self) -> Result<Arc<SnapshotStore>, SnapshotError> {
         let store = self.store()?;
-        let conn = self
-            .conn
-            .as_ref()
-            .ok_or(SnapshotError::WalNotEmpty("database closed".into()))?;
-        storage::checkpoint(conn).map_err(|e| match e {
-            StorageError::Db(d) => SnapshotError::Db(d),
-            other => SnapshotError::WalNotEmpty(other.to_string()),
-        })?;
+        let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
+        self.db.checkpoint()?;
         Ok(store)
     }
 
     /// The snapshot store as a snapshot-layer result (a store that never opened is "missing").
-    pub(crate) fn store(&self) -> Result<Arc<crate::snapshot::SnapshotStore>, SnapshotError> {
-        self.shared.store().map_err(|e| SnapshotError::Storage {
-            path: self.shared.config.snapshot_dir(),
-            fault: crate::snapshot::StorageFault::Missing,
-            source: std::io::Error::other(e.to_string()),
-        })
+    pub(crate) fn store(&self) -> Result<Arc<SnapshotStore>, SnapshotError> {
+        self.shared
+            .store()
+            .map_err(|_| SnapshotError::StoreUnavailable)
     }
 
     /// Manifest metadata describing the current committed state.
@@ -257,22 +247,25 @@ impl WriterState {
         ctx: &RequestCtx,
     ) -> NewSnapshot {
         NewSnapshot {
-            description,
-            operation,
-            request_id: ctx.request_id.clone(),
-            event_head_seq: self.next_seq - 1,
-            duckdb_library_version: self.shared.duckdb_version.clone(),
+            meta: SnapshotMeta {
+                description,
+                operation,
+                request_id: ctx.request_id.clone(),
+                event_head_seq: self.next_seq - 1,
+                duckdb_library_version: self.shared.duckdb_version.clone(),
+                ..Default::default()
+            },
             fingerprints: self.fps.clone(),
             schema: self.schema.clone(),
-            ..Default::default()
         }
     }
 
     /// Takes a complete snapshot synchronously on the writer (manual and safety snapshots).
     pub(crate) fn snapshot_now(&mut self, meta: NewSnapshot) -> Result<Manifest, Error> {
-        let result = self
-            .capture()
-            .and_then(|c| crate::metrics::commit_snapshot(&self.store()?, c, meta));
+        let result = self.checkpoint_for_capture().and_then(|store| {
+            let capture = store.capture(self.db.path())?;
+            commit_snapshot(&store, capture, meta)
+        });
         self.note_snapshot_result(result.as_ref().err());
         Ok(result?)
     }
@@ -286,9 +279,10 @@ impl WriterState {
         let next = match err {
             None => SnapshotHealth::enabled(),
             Some(e) if e.storage_fault().is_some() || matches!(e, SnapshotError::Injected(_)) => {
+                tracing::error!(error = %e, "snapshot storage degraded");
                 SnapshotHealth {
                     state: SnapshotState::Degraded,
-                    reason: Some(format!("{}: {e}", e.reason())),
+                    reason: Some(e.public_message()),
                     reason_code: Some(e.reason()),
                 }
             }
@@ -300,16 +294,13 @@ impl WriterState {
             return;
         }
         let (kind, info) = match &next.state {
-            SnapshotState::Degraded => {
-                tracing::error!(reason = ?next.reason, "snapshot storage degraded");
-                (
-                    EventKind::StorageDegraded,
-                    StorageInfo {
-                        reason: next.reason_code.unwrap_or_default().to_string(),
-                        message: next.reason.clone().unwrap_or_default(),
-                    },
-                )
-            }
+            SnapshotState::Degraded => (
+                EventKind::StorageDegraded,
+                StorageInfo {
+                    reason: next.reason_code.unwrap_or_default().to_string(),
+                    message: next.reason.clone().unwrap_or_default(),
+                },
+            ),
             _ => {
                 tracing::info!("snapshot storage recovered");
                 (
@@ -324,10 +315,7 @@ impl WriterState {
         let mut draft = EventDraft::new(kind, "snapshot_storage", "");
         draft.entity_id = None;
         draft.storage = Some(info);
-        let ctx = RequestCtx {
-            rpc: "internal/storage-probe".into(),
-            ..Default::default()
-        };
+        let ctx = RequestCtx::internal("storage-probe");
         if let Err(e) = self.append_events(&ctx, vec![draft]) {
             tracing::error!(error = %e, "could not append storage event");
         }
@@ -343,31 +331,28 @@ impl WriterState {
     }
 
     fn reopen_store(&self) -> Result<(), SnapshotError> {
-        let store = crate::snapshot::SnapshotStore::open(&self.shared.config.snapshot_dir())?;
+        let store = super::bootstrap::open_store(&self.shared.config)?;
         store.probe()?;
-        self.shared.set_store(Arc::new(store));
+        self.shared.set_store(store);
         Ok(())
     }
 }
 
-/// Runs `f` inside BEGIN … COMMIT; any error rolls back.
-pub(crate) fn in_transaction<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, Error>,
-) -> Result<T, Error> {
-    conn.execute_batch("BEGIN TRANSACTION")
-        .map_err(StorageError::from)?;
-    match f(conn) {
-        Ok(v) => {
-            if let Err(e) = conn.execute_batch("COMMIT") {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(StorageError::from(e).into());
-            }
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+/// The request-log key of `ctx`, when it carries an idempotency key.
+fn request_key(ctx: &RequestCtx) -> Option<RequestKey<'_>> {
+    ctx.idempotency_key.as_deref().map(|request_id| RequestKey {
+        principal: &ctx.principal,
+        request_id,
+    })
+}
+
+/// Makes a capture a durable snapshot and records what it cost.
+pub(crate) fn commit_snapshot(
+    store: &SnapshotStore,
+    capture: Capture,
+    meta: NewSnapshot,
+) -> Result<Manifest, SnapshotError> {
+    let (manifest, timings) = store.commit_timed(capture, meta)?;
+    crate::metrics::snapshot_committed(timings.total, manifest.file_len, timings.new_bytes);
+    Ok(manifest)
 }

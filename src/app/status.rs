@@ -57,3 +57,35 @@ impl StorageStatus {
         self.tx.subscribe()
     }
 }
+
+/// Whether the live database is open and consistent with what the service has acknowledged.
+/// It is not only after a restore could not be completed or undone (the file at the live path
+/// is then unknown, the restore journal stays for the next start to resolve): reads and writes
+/// are refused, health says NOT_SERVING and GetStatus says why.
+pub struct DatabaseStatus {
+    tx: watch::Sender<Option<String>>,
+}
+
+impl Default for DatabaseStatus {
+    fn default() -> Self {
+        Self {
+            tx: watch::Sender::new(None),
+        }
+    }
+}
+
+impl DatabaseStatus {
+    /// `None` when the database is available, else why not (safe to show to clients).
+    pub fn unavailable(&self) -> Option<String> {
+        self.tx.borrow().clone()
+    }
+
+    pub(crate) fn set_unavailable(&self, why: impl Into<String>) {
+        self.tx.send_replace(Some(why.into()));
+    }
+
+    /// Follows changes (health service).
+    pub fn subscribe(&self) -> watch::Receiver<Option<String>> {
+        self.tx.subscribe()
+    }
+}

@@ -167,7 +167,7 @@ pub(crate) async fn run(ctx: &Ctx, action: SnapshotAction) -> Result<(), Failure
             description,
             labels,
         } => {
-            let mut map = std::collections::HashMap::new();
+            let mut map = std::collections::BTreeMap::new();
             for l in labels {
                 let (k, v) = l.split_once('=').ok_or_else(|| {
                     Failure::usage(format!("--label expects KEY=VALUE, got {l:?}"))
@@ -867,7 +867,11 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
         ("restore running", s.restore_in_progress.to_string()),
         (
             "database",
-            format!("{} ({})", s.database_path, bytes(s.database_bytes)),
+            if s.database_available {
+                bytes(s.database_bytes)
+            } else {
+                format!("UNAVAILABLE: {}", s.database_reason)
+            },
         ),
         (
             "duckdb",
@@ -876,7 +880,5 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
                 s.duckdb_library_version, s.storage_version
             ),
         ),
-        ("data dir", s.data_dir.clone()),
-        ("snapshot dir", s.snapshot_dir.clone()),
     ]))
 }

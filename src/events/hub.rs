@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use std::future::Future;
+
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::log::{self, Bounds};
@@ -99,7 +101,7 @@ impl EventHub {
             return Ok(());
         };
         let (first, head) = (self.first(), self.head());
-        if after + 1 < first {
+        if after.saturating_add(1) < first {
             return Err(EventError::Compacted {
                 first_available: first,
             });
@@ -140,11 +142,65 @@ pub struct Subscription {
 
 type Out = mpsc::Sender<Result<StreamItem, EventError>>;
 
+/// A subscription as its reader sees it: the items, then — once the driver has stopped — the
+/// error that ended it, if any. The final error travels on its own channel so it reaches the
+/// reader even when the item buffer is full (a slow reader still learns the seq to resume
+/// after, once it has read what was buffered).
+pub struct SubscriptionStream {
+    items: mpsc::Receiver<Result<StreamItem, EventError>>,
+    last: Option<oneshot::Receiver<EventError>>,
+}
+
+impl tokio_stream::Stream for SubscriptionStream {
+    type Item = Result<StreamItem, EventError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match self.items.poll_recv(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        let Some(last) = self.last.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(last).poll(cx) {
+            Poll::Ready(r) => {
+                self.last = None;
+                Poll::Ready(r.ok().map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Starts a subscription (its driver runs as a task) holding the subscriber slot `permit`;
+/// `buffer` items wait between the driver and the reader.
+pub fn subscribe(
+    hub: Arc<EventHub>,
+    reads: Arc<ReadPool>,
+    sub: Subscription,
+    permit: OwnedSemaphorePermit,
+    buffer: usize,
+) -> SubscriptionStream {
+    let (out, items) = mpsc::channel(buffer.max(1));
+    let (fin, last) = oneshot::channel();
+    tokio::spawn(run(hub, reads, sub, out, fin, permit));
+    SubscriptionStream {
+        items,
+        last: Some(last),
+    }
+}
+
 struct Driver {
     hub: Arc<EventHub>,
     reads: Arc<ReadPool>,
     sub: Subscription,
     out: Out,
+    /// Where the error that ends the subscription goes (see [`SubscriptionStream`]).
+    fin: Option<oneshot::Sender<EventError>>,
     /// Last seq examined (delivered or filtered out).
     last: u64,
     /// Last seq actually sent to the client.
@@ -158,11 +214,12 @@ enum Next {
 
 /// Runs one subscription until the client goes away or the server shuts down. `permit` is the
 /// subscriber slot, held for the stream's lifetime.
-pub async fn run(
+async fn run(
     hub: Arc<EventHub>,
     reads: Arc<ReadPool>,
     sub: Subscription,
     out: Out,
+    fin: oneshot::Sender<EventError>,
     permit: OwnedSemaphorePermit,
 ) {
     let last = sub.start_after.unwrap_or_else(|| hub.head());
@@ -172,6 +229,7 @@ pub async fn run(
         reads,
         sub,
         out,
+        fin: Some(fin),
         last,
         last_sent: last,
     };
@@ -212,15 +270,22 @@ impl Driver {
             let page = self
                 .reads
                 .read(move |conn| {
-                    // One read transaction: the page and the head agree.
+                    // One read transaction: the page and the bounds agree. Events after
+                    // `after` that were compacted away would be a silent gap: refuse instead.
+                    let bounds = log::bounds(conn)?;
+                    if after.saturating_add(1) < bounds.first {
+                        return Err(EventError::Compacted {
+                            first_available: bounds.first,
+                        });
+                    }
                     let events = log::read_after(conn, after, CATCH_UP_PAGE, &filter)?;
-                    Ok::<_, EventError>((events, log::bounds(conn)?.head))
+                    Ok::<_, EventError>((events, bounds.head))
                 })
                 .await;
             let (events, head) = match page {
                 Ok(p) => p,
                 Err(e) => {
-                    let _ = self.out.send(Err(e)).await;
+                    self.finish(e);
                     return false;
                 }
             };
@@ -245,7 +310,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let _ = self.out.send(Err(EventError::ShuttingDown { last_seq: self.last_sent })).await;
+                    self.finish(EventError::ShuttingDown { last_seq: self.last_sent });
                     return Next::Stop;
                 }
                 r = rx.recv() => match r {
@@ -271,6 +336,13 @@ impl Driver {
         }
     }
 
+    /// Ends the subscription with `e`, delivered after the items already buffered.
+    fn finish(&mut self, e: EventError) {
+        if let Some(fin) = self.fin.take() {
+            let _ = fin.send(e);
+        }
+    }
+
     /// Sends one item; false when the client is gone or the server is shutting down.
     async fn send(&mut self, item: StreamItem) -> bool {
         let seq = match &item {
@@ -281,7 +353,7 @@ impl Driver {
         tokio::select! {
             biased;
             _ = self.hub.shutdown.cancelled() => {
-                let _ = self.out.try_send(Err(EventError::ShuttingDown { last_seq: self.last_sent }));
+                self.finish(EventError::ShuttingDown { last_seq: self.last_sent });
                 false
             }
             r = self.out.send(Ok(item)) => {
@@ -290,6 +362,64 @@ impl Driver {
                 }
                 r.is_ok()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventDraft, EventKind, Origin};
+    use tokio_stream::StreamExt;
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            time: Utc::now(),
+            origin: Origin::default(),
+            body: EventDraft::new(EventKind::EntityCreated, "habitat", seq.to_string()),
+        }
+    }
+
+    /// A subscriber that reads nothing fills its buffer; the shutdown status must still reach
+    /// it, after the buffered events, naming the last of them. (It was `try_send` into the full
+    /// buffer, and lost.)
+    #[tokio::test]
+    async fn the_final_status_reaches_a_reader_with_a_full_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::storage::open(&dir.path().join("h.duckdb")).unwrap();
+        crate::storage::schema::migrate(&conn).unwrap();
+        let reads = ReadPool::new(conn, Duration::from_secs(1), 2);
+        let hub = EventHub::new(64, 4, Bounds { first: 1, head: 0 });
+        let sub = Subscription {
+            start_after: Some(0),
+            filter: EventFilter::default(),
+            heartbeat: Duration::from_secs(60),
+        };
+        let mut stream = subscribe(hub.clone(), reads, sub, hub.admit().unwrap(), 2);
+        // Wait until the driver is live (it announces CaughtUp), then overfill its buffer.
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamItem::CaughtUp { .. }))
+        ));
+        hub.publish((1..=10).map(event));
+        while hub.subscribers() == 1 && stream.items.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        hub.shut_down();
+        let mut seqs = Vec::new();
+        let last = loop {
+            match stream.next().await {
+                Some(Ok(StreamItem::Event(e))) => seqs.push(e.seq),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without its final status"),
+            }
+        };
+        assert!(!seqs.is_empty() && seqs.len() < 10, "{seqs:?}");
+        match last {
+            EventError::ShuttingDown { last_seq } => assert_eq!(Some(&last_seq), seqs.last()),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -6,7 +6,7 @@ pub mod hub;
 pub mod log;
 pub mod model;
 
-pub use hub::{EventHub, StreamItem, Subscription};
+pub use hub::{EventHub, StreamItem, Subscription, SubscriptionStream};
 pub use model::{Event, EventDraft, EventFilter, EventKind, Origin, Resource};
 
 use thiserror::Error;
@@ -30,4 +30,16 @@ pub enum EventError {
     TooManySubscribers { limit: usize },
     #[error("server is shutting down; resume after seq {last_seq}")]
     ShuttingDown { last_seq: u64 },
+}
+
+impl EventError {
+    /// What a client may be told (no SQL or engine message).
+    pub fn public_message(&self) -> String {
+        match self {
+            EventError::Db(_) => "event log database error".into(),
+            EventError::Payload(_) => "event payload invalid".into(),
+            EventError::Storage(e) => e.public_message(),
+            other => other.to_string(),
+        }
+    }
 }

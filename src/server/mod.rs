@@ -192,7 +192,6 @@ pub async fn serve_on(
     let follow = tokio::spawn(follow_snapshot_health(app.clone(), reporter.clone()));
     let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
 
-    let shutting_down = CancellationToken::new();
     let streams_end = CancellationToken::new();
     let kill = CancellationToken::new();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -201,11 +200,12 @@ pub async fn serve_on(
         let app = app.clone();
         let reporter = reporter.clone();
         let follow = follow.abort_handle();
-        let (shutting_down, streams_end) = (shutting_down.clone(), streams_end.clone());
+        let streams_end = streams_end.clone();
         async move {
             shutdown.await;
             let _ = began_tx.send(Instant::now());
-            shutting_down.cancel();
+            // No restore starts that the grace period may not cover.
+            app.begin_shutdown();
             // Nothing may turn a name back to SERVING from here on.
             follow.abort();
             tracing::info!("shutdown: health NOT_SERVING, draining");
@@ -221,12 +221,7 @@ pub async fn serve_on(
 
     tracing::info!(addr = ?local, tls = with_tls, auth = auth.enabled(), "serving gRPC");
     let serving = builder
-        .layer(observe::ObserveLayer::new(
-            grpc_metrics,
-            shutting_down,
-            streams_end,
-            max,
-        ))
+        .layer(observe::ObserveLayer::new(grpc_metrics, streams_end, max))
         .layer(AuthLayer(auth))
         .add_service(health)
         .add_service(reflection_v1)
@@ -354,20 +349,29 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Keeps the snapshot-storage health name in step with the storage state.
+/// Keeps health in step with the application: the snapshot-storage name follows the storage
+/// state, and every name goes NOT_SERVING while the database is unavailable (a restore that
+/// could be neither completed nor undone: nothing can be read or written until a restart).
 async fn follow_snapshot_health(app: App, reporter: HealthReporter) {
-    let mut rx = app.shared.status.subscribe();
+    let mut storage = app.shared.status.subscribe();
+    let mut database = app.shared.database.subscribe();
     loop {
-        let state = rx.borrow_and_update().state.clone();
-        let status = match state {
-            SnapshotState::Enabled => ServingStatus::Serving,
-            SnapshotState::Degraded | SnapshotState::Disabled => ServingStatus::NotServing,
-        };
-        reporter
-            .set_service_status(SNAPSHOT_STORAGE_HEALTH, status)
-            .await;
-        if rx.changed().await.is_err() {
-            return;
+        let state = storage.borrow_and_update().state.clone();
+        let unavailable = database.borrow_and_update().is_some();
+        if unavailable {
+            set_all(&reporter, ServingStatus::NotServing).await;
+        } else {
+            let status = match state {
+                SnapshotState::Enabled => ServingStatus::Serving,
+                SnapshotState::Degraded | SnapshotState::Disabled => ServingStatus::NotServing,
+            };
+            reporter
+                .set_service_status(SNAPSHOT_STORAGE_HEALTH, status)
+                .await;
+        }
+        tokio::select! {
+            r = storage.changed() => if r.is_err() { return },
+            r = database.changed() => if r.is_err() { return },
         }
     }
 }

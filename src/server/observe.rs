@@ -14,8 +14,9 @@
 //!   text, no details — every error of ours carries details) is rewritten to
 //!   RESOURCE_EXHAUSTED with ErrorInfo `MESSAGE_TOO_LARGE`.
 //! - Streams of other services (health Watch, reflection) never end by themselves: at shutdown
-//!   they are ended with UNAVAILABLE like ours. New restores are refused once shutdown began,
-//!   so none starts that the grace period may not cover.
+//!   they are ended with UNAVAILABLE like ours.
+//! - The method path goes into the request's extensions ([`crate::service::ctx::RpcPath`]):
+//!   tonic sets `GrpcMethod` only on clients, and idempotency and events need the RPC.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,7 +43,6 @@ use crate::service::ctx::parse_grpc_timeout;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client-supplied request id kept (the same bound the service layer applies).
 const MAX_REQUEST_ID: usize = 128;
-const RESTORE_PATH: &str = "/lnrs.v1.SnapshotService/RestoreSnapshot";
 
 /// A method known from the descriptor sets this server serves.
 struct MethodInfo {
@@ -304,8 +304,6 @@ struct Shared {
     metrics: GrpcMetrics,
     /// Cancelled when streams must end (after the drain delay).
     streams_end: CancellationToken,
-    /// Cancelled as soon as shutdown begins.
-    shutting_down: CancellationToken,
     limit: usize,
 }
 
@@ -316,14 +314,12 @@ pub struct ObserveLayer(Arc<Shared>);
 impl ObserveLayer {
     pub fn new(
         metrics: GrpcMetrics,
-        shutting_down: CancellationToken,
         streams_end: CancellationToken,
         max_message_bytes: usize,
     ) -> Self {
         Self(Arc::new(Shared {
             metrics,
             streams_end,
-            shutting_down,
             limit: max_message_bytes,
         }))
     }
@@ -369,6 +365,8 @@ where
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let started = Instant::now();
         let path = req.uri().path().to_string();
+        req.extensions_mut()
+            .insert(crate::service::ctx::RpcPath(path.clone()));
         let labels = labels_for(&path);
         let request_id = ensure_request_id(req.headers_mut());
         let deadline = req
@@ -400,12 +398,6 @@ where
             quiet: path.starts_with("/grpc.health.v1."),
             done: false,
         };
-        if path == RESTORE_PATH && shared.shutting_down.is_cancelled() {
-            let mut resp = shutting_down_status("no new restore starts").into_http::<Body>();
-            resp.headers_mut().insert(REQUEST_ID, request_id);
-            record.finish(Code::Unavailable);
-            return Box::pin(std::future::ready(Ok(resp)));
-        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let fut = {

@@ -303,6 +303,20 @@ pub fn from_duration(field: &str, d: prost_types::Duration) -> Result<std::time:
         .map_err(|_| Error::invalid(field, "INVALID_DURATION", "must be a non-negative duration"))
 }
 
+/// The outcome of a delete RPC.
+pub fn deleted(d: &crate::app::entities::Deleted, replayed: bool) -> pb::DeleteOutcome {
+    delete_outcome(
+        &ev::DeleteInfo {
+            snapshot_id: d.snapshot_id.clone(),
+            snapshot_skipped_reason: d.snapshot_skipped_reason.clone(),
+            rows_removed: d.rows_removed.clone(),
+        },
+        d.event_seq,
+        replayed,
+    )
+}
+
+/// The delete detail of an event (and, through [`deleted`], of a delete RPC).
 pub fn delete_outcome(info: &ev::DeleteInfo, event_seq: u64, replayed: bool) -> pb::DeleteOutcome {
     pb::DeleteOutcome {
         snapshot_id: info.snapshot_id.clone().unwrap_or_default(),
@@ -453,18 +467,6 @@ pub fn report(r: &IntegrityReport) -> pb::IntegrityReport {
 /// A manifest (plus catalog figures) as the Snapshot message.
 pub fn snapshot(m: &Manifest, unique_stored_bytes: u64, pinned: bool) -> pb::Snapshot {
     pb::Snapshot {
-        snapshot_id: m.id.as_str().to_string(),
-        create_time: Some(timestamp(m.created_at)),
-        description: m.description.clone(),
-        operation: operation_out(m.operation) as i32,
-        entity_type: m.entity_type.clone().unwrap_or_default(),
-        entity_id: m.entity_id.clone().unwrap_or_default(),
-        request_id: m.request_id.clone().unwrap_or_default(),
-        labels: m.labels.clone().into_iter().collect(),
-        event_head_seq: m.event_head_seq,
-        duckdb_library_version: m.duckdb_library_version.clone(),
-        storage_version: m.storage_version,
-        logical_bytes: m.file_len,
         unique_stored_bytes,
         block_count: m.blocks.len() as u32,
         file_blake3: m.file_blake3.to_hex().to_string(),
@@ -478,29 +480,39 @@ pub fn snapshot(m: &Manifest, unique_stored_bytes: u64, pinned: bool) -> pb::Sna
             })
             .collect(),
         pinned,
+        ..summary(&crate::snapshot::SnapshotSummary::of(m))
     }
 }
 
 /// A catalog summary (no manifest read) as the Snapshot message; tables are not included.
 pub fn snapshot_item(i: &crate::snapshot::ListItem) -> pb::Snapshot {
-    let s = &i.summary;
+    pb::Snapshot {
+        logical_bytes: i.logical_bytes,
+        unique_stored_bytes: i.unique_stored_bytes,
+        pinned: i.pinned,
+        ..summary(&i.summary)
+    }
+}
+
+/// The fields every Snapshot message has: the one conversion of [`SnapshotMeta`].
+///
+/// [`SnapshotMeta`]: crate::snapshot::SnapshotMeta
+fn summary(s: &crate::snapshot::SnapshotSummary) -> pb::Snapshot {
+    let m = &s.meta;
     pb::Snapshot {
         snapshot_id: s.id.as_str().to_string(),
         create_time: Some(timestamp(s.created_at)),
-        description: s.description.clone(),
-        operation: operation_out(s.operation) as i32,
-        entity_type: s.entity_type.clone().unwrap_or_default(),
-        entity_id: s.entity_id.clone().unwrap_or_default(),
-        request_id: s.request_id.clone().unwrap_or_default(),
-        labels: s.labels.clone().into_iter().collect(),
-        event_head_seq: s.event_head_seq,
-        duckdb_library_version: s.duckdb_library_version.clone(),
+        description: m.description.clone(),
+        operation: operation_out(m.operation) as i32,
+        entity_type: m.entity_type.clone().unwrap_or_default(),
+        entity_id: m.entity_id.clone().unwrap_or_default(),
+        request_id: m.request_id.clone().unwrap_or_default(),
+        labels: m.labels.clone(),
+        event_head_seq: m.event_head_seq,
+        duckdb_library_version: m.duckdb_library_version.clone(),
         storage_version: s.storage_version,
-        logical_bytes: i.logical_bytes,
-        unique_stored_bytes: i.unique_stored_bytes,
+        logical_bytes: s.file_len,
         block_count: s.block_count as u32,
-        file_blake3: String::new(),
-        tables: Vec::new(),
-        pinned: i.pinned,
+        ..Default::default()
     }
 }

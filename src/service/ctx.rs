@@ -1,5 +1,7 @@
-//! Request context extraction: the RPC name, the AIP-155 idempotency key and a fingerprint of
-//! the request, the correlation id (x-request-id), and the caller's deadline (grpc-timeout).
+//! Request context extraction: the RPC name, the caller, the AIP-155 idempotency key and a
+//! fingerprint of the request, the correlation id (x-request-id), and the caller's deadline
+//! (grpc-timeout). The transport ([`crate::server`]) puts the method path and the
+//! authenticated principal into each request's extensions as [`RpcPath`] and [`Principal`].
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,15 @@ use tonic::Request;
 use crate::app::RequestCtx;
 use crate::domain::validate::validate_text_id;
 use crate::error::Error;
+
+/// The full method path of a request ("/lnrs.v1.EntityService/DeleteMeasure"), from its URI.
+/// tonic sets `GrpcMethod` only on the client side, so the server inserts this itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcPath(pub String);
+
+/// The authenticated caller of a request (absent when auth is off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub String);
 
 /// The context of a request; `request_id` is the message's idempotency key ("" = none).
 pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<RequestCtx, Error> {
@@ -30,6 +41,11 @@ pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<Requ
         request_id: idempotency_key.clone().or(header_id),
         idempotency_key,
         rpc: rpc_name(req),
+        principal: req
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.0.clone())
+            .unwrap_or_default(),
         deadline: deadline(req),
     })
 }
@@ -37,8 +53,8 @@ pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<Requ
 /// "/lnrs.v1.EntityService/DeleteMeasure".
 pub fn rpc_name<T>(req: &Request<T>) -> String {
     req.extensions()
-        .get::<tonic::GrpcMethod>()
-        .map(|m| format!("/{}/{}", m.service(), m.method()))
+        .get::<RpcPath>()
+        .map(|p| p.0.clone())
         .unwrap_or_default()
 }
 

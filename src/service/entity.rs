@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, key_from_int, key_from_text, EntityMessage};
 use super::ctx::ctx;
-use crate::app::entities::DeleteTarget;
+use crate::app::entities::{DeleteTarget, DeletedRow};
+use crate::app::reads::Lookup;
 use crate::app::{App, RequestCtx};
 use crate::domain::{EntityKind, Key, LinkKind};
 use crate::error::Error;
@@ -211,14 +212,11 @@ impl EntityApi {
             .delete(c, DeleteTarget::Entity(M::KIND, key))
             .await?;
         let d = &out.value;
-        let before = match &d.before {
-            crate::events::Resource::Entity(r) => Some(M::from_record(r)),
-            crate::events::Resource::Link(_) => None,
+        let before = match &d.row {
+            DeletedRow::Entity(r) => Some(M::from_record(r)),
+            DeletedRow::Link(_) => None,
         };
-        Ok((
-            convert::delete_outcome(&d.info, d.event_seq, out.replayed),
-            before,
-        ))
+        Ok((convert::deleted(d, out.replayed), before))
     }
 }
 
@@ -392,16 +390,13 @@ impl EntityService for EntityApi {
         &self,
         _: Request<pb::ListMeasureTypesRequest>,
     ) -> R<pb::ListMeasureTypesResponse> {
-        let rows = self
-            .app
-            .lookup("measure_type", &["measure_type_id", "measure_type"], None)
-            .await?;
+        let rows = self.app.lookup(Lookup::MeasureTypes).await?;
         Ok(Response::new(pb::ListMeasureTypesResponse {
             measure_types: rows
-                .iter()
+                .into_iter()
                 .map(|r| pb::MeasureType {
-                    measure_type_id: id_of(&r[0]),
-                    measure_type: text_of(&r[1]),
+                    measure_type_id: r.id,
+                    measure_type: r.name,
                 })
                 .collect(),
         }))
@@ -411,16 +406,13 @@ impl EntityService for EntityApi {
         &self,
         _: Request<pb::ListStakeholdersRequest>,
     ) -> R<pb::ListStakeholdersResponse> {
-        let rows = self
-            .app
-            .lookup("stakeholder", &["stakeholder_id", "stakeholder"], None)
-            .await?;
+        let rows = self.app.lookup(Lookup::Stakeholders).await?;
         Ok(Response::new(pb::ListStakeholdersResponse {
             stakeholders: rows
-                .iter()
+                .into_iter()
                 .map(|r| pb::Stakeholder {
-                    stakeholder_id: id_of(&r[0]),
-                    stakeholder: text_of(&r[1]),
+                    stakeholder_id: r.id,
+                    stakeholder: r.name,
                 })
                 .collect(),
         }))
@@ -430,16 +422,13 @@ impl EntityService for EntityApi {
         &self,
         _: Request<pb::ListBenefitsRequest>,
     ) -> R<pb::ListBenefitsResponse> {
-        let rows = self
-            .app
-            .lookup("benefits", &["benefit_id", "benefit"], None)
-            .await?;
+        let rows = self.app.lookup(Lookup::Benefits).await?;
         Ok(Response::new(pb::ListBenefitsResponse {
             benefits: rows
-                .iter()
+                .into_iter()
                 .map(|r| pb::Benefit {
-                    benefit_id: id_of(&r[0]),
-                    benefit: text_of(&r[1]),
+                    benefit_id: r.id,
+                    benefit: r.name,
                 })
                 .collect(),
         }))
@@ -450,23 +439,18 @@ impl EntityService for EntityApi {
         req: Request<pb::ListFundingSchemesRequest>,
     ) -> R<pb::ListFundingSchemesResponse> {
         let area = req.into_inner().area_id;
-        let filter = (area != 0).then_some(("area_id", area));
         let rows = self
             .app
-            .lookup(
-                "area_funding_schemes",
-                &["id", "area_id", "area_name", "local_funding_schemes"],
-                filter,
-            )
+            .funding_schemes((area != 0).then_some(area))
             .await?;
         Ok(Response::new(pb::ListFundingSchemesResponse {
             funding_schemes: rows
-                .iter()
+                .into_iter()
                 .map(|r| pb::FundingScheme {
-                    id: id_of(&r[0]),
-                    area_id: id_of(&r[1]),
-                    area_name: r[2].opt_text(),
-                    local_funding_schemes: r[3].opt_text(),
+                    id: r.id,
+                    area_id: r.area_id,
+                    area_name: r.area_name,
+                    local_funding_schemes: r.local_funding_schemes,
                 })
                 .collect(),
         }))
@@ -488,11 +472,7 @@ impl EntityService for EntityApi {
         let link = convert::link_in(req.into_inner().link)?;
         let out = self.app.delete(c, DeleteTarget::Link(link)).await?;
         Ok(Response::new(pb::DeleteLinkResponse {
-            outcome: Some(convert::delete_outcome(
-                &out.value.info,
-                out.value.event_seq,
-                out.replayed,
-            )),
+            outcome: Some(convert::deleted(&out.value, out.replayed)),
         }))
     }
 
@@ -607,12 +587,4 @@ fn link_filters(
         out.push((name, v));
     }
     Ok(out)
-}
-
-fn id_of(v: &crate::domain::Value) -> i32 {
-    v.as_text().and_then(|s| s.parse().ok()).unwrap_or_default()
-}
-
-fn text_of(v: &crate::domain::Value) -> String {
-    v.opt_text().unwrap_or_default()
 }

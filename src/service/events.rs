@@ -4,8 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -106,16 +104,14 @@ impl EventService for EventApi {
             .check_start(sub.start_after)
             .map_err(Error::from)?;
         let permit = shared.hub.admit().map_err(Error::from)?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(hub::run(
+        let stream = hub::subscribe(
             shared.hub.clone(),
             shared.reads.clone(),
             sub,
-            tx,
             permit,
-        ));
-        let stream =
-            ReceiverStream::new(rx).map(|r| r.map(item).map_err(|e| Status::from(Error::from(e))));
+            STREAM_BUFFER,
+        )
+        .map(|r| r.map(item).map_err(|e| Status::from(Error::from(e))));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -30,9 +30,14 @@ impl SnapshotApi {
 
     async fn snapshot_message(&self, id: &str) -> Result<pb::Snapshot, Error> {
         let m = self.app.get_snapshot(id).await?;
-        let item = self.app.snapshot_listing(id).await?;
+        self.listed(&m).await
+    }
+
+    /// A manifest as a message, with its catalog numbers (stored bytes, pinned).
+    async fn listed(&self, m: &crate::snapshot::Manifest) -> Result<pb::Snapshot, Error> {
+        let item = self.app.snapshot_listing(m.id.as_str()).await?;
         Ok(convert::snapshot(
-            &m,
+            m,
             item.as_ref().map_or(0, |i| i.unique_stored_bytes),
             item.as_ref().is_some_and(|i| i.pinned),
         ))
@@ -41,7 +46,7 @@ impl SnapshotApi {
 
 type R<T> = Result<Response<T>, Status>;
 
-fn validate_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Error> {
+fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), Error> {
     if labels.len() > MAX_LABELS {
         return Err(Error::invalid(
             "labels",
@@ -90,10 +95,7 @@ impl SnapshotService for SnapshotApi {
             .into());
         }
         validate_labels(&r.labels)?;
-        let out = self
-            .app
-            .create_snapshot(c, description, r.labels.into_iter().collect())
-            .await?;
+        let out = self.app.create_snapshot(c, description, r.labels).await?;
         Ok(Response::new(pb::CreateSnapshotResponse {
             snapshot: Some(self.snapshot_message(&out.value.snapshot_id).await?),
             event_seq: out.value.event_seq,
@@ -232,7 +234,7 @@ impl SnapshotService for SnapshotApi {
             rolled_back: o.rolled_back,
             rollback_reason: o.rollback_reason.clone().unwrap_or_default(),
             event_seq: o.event_seq,
-            restored: Some(self.snapshot_message(&o.restored_id).await?),
+            restored: Some(self.listed(&o.restored).await?),
             duration: Some(convert::duration(o.duration)),
             replayed: out.replayed,
         }))
@@ -320,15 +322,15 @@ impl SnapshotService for SnapshotApi {
             stored_bytes: s.stats.stored_bytes,
             duckdb_library_version: s.duckdb_version,
             storage_version: s.storage_version,
-            data_dir: cfg.data_dir.display().to_string(),
-            database_path: cfg.database_path().display().to_string(),
-            snapshot_dir: cfg.snapshot_dir().display().to_string(),
             event_head_seq: s.event_head,
             event_first_seq: s.event_first,
             restore_in_progress: s.restore_in_progress,
             retention_keep_last: cfg.retention_keep_last as u32,
             retention_keep_within: cfg.retention_keep_within.map(convert::duration),
             database_bytes: s.database_bytes,
+            database_available: s.database_unavailable.is_none(),
+            database_reason: s.database_unavailable.unwrap_or_default(),
+            ..Default::default()
         }))
     }
 }

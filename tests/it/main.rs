@@ -8,6 +8,8 @@ mod common;
 mod cli;
 mod entities;
 mod events;
+mod layers;
 mod process;
 mod production;
+mod recovery;
 mod snapshots;

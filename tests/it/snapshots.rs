@@ -150,19 +150,27 @@ async fn every_delete_rpc_takes_exactly_one_snapshot_and_retries_take_none() {
     let s = TestServer::start_with(cfg).await;
     let mut c = s.entity();
     let mut snaps = s.snapshots();
+    // Entity deletes take DELETE snapshots, link deletes DELETE_LINK ones.
     let count = |snaps: &mut pb::snapshot_service_client::SnapshotServiceClient<_>| {
         let mut snaps = snaps.clone();
         async move {
-            snaps
-                .list_snapshots(pb::ListSnapshotsRequest {
-                    operation: pb::SnapshotOperation::Delete as i32,
-                    page_size: 500,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .total_size
+            let mut n = 0;
+            for op in [
+                pb::SnapshotOperation::Delete,
+                pb::SnapshotOperation::DeleteLink,
+            ] {
+                n += snaps
+                    .list_snapshots(pb::ListSnapshotsRequest {
+                        operation: op as i32,
+                        page_size: 500,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .total_size;
+            }
+            n
         }
     };
     let mut expected = 0;
@@ -200,6 +208,20 @@ async fn every_delete_rpc_takes_exactly_one_snapshot_and_retries_take_none() {
             .unwrap()
             .into_inner();
         expected += 1;
+        let taken = snaps
+            .get_snapshot(pb::GetSnapshotRequest {
+                snapshot_id: first.outcome.as_ref().unwrap().snapshot_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        assert_eq!(
+            taken.operation,
+            pb::SnapshotOperation::DeleteLink as i32,
+            "a link delete's snapshot says DELETE_LINK"
+        );
         let again = c
             .delete_link(pb::DeleteLinkRequest {
                 link: Some(l),
@@ -549,7 +571,7 @@ async fn preview_reads_a_snapshot_without_restoring_it() {
 }
 
 /// Block hashes a snapshot references, read from its manifest file.
-fn manifest_blocks(data_dir: &std::path::Path, id: &str) -> BTreeSet<String> {
+pub(crate) fn manifest_blocks(data_dir: &std::path::Path, id: &str) -> BTreeSet<String> {
     let path = data_dir
         .join("snapshots")
         .join("manifests")
@@ -651,7 +673,7 @@ async fn corrupt_block_is_reported_and_the_live_database_is_untouched() {
     s.stop().await;
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
@@ -664,31 +686,25 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Fail points are process-global: this one runs in a child server so no other test of this
+/// binary can hit it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_after_the_swap_rolls_back_by_itself() {
-    let s = TestServer::start().await;
-    let mut snaps = s.snapshots();
-    let id = snaps
-        .create_snapshot(pb::CreateSnapshotRequest {
-            description: "target".into(),
-            labels: Default::default(),
-            request_id: String::new(),
-        })
+    let tmp = crate::common::data_dir_with_reference();
+    let s = crate::common::ChildServer::start(
+        tmp.path(),
+        "127.0.0.1:0",
+        &[],
+        &[("LNRS_FAILPOINTS", "restore.post_swap_verify=error")],
+    )
+    .await;
+    let id = crate::common::ops::snapshot(&s.channel, "target").await;
+    crate::common::ops::habitat(&s.channel, "pre-restore state")
         .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap()
-        .snapshot_id;
-    create_measure(&s, "pre-restore state").await;
+        .unwrap();
     let live = measure_ids(&s.channel).await;
-    lnrs::fault::configure("restore.post_swap_verify=error").unwrap();
-    let r = snaps
-        .restore_snapshot(restore_req(&id))
-        .await
-        .unwrap()
-        .into_inner();
-    lnrs::fault::clear("restore.post_swap_verify");
+    let habitats = crate::common::ops::habitat_names(&s.channel).await;
+    let r = crate::common::ops::restore(&s.channel, &id).await.unwrap();
     assert!(r.rolled_back);
     assert!(r
         .report
@@ -697,19 +713,20 @@ async fn failure_after_the_swap_rolls_back_by_itself() {
         .checks
         .iter()
         .any(|c| c.name.starts_with("rollback:")));
+    assert_eq!(measure_ids(&s.channel).await, live);
     assert_eq!(
-        measure_ids(&s.channel).await,
-        live,
+        crate::common::ops::habitat_names(&s.channel).await,
+        habitats,
         "the live data equals the pre-restore state"
     );
     // The restore is itself an event, with rolled_back set.
     let ev = event_at(&s.channel, r.event_seq).await;
     assert!(ev.restore.as_ref().unwrap().rolled_back);
-    s.stop().await;
+    crate::common::ops::stop(s).await;
 }
 
 /// Replaces the snapshot directory by a file: every write into it fails (ENOTDIR), even as root.
-fn break_snapshot_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn break_snapshot_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     let dir = data_dir.join("snapshots");
     let aside = data_dir.join("snapshots.aside");
     std::fs::rename(&dir, &aside).unwrap();

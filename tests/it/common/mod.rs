@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod child;
+pub mod ops;
 #[allow(unused_imports)] // not every test binary runs child servers
 pub use child::ChildServer;
 
@@ -23,9 +24,10 @@ fn reference_db() -> &'static Path {
     PATH.get_or_init(|| {
         let key = blake3::hash(
             [
-                include_str!("../../src/refdata.rs"),
-                include_str!("../../src/storage/schema_v1.sql"),
-                include_str!("../../src/storage/schema.rs"),
+                include_str!("../../../src/refdata.rs"),
+                include_str!("../../../src/storage/schema_v1.sql"),
+                include_str!("../../../src/storage/schema_v2.sql"),
+                include_str!("../../../src/storage/schema.rs"),
             ]
             .concat()
             .as_bytes(),

@@ -1,0 +1,175 @@
+//! Small client operations the recovery and fault tests share: create a habitat, take and
+//! restore a snapshot, read health and status, stop a child cleanly, and run the binary to its
+//! exit when it is expected to refuse to start.
+
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use lnrs::pb;
+use tonic::transport::Channel;
+
+use super::ChildServer;
+
+pub fn entity(ch: &Channel) -> pb::entity_service_client::EntityServiceClient<Channel> {
+    pb::entity_service_client::EntityServiceClient::new(ch.clone())
+}
+
+pub fn snapshots(ch: &Channel) -> pb::snapshot_service_client::SnapshotServiceClient<Channel> {
+    pb::snapshot_service_client::SnapshotServiceClient::new(ch.clone())
+}
+
+/// Creates a habitat; returns its id and event seq.
+pub async fn habitat(ch: &Channel, name: &str) -> Result<(i32, u64), tonic::Status> {
+    let r = entity(ch)
+        .create_habitat(pb::CreateHabitatRequest {
+            habitat: Some(pb::Habitat {
+                habitat: name.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok((r.habitat.unwrap().habitat_id, r.event_seq))
+}
+
+/// Every habitat name, paging through ListHabitats.
+pub async fn habitat_names(ch: &Channel) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let p = entity(ch)
+            .list_habitats(pb::ListHabitatsRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(p.habitats.into_iter().map(|h| h.habitat));
+        if p.next_page_token.is_empty() {
+            return out;
+        }
+        token = p.next_page_token;
+    }
+}
+
+/// Takes a manual snapshot; returns its id.
+pub async fn snapshot(ch: &Channel, description: &str) -> String {
+    snapshots(ch)
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: description.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id
+}
+
+pub async fn restore(ch: &Channel, id: &str) -> Result<pb::RestoreSnapshotResponse, tonic::Status> {
+    snapshots(ch)
+        .restore_snapshot(pb::RestoreSnapshotRequest {
+            snapshot_id: id.into(),
+            confirm_snapshot_id: id.into(),
+            request_id: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn status(ch: &Channel) -> pb::GetStatusResponse {
+    snapshots(ch)
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The health status of `service` ("" = the server).
+pub async fn health(ch: &Channel, service: &str) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(ch.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Polls `f` until it is true (bounded).
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < within, "not true within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGTERM, then the child must exit 0 within 20 s.
+pub async fn stop(server: ChildServer) -> String {
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    stderr
+}
+
+/// Runs `lnrs serve` on `dir` until it exits (it is expected to refuse to start).
+pub fn run_to_exit(dir: &Path, env: &[(&str, &str)], within: Duration) -> (ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lnrs"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "pretty"])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LNRS_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("LNRS_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn lnrs serve");
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status, err);
+        }
+        if t.elapsed() > within {
+            let _ = child.kill();
+            panic!("lnrs serve still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Event seqs of the whole log are dense from the first retained to the head.
+pub async fn assert_dense_log(ch: &Channel) -> Vec<pb::Event> {
+    let log = super::events_after(ch, 0).await;
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
+        assert_eq!(
+            seqs,
+            (*first..=*last).collect::<Vec<_>>(),
+            "dense seqs, no gap"
+        );
+    }
+    log
+}
