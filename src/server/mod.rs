@@ -1,7 +1,9 @@
-//! The server: opens the application, builds the router (EntityService, SnapshotService,
-//! EventService, grpc.health.v1, reflection v1 + v1alpha) behind the observe layer (request
-//! ids, logs, metrics) and the auth layer, serves it on a given listener (plaintext or TLS),
-//! serves `/metrics` on its own listener, and shuts down gracefully within a hard bound.
+//! The server: checks the tokens and TLS files the configuration names ([`check`], before
+//! anything is opened), opens the application, builds the router (EntityService,
+//! SnapshotService, EventService, grpc.health.v1, reflection v1 + v1alpha) behind the observe
+//! layer (request ids, logs, metrics) and the auth layer, serves it on a given listener
+//! (plaintext or TLS), serves `/metrics` on its own listener, and shuts down gracefully within a
+//! hard bound.
 //!
 //! # Shutdown
 //! The shutdown future resolves (SIGTERM) → health NOT_SERVING for every name, new restores
@@ -120,6 +122,17 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// Start-up checks of the files the settings name, before anything is opened: the tokens
+/// (`tokens_file`, `LNRS_TOKENS`) parse and the TLS files form a usable identity. Errors name
+/// the setting. [`serve_on`] builds the same things again, for servers started without it.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    Tokens::from_config(config)?;
+    if let Some(tls) = &config.tls {
+        crate::tls::check(tls)?;
+    }
+    Ok(())
 }
 
 /// Serves an already opened application on already bound listeners.
