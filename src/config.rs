@@ -1,5 +1,8 @@
-//! The one server configuration: defaults < TOML file < environment (`LNRS_*`) < flags, merged
-//! and validated once at start-up. Every error names the setting it is about.
+//! The one server configuration. [`Settings`] is the one list of settings: it derives the
+//! `lnrs serve` flags with their `LNRS_*` variables (clap) and the TOML file (serde); sources
+//! merge with [`Settings::or`] (flags > environment > file), and [`Settings::resolve`] fills the
+//! defaults and validates once, into the [`Config`] the server runs with. Every error names the
+//! setting it is about.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -185,46 +188,50 @@ impl Config {
         self.data_dir.join("snapshots")
     }
 
-    /// Checks cross-field rules; the error names the setting.
+    /// Checks value ranges and cross-field rules; the error names the setting. Files the
+    /// settings point at (tokens, TLS) are checked where the server starts
+    /// ([`crate::server::check`]): this module knows no auth or TLS.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |setting: &'static str, why: String| Err(ConfigError::Invalid { setting, why });
+        let bad = |setting: &'static str, why: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                why: why.to_string(),
+            })
+        };
         if self.data_dir.as_os_str().is_empty() {
-            return bad("data_dir", "must not be empty".into());
+            return bad("data_dir", "must not be empty");
         }
         if self.retention_keep_last == 0 {
-            return bad("retention_keep_last", "must be at least 1".into());
+            return bad("retention_keep_last", "must be at least 1");
         }
         if self.reference_scale == 0 || self.reference_scale > 1000 {
-            return bad("reference_scale", "must be in 1..=1000".into());
+            return bad("reference_scale", "must be in 1..=1000");
         }
         if self.max_subscribers == 0 {
-            return bad("max_subscribers", "must be at least 1".into());
+            return bad("max_subscribers", "must be at least 1");
         }
         if self.event_ring_capacity < 16 {
-            return bad("event_ring_capacity", "must be at least 16".into());
+            return bad("event_ring_capacity", "must be at least 16");
         }
         if self.write_queue == 0 {
-            return bad("write_queue", "must be at least 1".into());
+            return bad("write_queue", "must be at least 1");
         }
         if self.max_message_bytes < 64 * 1024 || self.max_message_bytes > 256 * 1024 * 1024 {
-            return bad(
-                "max_message_bytes",
-                "must be between 64 KiB and 256 MiB".into(),
-            );
+            return bad("max_message_bytes", "must be between 64 KiB and 256 MiB");
         }
         if self.default_heartbeat < Duration::from_secs(1)
             || self.default_heartbeat > Duration::from_secs(300)
         {
-            return bad("default_heartbeat", "must be between 1s and 300s".into());
+            return bad("default_heartbeat", "must be between 1s and 300s");
         }
         if self.shutdown_drain_delay >= self.shutdown_grace {
             return bad(
                 "shutdown_drain_delay",
-                "must be shorter than shutdown_grace".into(),
+                "must be shorter than shutdown_grace",
             );
         }
         if self.event_retention_keep_last == Some(0) {
-            return bad("event_retention_keep_last", "must be at least 1".into());
+            return bad("event_retention_keep_last", "must be at least 1");
         }
         for (setting, d) in [
             ("keepalive_interval", self.keepalive_interval),
@@ -232,52 +239,30 @@ impl Config {
             ("max_connection_age", self.max_connection_age),
         ] {
             if d < Duration::from_secs(1) {
-                return bad(setting, "must be at least 1s".into());
+                return bad(setting, "must be at least 1s");
             }
         }
         if self.request_log_keep_last == 0 {
-            return bad("request_log_keep_last", "must be at least 1".into());
+            return bad("request_log_keep_last", "must be at least 1");
         }
         if self.request_log_max_age < Duration::from_secs(60) {
-            return bad("request_log_max_age", "must be at least 1m".into());
+            return bad("request_log_max_age", "must be at least 1m");
+        }
+        if self.maintenance_interval < Duration::from_millis(10) {
+            return bad("maintenance_interval", "must be at least 10ms");
         }
         if self.max_concurrent_assemblies == 0 {
-            return bad("max_concurrent_assemblies", "must be at least 1".into());
+            return bad("max_concurrent_assemblies", "must be at least 1");
         }
         if self.max_concurrent_streams == 0 {
-            return bad("max_concurrent_streams", "must be at least 1".into());
+            return bad("max_concurrent_streams", "must be at least 1");
         }
         if self
             .metrics_listen
             .is_some_and(|m| m == self.listen && m.port() != 0)
         {
-            return bad("metrics_listen", "must differ from listen".into());
+            return bad("metrics_listen", "must differ from listen");
         }
-        if let Some(tls) = &self.tls {
-            for (setting, p) in [
-                ("tls_cert", Some(&tls.cert)),
-                ("tls_key", Some(&tls.key)),
-                ("tls_client_ca", tls.client_ca.as_ref()),
-            ] {
-                if let Some(p) = p {
-                    if !p.is_file() {
-                        return bad(setting, format!("{} is not a readable file", p.display()));
-                    }
-                }
-            }
-        }
-        for (_, role) in &self.tokens {
-            if !matches!(role.as_str(), "reader" | "editor" | "admin") {
-                return bad(
-                    "tokens",
-                    format!("unknown role `{role}` (reader, editor or admin)"),
-                );
-            }
-        }
-        if let Some(tls) = &self.tls {
-            crate::tls::check(tls)?;
-        }
-        crate::auth::Tokens::from_config(self)?;
         Ok(())
     }
 }
@@ -291,68 +276,367 @@ pub enum ConfigError {
     File { path: PathBuf, why: String },
 }
 
-/// The optional TOML file: every key optional, same names as the flags (snake_case).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub metrics_listen: Option<String>,
-    pub load_reference_data: Option<bool>,
-    pub reference_scale: Option<u32>,
-    pub snapshot_policy: Option<SnapshotPolicy>,
-    pub retention_keep_last: Option<usize>,
-    pub retention_keep_within: Option<String>,
-    pub event_retention_keep_last: Option<u64>,
-    pub event_retention_max_age: Option<String>,
-    pub max_subscribers: Option<usize>,
-    pub event_ring_capacity: Option<usize>,
-    pub default_heartbeat: Option<String>,
-    pub write_queue: Option<usize>,
-    pub restore_read_wait: Option<String>,
-    pub max_message_bytes: Option<usize>,
-    pub keepalive_interval: Option<String>,
-    pub keepalive_timeout: Option<String>,
-    pub max_connection_age: Option<String>,
-    pub max_connection_age_grace: Option<String>,
-    pub max_concurrent_streams: Option<u32>,
-    pub shutdown_drain_delay: Option<String>,
-    pub shutdown_grace: Option<String>,
-    pub tokens_file: Option<PathBuf>,
-    pub reflection_requires_auth: Option<bool>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tls_client_ca: Option<PathBuf>,
-    pub log_format: Option<LogFormat>,
-    pub log_filter: Option<String>,
-}
+/// A duration as people write it ("500ms", "30s", "5m", "1h 30m", "7d"), in a flag, an
+/// environment variable or the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
 
-impl FileConfig {
-    /// Reads and parses a TOML file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            why: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            why: e.to_string(),
-        })
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| format!("`{s}` is not a duration ({e})"))
     }
 }
 
-/// Parses a human duration ("30s", "5m", "1h 30m") for the setting named `setting`.
-pub fn parse_duration(setting: &'static str, s: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(s.trim()).map_err(|e| ConfigError::Invalid {
-        setting,
-        why: format!("`{s}` is not a duration ({e})"),
-    })
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
-/// Parses a socket address for the setting named `setting`.
-pub fn parse_addr(setting: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.trim().parse().map_err(|e| ConfigError::Invalid {
-        setting,
-        why: format!("`{s}` is not an address like 127.0.0.1:50051 ({e})"),
-    })
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Duration {
+        d.0
+    }
+}
+
+/// Declares [`Settings`] and what is derived from its one list of fields: the merge and the
+/// list of keys.
+macro_rules! settings {
+    ($($(#[$attr:meta])* $name:ident: $ty:ty,)*) => {
+        /// Every `lnrs serve` setting as ONE source gives it: the flags and their `LNRS_*`
+        /// variables (clap; a flag beats its variable), or the TOML file (serde, same names in
+        /// snake_case). `None`: this source leaves the setting alone.
+        #[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $($(#[$attr])* pub $name: Option<$ty>,)*
+        }
+
+        impl Settings {
+            /// Every key of the file (and the name errors use for each setting).
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            /// The one merge: each setting from `self` where it is set, else from `lower`.
+            pub fn or(self, lower: Settings) -> Settings {
+                Settings {
+                    $($name: self.$name.or(lower.$name),)*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "LNRS_LISTEN")]
+    listen: SocketAddr,
+    /// Data directory (database + snapshots) [default: ./data].
+    #[arg(long, env = "LNRS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Prometheus /metrics listen address (off when unset).
+    #[arg(long, env = "LNRS_METRICS_LISTEN")]
+    metrics_listen: SocketAddr,
+    /// Load the reference dataset into an empty data directory [default: true].
+    #[arg(long, env = "LNRS_LOAD_REFERENCE_DATA")]
+    load_reference_data: bool,
+    /// Scale of that dataset [default: 1].
+    #[arg(long, env = "LNRS_REFERENCE_SCALE")]
+    reference_scale: u32,
+    /// What a delete does when its snapshot cannot be taken [default: required].
+    #[arg(long, env = "LNRS_SNAPSHOT_POLICY", value_enum)]
+    snapshot_policy: SnapshotPolicy,
+    /// Snapshots kept by retention [default: 10].
+    #[arg(long, env = "LNRS_RETENTION_KEEP_LAST")]
+    retention_keep_last: usize,
+    /// Also keep snapshots younger than this, e.g. "7d".
+    #[arg(long, env = "LNRS_RETENTION_KEEP_WITHIN")]
+    retention_keep_within: HumanDuration,
+    /// Keep at most this many events in the log.
+    #[arg(long, env = "LNRS_EVENT_RETENTION_KEEP_LAST")]
+    event_retention_keep_last: u64,
+    /// Drop events older than this, e.g. "90d".
+    #[arg(long, env = "LNRS_EVENT_RETENTION_MAX_AGE")]
+    event_retention_max_age: HumanDuration,
+    /// Concurrent WatchEvents streams [default: 2048].
+    #[arg(long, env = "LNRS_MAX_SUBSCRIBERS")]
+    max_subscribers: usize,
+    /// Events the live fan-out ring holds [default: 4096].
+    #[arg(long, env = "LNRS_EVENT_RING_CAPACITY")]
+    event_ring_capacity: usize,
+    /// Heartbeat interval of streams that do not ask for one [default: 15s].
+    #[arg(long, env = "LNRS_DEFAULT_HEARTBEAT")]
+    default_heartbeat: HumanDuration,
+    /// How long a read waits for a restore's swap before UNAVAILABLE [default: 10s].
+    #[arg(long, env = "LNRS_RESTORE_READ_WAIT")]
+    restore_read_wait: HumanDuration,
+    /// Writes allowed to wait for the writer [default: 256].
+    #[arg(long, env = "LNRS_WRITE_QUEUE")]
+    write_queue: usize,
+    /// Largest request/response message in bytes [default: 4194304].
+    #[arg(long, env = "LNRS_MAX_MESSAGE_BYTES")]
+    max_message_bytes: usize,
+    /// HTTP/2 ping interval on idle connections [default: 30s].
+    #[arg(long, env = "LNRS_KEEPALIVE_INTERVAL")]
+    keepalive_interval: HumanDuration,
+    /// How long a ping may go unanswered before the connection is closed [default: 20s].
+    #[arg(long, env = "LNRS_KEEPALIVE_TIMEOUT")]
+    keepalive_timeout: HumanDuration,
+    /// Connections are asked to reconnect after this long [default: 30m].
+    #[arg(long, env = "LNRS_MAX_CONNECTION_AGE")]
+    max_connection_age: HumanDuration,
+    /// Then get this long to finish their calls before being closed [default: 30s].
+    #[arg(long, env = "LNRS_MAX_CONNECTION_AGE_GRACE")]
+    max_connection_age_grace: HumanDuration,
+    /// Concurrent HTTP/2 streams per connection [default: 1024].
+    #[arg(long, env = "LNRS_MAX_CONCURRENT_STREAMS")]
+    max_concurrent_streams: u32,
+    /// Health NOT_SERVING period before streams end on shutdown [default: 2s].
+    #[arg(long, env = "LNRS_SHUTDOWN_DRAIN_DELAY")]
+    shutdown_drain_delay: HumanDuration,
+    /// Bound on the whole shutdown [default: 25s].
+    #[arg(long, env = "LNRS_SHUTDOWN_GRACE")]
+    shutdown_grace: HumanDuration,
+    /// Bearer tokens file: one `token role` per line (roles: reader, editor, admin).
+    #[arg(long, env = "LNRS_TOKENS_FILE")]
+    tokens_file: PathBuf,
+    /// Whether gRPC reflection needs a token when auth is on [default: false].
+    #[arg(long, env = "LNRS_REFLECTION_REQUIRES_AUTH")]
+    reflection_requires_auth: bool,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "LNRS_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// TLS private key (PEM).
+    #[arg(long, env = "LNRS_TLS_KEY")]
+    tls_key: PathBuf,
+    /// CA (PEM) that client certificates must chain to: enables mTLS.
+    #[arg(long, env = "LNRS_TLS_CLIENT_CA")]
+    tls_client_ca: PathBuf,
+    /// Log format [default: auto].
+    #[arg(long, env = "LNRS_LOG_FORMAT", value_enum)]
+    log_format: LogFormat,
+    /// Log filter, e.g. "info,lnrs=debug" [default: info].
+    #[arg(long = "log", env = "LNRS_LOG", value_name = "LOG")]
+    log_filter: String,
+    /// How long an AIP-155 request_id is remembered for replay [default: 24h].
+    #[arg(long, env = "LNRS_REQUEST_LOG_MAX_AGE")]
+    request_log_max_age: HumanDuration,
+    /// Most request ids remembered; the oldest are forgotten first [default: 100000].
+    #[arg(long, env = "LNRS_REQUEST_LOG_KEEP_LAST")]
+    request_log_keep_last: u64,
+    /// Snapshot assemblies (previews, deep verifies) at once [default: 2].
+    #[arg(long, env = "LNRS_MAX_CONCURRENT_ASSEMBLIES")]
+    max_concurrent_assemblies: usize,
+    /// Free bytes an assembly or restore must leave on its volume [default: 268435456].
+    #[arg(long, env = "LNRS_SCRATCH_RESERVE_BYTES")]
+    scratch_reserve_bytes: u64,
+    /// How often background upkeep runs [default: 15s].
+    #[arg(long, env = "LNRS_MAINTENANCE_INTERVAL")]
+    maintenance_interval: HumanDuration,
+}
+
+/// Puts `value` in `slot` if it is set.
+fn set<T>(slot: &mut T, value: Option<impl Into<T>>) {
+    if let Some(v) = value {
+        *slot = v.into();
+    }
+}
+
+impl Settings {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let file_error = |why: String| ConfigError::File {
+            path: path.to_path_buf(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| file_error(e.to_string()))
+    }
+
+    /// The configuration: these settings over the defaults, plus the tokens of `LNRS_TOKENS`,
+    /// validated.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let mut c = Config::new(self.data_dir.unwrap_or_else(|| PathBuf::from("data")));
+        set(&mut c.listen, self.listen);
+        c.metrics_listen = self.metrics_listen;
+        set(&mut c.load_reference_data, self.load_reference_data);
+        set(&mut c.reference_scale, self.reference_scale);
+        set(&mut c.snapshot_policy, self.snapshot_policy);
+        set(&mut c.retention_keep_last, self.retention_keep_last);
+        c.retention_keep_within = self.retention_keep_within.map(Into::into);
+        c.event_retention_keep_last = self.event_retention_keep_last;
+        c.event_retention_max_age = self.event_retention_max_age.map(Into::into);
+        set(&mut c.max_subscribers, self.max_subscribers);
+        set(&mut c.event_ring_capacity, self.event_ring_capacity);
+        set(&mut c.default_heartbeat, self.default_heartbeat);
+        set(&mut c.restore_read_wait, self.restore_read_wait);
+        set(&mut c.write_queue, self.write_queue);
+        set(&mut c.max_message_bytes, self.max_message_bytes);
+        set(&mut c.keepalive_interval, self.keepalive_interval);
+        set(&mut c.keepalive_timeout, self.keepalive_timeout);
+        set(&mut c.max_connection_age, self.max_connection_age);
+        set(
+            &mut c.max_connection_age_grace,
+            self.max_connection_age_grace,
+        );
+        set(&mut c.max_concurrent_streams, self.max_concurrent_streams);
+        set(&mut c.shutdown_drain_delay, self.shutdown_drain_delay);
+        set(&mut c.shutdown_grace, self.shutdown_grace);
+        c.tokens_file = self.tokens_file;
+        c.tokens = tokens_from_env()?;
+        set(
+            &mut c.reflection_requires_auth,
+            self.reflection_requires_auth,
+        );
+        c.tls = tls(self.tls_cert, self.tls_key, self.tls_client_ca)?;
+        set(&mut c.log_format, self.log_format);
+        set(&mut c.log_filter, self.log_filter);
+        set(&mut c.request_log_max_age, self.request_log_max_age);
+        set(&mut c.request_log_keep_last, self.request_log_keep_last);
+        set(
+            &mut c.max_concurrent_assemblies,
+            self.max_concurrent_assemblies,
+        );
+        set(&mut c.scratch_reserve_bytes, self.scratch_reserve_bytes);
+        set(&mut c.maintenance_interval, self.maintenance_interval);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// TLS is on with a certificate and its key; a client CA on top turns on mTLS.
+fn tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let bad = |setting, why: &str| {
+        Err(ConfigError::Invalid {
+            setting,
+            why: why.into(),
+        })
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_some() => {
+            bad("tls_client_ca", "mTLS needs tls_cert and tls_key as well")
+        }
+        (None, None) => Ok(None),
+        _ => bad("tls_cert", "tls_cert and tls_key must be given together"),
+    }
+}
+
+/// `LNRS_TOKENS="token1:admin,token2:reader"` (never a flag: command lines are visible to every
+/// local user). The tokens themselves are checked with the tokens file, at start-up.
+fn tokens_from_env() -> Result<Vec<(Secret, String)>, ConfigError> {
+    let Ok(v) = std::env::var("LNRS_TOKENS") else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.rsplit_once(':')
+                .map(|(t, r)| (Secret::from(t), r.to_string()))
+                .ok_or(ConfigError::Invalid {
+                    setting: "LNRS_TOKENS",
+                    why: "expected token:role pairs separated by commas".into(),
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/lnrs.example.toml");
+
+    /// `key = value` lines of the example, commented out or not: (key, line without the `#`).
+    fn example_settings() -> Vec<(&'static str, &'static str)> {
+        EXAMPLE
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim())
+            .filter_map(|l| {
+                let (key, _) = l.split_once(" = ")?;
+                key.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+                    .then_some((key, l))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_example_names_every_setting_and_nothing_else() {
+        let mut named: Vec<&str> = example_settings().iter().map(|(k, _)| *k).collect();
+        named.sort();
+        let mut keys = Settings::KEYS.to_vec();
+        keys.sort();
+        assert_eq!(named, keys, "config/lnrs.example.toml vs Settings");
+    }
+
+    #[test]
+    fn the_example_gives_the_defaults_and_its_commented_values_are_valid() {
+        let file: Settings = toml::from_str(EXAMPLE).unwrap();
+        let resolved = file.resolve().unwrap();
+        assert_eq!(
+            format!("{resolved:?}"),
+            format!("{:?}", Config::new("data")),
+            "the active lines of the example are the defaults"
+        );
+        let every: String = example_settings()
+            .iter()
+            .map(|(_, line)| format!("{line}\n"))
+            .collect();
+        let all: Settings = toml::from_str(&every).unwrap();
+        assert!(Settings::KEYS.len() > 20);
+        all.resolve().unwrap();
+    }
+
+    #[test]
+    fn a_source_wins_where_it_sets_a_value() {
+        let flags = Settings {
+            retention_keep_last: Some(3),
+            ..Default::default()
+        };
+        let file: Settings = toml::from_str(
+            "retention_keep_last = 7\nmax_subscribers = 9\nshutdown_grace = \"1m\"\n",
+        )
+        .unwrap();
+        let c = flags.or(file).resolve().unwrap();
+        assert_eq!(
+            (c.retention_keep_last, c.max_subscribers, c.shutdown_grace),
+            (3, 9, Duration::from_secs(60))
+        );
+        assert_eq!(c.write_queue, Config::new("data").write_queue, "a default");
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = toml::from_str::<Settings>("shutdown_grace = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shutdown_grace") && e.contains("soon"), "{e}");
+        let e = toml::from_str::<Settings>("colour = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+        let e = Settings {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`tls_client_ca`"), "{e}");
+    }
 }

@@ -43,7 +43,7 @@
 //! | `tls` | `config` |
 //! | `auth` | `service`, `error`, `config`, `pb` |
 //! | `server` | `auth`, `tls`, `service`, `app`, `error`, `config`, `metrics`, `pb` |
-//! | `cli` | `server`, `auth`, `app`, `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
+//! | `cli` | `server`, `auth`, `service`, `app`, `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
 //!
 //! Modules below `error` never use tonic or prost: gRPC is the service's transport, not its
 //! model.

@@ -58,6 +58,8 @@ pub struct Status {
     pub database_bytes: u64,
     /// Why the database is unavailable, if it is (see [`super::DatabaseStatus`]).
     pub database_unavailable: Option<String>,
+    /// Rows per user table of the live database (empty while a restore runs or if unreadable).
+    pub table_rows: Vec<(String, i64)>,
 }
 
 /// Largest preview page.
@@ -281,10 +283,10 @@ impl App {
         });
     }
 
-    /// Status of the snapshot subsystem.
+    /// Status of the snapshot subsystem, and the live database's row counts.
     pub async fn status(&self) -> Result<Status, Error> {
         let shared = self.shared.clone();
-        blocking(move || {
+        let mut status = blocking(move || {
             let (stats, storage_version) = match shared.store() {
                 Ok(s) => (s.stats(), s.engine_storage_version().unwrap_or(0)),
                 Err(_) => (Default::default(), 0),
@@ -303,9 +305,29 @@ impl App {
                 restore_in_progress: shared.restore_in_progress(),
                 database_bytes,
                 database_unavailable: shared.database.unavailable(),
+                table_rows: Vec::new(),
             })
         })
-        .await
+        .await?;
+        // A restore may close the read pool for its swap: status must not wait for it.
+        if !status.restore_in_progress {
+            status.table_rows = self.live_row_counts().await;
+        }
+        Ok(status)
+    }
+
+    /// Row counts of the live database, from the read pool; none if it cannot be read (status
+    /// is a diagnostic: it still answers).
+    async fn live_row_counts(&self) -> Vec<(String, i64)> {
+        let counts = self
+            .shared
+            .reads
+            .read(|conn| Ok::<_, Error>(storage::inspect::row_counts(conn)?))
+            .await;
+        counts.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "status: cannot count the live database's rows");
+            Vec::new()
+        })
     }
 }
 

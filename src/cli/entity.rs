@@ -13,6 +13,7 @@ use tonic::Status;
 use super::client::{confirm, ClientArgs, Ctx, Failure};
 use super::json::ToJson;
 use super::output::{self, cell, key_values, Table};
+use super::pager::{pages, Page, PageArgs};
 use crate::pb;
 use crate::pb::get_delete_impact_request::Target;
 
@@ -66,12 +67,8 @@ pub struct ListArgs {
     /// Rows per page [server default: 50; at most 1000].
     #[arg(long, default_value_t = 0)]
     pub page_size: i32,
-    /// Token from a previous page.
-    #[arg(long, default_value = "")]
-    pub page_token: String,
-    /// Fetch every page.
-    #[arg(long, conflicts_with = "page_token")]
-    pub all: bool,
+    #[command(flatten)]
+    pub pages: PageArgs,
 }
 
 /// Field values of `create` and `update`, merged in this order (later wins): --file, --data,
@@ -194,7 +191,8 @@ pub(crate) trait CliEntity: ToJson + Default + Clone {
     fn set(&mut self, field: &str, v: &Value) -> Result<(), String>;
     fn impact_target(&self) -> Target;
     async fn get(ctx: &Ctx, probe: &Self) -> Result<Self, Status>;
-    async fn list(ctx: &Ctx, q: &ListArgs) -> Result<(Vec<Self>, String, i64), Status>;
+    /// One page of rows (at `q.pages.page_token`).
+    async fn list(ctx: &Ctx, q: &ListArgs) -> Result<Page<Self>, Status>;
     async fn create(ctx: &Ctx, m: Self) -> Result<(Self, u64, bool), Status>;
     async fn update(ctx: &Ctx, m: Self, mask: Vec<String>) -> Result<(Self, u64, bool), Status>;
     async fn delete(ctx: &Ctx, probe: &Self) -> Result<(pb::DeleteOutcome, Option<Self>), Status>;
@@ -263,15 +261,15 @@ macro_rules! cli_entity {
                 r.$field.ok_or_else(|| missing(stringify!($field)))
             }
 
-            async fn list(ctx: &Ctx, q: &ListArgs) -> Result<(Vec<Self>, String, i64), Status> {
+            async fn list(ctx: &Ctx, q: &ListArgs) -> Result<Page<Self>, Status> {
                 let req = pb::$listreq {
                     page_size: q.page_size,
-                    page_token: q.page_token.clone(),
+                    page_token: q.pages.page_token.clone(),
                     search: q.search.clone(),
                     order_by: q.order_by.clone(),
                 };
                 let r = ctx.entity().$list(ctx.req(req)).await?.into_inner();
-                Ok((r.$lf, r.next_page_token, r.total_size))
+                Ok(Page { rows: r.$lf, next_page_token: r.next_page_token, total_size: r.total_size })
             }
 
             async fn create(ctx: &Ctx, m: Self) -> Result<(Self, u64, bool), Status> {
@@ -411,27 +409,18 @@ pub(crate) async fn run<M: CliEntity>(ctx: &Ctx, action: EntityAction) -> Result
     }
 }
 
-async fn list<M: CliEntity>(ctx: &Ctx, mut q: ListArgs) -> Result<(), Failure> {
-    let mut rows = Vec::new();
-    let (mut next, mut total);
-    loop {
-        let (page, token, t) = M::list(ctx, &q).await?;
-        rows.extend(page);
-        (next, total) = (token, t);
-        if !q.all || next.is_empty() {
-            break;
-        }
-        q.page_token = next.clone();
-    }
+async fn list<M: CliEntity>(ctx: &Ctx, q: ListArgs) -> Result<(), Failure> {
+    let fetch = |page_token| {
+        let mut q = q.clone();
+        q.pages.page_token = page_token;
+        async move { M::list(ctx, &q).await }
+    };
+    let page = pages(&q.pages, fetch).await?;
     if ctx.json() {
-        let mut doc = Map::new();
-        doc.insert(M::LIST_FIELD.into(), rows.to_json());
-        doc.insert("next_page_token".into(), next.into());
-        doc.insert("total_size".into(), total.into());
-        return output::print_json(&Value::Object(doc));
+        return output::print_json(&page.to_json(M::LIST_FIELD));
     }
     let mut t = Table::new(M::COLUMNS);
-    for m in &rows {
+    for m in &page.rows {
         let j = m.to_json();
         t.row(
             M::COLUMNS
@@ -441,42 +430,8 @@ async fn list<M: CliEntity>(ctx: &Ctx, mut q: ListArgs) -> Result<(), Failure> {
         );
     }
     output::print(&t.render())?;
-    if next.is_empty() {
-        eprintln!("{} of {total} {} rows", rows.len(), M::NAME);
-    } else {
-        eprintln!(
-            "{} of {total} {} rows; next page: --page-token {next} (or --all)",
-            rows.len(),
-            M::NAME
-        );
-    }
+    page.print_footer(&format!("{} rows", M::NAME));
     Ok(())
-}
-
-/// Every row of an entity (all pages).
-pub(crate) async fn all<M: CliEntity>(ctx: &Ctx) -> Result<Vec<M>, Status> {
-    let mut q = ListArgs {
-        page_size: 1000,
-        ..Default::default()
-    };
-    let mut rows = Vec::new();
-    loop {
-        let (page, next, _) = M::list(ctx, &q).await?;
-        rows.extend(page);
-        if next.is_empty() {
-            return Ok(rows);
-        }
-        q.page_token = next;
-    }
-}
-
-/// Number of rows of an entity.
-pub(crate) async fn count<M: CliEntity>(ctx: &Ctx) -> Result<i64, Status> {
-    let q = ListArgs {
-        page_size: 1,
-        ..Default::default()
-    };
-    Ok(M::list(ctx, &q).await?.2)
 }
 
 /// The field values given on the command line, validated against the entity's fields, in

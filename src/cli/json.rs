@@ -288,6 +288,7 @@ impl ToJson for pb::GetStatusResponse {
             "retention_keep_last": self.retention_keep_last,
             "retention_keep_within": self.retention_keep_within.to_json(),
             "database_bytes": self.database_bytes,
+            "table_rows": self.table_rows.to_json(),
         })
     }
 }

@@ -3,13 +3,15 @@
 //! impact and ask first, like entity deletes.
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::client::{ClientArgs, Ctx, Failure};
 use super::entity::{outcome_text, show_impact_and_confirm};
 use super::json::ToJson;
-use super::output::{self, Table};
+use super::output::{self, cell, Table};
+use super::pager::{pages, Page, PageArgs};
 use crate::pb;
+use crate::service::convert;
 
 /// Flags of `lnrs link`.
 #[derive(Debug, Args)]
@@ -40,12 +42,8 @@ pub enum LinkAction {
         /// Links per page [server default: 100; at most 5000].
         #[arg(long, default_value_t = 0)]
         page_size: i32,
-        /// Token from a previous page.
-        #[arg(long, default_value = "")]
-        page_token: String,
-        /// Fetch every page.
-        #[arg(long, conflicts_with = "page_token")]
-        all: bool,
+        #[command(flatten)]
+        pages: PageArgs,
     },
     /// Create measure-area-priority links for every combination of the given ids, in one
     /// transaction (existing links are skipped and reported).
@@ -98,17 +96,16 @@ impl LinkTypeArg {
     }
 }
 
-/// The id columns of each link type, in key order.
-fn columns(t: pb::LinkType) -> &'static [&'static str] {
-    use pb::LinkType as T;
-    match t {
-        T::MeasureAreaPriority => &["measure_id", "area_id", "priority_id"],
-        T::MeasureAreaPriorityGrant => &["measure_id", "area_id", "priority_id", "grant_id"],
-        T::SpeciesAreaPriority => &["species_id", "area_id", "priority_id"],
-        T::HabitatCreationArea | T::HabitatManagementArea => &["habitat_id", "area_id"],
-        T::MeasureSpecies => &["measure_id", "species_id"],
-        T::Unspecified => &[],
-    }
+/// The id columns of a link type, in key order (from the domain's link inventory).
+fn columns(t: pb::LinkType) -> Vec<&'static str> {
+    convert::link_kind_in(t as i32)
+        .map(|k| k.columns().iter().map(|c| c.name).collect())
+        .unwrap_or_default()
+}
+
+/// The link table of a link type.
+fn table(t: pb::LinkType) -> &'static str {
+    convert::link_kind_in(t as i32).map_or("", |k| k.table())
 }
 
 /// A link type and its ids.
@@ -190,160 +187,162 @@ impl LinkArgs {
     }
 }
 
+/// The ids of `l`, in its type's key order.
+fn ids(l: &pb::Link, cols: &[&str]) -> Vec<String> {
+    let j = l.to_json();
+    cols.iter()
+        .map(|c| cell(j.get(*c).unwrap_or(&Value::Null)))
+        .collect()
+}
+
 /// "measure_area_priority 1/2/3".
 fn describe(l: &pb::Link) -> String {
     let t = pb::LinkType::try_from(l.link_type).unwrap_or(pb::LinkType::Unspecified);
-    let j = l.to_json();
-    let ids: Vec<String> = columns(t)
-        .iter()
-        .map(|c| super::output::cell(j.get(*c).unwrap_or(&serde_json::Value::Null)))
-        .collect();
-    let table = t
-        .as_str_name()
-        .trim_start_matches("LINK_TYPE_")
-        .to_ascii_lowercase();
-    format!("{table} {}", ids.join("/"))
+    format!("{} {}", table(t), ids(l, &columns(t)).join("/"))
 }
 
 fn links_table(t: pb::LinkType, links: &[pb::Link]) -> String {
     let cols = columns(t);
-    let mut table = Table::new(cols);
+    let mut table = Table::new(&cols);
     for l in links {
-        let j = l.to_json();
-        table.row(
-            cols.iter()
-                .map(|c| super::output::cell(j.get(*c).unwrap_or(&serde_json::Value::Null)))
-                .collect(),
-        );
+        table.row(ids(l, &cols));
     }
     table.render()
 }
 
 /// Runs `lnrs link …`.
 pub(crate) async fn run(ctx: &Ctx, action: LinkAction) -> Result<(), Failure> {
-    let mut c = ctx.entity();
     match action {
-        LinkAction::Create(args) => {
-            let link = args.check(true)?;
-            let req = pb::CreateLinkRequest {
-                link: Some(link),
-                request_id: ctx.request_id(),
-            };
-            let r = c.create_link(ctx.req(req)).await?.into_inner();
-            if ctx.json() {
-                return output::print_json(
-                    &json!({ "link": r.link.to_json(), "event_seq": r.event_seq, "replayed": r.replayed }),
-                );
-            }
-            let l = r.link.unwrap_or_default();
-            output::print(&format!(
-                "created link {} (event seq {})\n",
-                describe(&l),
-                r.event_seq
-            ))
-        }
-        LinkAction::Delete { link, yes } => {
-            let link = link.check(true)?;
-            let what = format!("link {}", describe(&link));
-            let impact = c
-                .get_delete_impact(ctx.req(pb::GetDeleteImpactRequest {
-                    target: Some(pb::get_delete_impact_request::Target::Link(link.clone())),
-                }))
-                .await?
-                .into_inner();
-            show_impact_and_confirm(ctx, &what, &impact, yes)?;
-            let req = pb::DeleteLinkRequest {
-                link: Some(link),
-                request_id: ctx.request_id(),
-            };
-            let r = c.delete_link(ctx.long_req(req)).await?.into_inner();
-            let outcome = r.outcome.unwrap_or_default();
-            if ctx.json() {
-                return output::print_json(&json!({ "outcome": outcome.to_json() }));
-            }
-            output::print(&outcome_text(&what, &outcome))
-        }
+        LinkAction::Create(args) => create(ctx, &args).await,
+        LinkAction::Delete { link, yes } => delete(ctx, &link, yes).await,
         LinkAction::List {
             filter,
             page_size,
-            mut page_token,
-            all,
-        } => {
-            let f = filter.check(false)?;
-            let mut links = Vec::new();
-            let (mut next, mut total);
-            loop {
-                let req = pb::ListLinksRequest {
-                    link_type: f.link_type,
-                    measure_id: f.measure_id,
-                    area_id: f.area_id,
-                    priority_id: f.priority_id,
-                    species_id: f.species_id,
-                    habitat_id: f.habitat_id,
-                    grant_id: f.grant_id.clone(),
-                    page_size,
-                    page_token: page_token.clone(),
-                };
-                let r = c.list_links(ctx.req(req)).await?.into_inner();
-                links.extend(r.links);
-                (next, total) = (r.next_page_token, r.total_size);
-                if !all || next.is_empty() {
-                    break;
-                }
-                page_token = next.clone();
-            }
-            if ctx.json() {
-                return output::print_json(
-                    &json!({ "links": links.to_json(), "next_page_token": next, "total_size": total }),
-                );
-            }
-            output::print(&links_table(filter.link_type.proto(), &links))?;
-            if next.is_empty() {
-                eprintln!("{} of {total} links", links.len());
-            } else {
-                eprintln!(
-                    "{} of {total} links; next page: --page-token {next} (or --all)",
-                    links.len()
-                );
-            }
-            Ok(())
-        }
+            pages,
+        } => list(ctx, &filter, page_size, &pages).await,
         LinkAction::BatchMap {
             measures,
             areas,
             priorities,
-        } => {
-            let req = pb::BatchCreateMeasureAreaPriorityLinksRequest {
-                measure_ids: measures,
-                area_ids: areas,
-                priority_ids: priorities,
-                request_id: ctx.request_id(),
-            };
-            let r = c
-                .batch_create_measure_area_priority_links(ctx.req(req))
-                .await?
-                .into_inner();
-            if ctx.json() {
-                return output::print_json(&json!({
-                    "created": r.created.to_json(),
-                    "skipped_existing": r.skipped_existing.to_json(),
-                    "first_event_seq": r.first_event_seq,
-                    "replayed": r.replayed,
-                }));
-            }
-            let mut text = format!(
-                "created {} measure_area_priority link(s), skipped {} existing",
-                r.created.len(),
-                r.skipped_existing.len()
-            );
-            if !r.created.is_empty() {
-                text.push_str(&format!(" (event seqs from {})", r.first_event_seq));
-            }
-            text.push('\n');
-            if !r.created.is_empty() {
-                text.push_str(&links_table(pb::LinkType::MeasureAreaPriority, &r.created));
-            }
-            output::print(&text)
-        }
+        } => batch_map(ctx, measures, areas, priorities).await,
     }
+}
+
+async fn create(ctx: &Ctx, args: &LinkArgs) -> Result<(), Failure> {
+    let req = pb::CreateLinkRequest {
+        link: Some(args.check(true)?),
+        request_id: ctx.request_id(),
+    };
+    let r = ctx.entity().create_link(ctx.req(req)).await?.into_inner();
+    if ctx.json() {
+        return output::print_json(
+            &json!({ "link": r.link.to_json(), "event_seq": r.event_seq, "replayed": r.replayed }),
+        );
+    }
+    let l = r.link.unwrap_or_default();
+    output::print(&format!(
+        "created link {} (event seq {})\n",
+        describe(&l),
+        r.event_seq
+    ))
+}
+
+async fn delete(ctx: &Ctx, args: &LinkArgs, yes: bool) -> Result<(), Failure> {
+    let link = args.check(true)?;
+    let what = format!("link {}", describe(&link));
+    let mut c = ctx.entity();
+    let impact = c
+        .get_delete_impact(ctx.req(pb::GetDeleteImpactRequest {
+            target: Some(pb::get_delete_impact_request::Target::Link(link.clone())),
+        }))
+        .await?
+        .into_inner();
+    show_impact_and_confirm(ctx, &what, &impact, yes)?;
+    let req = pb::DeleteLinkRequest {
+        link: Some(link),
+        request_id: ctx.request_id(),
+    };
+    let r = c.delete_link(ctx.long_req(req)).await?.into_inner();
+    let outcome = r.outcome.unwrap_or_default();
+    if ctx.json() {
+        return output::print_json(&json!({ "outcome": outcome.to_json() }));
+    }
+    output::print(&outcome_text(&what, &outcome))
+}
+
+async fn list(
+    ctx: &Ctx,
+    filter: &LinkArgs,
+    page_size: i32,
+    page_args: &PageArgs,
+) -> Result<(), Failure> {
+    let f = filter.check(false)?;
+    let fetch = |page_token| {
+        let req = pb::ListLinksRequest {
+            link_type: f.link_type,
+            measure_id: f.measure_id,
+            area_id: f.area_id,
+            priority_id: f.priority_id,
+            species_id: f.species_id,
+            habitat_id: f.habitat_id,
+            grant_id: f.grant_id.clone(),
+            page_size,
+            page_token,
+        };
+        async move {
+            let r = ctx.entity().list_links(ctx.req(req)).await?.into_inner();
+            Ok(Page {
+                rows: r.links,
+                next_page_token: r.next_page_token,
+                total_size: r.total_size,
+            })
+        }
+    };
+    let page = pages(page_args, fetch).await?;
+    if ctx.json() {
+        return output::print_json(&page.to_json("links"));
+    }
+    output::print(&links_table(filter.link_type.proto(), &page.rows))?;
+    page.print_footer("links");
+    Ok(())
+}
+
+async fn batch_map(
+    ctx: &Ctx,
+    measure_ids: Vec<i32>,
+    area_ids: Vec<i32>,
+    priority_ids: Vec<i32>,
+) -> Result<(), Failure> {
+    let req = pb::BatchCreateMeasureAreaPriorityLinksRequest {
+        measure_ids,
+        area_ids,
+        priority_ids,
+        request_id: ctx.request_id(),
+    };
+    let r = ctx
+        .entity()
+        .batch_create_measure_area_priority_links(ctx.req(req))
+        .await?
+        .into_inner();
+    if ctx.json() {
+        return output::print_json(&json!({
+            "created": r.created.to_json(),
+            "skipped_existing": r.skipped_existing.to_json(),
+            "first_event_seq": r.first_event_seq,
+            "replayed": r.replayed,
+        }));
+    }
+    let mut text = format!(
+        "created {} measure_area_priority link(s), skipped {} existing",
+        r.created.len(),
+        r.skipped_existing.len()
+    );
+    if !r.created.is_empty() {
+        text.push_str(&format!(" (event seqs from {})", r.first_event_seq));
+    }
+    text.push('\n');
+    if !r.created.is_empty() {
+        text.push_str(&links_table(pb::LinkType::MeasureAreaPriority, &r.created));
+    }
+    output::print(&text)
 }

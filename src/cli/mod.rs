@@ -3,9 +3,11 @@
 
 pub mod client;
 pub mod entity;
+pub mod enums;
 pub mod json;
 pub mod link;
 pub mod output;
+pub mod pager;
 pub mod serve;
 pub mod snapshot;
 pub mod watch;

@@ -8,14 +8,15 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::json;
 use tonic::Status;
 
 use super::client::{confirm, confirm_word, ClientArgs, Ctx, Failure};
-use super::entity::{all, count};
+use super::enums::proto_value_enum;
 use super::json::{enum_json, short_enum, timestamp, ToJson};
 use super::output::{self, bytes, key_values, proto_duration, truncate, Table};
+use super::pager::{pages, Page, PageArgs};
 use crate::pb;
 
 /// Flags of `lnrs snapshot`.
@@ -40,26 +41,7 @@ pub enum SnapshotAction {
         labels: Vec<String>,
     },
     /// List snapshots, newest first.
-    List {
-        /// Only snapshots taken for this reason.
-        #[arg(long, value_enum)]
-        operation: Option<OperationArg>,
-        /// Only snapshots of deletes of this entity or link type.
-        #[arg(long, default_value = "")]
-        entity_type: String,
-        /// Only snapshots of deletes of this id.
-        #[arg(long, default_value = "")]
-        entity_id: String,
-        /// Snapshots per page [server default: 50; at most 500].
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// Token from a previous page.
-        #[arg(long, default_value = "")]
-        page_token: String,
-        /// Fetch every page.
-        #[arg(long, conflicts_with = "page_token")]
-        all: bool,
-    },
+    List(ListArgs),
     /// Show a snapshot's summary and per-table row counts.
     Show {
         /// The snapshot id.
@@ -101,43 +83,50 @@ pub enum SnapshotAction {
         yes: bool,
     },
     /// Apply a retention policy now (or only show what it would remove).
-    Retention {
-        /// Keep this many newest snapshots [default: the server's setting].
-        #[arg(long)]
-        keep_last: Option<u32>,
-        /// Also keep every snapshot younger than this, e.g. "7d" [default: the server's].
-        #[arg(long, value_parser = humantime::parse_duration)]
-        keep_within: Option<Duration>,
-        /// Only show what would be removed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation.
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
+    Retention(RetentionArgs),
 }
 
-/// Why a snapshot was taken (filter).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum OperationArg {
-    Delete,
-    Manual,
-    PreRestore,
-    DeleteLink,
-    Scheduled,
+/// Flags of `lnrs snapshot list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only snapshots taken for this reason.
+    #[arg(long, value_enum)]
+    operation: Option<OperationArg>,
+    /// Only snapshots of deletes of this entity or link type.
+    #[arg(long, default_value = "")]
+    entity_type: String,
+    /// Only snapshots of deletes of this id.
+    #[arg(long, default_value = "")]
+    entity_id: String,
+    /// Snapshots per page [server default: 50; at most 500].
+    #[arg(long, default_value_t = 0)]
+    page_size: i32,
+    #[command(flatten)]
+    pages: PageArgs,
 }
 
-impl OperationArg {
-    fn proto(self) -> pb::SnapshotOperation {
-        match self {
-            OperationArg::Delete => pb::SnapshotOperation::Delete,
-            OperationArg::Manual => pb::SnapshotOperation::Manual,
-            OperationArg::PreRestore => pb::SnapshotOperation::PreRestore,
-            OperationArg::DeleteLink => pb::SnapshotOperation::DeleteLink,
-            OperationArg::Scheduled => pb::SnapshotOperation::Scheduled,
-        }
-    }
+/// Flags of `lnrs snapshot retention`.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Keep this many newest snapshots [default: the server's setting].
+    #[arg(long)]
+    keep_last: Option<u32>,
+    /// Also keep every snapshot younger than this, e.g. "7d" [default: the server's].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    keep_within: Option<Duration>,
+    /// Only show what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
+
+proto_value_enum!(
+    /// Why a snapshot was taken (filter): the proto's SnapshotOperation without its prefix.
+    OperationArg(pb::SnapshotOperation),
+    "SNAPSHOT_OPERATION_"
+);
 
 fn missing(field: &str) -> Failure {
     Failure::Rpc(Status::internal(format!(
@@ -161,263 +150,272 @@ fn operation(op: i32) -> String {
 
 /// Runs `lnrs snapshot …`.
 pub(crate) async fn run(ctx: &Ctx, action: SnapshotAction) -> Result<(), Failure> {
-    let mut c = ctx.snapshots();
     match action {
         SnapshotAction::Create {
             description,
             labels,
-        } => {
-            let mut map = std::collections::BTreeMap::new();
-            for l in labels {
-                let (k, v) = l.split_once('=').ok_or_else(|| {
-                    Failure::usage(format!("--label expects KEY=VALUE, got {l:?}"))
-                })?;
-                map.insert(k.to_string(), v.to_string());
-            }
-            let req = pb::CreateSnapshotRequest {
-                description,
-                labels: map,
-                request_id: ctx.request_id(),
-            };
-            let r = c.create_snapshot(ctx.long_req(req)).await?.into_inner();
-            if ctx.json() {
-                return output::print_json(&json!({
-                    "snapshot": r.snapshot.to_json(), "event_seq": r.event_seq, "replayed": r.replayed,
-                }));
-            }
-            let s = r.snapshot.ok_or_else(|| missing("snapshot"))?;
-            output::print(&format!(
-                "created snapshot {} ({}, {} new) with events up to seq {} (event seq {})\n",
-                s.snapshot_id,
-                bytes(s.logical_bytes),
-                bytes(s.unique_stored_bytes),
-                s.event_head_seq,
-                r.event_seq
-            ))
-        }
-        SnapshotAction::List {
-            operation: op,
-            entity_type,
-            entity_id,
-            page_size,
-            mut page_token,
-            all,
-        } => {
-            let mut snaps = Vec::new();
-            let (mut next, mut total);
-            loop {
-                let req = pb::ListSnapshotsRequest {
-                    operation: op.map_or(0, |o| o.proto() as i32),
-                    entity_type: entity_type.clone(),
-                    entity_id: entity_id.clone(),
-                    page_size,
-                    page_token: page_token.clone(),
-                    ..Default::default()
-                };
-                let r = c.list_snapshots(ctx.req(req)).await?.into_inner();
-                snaps.extend(r.snapshots);
-                (next, total) = (r.next_page_token, r.total_size);
-                if !all || next.is_empty() {
-                    break;
-                }
-                page_token = next.clone();
-            }
-            if ctx.json() {
-                return output::print_json(
-                    &json!({ "snapshots": snaps.to_json(), "next_page_token": next, "total_size": total }),
-                );
-            }
-            let mut t = Table::new(&[
-                "snapshot_id",
-                "created",
-                "operation",
-                "entity",
-                "event_head",
-                "size",
-                "unique",
-                "description",
-            ]);
-            for s in &snaps {
-                let entity = format!("{} {}", s.entity_type, s.entity_id)
-                    .trim()
-                    .to_string();
-                t.row(vec![
-                    s.snapshot_id.clone(),
-                    when(&s.create_time),
-                    operation(s.operation),
-                    if entity.is_empty() {
-                        "-".into()
-                    } else {
-                        entity
-                    },
-                    s.event_head_seq.to_string(),
-                    bytes(s.logical_bytes),
-                    bytes(s.unique_stored_bytes),
-                    s.description.clone(),
-                ]);
-            }
-            output::print(&t.render())?;
-            if next.is_empty() {
-                eprintln!("{} of {total} snapshots", snaps.len());
-            } else {
-                eprintln!(
-                    "{} of {total} snapshots; next page: --page-token {next} (or --all)",
-                    snaps.len()
-                );
-            }
-            Ok(())
-        }
-        SnapshotAction::Show { id } => {
-            let s = get(ctx, &id).await?;
-            if ctx.json() {
-                return output::print_json(&json!({ "snapshot": s.to_json() }));
-            }
-            let mut text = summary(&s);
-            let mut t = Table::new(&["table", "rows"]);
-            for tb in &s.tables {
-                t.row(vec![tb.table.clone(), tb.rows.to_string()]);
-            }
-            text.push('\n');
-            text.push_str(&t.render());
-            output::print(&text)
-        }
-        SnapshotAction::Preview { id, table, limit } => {
-            let req = pb::PreviewSnapshotRequest {
-                snapshot_id: id,
-                table: table.clone().unwrap_or_default(),
-                limit,
-            };
-            let r = c.preview_snapshot(ctx.long_req(req)).await?.into_inner();
-            if ctx.json() {
-                return output::print_json(&r.to_json());
-            }
-            let mut text = String::new();
-            if table.is_some() {
-                let mut t = Table::new(&r.columns);
-                for row in &r.rows {
-                    t.row(row.values.iter().map(preview_cell).collect());
-                }
-                text.push_str(&t.render());
-                text.push('\n');
-            }
-            let mut t = Table::new(&["table", "rows"]);
-            for tr in &r.table_rows {
-                t.row(vec![tr.table.clone(), tr.rows.to_string()]);
-            }
-            text.push_str(&t.render());
-            output::print(&text)
-        }
-        SnapshotAction::Verify { id, deep } => {
-            let mode = if deep {
-                pb::VerifyMode::Deep
-            } else {
-                pb::VerifyMode::Quick
-            };
-            let req = pb::VerifySnapshotRequest {
-                snapshot_id: id.clone(),
-                mode: mode as i32,
-            };
-            let label = format!(
-                "verifying snapshot {id} ({})",
-                if deep { "deep" } else { "quick" }
-            );
-            let r = with_progress(ctx, &label, c.verify_snapshot(ctx.long_req(req)))
-                .await?
-                .into_inner();
-            let report = r.report.unwrap_or_default();
-            if ctx.json() {
-                output::print_json(&json!({ "report": report.to_json() }))?;
-            } else {
-                output::print(&report_table(&report))?;
-            }
-            let failed = report.checks.iter().filter(|c| !c.passed).count();
-            if report.passed {
-                if !ctx.json() {
-                    output::print(&format!(
-                        "snapshot {id}: all {} checks passed\n",
-                        report.checks.len()
-                    ))?;
-                }
-                Ok(())
-            } else {
-                Err(Failure::Integrity(format!(
-                    "snapshot {id}: {failed} of {} checks failed",
-                    report.checks.len()
-                )))
-            }
-        }
+        } => create(ctx, description, &labels).await,
+        SnapshotAction::List(args) => list(ctx, args).await,
+        SnapshotAction::Show { id } => show(ctx, &id).await,
+        SnapshotAction::Preview { id, table, limit } => preview(ctx, id, table, limit).await,
+        SnapshotAction::Verify { id, deep } => verify(ctx, &id, deep).await,
         SnapshotAction::Restore { id, yes } => restore(ctx, &id, yes).await,
-        SnapshotAction::Delete { id, yes } => {
-            let s = get(ctx, &id).await?;
-            if !yes {
-                let text = summary(&s);
-                if ctx.json() {
-                    eprint!("{text}");
-                } else {
-                    output::print(&text)?;
-                }
-                confirm(&format!("Delete snapshot {id}?"))?;
-            }
-            let req = pb::DeleteSnapshotRequest {
-                snapshot_id: id.clone(),
-                request_id: ctx.request_id(),
-            };
-            let r = c.delete_snapshot(ctx.long_req(req)).await?.into_inner();
-            if ctx.json() {
-                return output::print_json(
-                    &json!({ "bytes_freed": r.bytes_freed, "event_seq": r.event_seq }),
-                );
-            }
-            output::print(&format!(
-                "deleted snapshot {id}; {} freed (event seq {})\n",
-                bytes(r.bytes_freed),
-                r.event_seq
-            ))
-        }
-        SnapshotAction::Retention {
-            keep_last,
-            keep_within,
-            dry_run,
-            yes,
-        } => {
-            let request = |dry_run: bool| pb::ApplyRetentionRequest {
-                keep_last: keep_last.unwrap_or(0),
-                keep_within: keep_within.map(|d| prost_types::Duration {
-                    seconds: d.as_secs() as i64,
-                    nanos: d.subsec_nanos() as i32,
-                }),
-                dry_run,
-            };
-            if !dry_run && !yes {
-                let plan = c
-                    .apply_retention(ctx.long_req(request(true)))
-                    .await?
-                    .into_inner();
-                let removed = plan.decisions.iter().filter(|d| d.removed).count();
-                let text = decisions_text(&plan, true);
-                if ctx.json() {
-                    eprint!("{text}");
-                } else {
-                    output::print(&text)?;
-                }
-                if removed == 0 {
-                    if ctx.json() {
-                        output::print_json(&plan.to_json())?;
-                    }
-                    return Ok(());
-                }
-                confirm(&format!("Remove {removed} snapshot(s)?"))?;
-            }
-            let r = c
-                .apply_retention(ctx.long_req(request(dry_run)))
-                .await?
-                .into_inner();
-            if ctx.json() {
-                return output::print_json(&r.to_json());
-            }
-            output::print(&decisions_text(&r, dry_run))
-        }
+        SnapshotAction::Delete { id, yes } => delete(ctx, &id, yes).await,
+        SnapshotAction::Retention(args) => retention(ctx, args).await,
     }
+}
+
+async fn create(ctx: &Ctx, description: String, labels: &[String]) -> Result<(), Failure> {
+    let mut map = std::collections::BTreeMap::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--label expects KEY=VALUE, got {l:?}")))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    let req = pb::CreateSnapshotRequest {
+        description,
+        labels: map,
+        request_id: ctx.request_id(),
+    };
+    let r = ctx
+        .snapshots()
+        .create_snapshot(ctx.long_req(req))
+        .await?
+        .into_inner();
+    if ctx.json() {
+        return output::print_json(&json!({
+            "snapshot": r.snapshot.to_json(), "event_seq": r.event_seq, "replayed": r.replayed,
+        }));
+    }
+    let s = r.snapshot.ok_or_else(|| missing("snapshot"))?;
+    output::print(&format!(
+        "created snapshot {} ({}, {} new) with events up to seq {} (event seq {})\n",
+        s.snapshot_id,
+        bytes(s.logical_bytes),
+        bytes(s.unique_stored_bytes),
+        s.event_head_seq,
+        r.event_seq
+    ))
+}
+
+async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), Failure> {
+    let fetch = |page_token| {
+        let req = pb::ListSnapshotsRequest {
+            operation: args.operation.map_or(0, |o| o.0 as i32),
+            entity_type: args.entity_type.clone(),
+            entity_id: args.entity_id.clone(),
+            page_size: args.page_size,
+            page_token,
+            ..Default::default()
+        };
+        async move {
+            let r = ctx.snapshots().list_snapshots(ctx.req(req)).await?;
+            let r = r.into_inner();
+            Ok(Page {
+                rows: r.snapshots,
+                next_page_token: r.next_page_token,
+                total_size: r.total_size,
+            })
+        }
+    };
+    let page = pages(&args.pages, fetch).await?;
+    if ctx.json() {
+        return output::print_json(&page.to_json("snapshots"));
+    }
+    let mut t = Table::new(&[
+        "snapshot_id",
+        "created",
+        "operation",
+        "entity",
+        "event_head",
+        "size",
+        "unique",
+        "description",
+    ]);
+    for s in &page.rows {
+        t.row(vec![
+            s.snapshot_id.clone(),
+            when(&s.create_time),
+            operation(s.operation),
+            entity(s),
+            s.event_head_seq.to_string(),
+            bytes(s.logical_bytes),
+            bytes(s.unique_stored_bytes),
+            s.description.clone(),
+        ]);
+    }
+    output::print(&t.render())?;
+    page.print_footer("snapshots");
+    Ok(())
+}
+
+async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
+    let s = get(ctx, id).await?;
+    if ctx.json() {
+        return output::print_json(&json!({ "snapshot": s.to_json() }));
+    }
+    let mut text = summary(&s);
+    text.push('\n');
+    text.push_str(&rows_table(s.tables.iter().map(|t| (&t.table, t.rows))));
+    output::print(&text)
+}
+
+async fn preview(
+    ctx: &Ctx,
+    snapshot_id: String,
+    table: Option<String>,
+    limit: i32,
+) -> Result<(), Failure> {
+    let req = pb::PreviewSnapshotRequest {
+        snapshot_id,
+        table: table.clone().unwrap_or_default(),
+        limit,
+    };
+    let r = ctx
+        .snapshots()
+        .preview_snapshot(ctx.long_req(req))
+        .await?
+        .into_inner();
+    if ctx.json() {
+        return output::print_json(&r.to_json());
+    }
+    let mut text = String::new();
+    if table.is_some() {
+        let mut t = Table::new(&r.columns);
+        for row in &r.rows {
+            t.row(row.values.iter().map(preview_cell).collect());
+        }
+        text.push_str(&t.render());
+        text.push('\n');
+    }
+    text.push_str(&rows_table(r.table_rows.iter().map(|t| (&t.table, t.rows))));
+    output::print(&text)
+}
+
+/// table | rows.
+fn rows_table<'a>(tables: impl Iterator<Item = (&'a String, i64)>) -> String {
+    let mut t = Table::new(&["table", "rows"]);
+    for (table, rows) in tables {
+        t.row(vec![table.clone(), rows.to_string()]);
+    }
+    t.render()
+}
+
+async fn verify(ctx: &Ctx, id: &str, deep: bool) -> Result<(), Failure> {
+    let mode = if deep {
+        pb::VerifyMode::Deep
+    } else {
+        pb::VerifyMode::Quick
+    };
+    let req = pb::VerifySnapshotRequest {
+        snapshot_id: id.to_string(),
+        mode: mode as i32,
+    };
+    let label = format!(
+        "verifying snapshot {id} ({})",
+        if deep { "deep" } else { "quick" }
+    );
+    let mut client = ctx.snapshots();
+    let call = client.verify_snapshot(ctx.long_req(req));
+    let report = with_progress(ctx, &label, call)
+        .await?
+        .into_inner()
+        .report
+        .unwrap_or_default();
+    if ctx.json() {
+        output::print_json(&json!({ "report": report.to_json() }))?;
+    } else {
+        output::print(&report_table(&report))?;
+    }
+    let failed = report.checks.iter().filter(|c| !c.passed).count();
+    if !report.passed {
+        return Err(Failure::Integrity(format!(
+            "snapshot {id}: {failed} of {} checks failed",
+            report.checks.len()
+        )));
+    }
+    if !ctx.json() {
+        output::print(&format!(
+            "snapshot {id}: all {} checks passed\n",
+            report.checks.len()
+        ))?;
+    }
+    Ok(())
+}
+
+/// Prints `text` before a question: on stdout, or on stderr with --json (stdout keeps one
+/// document).
+fn print_preview(ctx: &Ctx, text: &str) -> Result<(), Failure> {
+    if ctx.json() {
+        eprint!("{text}");
+        Ok(())
+    } else {
+        output::print(text)
+    }
+}
+
+async fn delete(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
+    let s = get(ctx, id).await?;
+    if !yes {
+        print_preview(ctx, &summary(&s))?;
+        confirm(&format!("Delete snapshot {id}?"))?;
+    }
+    let req = pb::DeleteSnapshotRequest {
+        snapshot_id: id.to_string(),
+        request_id: ctx.request_id(),
+    };
+    let r = ctx
+        .snapshots()
+        .delete_snapshot(ctx.long_req(req))
+        .await?
+        .into_inner();
+    if ctx.json() {
+        return output::print_json(
+            &json!({ "bytes_freed": r.bytes_freed, "event_seq": r.event_seq }),
+        );
+    }
+    output::print(&format!(
+        "deleted snapshot {id}; {} freed (event seq {})\n",
+        bytes(r.bytes_freed),
+        r.event_seq
+    ))
+}
+
+async fn retention(ctx: &Ctx, args: RetentionArgs) -> Result<(), Failure> {
+    let request = |dry_run: bool| pb::ApplyRetentionRequest {
+        keep_last: args.keep_last.unwrap_or(0),
+        keep_within: args.keep_within.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+        dry_run,
+    };
+    let apply = |dry_run| async move {
+        let r = ctx
+            .snapshots()
+            .apply_retention(ctx.long_req(request(dry_run)))
+            .await?;
+        Ok::<_, Failure>(r.into_inner())
+    };
+    if !args.dry_run && !args.yes {
+        // Show the plan (a dry run) and ask; nothing to remove, nothing to ask.
+        let plan = apply(true).await?;
+        let removed = plan.decisions.iter().filter(|d| d.removed).count();
+        print_preview(ctx, &decisions_text(&plan, true))?;
+        if removed == 0 {
+            if ctx.json() {
+                output::print_json(&plan.to_json())?;
+            }
+            return Ok(());
+        }
+        confirm(&format!("Remove {removed} snapshot(s)?"))?;
+    }
+    let r = apply(args.dry_run).await?;
+    if ctx.json() {
+        return output::print_json(&r.to_json());
+    }
+    output::print(&decisions_text(&r, args.dry_run))
 }
 
 async fn get(ctx: &Ctx, id: &str) -> Result<pb::Snapshot, Failure> {
@@ -432,12 +430,27 @@ async fn get(ctx: &Ctx, id: &str) -> Result<pb::Snapshot, Failure> {
     r.snapshot.ok_or_else(|| missing("snapshot"))
 }
 
+/// `text`, or "-" when it is empty.
+fn or_dash(text: String) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text
+    }
+}
+
+/// What a delete snapshot is about: "measure 42" (empty for other snapshots).
+fn entity(s: &pb::Snapshot) -> String {
+    or_dash(
+        format!("{} {}", s.entity_type, s.entity_id)
+            .trim()
+            .to_string(),
+    )
+}
+
 fn summary(s: &pb::Snapshot) -> String {
     let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     labels.sort();
-    let entity = format!("{} {}", s.entity_type, s.entity_id)
-        .trim()
-        .to_string();
     key_values(&[
         ("snapshot_id", s.snapshot_id.clone()),
         (
@@ -446,30 +459,9 @@ fn summary(s: &pb::Snapshot) -> String {
         ),
         ("description", s.description.clone()),
         ("operation", operation(s.operation)),
-        (
-            "entity",
-            if entity.is_empty() {
-                "-".into()
-            } else {
-                entity
-            },
-        ),
-        (
-            "request_id",
-            if s.request_id.is_empty() {
-                "-".into()
-            } else {
-                s.request_id.clone()
-            },
-        ),
-        (
-            "labels",
-            if labels.is_empty() {
-                "-".into()
-            } else {
-                labels.join(", ")
-            },
-        ),
+        ("entity", entity(s)),
+        ("request_id", or_dash(s.request_id.clone())),
+        ("labels", or_dash(labels.join(", "))),
         ("event_head_seq", s.event_head_seq.to_string()),
         (
             "size",
@@ -577,81 +569,8 @@ async fn with_progress<T>(ctx: &Ctx, label: &str, fut: impl Future<Output = T>) 
     }
 }
 
-/// Row counts of the live database from the public RPCs (entity and link totals, lookups, the
-/// measures' sets). `None` where no RPC exposes a table (area_geom) or a call failed: the
-/// preview is advice, not a guard, so it never blocks a restore.
-async fn live_counts(ctx: &Ctx) -> BTreeMap<String, Option<i64>> {
-    let mut m: BTreeMap<String, Option<i64>> = BTreeMap::new();
-    m.insert("measure".into(), count::<pb::Measure>(ctx).await.ok());
-    m.insert("area".into(), count::<pb::Area>(ctx).await.ok());
-    m.insert("priority".into(), count::<pb::Priority>(ctx).await.ok());
-    m.insert("species".into(), count::<pb::Species>(ctx).await.ok());
-    m.insert("habitat".into(), count::<pb::Habitat>(ctx).await.ok());
-    m.insert("grant_table".into(), count::<pb::Grant>(ctx).await.ok());
-    let mut c = ctx.entity();
-    use pb::LinkType as T;
-    for (table, t) in [
-        ("measure_area_priority", T::MeasureAreaPriority),
-        ("measure_area_priority_grant", T::MeasureAreaPriorityGrant),
-        ("species_area_priority", T::SpeciesAreaPriority),
-        ("habitat_creation_area", T::HabitatCreationArea),
-        ("habitat_management_area", T::HabitatManagementArea),
-        ("measure_has_species", T::MeasureSpecies),
-    ] {
-        let req = pb::ListLinksRequest {
-            link_type: t as i32,
-            page_size: 1,
-            ..Default::default()
-        };
-        let n = c
-            .list_links(ctx.req(req))
-            .await
-            .ok()
-            .map(|r| r.into_inner().total_size);
-        m.insert(table.into(), n);
-    }
-    let n = c
-        .list_measure_types(ctx.req(pb::ListMeasureTypesRequest {}))
-        .await;
-    m.insert(
-        "measure_type".into(),
-        n.ok().map(|r| r.into_inner().measure_types.len() as i64),
-    );
-    let n = c
-        .list_stakeholders(ctx.req(pb::ListStakeholdersRequest {}))
-        .await;
-    m.insert(
-        "stakeholder".into(),
-        n.ok().map(|r| r.into_inner().stakeholders.len() as i64),
-    );
-    let n = c.list_benefits(ctx.req(pb::ListBenefitsRequest {})).await;
-    m.insert(
-        "benefits".into(),
-        n.ok().map(|r| r.into_inner().benefits.len() as i64),
-    );
-    let n = c
-        .list_funding_schemes(ctx.req(pb::ListFundingSchemesRequest { area_id: 0 }))
-        .await;
-    m.insert(
-        "area_funding_schemes".into(),
-        n.ok().map(|r| r.into_inner().funding_schemes.len() as i64),
-    );
-    let measures = all::<pb::Measure>(ctx).await.ok();
-    let sum = |f: fn(&pb::Measure) -> usize| {
-        measures
-            .as_ref()
-            .map(|ms| ms.iter().map(f).sum::<usize>() as i64)
-    };
-    m.insert("measure_has_type".into(), sum(|x| x.measure_type_ids.len()));
-    m.insert(
-        "measure_has_stakeholder".into(),
-        sum(|x| x.stakeholder_ids.len()),
-    );
-    m.insert("measure_has_benefits".into(), sum(|x| x.benefit_ids.len()));
-    m
-}
-
-/// What a restore of `snap` would undo, humanly.
+/// What a restore of `snap` would undo, humanly: the events recorded since, and the tables
+/// whose row counts would change (live counts from GetStatus).
 async fn restore_preview(ctx: &Ctx, snap: &pb::Snapshot) -> Result<String, Failure> {
     let status = ctx
         .snapshots()
@@ -666,89 +585,93 @@ async fn restore_preview(ctx: &Ctx, snap: &pb::Snapshot) -> Result<String, Failu
         snap.description,
         snap.event_head_seq
     );
-    let newer = status.event_head_seq.saturating_sub(snap.event_head_seq);
+    text.push_str(&events_since(ctx, snap.event_head_seq, status.event_head_seq).await);
+    text.push_str(&row_count_changes(&status.table_rows, &snap.tables));
+    text.push_str(
+        "A safety snapshot of the current state is taken first, so the restore itself can be undone.\n",
+    );
+    Ok(text)
+}
+
+/// The events after seq `since` up to the live `head` (the first few of them): their data
+/// changes are what a restore undoes.
+async fn events_since(ctx: &Ctx, since: u64, head: u64) -> String {
+    const SHOWN: i32 = 10;
+    let newer = head.saturating_sub(since);
     if newer == 0 {
-        text.push_str(&format!(
-            "The live event head is seq {}: nothing was recorded since.\n",
-            status.event_head_seq
-        ));
-    } else {
-        text.push_str(&format!(
-            "The live event head is seq {}: the data changes of the {newer} event(s) after seq {} will be undone \
-             (the event log itself is kept, and the restore is recorded as a new event):\n",
-            status.event_head_seq, snap.event_head_seq
-        ));
-        const SHOWN: i32 = 10;
-        let req = pb::ListEventsRequest {
-            start_after_seq: snap.event_head_seq,
-            page_size: SHOWN,
-            ..Default::default()
-        };
-        if let Ok(r) = ctx.events().list_events(ctx.req(req)).await {
-            let mut t = Table::new(&["seq", "time", "kind", "entity"]);
-            for e in &r.get_ref().events {
-                t.row(vec![
-                    e.seq.to_string(),
-                    when(&e.time),
-                    short_enum(&enum_json!(pb::EventKind, e.kind), "EVENT_KIND_"),
-                    format!("{} {}", e.entity_type, e.entity_id),
-                ]);
-            }
-            text.push_str(&t.render());
-            if newer > SHOWN as u64 {
-                text.push_str(&format!(
-                    "… and {} more (lnrs watch --from {} to see them all)\n",
-                    newer - SHOWN as u64,
-                    snap.event_head_seq + 1
-                ));
-            }
+        return format!("The live event head is seq {head}: nothing was recorded since.\n");
+    }
+    let mut text = format!(
+        "The live event head is seq {head}: the data changes of the {newer} event(s) after seq {since} will be undone \
+         (the event log itself is kept, and the restore is recorded as a new event):\n",
+    );
+    let req = pb::ListEventsRequest {
+        start_after_seq: since,
+        page_size: SHOWN,
+        ..Default::default()
+    };
+    // Advice, not a guard: without the list the preview still says how many events there are.
+    if let Ok(r) = ctx.events().list_events(ctx.req(req)).await {
+        let mut t = Table::new(&["seq", "time", "kind", "entity"]);
+        for e in &r.get_ref().events {
+            t.row(vec![
+                e.seq.to_string(),
+                when(&e.time),
+                short_enum(&enum_json!(pb::EventKind, e.kind), "EVENT_KIND_"),
+                format!("{} {}", e.entity_type, e.entity_id),
+            ]);
+        }
+        text.push_str(&t.render());
+        if newer > SHOWN as u64 {
+            text.push_str(&format!(
+                "… and {} more (lnrs watch --from {} to see them all)\n",
+                newer - SHOWN as u64,
+                since + 1
+            ));
         }
     }
-    let now = live_counts(ctx).await;
+    text
+}
+
+/// table | now | after_restore | change, for every table whose row count the restore changes.
+/// "?" where the server reported no live count (e.g. while another restore runs).
+fn row_count_changes(live: &[pb::TableRowCount], snapshot: &[pb::SnapshotTable]) -> String {
+    let now: BTreeMap<&str, i64> = live.iter().map(|t| (t.table.as_str(), t.rows)).collect();
     let mut t = Table::new(&["table", "now", "after_restore", "change"]);
-    let mut same = 0;
-    for tb in &snap.tables {
-        match now.get(&tb.table).copied().flatten() {
-            Some(n) if n == tb.rows => same += 1,
-            Some(n) => t.row(vec![
+    let (mut same, mut unknown) = (0, false);
+    for tb in snapshot {
+        let after = tb.rows.to_string();
+        match now.get(tb.table.as_str()) {
+            Some(&n) if n == tb.rows => same += 1,
+            Some(&n) => t.row(vec![
                 tb.table.clone(),
                 n.to_string(),
-                tb.rows.to_string(),
+                after,
                 format!("{:+}", tb.rows - n),
             ]),
-            None => t.row(vec![
-                tb.table.clone(),
-                "?".into(),
-                tb.rows.to_string(),
-                "?".into(),
-            ]),
+            None => {
+                unknown = true;
+                t.row(vec![tb.table.clone(), "?".into(), after, "?".into()]);
+            }
         }
     }
-    text.push_str("Row counts that differ (now → after the restore):\n");
+    let mut text = "Row counts that differ (now → after the restore):\n".to_string();
     if !t.is_empty() {
         text.push_str(&t.render());
     }
-    if now.values().any(Option::is_none)
-        || snap.tables.iter().any(|tb| !now.contains_key(&tb.table))
-    {
-        text.push_str("(? = the server's API does not expose this table's live row count)\n");
+    if unknown {
+        text.push_str("(? = the server did not report this table's live row count)\n");
     }
     text.push_str(&format!(
-        "{same} table(s) have the same row count; rows updated since the snapshot are reverted too.\n\
-         A safety snapshot of the current state is taken first, so the restore itself can be undone.\n"
+        "{same} table(s) have the same row count; rows updated since the snapshot are reverted too.\n"
     ));
-    Ok(text)
+    text
 }
 
 async fn restore(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
     let snap = get(ctx, id).await?;
     if !(yes && ctx.json()) {
-        let text = restore_preview(ctx, &snap).await?;
-        if ctx.json() {
-            eprint!("{text}");
-        } else {
-            output::print(&text)?;
-        }
+        print_preview(ctx, &restore_preview(ctx, &snap).await?)?;
     }
     if !yes {
         confirm_word(
@@ -762,44 +685,13 @@ async fn restore(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
         request_id: ctx.request_id(),
     };
     let label = format!("restoring snapshot {id}");
-    let r = with_progress(
-        ctx,
-        &label,
-        ctx.snapshots().restore_snapshot(ctx.long_req(req)),
-    )
-    .await?
-    .into_inner();
+    let mut client = ctx.snapshots();
+    let call = client.restore_snapshot(ctx.long_req(req));
+    let r = with_progress(ctx, &label, call).await?.into_inner();
     if ctx.json() {
         output::print_json(&r.to_json())?;
     } else {
-        let report = r.report.clone().unwrap_or_default();
-        let mut text = report_table(&report);
-        let failed = report.checks.iter().filter(|c| !c.passed).count();
-        text.push_str(&key_values(&[
-            (
-                "checks",
-                format!("{} run, {failed} failed", report.checks.len()),
-            ),
-            (
-                "rolled back",
-                if r.rolled_back {
-                    format!("YES: {}", r.rollback_reason)
-                } else {
-                    "no".into()
-                },
-            ),
-            (
-                "safety snapshot",
-                format!("{} (restore it to undo this restore)", r.safety_snapshot_id),
-            ),
-            ("event seq", r.event_seq.to_string()),
-            ("took", proto_duration(&r.duration)),
-            ("replayed", r.replayed.to_string()),
-        ]));
-        if !r.rolled_back {
-            text.push_str(&format!("restored snapshot {id}\n"));
-        }
-        output::print(&text)?;
+        output::print(&restored_text(id, &r))?;
     }
     if r.rolled_back {
         return Err(Failure::Integrity(format!(
@@ -808,6 +700,38 @@ async fn restore(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// The integrity report of a restore, whether it rolled back, and how to undo it.
+fn restored_text(id: &str, r: &pb::RestoreSnapshotResponse) -> String {
+    let report = r.report.clone().unwrap_or_default();
+    let mut text = report_table(&report);
+    let failed = report.checks.iter().filter(|c| !c.passed).count();
+    text.push_str(&key_values(&[
+        (
+            "checks",
+            format!("{} run, {failed} failed", report.checks.len()),
+        ),
+        (
+            "rolled back",
+            if r.rolled_back {
+                format!("YES: {}", r.rollback_reason)
+            } else {
+                "no".into()
+            },
+        ),
+        (
+            "safety snapshot",
+            format!("{} (restore it to undo this restore)", r.safety_snapshot_id),
+        ),
+        ("event seq", r.event_seq.to_string()),
+        ("took", proto_duration(&r.duration)),
+        ("replayed", r.replayed.to_string()),
+    ]));
+    if !r.rolled_back {
+        text.push_str(&format!("restored snapshot {id}\n"));
+    }
+    text
 }
 
 /// Runs `lnrs status`.

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::Value;
 use tonic::{Code, Status};
 
 use super::client::{describe_status, error_meta, ClientArgs, Ctx, Failure};
+use super::enums::proto_value_enum;
 use super::json::{enum_json, short_enum, ToJson};
 use super::output::{self, duration};
 use crate::pb;
@@ -38,40 +39,11 @@ pub struct WatchCommand {
     pub max_retries: Option<u32>,
 }
 
-/// Event kinds (filter).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    EntityCreated,
-    EntityUpdated,
-    EntityDeleted,
-    LinkCreated,
-    LinkDeleted,
-    SnapshotCreated,
-    SnapshotDeleted,
-    RestorePerformed,
-    RetentionApplied,
-    StorageDegraded,
-    StorageRecovered,
-}
-
-impl KindArg {
-    fn proto(self) -> pb::EventKind {
-        use pb::EventKind as K;
-        match self {
-            KindArg::EntityCreated => K::EntityCreated,
-            KindArg::EntityUpdated => K::EntityUpdated,
-            KindArg::EntityDeleted => K::EntityDeleted,
-            KindArg::LinkCreated => K::LinkCreated,
-            KindArg::LinkDeleted => K::LinkDeleted,
-            KindArg::SnapshotCreated => K::SnapshotCreated,
-            KindArg::SnapshotDeleted => K::SnapshotDeleted,
-            KindArg::RestorePerformed => K::RestorePerformed,
-            KindArg::RetentionApplied => K::RetentionApplied,
-            KindArg::StorageDegraded => K::StorageDegraded,
-            KindArg::StorageRecovered => K::StorageRecovered,
-        }
-    }
-}
+proto_value_enum!(
+    /// An event kind (filter): the proto's EventKind without its prefix, e.g. `link-created`.
+    KindArg(pb::EventKind),
+    "EVENT_KIND_"
+);
 
 /// First and largest pause between reconnects.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -164,7 +136,7 @@ pub(crate) async fn run(ctx: &Ctx, w: WatchCommand) -> Result<(), Failure> {
 async fn follow(ctx: &Ctx, w: &WatchCommand, cur: &mut Cursor) -> Result<Stop, Failure> {
     let req = pb::WatchEventsRequest {
         start_after_seq: cur.resume,
-        kinds: w.kinds.iter().map(|k| k.proto() as i32).collect(),
+        kinds: w.kinds.iter().map(|k| k.0 as i32).collect(),
         entity_types: w.entity_types.clone(),
         heartbeat_interval: None,
     };

@@ -1,7 +1,9 @@
-//! The server: opens the application, builds the router (EntityService, SnapshotService,
-//! EventService, grpc.health.v1, reflection v1 + v1alpha) behind the observe layer (request
-//! ids, logs, metrics) and the auth layer, serves it on a given listener (plaintext or TLS),
-//! serves `/metrics` on its own listener, and shuts down gracefully within a hard bound.
+//! The server: checks the tokens and TLS files the configuration names ([`check`], before
+//! anything is opened), opens the application, builds the router (EntityService,
+//! SnapshotService, EventService, grpc.health.v1, reflection v1 + v1alpha) behind the observe
+//! layer (request ids, logs, metrics) and the auth layer, serves it on a given listener
+//! (plaintext or TLS), serves `/metrics` on its own listener, and shuts down gracefully within a
+//! hard bound.
 //!
 //! # Shutdown
 //! The shutdown future resolves (SIGTERM) → health NOT_SERVING for every name, new restores
@@ -25,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::service::Routes;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -122,6 +126,17 @@ pub async fn serve(
     .await
 }
 
+/// Start-up checks of the files the settings name, before anything is opened: the tokens
+/// (`tokens_file`, `LNRS_TOKENS`) parse and the TLS files form a usable identity. Errors name
+/// the setting. [`serve_on`] builds the same things again, for servers started without it.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    Tokens::from_config(config)?;
+    if let Some(tls) = &config.tls {
+        crate::tls::check(tls)?;
+    }
+    Ok(())
+}
+
 /// Serves an already opened application on already bound listeners.
 pub async fn serve_on(
     listeners: Listeners,
@@ -140,6 +155,59 @@ pub async fn serve_on(
     warn_about_exposure(&cfg, &auth, with_tls, local);
     // Everything that can fail comes before the first task is spawned: a task would hold the
     // app, and the writer could then never stop.
+    let builder = transport(&cfg, tls)?;
+    let (reporter, routes) = routes(&app, cfg.max_message_bytes)?;
+
+    let grpc_metrics = GrpcMetrics::default();
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = spawn_metrics(listeners.metrics, &app, &grpc_metrics, &metrics_stop);
+
+    set_all(&reporter, ServingStatus::Serving).await;
+    let follow = tokio::spawn(follow_snapshot_health(app.clone(), reporter.clone()));
+    let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
+
+    let stages = Stages::default();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (began_tx, began_rx) = oneshot::channel::<Instant>();
+    let drain = tokio::spawn(drain(
+        shutdown,
+        app.clone(),
+        reporter.clone(),
+        follow.abort_handle(),
+        stages.clone(),
+        (began_tx, stop_tx),
+    ));
+
+    tracing::info!(addr = ?local, tls = with_tls, auth = auth.enabled(), "serving gRPC");
+    let serving = builder
+        .layer(observe::ObserveLayer::new(
+            grpc_metrics,
+            stages.streams_end,
+            cfg.max_message_bytes,
+        ))
+        .layer(AuthLayer(auth))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            conn::Incoming::new(listeners.grpc, stages.kill.clone()),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
+    let (result, deadline) = finish_within(serving, began_rx, &cfg, &stages.kill).await;
+    drain.abort();
+    follow.abort();
+    maintenance.abort();
+    // The scrape closure holds the app: the listener must be gone before the writer can stop.
+    metrics_stop.cancel();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    close(app, deadline).await;
+    result
+}
+
+/// The transport: HTTP/2 keepalive, connection age and stream limits, and TLS if configured.
+fn transport(cfg: &Config, tls: Option<ServerTlsConfig>) -> Result<Server, ServeError> {
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(cfg.keepalive_interval))
         .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
@@ -150,7 +218,12 @@ pub async fn serve_on(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    Ok(builder)
+}
 
+/// Every service the server routes to — health, reflection v1 and v1alpha, and ours with the
+/// message size limit — and the reporter that sets the health statuses.
+fn routes(app: &App, max: usize) -> Result<(HealthReporter, Routes), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -162,7 +235,6 @@ pub async fn serve_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Join(e.to_string()))?;
-    let max = cfg.max_message_bytes;
     let entity = pb::entity_service_server::EntityServiceServer::new(EntityApi::new(app.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -173,76 +245,67 @@ pub async fn serve_on(
     let events = pb::event_service_server::EventServiceServer::new(EventApi::new(app.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-
-    let grpc_metrics = GrpcMetrics::default();
-    let metrics_stop = CancellationToken::new();
-    let metrics_task = listeners.metrics.map(|listener| {
-        let addr = listener.local_addr().ok();
-        tracing::info!(addr = ?addr, "serving Prometheus metrics on /metrics");
-        let live_app = app.clone();
-        let exposition = Exposition::new(&grpc_metrics, move || live_values(&live_app));
-        tokio::spawn(metrics::serve_http(
-            listener,
-            exposition,
-            metrics_stop.clone().cancelled_owned(),
-        ))
-    });
-
-    set_all(&reporter, ServingStatus::Serving).await;
-    let follow = tokio::spawn(follow_snapshot_health(app.clone(), reporter.clone()));
-    let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
-
-    let streams_end = CancellationToken::new();
-    let kill = CancellationToken::new();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (began_tx, began_rx) = oneshot::channel::<Instant>();
-    let drain = {
-        let app = app.clone();
-        let reporter = reporter.clone();
-        let follow = follow.abort_handle();
-        let streams_end = streams_end.clone();
-        async move {
-            shutdown.await;
-            let _ = began_tx.send(Instant::now());
-            // No restore starts that the grace period may not cover.
-            app.begin_shutdown();
-            // Nothing may turn a name back to SERVING from here on.
-            follow.abort();
-            tracing::info!("shutdown: health NOT_SERVING, draining");
-            set_all(&reporter, ServingStatus::NotServing).await;
-            tokio::time::sleep(app.config().shutdown_drain_delay).await;
-            tracing::info!("shutdown: ending streams");
-            app.shared.hub.shut_down();
-            streams_end.cancel();
-            let _ = stop_tx.send(());
-        }
-    };
-    let drain = tokio::spawn(drain);
-
-    tracing::info!(addr = ?local, tls = with_tls, auth = auth.enabled(), "serving gRPC");
-    let serving = builder
-        .layer(observe::ObserveLayer::new(grpc_metrics, streams_end, max))
-        .layer(AuthLayer(auth))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(entity)
         .add_service(snapshots)
-        .add_service(events)
-        .serve_with_incoming_shutdown(conn::Incoming::new(listeners.grpc, kill.clone()), async {
-            let _ = stop_rx.await;
-        });
-    let (result, deadline) = finish_within(serving, began_rx, &cfg, &kill).await;
-    drain.abort();
+        .add_service(events);
+    Ok((reporter, routes))
+}
+
+/// Serves `/metrics` on its own listener, if there is one, until `stop` is cancelled.
+fn spawn_metrics(
+    listener: Option<TcpListener>,
+    app: &App,
+    grpc_metrics: &GrpcMetrics,
+    stop: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "serving Prometheus metrics on /metrics");
+        let live_app = app.clone();
+        let exposition = Exposition::new(grpc_metrics, move || live_values(&live_app));
+        tokio::spawn(metrics::serve_http(
+            listener,
+            exposition,
+            stop.clone().cancelled_owned(),
+        ))
+    })
+}
+
+/// The stages of a shutdown, as the observe layer and the connections see them.
+#[derive(Clone, Default)]
+struct Stages {
+    /// The drain delay is over: streams end with UNAVAILABLE.
+    streams_end: CancellationToken,
+    /// The grace period is nearly over: open connections are cut.
+    kill: CancellationToken,
+}
+
+/// Waits for the shutdown signal, then: health NOT_SERVING for every name, the drain delay,
+/// every stream ended, and tonic told to stop accepting. Sends when it began, and the stop.
+async fn drain(
+    shutdown: impl Future<Output = ()>,
+    app: App,
+    reporter: HealthReporter,
+    follow: AbortHandle,
+    stages: Stages,
+    (began_tx, stop_tx): (oneshot::Sender<Instant>, oneshot::Sender<()>),
+) {
+    shutdown.await;
+    let _ = began_tx.send(Instant::now());
+    // No restore starts that the grace period may not cover.
+    app.begin_shutdown();
+    // Nothing may turn a name back to SERVING from here on.
     follow.abort();
-    maintenance.abort();
-    // The scrape closure holds the app: the listener must be gone before the writer can stop.
-    metrics_stop.cancel();
-    if let Some(t) = metrics_task {
-        let _ = t.await;
-    }
-    close(app, deadline).await;
-    result
+    tracing::info!("shutdown: health NOT_SERVING, draining");
+    set_all(&reporter, ServingStatus::NotServing).await;
+    tokio::time::sleep(app.config().shutdown_drain_delay).await;
+    tracing::info!("shutdown: ending streams");
+    app.shared.hub.shut_down();
+    stages.streams_end.cancel();
+    let _ = stop_tx.send(());
 }
 
 /// Runs the server; once shutdown has begun, bounds the rest by the grace period: connections

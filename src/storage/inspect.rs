@@ -1,5 +1,5 @@
 //! Read-only inspection of a DuckDB database (the live one or an assembled snapshot): full-scan
-//! fingerprints, schema inventory and orphan checks. Verification and restore build their
+//! fingerprints, row counts, schema inventory and orphan checks. Verification and restore build their
 //! integrity reports from these.
 
 use duckdb::Connection;
@@ -48,6 +48,20 @@ pub fn user_fingerprints(conn: &Connection) -> Result<Fingerprints, StorageError
     USER_TABLES
         .iter()
         .map(|t| Ok((t.name.to_string(), scan_table(conn, t.name)?)))
+        .collect()
+}
+
+/// Row count of every user table the database has, in inventory order (a database older than
+/// a table lacks it). Live per-table counts for GetStatus.
+pub fn row_counts(conn: &Connection) -> Result<Vec<(String, i64)>, StorageError> {
+    let existing = all_tables(conn)?;
+    USER_TABLES
+        .iter()
+        .filter(|t| existing.iter().any(|e| e == t.name))
+        .map(|t| {
+            let sql = format!("SELECT count(*) FROM {}", quote_ident(t.name));
+            Ok((t.name.to_string(), conn.query_row(&sql, [], |r| r.get(0))?))
+        })
         .collect()
 }
 
@@ -149,20 +163,6 @@ fn orphan_sql(r: &Reference) -> String {
         quote_ident(r.parent),
         quote_ident(r.parent_cols[0]),
     )
-}
-
-/// Row counts of the user tables present in the database, in inventory order (answered from
-/// metadata: cheap, and exact for committed data).
-pub fn row_counts(conn: &Connection) -> Result<Vec<(String, i64)>, StorageError> {
-    let present = all_tables(conn)?;
-    USER_TABLES
-        .iter()
-        .filter(|t| present.iter().any(|p| p == t.name))
-        .map(|t| {
-            let sql = format!("SELECT count(*) FROM {}", quote_ident(t.name));
-            Ok((t.name.to_string(), conn.query_row(&sql, [], |r| r.get(0))?))
-        })
-        .collect()
 }
 
 /// One value of a previewed row: blobs are reported by size only.

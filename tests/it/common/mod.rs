@@ -1,6 +1,7 @@
 //! Shared integration-test harness: the reference database is built once per test run (cached
-//! under the cargo target tmp dir, keyed by the generator and schema sources) and copied for
-//! each test; servers run in-process on 127.0.0.1:0 and are ready when health says SERVING.
+//! under the cargo target tmp dir, keyed by the generator, its data files and the schema
+//! sources) and copied for each test; servers run in-process on 127.0.0.1:0 and are ready when
+//! health says SERVING.
 
 #![allow(dead_code)]
 
@@ -22,16 +23,18 @@ use tonic::transport::Channel;
 fn reference_db() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let key = blake3::hash(
-            [
-                include_str!("../../../src/refdata.rs"),
-                include_str!("../../../src/storage/schema_v1.sql"),
-                include_str!("../../../src/storage/schema_v2.sql"),
-                include_str!("../../../src/storage/schema.rs"),
-            ]
-            .concat()
-            .as_bytes(),
-        );
+        let mut hasher = blake3::Hasher::new();
+        for source in [
+            include_str!("../../../src/refdata.rs"),
+            include_str!("../../../src/storage/schema.rs"),
+        ]
+        .into_iter()
+        .chain(lnrs::storage::schema::MIGRATIONS.iter().map(|m| m.sql))
+        .chain(lnrs::refdata::DATA_FILES.iter().map(|(_, text)| *text))
+        {
+            hasher.update(source.as_bytes());
+        }
+        let key = hasher.finalize();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let path = dir.join(format!("lnrs-reference-{}.duckdb", &key.to_hex()[..16]));
         if !path.exists() {
