@@ -5,6 +5,7 @@
 
 mod common;
 
+mod campaign;
 mod cli;
 mod entities;
 mod events;

@@ -27,6 +27,22 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> ChildServer {
+        match Self::try_start(data_dir, listen, extra, env).await {
+            Ok(s) => s,
+            Err((status, stderr)) => {
+                panic!("lnrs serve exited ({status}) before serving: {stderr}")
+            }
+        }
+    }
+
+    /// [`start`](Self::start), or the exit status and stderr of a server that exited before
+    /// it was SERVING (it refused to start, or crashed while starting).
+    pub async fn try_start(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<ChildServer, (ExitStatus, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lnrs"));
         cmd.args(["serve", "--listen", listen])
             .arg("--data-dir")
@@ -57,21 +73,51 @@ impl ChildServer {
         })
         .await
         .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("lnrs listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
+        let Some(addr) = line.trim().strip_prefix("lnrs listening on ") else {
+            let status = child.wait().unwrap();
+            return Err((status, stderr.join().unwrap_or_default()));
+        };
+        let addr = addr.to_string();
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();
-        super::wait_serving(&channel, "").await;
-        ChildServer {
+        let mut server = ChildServer {
             child,
             addr,
             channel,
             stderr: Some(stderr),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                let stderr = server
+                    .stderr
+                    .take()
+                    .map(|h| h.join().unwrap())
+                    .unwrap_or_default();
+                return Err((status, stderr));
+            }
+            if super::ops::health(&server.channel, "").await == 1 {
+                return Ok(server);
+            }
+            assert!(Instant::now() < deadline, "server did not become SERVING");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process (SIGKILL) and reaps it; returns its stderr.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
     }
 
     /// Sends a signal (SIGTERM, SIGKILL, …).

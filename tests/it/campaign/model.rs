@@ -1,0 +1,335 @@
+//! The checker's model of what the service has acknowledged, and the invariants it checks
+//! after a restart.
+//!
+//! The model keeps the *candidate* states the database may be in: an acknowledged change is
+//! applied to every candidate; a change whose outcome is unknown (the RPC failed in a way that
+//! does not prove it did nothing: an injected error after COMMIT, a crash) doubles them —
+//! with and without it. After a restart the live state must be exactly one candidate, which
+//! then becomes the only one. States are keyed by name (every created name is unique), so a
+//! create whose id the client never learned can still be matched.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lnrs::pb;
+use tonic::transport::Channel;
+
+/// The part of the database the workload touches: habitats, areas, and the links between them
+/// (habitat_creation_area), by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct State {
+    pub habitats: BTreeSet<String>,
+    pub areas: BTreeSet<String>,
+    pub links: BTreeSet<(String, String)>,
+}
+
+/// A change to the state.
+#[derive(Debug, Clone)]
+pub enum Change {
+    CreateHabitat(String),
+    CreateArea(String),
+    Rename {
+        from: String,
+        to: String,
+    },
+    DeleteHabitat(String),
+    DeleteArea(String),
+    Link(String, String),
+    Unlink(String, String),
+    /// The state becomes one of these (a restore).
+    Become(Vec<State>),
+}
+
+impl State {
+    /// The state after `c`, or `None` when `c` cannot have happened in this state (an
+    /// acknowledged delete of a row this candidate does not have rules the candidate out).
+    fn apply(&self, c: &Change) -> Option<Vec<State>> {
+        let mut s = self.clone();
+        match c {
+            Change::CreateHabitat(n) => {
+                s.habitats.insert(n.clone());
+            }
+            Change::CreateArea(n) => {
+                s.areas.insert(n.clone());
+            }
+            Change::Rename { from, to } => {
+                if !s.habitats.remove(from) {
+                    return None;
+                }
+                s.habitats.insert(to.clone());
+                s.links = s
+                    .links
+                    .into_iter()
+                    .map(|(h, a)| (if &h == from { to.clone() } else { h }, a))
+                    .collect();
+            }
+            Change::DeleteHabitat(n) => {
+                if !s.habitats.remove(n) {
+                    return None;
+                }
+                s.links.retain(|(h, _)| h != n);
+            }
+            Change::DeleteArea(n) => {
+                if !s.areas.remove(n) {
+                    return None;
+                }
+                s.links.retain(|(_, a)| a != n);
+            }
+            Change::Link(h, a) => {
+                if !s.habitats.contains(h) || !s.areas.contains(a) {
+                    return None;
+                }
+                s.links.insert((h.clone(), a.clone()));
+            }
+            Change::Unlink(h, a) => {
+                if !s.links.remove(&(h.clone(), a.clone())) {
+                    return None;
+                }
+            }
+            Change::Become(states) => return Some(states.clone()),
+        }
+        Some(vec![s])
+    }
+}
+
+/// An event the client was told about: its seq and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEvent {
+    pub kind: i32,
+    pub entity_type: String,
+    pub entity_id: String,
+}
+
+impl SeenEvent {
+    pub fn of(e: &pb::Event) -> Self {
+        Self {
+            kind: e.kind,
+            entity_type: e.entity_type.clone(),
+            entity_id: e.entity_id.clone(),
+        }
+    }
+}
+
+/// An acknowledged delete: its snapshot must exist, verify, and hold the deleted row.
+#[derive(Debug, Clone)]
+pub struct AckedDelete {
+    pub snapshot_id: String,
+    pub table: &'static str,
+    pub key: i32,
+}
+
+/// Most candidate states kept (they double at each change of unknown outcome).
+const MAX_CANDIDATES: usize = 512;
+
+/// What the client knows.
+#[derive(Debug, Default)]
+pub struct Model {
+    pub candidates: Vec<State>,
+    /// Candidate states of each snapshot the client learned of.
+    pub snapshots: BTreeMap<String, Vec<State>>,
+    /// Every event seq an acknowledged RPC returned, and what the log says there.
+    pub events: BTreeMap<u64, Option<SeenEvent>>,
+    pub deletes: Vec<AckedDelete>,
+    /// Snapshots an acknowledged retention or DeleteSnapshot removed.
+    pub forgotten: BTreeSet<String>,
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self {
+            candidates: vec![State::default()],
+            ..Default::default()
+        }
+    }
+
+    /// An acknowledged change: every candidate that allows it, changed.
+    pub fn acked(&mut self, c: Change) -> Result<(), String> {
+        let next: Vec<State> = self
+            .candidates
+            .iter()
+            .filter_map(|s| s.apply(&c))
+            .flatten()
+            .collect();
+        if next.is_empty() {
+            return Err(format!(
+                "acknowledged {c:?} is impossible in every candidate state"
+            ));
+        }
+        self.set(next);
+        Ok(())
+    }
+
+    /// A change that may or may not have happened.
+    pub fn maybe(&mut self, c: Change) {
+        let mut next = self.candidates.clone();
+        next.extend(self.candidates.iter().filter_map(|s| s.apply(&c)).flatten());
+        self.set(next);
+    }
+
+    fn set(&mut self, mut states: Vec<State>) {
+        states.sort();
+        states.dedup();
+        states.truncate(MAX_CANDIDATES);
+        self.candidates = states;
+    }
+
+    /// A snapshot of the current candidates was taken (or maybe was).
+    pub fn snapshot(&mut self, id: &str) {
+        self.snapshots
+            .insert(id.to_string(), self.candidates.clone());
+    }
+
+    pub fn event(&mut self, seq: u64) {
+        if seq > 0 {
+            self.events.entry(seq).or_insert(None);
+        }
+    }
+}
+
+/// The live state, read through the API.
+pub async fn read_state(ch: &Channel) -> State {
+    let mut c = pb::entity_service_client::EntityServiceClient::new(ch.clone());
+    let habitats = c
+        .list_habitats(pb::ListHabitatsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .habitats;
+    let areas = c
+        .list_areas(pb::ListAreasRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .areas;
+    let links = c
+        .list_links(pb::ListLinksRequest {
+            link_type: pb::LinkType::HabitatCreationArea as i32,
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    let h: BTreeMap<i32, String> = habitats
+        .into_iter()
+        .map(|h| (h.habitat_id, h.habitat))
+        .collect();
+    let a: BTreeMap<i32, String> = areas
+        .into_iter()
+        .map(|a| (a.area_id, a.area_name))
+        .collect();
+    State {
+        links: links
+            .iter()
+            .map(|l| (h[&l.habitat_id].clone(), a[&l.area_id].clone()))
+            .collect(),
+        habitats: h.into_values().collect(),
+        areas: a.into_values().collect(),
+    }
+}
+
+/// Checks every invariant against a server restarted on the data directory; returns the
+/// violations. Afterwards the model holds exactly the live state.
+pub async fn check(model: &mut Model, ch: &Channel, data_dir: &std::path::Path) -> Vec<String> {
+    let mut v = Vec::new();
+    if data_dir.join("restore.journal").exists() {
+        v.push("a restore journal is left while serving".to_string());
+    }
+    if crate::common::ops::health(ch, "").await != 1 {
+        v.push("health is not SERVING".to_string());
+    }
+    let live = read_state(ch).await;
+    if !model.candidates.contains(&live) {
+        v.push(format!(
+            "the live state is none of the {} states the acknowledged changes allow: live {live:?}, e.g. {:?}",
+            model.candidates.len(),
+            model.candidates.first()
+        ));
+    }
+    model.candidates = vec![live];
+    check_log(model, ch, &mut v).await;
+    check_deletes(model, ch, &mut v).await;
+    v
+}
+
+/// Seqs are dense from the oldest retained event to the head, and every acknowledged seq still
+/// says what it said (never reused with different content).
+async fn check_log(model: &mut Model, ch: &Channel, v: &mut Vec<String>) {
+    let log = crate::common::events_after(ch, 0).await;
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
+        if seqs != (*first..=*last).collect::<Vec<_>>() {
+            v.push(format!("event seqs are not dense: {seqs:?}"));
+        }
+    }
+    let first = seqs.first().copied().unwrap_or(u64::MAX);
+    let by_seq: BTreeMap<u64, &pb::Event> = log.iter().map(|e| (e.seq, e)).collect();
+    for (seq, seen) in model.events.iter_mut() {
+        match (by_seq.get(seq), &seen) {
+            (Some(e), None) => *seen = Some(SeenEvent::of(e)),
+            (Some(e), Some(s)) if SeenEvent::of(e) != *s => v.push(format!(
+                "event {seq} changed: was {s:?}, now {:?}",
+                SeenEvent::of(e)
+            )),
+            (None, _) if *seq >= first => {
+                v.push(format!("acknowledged event {seq} is missing from the log"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every acknowledged delete's snapshot exists (unless retention was asked to remove it),
+/// passes a deep verify, and holds the deleted row.
+async fn check_deletes(model: &mut Model, ch: &Channel, v: &mut Vec<String>) {
+    let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(ch.clone());
+    for d in std::mem::take(&mut model.deletes) {
+        if model.forgotten.contains(&d.snapshot_id) {
+            continue;
+        }
+        let verified = snaps
+            .verify_snapshot(pb::VerifySnapshotRequest {
+                snapshot_id: d.snapshot_id.clone(),
+                mode: pb::VerifyMode::Deep as i32,
+            })
+            .await;
+        match verified {
+            Ok(r) if r.get_ref().report.as_ref().is_some_and(|r| r.passed) => {}
+            Ok(r) => v.push(format!(
+                "the snapshot of an acknowledged delete does not verify: {:?}",
+                r.into_inner().report
+            )),
+            Err(e) => {
+                v.push(format!("the snapshot of an acknowledged delete: {e:?}"));
+                continue;
+            }
+        }
+        let preview = snaps
+            .preview_snapshot(pb::PreviewSnapshotRequest {
+                snapshot_id: d.snapshot_id.clone(),
+                table: d.table.into(),
+                limit: 500,
+            })
+            .await;
+        let holds = preview.is_ok_and(|p| {
+            p.into_inner().rows.iter().any(|r| {
+                matches!(
+                    r.values.first().and_then(|x| x.kind.as_ref()),
+                    Some(pb::preview_value::Kind::Integer(k)) if *k == i64::from(d.key)
+                )
+            })
+        });
+        if !holds {
+            v.push(format!(
+                "the snapshot {} of an acknowledged delete lacks {} {}",
+                d.snapshot_id, d.table, d.key
+            ));
+        }
+    }
+}

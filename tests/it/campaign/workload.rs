@@ -1,0 +1,535 @@
+//! The campaign's workload: operations on habitats, areas, their links, snapshots, restores,
+//! retention and previews, each sent to the server and recorded in the [`Model`] as
+//! acknowledged, refused (nothing changed) or of unknown outcome.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lnrs::pb;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::model::{AckedDelete, Change, Model};
+
+/// One step of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    CreateHabitat,
+    CreateArea,
+    Rename,
+    DeleteHabitat,
+    DeleteArea,
+    Link,
+    Unlink,
+    Snapshot,
+    Restore,
+    Retention,
+    Preview,
+    /// Enough creates to pass the event-log retention (compaction runs).
+    Burst,
+}
+
+/// Weighted mix of a random schedule.
+const MIX: &[(Op, u32)] = &[
+    (Op::CreateHabitat, 4),
+    (Op::CreateArea, 2),
+    (Op::Rename, 2),
+    (Op::DeleteHabitat, 3),
+    (Op::DeleteArea, 1),
+    (Op::Link, 3),
+    (Op::Unlink, 2),
+    (Op::Snapshot, 2),
+    (Op::Restore, 2),
+    (Op::Retention, 1),
+    (Op::Preview, 1),
+    (Op::Burst, 1),
+];
+
+/// A random schedule of `n` operations.
+pub fn schedule(rng: &mut StdRng, n: usize) -> Vec<Op> {
+    let total: u32 = MIX.iter().map(|(_, w)| w).sum();
+    (0..n)
+        .map(|_| {
+            let mut pick = rng.random_range(0..total);
+            for (op, w) in MIX {
+                if pick < *w {
+                    return *op;
+                }
+                pick -= w;
+            }
+            unreachable!()
+        })
+        .collect()
+}
+
+/// How an RPC ended, for the model.
+enum Outcome<T> {
+    Acked(T),
+    /// Refused with a code that guarantees nothing changed.
+    Refused,
+    /// Failed in a way that does not prove nothing changed.
+    Unknown,
+}
+
+fn outcome<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Outcome<T> {
+    match r {
+        Ok(r) => Outcome::Acked(r.into_inner()),
+        Err(s) => match s.code() {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition => Outcome::Refused,
+            _ => Outcome::Unknown,
+        },
+    }
+}
+
+/// Runs operations against one server, keeping the model.
+pub struct Runner {
+    pub ch: Channel,
+    pub model: Model,
+    pub rng: StdRng,
+    /// Ids of the names the client knows.
+    pub ids: BTreeMap<String, i32>,
+    /// Unique suffix of created names.
+    next: u64,
+    /// Case tag in every name, so names never repeat across cases.
+    tag: String,
+    /// Whether a call failed in a way that suggests the server is gone.
+    pub lost: bool,
+}
+
+/// Bound on one call (a restore included).
+const CALL_LIMIT: Duration = Duration::from_secs(60);
+
+impl Runner {
+    pub fn new(ch: Channel, seed: u64, tag: &str) -> Self {
+        Self {
+            ch,
+            model: Model::new(),
+            rng: StdRng::seed_from_u64(seed),
+            ids: BTreeMap::new(),
+            next: 0,
+            tag: tag.to_string(),
+            lost: false,
+        }
+    }
+
+    fn entity(&self) -> pb::entity_service_client::EntityServiceClient<Channel> {
+        pb::entity_service_client::EntityServiceClient::new(self.ch.clone())
+    }
+
+    fn snapshots(&self) -> pb::snapshot_service_client::SnapshotServiceClient<Channel> {
+        pb::snapshot_service_client::SnapshotServiceClient::new(self.ch.clone())
+    }
+
+    fn name(&mut self, kind: &str) -> String {
+        self.next += 1;
+        format!("{kind}-{}-{}", self.tag, self.next)
+    }
+
+    /// A known name of the current (first) candidate state, picked at random.
+    fn pick(&mut self, names: Vec<String>) -> Option<(String, i32)> {
+        let known: Vec<(String, i32)> = names
+            .into_iter()
+            .filter_map(|n| self.ids.get(&n).map(|i| (n, *i)))
+            .collect();
+        if known.is_empty() {
+            return None;
+        }
+        Some(known[self.rng.random_range(0..known.len())].clone())
+    }
+
+    fn habitats(&self) -> Vec<String> {
+        self.model.candidates[0].habitats.iter().cloned().collect()
+    }
+
+    fn areas(&self) -> Vec<String> {
+        self.model.candidates[0].areas.iter().cloned().collect()
+    }
+
+    fn unknown<T>(&mut self, r: &Result<T, tonic::Status>) {
+        if let Err(s) = r {
+            if matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ) && s.message().contains("transport")
+                || s.message().contains("connection")
+            {
+                self.lost = true;
+            }
+        }
+    }
+
+    /// Runs one operation.
+    pub async fn run(&mut self, op: Op) -> Result<(), String> {
+        let r = tokio::time::timeout(CALL_LIMIT, self.run_inner(op)).await;
+        r.map_err(|_| format!("{op:?} did not answer within {CALL_LIMIT:?}"))?
+    }
+
+    async fn run_inner(&mut self, op: Op) -> Result<(), String> {
+        match op {
+            Op::CreateHabitat => self.create_habitat().await,
+            Op::CreateArea => self.create_area().await,
+            Op::Rename => self.rename().await,
+            Op::DeleteHabitat => self.delete(true).await,
+            Op::DeleteArea => self.delete(false).await,
+            Op::Link => self.link(true).await,
+            Op::Unlink => self.link(false).await,
+            Op::Snapshot => self.snapshot().await,
+            Op::Restore => self.restore().await,
+            Op::Retention => self.retention().await,
+            Op::Preview => self.preview().await,
+            Op::Burst => {
+                for _ in 0..12 {
+                    self.create_habitat().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn create_habitat(&mut self) -> Result<(), String> {
+        let name = self.name("h");
+        let r = self
+            .entity()
+            .create_habitat(pb::CreateHabitatRequest {
+                habitat: Some(pb::Habitat {
+                    habitat: name.clone(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await;
+        self.unknown(&r);
+        match outcome(r) {
+            Outcome::Acked(r) => {
+                self.ids.insert(name.clone(), r.habitat.unwrap().habitat_id);
+                self.model.event(r.event_seq);
+                self.model.acked(Change::CreateHabitat(name))
+            }
+            Outcome::Refused => Ok(()),
+            Outcome::Unknown => {
+                self.model.maybe(Change::CreateHabitat(name));
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn create_area(&mut self) -> Result<(), String> {
+        let name = self.name("a");
+        let r = self
+            .entity()
+            .create_area(pb::CreateAreaRequest {
+                area: Some(pb::Area {
+                    area_name: name.clone(),
+                    area_description: "campaign".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await;
+        self.unknown(&r);
+        match outcome(r) {
+            Outcome::Acked(r) => {
+                self.ids.insert(name.clone(), r.area.unwrap().area_id);
+                self.model.event(r.event_seq);
+                self.model.acked(Change::CreateArea(name))
+            }
+            Outcome::Refused => Ok(()),
+            Outcome::Unknown => {
+                self.model.maybe(Change::CreateArea(name));
+                Ok(())
+            }
+        }
+    }
+
+    async fn rename(&mut self) -> Result<(), String> {
+        let Some((from, id)) = self.pick(self.habitats()) else {
+            return Ok(());
+        };
+        let to = self.name("h");
+        let r = self
+            .entity()
+            .update_habitat(pb::UpdateHabitatRequest {
+                habitat: Some(pb::Habitat {
+                    habitat_id: id,
+                    habitat: to.clone(),
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            })
+            .await;
+        self.unknown(&r);
+        let change = Change::Rename {
+            from: from.clone(),
+            to: to.clone(),
+        };
+        match outcome(r) {
+            Outcome::Acked(r) => {
+                self.ids.insert(to, id);
+                self.model.event(r.event_seq);
+                self.model.acked(change)
+            }
+            Outcome::Refused => Ok(()),
+            Outcome::Unknown => {
+                self.ids.insert(to, id);
+                self.model.maybe(change);
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete(&mut self, habitat: bool) -> Result<(), String> {
+        let names = if habitat {
+            self.habitats()
+        } else {
+            self.areas()
+        };
+        let Some((name, id)) = self.pick(names) else {
+            return Ok(());
+        };
+        let (r, table) = if habitat {
+            let r = self
+                .entity()
+                .delete_habitat(pb::DeleteHabitatRequest {
+                    habitat_id: id,
+                    request_id: String::new(),
+                })
+                .await
+                .map(|r| r.map(|r| r.outcome.unwrap()));
+            (r, "habitat")
+        } else {
+            let r = self
+                .entity()
+                .delete_area(pb::DeleteAreaRequest {
+                    area_id: id,
+                    request_id: String::new(),
+                })
+                .await
+                .map(|r| r.map(|r| r.outcome.unwrap()));
+            (r, "area")
+        };
+        self.unknown(&r);
+        let change = if habitat {
+            Change::DeleteHabitat(name)
+        } else {
+            Change::DeleteArea(name)
+        };
+        match outcome(r) {
+            Outcome::Acked(o) => {
+                if o.snapshot_id.is_empty() {
+                    return Err(format!("an acknowledged delete has no snapshot: {o:?}"));
+                }
+                // The snapshot is the state before the delete.
+                self.model.snapshot(&o.snapshot_id);
+                self.model.deletes.push(AckedDelete {
+                    snapshot_id: o.snapshot_id,
+                    table,
+                    key: id,
+                });
+                self.model.event(o.event_seq);
+                self.model.acked(change)
+            }
+            Outcome::Refused => Ok(()),
+            Outcome::Unknown => {
+                self.model.maybe(change);
+                Ok(())
+            }
+        }
+    }
+
+    async fn link(&mut self, create: bool) -> Result<(), String> {
+        let (h, a) = if create {
+            let (Some(h), Some(a)) = (self.pick(self.habitats()), self.pick(self.areas())) else {
+                return Ok(());
+            };
+            (h, a)
+        } else {
+            let links: Vec<_> = self.model.candidates[0].links.iter().cloned().collect();
+            if links.is_empty() {
+                return Ok(());
+            }
+            let (hn, an) = links[self.rng.random_range(0..links.len())].clone();
+            match (self.ids.get(&hn), self.ids.get(&an)) {
+                (Some(hi), Some(ai)) => ((hn, *hi), (an, *ai)),
+                _ => return Ok(()),
+            }
+        };
+        let link = pb::Link {
+            link_type: pb::LinkType::HabitatCreationArea as i32,
+            habitat_id: h.1,
+            area_id: a.1,
+            ..Default::default()
+        };
+        let (r, change) = if create {
+            let r = self
+                .entity()
+                .create_link(pb::CreateLinkRequest {
+                    link: Some(link),
+                    request_id: String::new(),
+                })
+                .await
+                .map(|r| r.map(|r| (r.event_seq, String::new())));
+            (r, Change::Link(h.0, a.0))
+        } else {
+            let r = self
+                .entity()
+                .delete_link(pb::DeleteLinkRequest {
+                    link: Some(link),
+                    request_id: String::new(),
+                })
+                .await
+                .map(|r| {
+                    r.map(|r| {
+                        let o = r.outcome.unwrap();
+                        (o.event_seq, o.snapshot_id)
+                    })
+                });
+            (r, Change::Unlink(h.0, a.0))
+        };
+        self.unknown(&r);
+        match outcome(r) {
+            Outcome::Acked((seq, snapshot)) => {
+                if !snapshot.is_empty() {
+                    self.model.snapshot(&snapshot);
+                }
+                self.model.event(seq);
+                self.model.acked(change)
+            }
+            Outcome::Refused => Ok(()),
+            Outcome::Unknown => {
+                self.model.maybe(change);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn snapshot(&mut self) -> Result<(), String> {
+        let r = self
+            .snapshots()
+            .create_snapshot(pb::CreateSnapshotRequest {
+                description: "campaign".into(),
+                ..Default::default()
+            })
+            .await;
+        self.unknown(&r);
+        if let Outcome::Acked(r) = outcome(r) {
+            self.model.snapshot(&r.snapshot.unwrap().snapshot_id);
+            self.model.event(r.event_seq);
+        }
+        Ok(())
+    }
+
+    /// Restores one of the snapshots the client knows (a random one).
+    pub async fn restore(&mut self) -> Result<(), String> {
+        let known: Vec<String> = self
+            .model
+            .snapshots
+            .keys()
+            .filter(|k| !self.model.forgotten.contains(*k))
+            .cloned()
+            .collect();
+        if known.is_empty() {
+            return Ok(());
+        }
+        let id = known[self.rng.random_range(0..known.len())].clone();
+        let r = self
+            .snapshots()
+            .restore_snapshot(pb::RestoreSnapshotRequest {
+                snapshot_id: id.clone(),
+                confirm_snapshot_id: id.clone(),
+                request_id: String::new(),
+            })
+            .await;
+        self.unknown(&r);
+        let target = self.model.snapshots[&id].clone();
+        match outcome(r) {
+            Outcome::Acked(r) => {
+                self.model.event(r.event_seq);
+                if r.rolled_back {
+                    Ok(())
+                } else {
+                    self.model.acked(Change::Become(target))
+                }
+            }
+            Outcome::Refused => Ok(()),
+            Outcome::Unknown => {
+                self.model.maybe(Change::Become(target));
+                Ok(())
+            }
+        }
+    }
+
+    async fn retention(&mut self) -> Result<(), String> {
+        let r = self
+            .snapshots()
+            .apply_retention(pb::ApplyRetentionRequest {
+                keep_last: 1,
+                ..Default::default()
+            })
+            .await;
+        self.unknown(&r);
+        match outcome(r) {
+            Outcome::Acked(r) => {
+                self.model.event(r.event_seq);
+                for d in r.decisions.iter().filter(|d| d.removed) {
+                    self.model.forgotten.insert(d.snapshot_id.clone());
+                }
+            }
+            // Any of them may be gone.
+            Outcome::Unknown => {
+                let all: Vec<String> = self.model.snapshots.keys().cloned().collect();
+                self.model.forgotten.extend(all);
+            }
+            Outcome::Refused => {}
+        }
+        Ok(())
+    }
+
+    async fn preview(&mut self) -> Result<(), String> {
+        let Some(id) = self.model.snapshots.keys().next().cloned() else {
+            return Ok(());
+        };
+        let r = self
+            .snapshots()
+            .preview_snapshot(pb::PreviewSnapshotRequest {
+                snapshot_id: id,
+                table: "habitat".into(),
+                limit: 5,
+            })
+            .await;
+        self.unknown(&r);
+        Ok(())
+    }
+
+    /// Learns the ids of the live state's names (after a restart: creates of unknown outcome
+    /// that did happen).
+    pub async fn refresh_ids(&mut self) {
+        let mut c = self.entity();
+        if let Ok(h) = c
+            .list_habitats(pb::ListHabitatsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+        {
+            for h in h.into_inner().habitats {
+                self.ids.insert(h.habitat, h.habitat_id);
+            }
+        }
+        if let Ok(a) = c
+            .list_areas(pb::ListAreasRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+        {
+            for a in a.into_inner().areas {
+                self.ids.insert(a.area_name, a.area_id);
+            }
+        }
+    }
+}
