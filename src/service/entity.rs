@@ -91,7 +91,9 @@ fn decode_token<C: for<'de> Deserialize<'de>>(q: &str, token: &str) -> Result<Op
             "is not a token from this query",
         )
     };
-    if token.len() % 2 != 0 || token.len() > 8192 {
+    // Only ASCII hex digits: the pairs below are byte slices, and a multi-byte character
+    // across a pair boundary would panic.
+    if token.len() % 2 != 0 || token.len() > 8192 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let bytes = (0..token.len())
