@@ -99,7 +99,7 @@ impl EventHub {
             return Ok(());
         };
         let (first, head) = (self.first(), self.head());
-        if after + 1 < first {
+        if after.saturating_add(1) < first {
             return Err(EventError::Compacted {
                 first_available: first,
             });

@@ -75,3 +75,32 @@ async fn non_ascii_page_tokens_are_invalid_not_a_panic() {
     alive(&s.channel).await.expect("still serving");
     s.stop().await;
 }
+
+/// `start_after_seq + 1` overflowed (a panic in debug builds) for u64::MAX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_positions_beyond_any_seq_are_out_of_range() {
+    let s = TestServer::start().await;
+    let mut ev = s.events();
+    for after in [u64::MAX, u64::MAX - 1, i64::MAX as u64 + 1, i64::MAX as u64] {
+        let st = ev
+            .list_events(pb::ListEventsRequest {
+                start_after_seq: after,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::OutOfRange, "{after}: {st:?}");
+        assert_eq!(reason(&st), "START_POSITION_AHEAD");
+        let st = ev
+            .watch_events(pb::WatchEventsRequest {
+                start_after_seq: Some(after),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::OutOfRange, "{after}: {st:?}");
+        assert_eq!(reason(&st), "START_POSITION_AHEAD");
+    }
+    alive(&s.channel).await.expect("still serving");
+    s.stop().await;
+}
