@@ -549,13 +549,21 @@ impl EntityService for EntityApi {
             ids(r.area_ids, "area_ids")?,
             ids(r.priority_ids, "priority_ids")?,
         );
-        if m.len() * a.len() * p.len() > MAX_BATCH_LINKS {
+        // Checked: three lists of a few million ids each (a large message limit allows that)
+        // overflow the product.
+        let links = m
+            .len()
+            .checked_mul(a.len())
+            .and_then(|n| n.checked_mul(p.len()));
+        if links.is_none_or(|n| n > MAX_BATCH_LINKS) {
             return Err(Error::invalid(
                 "measure_ids",
                 "BATCH_TOO_LARGE",
                 format!(
-                    "the product has {} links; at most {MAX_BATCH_LINKS} per request",
-                    m.len() * a.len() * p.len()
+                    "the product has {} × {} × {} links; at most {MAX_BATCH_LINKS} per request",
+                    m.len(),
+                    a.len(),
+                    p.len()
                 ),
             )
             .into());

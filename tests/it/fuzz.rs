@@ -6,7 +6,20 @@ use lnrs::pb;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::common::{reason, TestServer};
+use crate::common::{reason, test_config, TestServer};
+
+/// The event log head.
+async fn head(channel: &Channel) -> u64 {
+    pb::event_service_client::EventServiceClient::new(channel.clone())
+        .list_events(pb::ListEventsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("ListEvents")
+        .into_inner()
+        .head_seq
+}
 
 /// Health SERVING for the server and each service; a read and a write succeed.
 async fn alive(channel: &Channel) -> Result<(), String> {
@@ -103,4 +116,33 @@ async fn start_positions_beyond_any_seq_are_out_of_range() {
     }
     alive(&s.channel).await.expect("still serving");
     s.stop().await;
+}
+
+/// `m * a * p` overflowed (a panic in debug builds) for three lists of ~2.7 million ids,
+/// which a server with a large message limit accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_product_beyond_usize_is_batch_too_large() {
+    let tmp = crate::common::data_dir_with_reference();
+    let mut cfg = test_config(tmp.path());
+    cfg.max_message_bytes = 64 * 1024 * 1024;
+    let s = TestServer::start_with(cfg).await;
+    let before = head(&s.channel).await;
+    let ids: Vec<i32> = (1..=2_700_000).collect(); // 2.7e6³ > 2⁶⁴
+    let st = s
+        .entity()
+        .max_encoding_message_size(usize::MAX)
+        .batch_create_measure_area_priority_links(pb::BatchCreateMeasureAreaPriorityLinksRequest {
+            measure_ids: ids.clone(),
+            area_ids: ids.clone(),
+            priority_ids: ids,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(reason(&st), "BATCH_TOO_LARGE");
+    assert_eq!(head(&s.channel).await, before, "nothing committed");
+    alive(&s.channel).await.expect("still serving");
+    s.stop().await;
+    drop(tmp);
 }
