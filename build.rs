@@ -22,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("lnrs_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Our codec: a request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
     tonic_prost_build::configure()
+        .codec_path("crate::service::codec::LnrsCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

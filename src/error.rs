@@ -67,6 +67,10 @@ pub enum Error {
         required: &'static str,
         role: &'static str,
     },
+    /// A message that does not decode as its protobuf type (invalid UTF-8 in a string field,
+    /// truncated, a wrong wire type); the text is prost's, naming the field.
+    #[error("malformed message: {0}")]
+    MalformedMessage(String),
     /// A request or response beyond the configured message size.
     #[error("message too large: {message}")]
     MessageTooLarge { limit: usize, message: String },
@@ -245,6 +249,11 @@ fn map(e: Error) -> Mapped {
         .meta("required_role", required)
         .meta("role", role)
         .meta("rpc", rpc),
+        Error::MalformedMessage(why) => Mapped::new(
+            Code::InvalidArgument,
+            "MALFORMED_REQUEST",
+            format!("the request message could not be decoded: {why}"),
+        ),
         Error::MessageTooLarge { limit, message } => {
             Mapped::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE", message)
                 .meta("limit_bytes", limit)
