@@ -15,6 +15,9 @@ use tonic_types::StatusExt;
 
 use crate::common::{reason, test_config, TestServer};
 
+/// The server's message limit in these tests (the default).
+const MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
+
 #[derive(Clone, Default)]
 struct RawCodec;
 
@@ -373,6 +376,50 @@ async fn requests_that_do_not_decode_are_invalid_argument() {
         );
     }
     assert_eq!(head(&s.channel).await, before, "nothing committed");
+    alive(&s.channel).await.expect("still serving");
+    s.stop().await;
+}
+
+/// Errors that quote the client's input (an unknown order_by column, a bad label key) quoted
+/// all of it: a multi-megabyte quote in the trailers made h2 clients drop the connection
+/// (GOAWAY ENHANCE_YOUR_CALM `too_many_continuations`), so the client saw a transport error
+/// instead of INVALID_ARGUMENT. Found by the fuzzer (seed 1, request 237).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_quoting_huge_input_stay_readable() {
+    let s = TestServer::start().await;
+    let huge = "é".repeat((MESSAGE_LIMIT - 4096) / 2);
+    let st = s
+        .entity()
+        .list_measures(pb::ListMeasuresRequest {
+            order_by: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(reason(&st), "INVALID_ORDER_BY");
+    assert!(st.message().len() <= 1024, "{} bytes", st.message().len());
+    let st = s
+        .snapshots()
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: "labels".into(),
+            labels: [(huge.clone(), "v".to_string())].into_iter().collect(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(reason(&st), "INVALID_LABEL");
+    let st = s
+        .events()
+        .list_events(pb::ListEventsRequest {
+            entity_types: vec![huge],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(reason(&st), "UNKNOWN_ENTITY_TYPE");
     alive(&s.channel).await.expect("still serving");
     s.stop().await;
 }
