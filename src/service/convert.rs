@@ -298,7 +298,19 @@ pub fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
+/// Largest |seconds| of a protobuf Duration (10,000 years, per duration.proto).
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+
 pub fn from_duration(field: &str, d: prost_types::Duration) -> Result<std::time::Duration, Error> {
+    // Checked first: prost-types negates `seconds` to report a negative duration, which
+    // overflows for i64::MIN (a panic in debug builds).
+    if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS {
+        return Err(Error::invalid(
+            field,
+            "INVALID_DURATION",
+            "is out of range (at most 10,000 years)",
+        ));
+    }
     std::time::Duration::try_from(d)
         .map_err(|_| Error::invalid(field, "INVALID_DURATION", "must be a non-negative duration"))
 }

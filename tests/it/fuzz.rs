@@ -423,3 +423,58 @@ async fn errors_quoting_huge_input_stay_readable() {
     alive(&s.channel).await.expect("still serving");
     s.stop().await;
 }
+
+/// prost-types negates a negative Duration's seconds, which overflowed (a panic in debug
+/// builds) for i64::MIN in WatchEvents' heartbeat_interval and ApplyRetention's keep_within.
+/// Found by the fuzzer (seed 1, request 2016).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_at_the_limits_are_invalid_not_a_panic() {
+    let s = TestServer::start().await;
+    let before = head(&s.channel).await;
+    for seconds in [
+        i64::MIN,
+        i64::MIN + 1,
+        i64::MAX,
+        -315_576_000_001,
+        315_576_000_001,
+    ] {
+        let d = prost_types::Duration { seconds, nanos: 0 };
+        let st = s
+            .events()
+            .watch_events(pb::WatchEventsRequest {
+                heartbeat_interval: Some(d),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{seconds}: {st:?}");
+        assert_eq!(reason(&st), "INVALID_DURATION");
+        let st = s
+            .snapshots()
+            .apply_retention(pb::ApplyRetentionRequest {
+                keep_last: 1,
+                keep_within: Some(d),
+                dry_run: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{seconds}: {st:?}");
+        assert_eq!(reason(&st), "INVALID_DURATION");
+    }
+    // The edges of the valid range still work.
+    let d = prost_types::Duration {
+        seconds: 315_576_000_000,
+        nanos: 0,
+    };
+    s.snapshots()
+        .apply_retention(pb::ApplyRetentionRequest {
+            keep_last: 0,
+            keep_within: Some(d),
+            dry_run: true,
+        })
+        .await
+        .expect("10,000 years is a valid keep_within");
+    assert_eq!(head(&s.channel).await, before, "nothing committed");
+    alive(&s.channel).await.expect("still serving");
+    s.stop().await;
+}
