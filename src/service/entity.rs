@@ -3,11 +3,11 @@
 //! entities.
 
 use prost_types::FieldMask;
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, key_from_int, key_from_text, EntityMessage};
 use super::ctx::ctx;
+use super::paging::{page_size, parse_order_by, PageQuery};
 use crate::app::entities::DeleteTarget;
 use crate::app::{App, RequestCtx};
 use crate::domain::{EntityKind, Key, LinkKind};
@@ -48,98 +48,6 @@ fn key_required(k: Option<Key>, kind: EntityKind) -> Result<Key, Error> {
     Ok(k)
 }
 
-pub(crate) fn page_size(requested: i32, default: usize, max: usize) -> Result<usize, Error> {
-    match requested {
-        n if n < 0 => Err(Error::invalid(
-            "page_size",
-            "INVALID_PAGE_SIZE",
-            "must not be negative",
-        )),
-        0 => Ok(default),
-        n => Ok((n as usize).min(max)),
-    }
-}
-
-/// An opaque page token: the keyset cursor plus a hash of the query it belongs to.
-#[derive(Serialize, Deserialize)]
-struct Token<C> {
-    q: String,
-    c: C,
-}
-
-fn query_hash(parts: &[&str]) -> String {
-    blake3::hash(parts.join("\u{1f}").as_bytes()).to_hex()[..16].to_string()
-}
-
-fn encode_token<C: Serialize>(q: &str, c: C) -> String {
-    let json = serde_json::to_vec(&Token {
-        q: q.to_string(),
-        c,
-    })
-    .unwrap_or_default();
-    json.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token<C: for<'de> Deserialize<'de>>(q: &str, token: &str) -> Result<Option<C>, Error> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || {
-        Error::invalid(
-            "page_token",
-            "INVALID_PAGE_TOKEN",
-            "is not a token from this query",
-        )
-    };
-    // Only ASCII hex digits: the pairs below are byte slices, and a multi-byte character
-    // across a pair boundary would panic.
-    if token.len() % 2 != 0 || token.len() > 8192 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    let t: Token<C> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if t.q != q {
-        return Err(bad());
-    }
-    Ok(Some(t.c))
-}
-
-fn parse_order_by(kind: EntityKind, order_by: &str) -> Result<Vec<(&'static str, bool)>, Error> {
-    let def = kind.def();
-    let mut out = Vec::new();
-    for part in order_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let mut words = part.split_whitespace();
-        let field = words.next().unwrap_or_default();
-        let desc = match words.next() {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(w) => {
-                return Err(Error::invalid(
-                    "order_by",
-                    "INVALID_ORDER_BY",
-                    format!("`{w}`: expected asc or desc"),
-                ))
-            }
-        };
-        let column = def.orderable.iter().find(|c| **c == field).ok_or_else(|| {
-            Error::invalid(
-                "order_by",
-                "INVALID_ORDER_BY",
-                format!(
-                    "`{field}` is not orderable; use any of: {}",
-                    def.orderable.join(", ")
-                ),
-            )
-        })?;
-        out.push((*column, desc));
-    }
-    Ok(out)
-}
-
 impl EntityApi {
     async fn get<M: EntityMessage>(&self, key: Option<Key>) -> Result<M, Error> {
         let key = key_required(key, M::KIND)?;
@@ -154,8 +62,8 @@ impl EntityApi {
         order_by: &str,
     ) -> Result<(Vec<M>, String, i64), Error> {
         let order = parse_order_by(M::KIND, order_by)?;
-        let q = query_hash(&[M::KIND.name(), search, order_by]);
-        let after: Option<Cursor> = decode_token(&q, token)?;
+        let q = PageQuery::new(&[M::KIND.name(), search, order_by]);
+        let after: Option<Cursor> = q.cursor(token)?;
         let query = ListQuery {
             search: Some(search.trim().to_string()).filter(|s| !s.is_empty()),
             order_by: order,
@@ -163,7 +71,11 @@ impl EntityApi {
             after,
         };
         let page = self.app.list_entities(M::KIND, query).await?;
-        let next = page.next.map(|c| encode_token(&q, c)).unwrap_or_default();
+        let next = page
+            .next
+            .map(|c| q.token(&c))
+            .transpose()?
+            .unwrap_or_default();
         Ok((
             page.records.iter().map(M::from_record).collect(),
             next,
@@ -502,8 +414,8 @@ impl EntityService for EntityApi {
         let r = req.into_inner();
         let kind = convert::link_kind_in(r.link_type)?;
         let filters = link_filters(kind, &r)?;
-        let q = query_hash(&[kind.table(), &format!("{filters:?}")]);
-        let after: Option<Vec<Key>> = decode_token(&q, &r.page_token)?;
+        let q = PageQuery::new(&[kind.table(), &format!("{filters:?}")]);
+        let after: Option<Vec<Key>> = q.cursor(&r.page_token)?;
         let query = LinkQuery {
             kind,
             filters,
@@ -512,7 +424,7 @@ impl EntityService for EntityApi {
         };
         let (links, total_size, more) = self.app.list_links(query).await?;
         let next_page_token = match (more, links.last()) {
-            (true, Some(last)) => encode_token(&q, last.key.clone()),
+            (true, Some(last)) => q.token(&last.key)?,
             _ => String::new(),
         };
         Ok(Response::new(pb::ListLinksResponse {

@@ -10,7 +10,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::entity::page_size;
+use super::paging::page_size;
 use crate::app::App;
 use crate::domain::{EntityKind, LinkKind};
 use crate::error::Error;
