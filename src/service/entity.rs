@@ -51,7 +51,7 @@ fn key_required(k: Option<Key>, kind: EntityKind) -> Result<Key, Error> {
 impl EntityApi {
     async fn get<M: EntityMessage>(&self, key: Option<Key>) -> Result<M, Error> {
         let key = key_required(key, M::KIND)?;
-        Ok(M::from_record(&self.app.get_entity(M::KIND, key).await?))
+        M::from_record(&self.app.get_entity(M::KIND, key).await?)
     }
 
     async fn list<M: EntityMessage>(
@@ -77,7 +77,10 @@ impl EntityApi {
             .transpose()?
             .unwrap_or_default();
         Ok((
-            page.records.iter().map(M::from_record).collect(),
+            page.records
+                .iter()
+                .map(M::from_record)
+                .collect::<Result<_, _>>()?,
             next,
             page.total,
         ))
@@ -88,10 +91,10 @@ impl EntityApi {
         c: RequestCtx,
         msg: Option<M>,
     ) -> Result<(M, u64, bool), Error> {
-        let draft = required(msg, M::KIND.name())?.into_draft();
+        let draft = required(msg, M::KIND.name())?.into_draft()?;
         let out = self.app.create_entity(c, draft).await?;
         Ok((
-            M::from_record(&out.value.record),
+            M::from_record(&out.value.record)?,
             out.value.event_seq,
             out.replayed,
         ))
@@ -103,12 +106,12 @@ impl EntityApi {
         msg: Option<M>,
         mask: Option<FieldMask>,
     ) -> Result<(M, u64, bool), Error> {
-        let draft = required(msg, M::KIND.name())?.into_draft();
+        let draft = required(msg, M::KIND.name())?.into_draft()?;
         key_required(draft.key.clone(), M::KIND)?;
         let mask = mask.map(|m| m.paths).unwrap_or_default();
         let out = self.app.update_entity(c, draft, mask).await?;
         Ok((
-            M::from_record(&out.value.record),
+            M::from_record(&out.value.record)?,
             out.value.event_seq,
             out.replayed,
         ))
@@ -126,7 +129,7 @@ impl EntityApi {
             .await?;
         let d = &out.value;
         let before = match &d.before {
-            crate::events::Resource::Entity(r) => Some(M::from_record(r)),
+            crate::events::Resource::Entity(r) => Some(M::from_record(r)?),
             crate::events::Resource::Link(_) => None,
         };
         Ok((

@@ -64,17 +64,17 @@ fn filter(kinds: &[i32], entity_types: &[String]) -> Result<EventFilter, Error> 
     })
 }
 
-fn item(i: StreamItem) -> pb::WatchEventsResponse {
+fn item(i: StreamItem) -> Result<pb::WatchEventsResponse, Error> {
     use pb::watch_events_response::Item;
     let item = match i {
-        StreamItem::Event(e) => Item::Event(convert::event(&e)),
+        StreamItem::Event(e) => Item::Event(convert::event(&e)?),
         StreamItem::Heartbeat { head, time } => Item::Heartbeat(pb::Heartbeat {
             head_seq: head,
             time: Some(convert::timestamp(time)),
         }),
         StreamItem::CaughtUp { head } => Item::CaughtUp(pb::CaughtUp { head_seq: head }),
     };
-    pb::WatchEventsResponse { item: Some(item) }
+    Ok(pb::WatchEventsResponse { item: Some(item) })
 }
 
 type WatchStream =
@@ -114,8 +114,8 @@ impl EventService for EventApi {
             tx,
             permit,
         ));
-        let stream =
-            ReceiverStream::new(rx).map(|r| r.map(item).map_err(|e| Status::from(Error::from(e))));
+        let stream = ReceiverStream::new(rx)
+            .map(|r| r.map_err(Error::from).and_then(item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -130,7 +130,11 @@ impl EventService for EventApi {
             .list_events(r.start_after_seq, limit, filter(&r.kinds, &r.entity_types)?)
             .await?;
         Ok(Response::new(pb::ListEventsResponse {
-            events: page.events.iter().map(|e| convert::event(e)).collect(),
+            events: page
+                .events
+                .iter()
+                .map(|e| convert::event(e))
+                .collect::<Result<_, _>>()?,
             next_start_after_seq: page.next_start_after,
             head_seq: page.head,
             first_available_seq: page.first,
