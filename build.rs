@@ -24,7 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // Map fields as BTreeMap: their encoding is then canonical (sorted keys), so an identical
     // retry has an identical fingerprint (AIP-155), and maps print in a stable order.
+    // Our codec: a request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
     tonic_prost_build::configure()
+        .codec_path("crate::service::codec::LnrsCodec")
         .build_client(true)
         .build_server(true)
         .btree_map(".")

@@ -67,6 +67,10 @@ pub enum Error {
         required: &'static str,
         role: &'static str,
     },
+    /// A message that does not decode as its protobuf type (invalid UTF-8 in a string field,
+    /// truncated, a wrong wire type); the text is prost's, naming the field.
+    #[error("malformed message: {0}")]
+    MalformedMessage(String),
     /// A request or response beyond the configured message size.
     #[error("message too large: {message}")]
     MessageTooLarge { limit: usize, message: String },
@@ -166,20 +170,46 @@ impl Mapped {
         let metadata: std::collections::HashMap<String, String> = self
             .metadata
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), bounded(v, MAX_DETAIL_BYTES)))
             .collect();
         details.set_error_info(self.reason, ERROR_DOMAIN, metadata);
-        for v in &self.violations {
-            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        for v in self.violations {
+            details.add_bad_request_violation(
+                bounded(v.field, MAX_DETAIL_BYTES),
+                bounded(v.description, MAX_DETAIL_BYTES),
+            );
         }
-        if let Some((kind, name)) = &self.resource {
-            details.set_resource_info(kind.clone(), name.clone(), "", "");
+        if let Some((kind, name)) = self.resource {
+            details.set_resource_info(kind, bounded(name, MAX_DETAIL_BYTES), "", "");
         }
         if let Some(d) = self.retry_after {
             details.set_retry_info(Some(d));
         }
-        Status::with_error_details(self.code, self.message, details)
+        Status::with_error_details(self.code, bounded(self.message, MAX_MESSAGE_BYTES), details)
     }
+}
+
+/// Longest error message and longest detail value (metadata, field violation, resource name)
+/// a client is sent, in bytes. Errors may quote the client's own input (an order_by, a label
+/// key); gRPC carries them in HTTP/2 trailers — the message twice, once percent-encoded — and
+/// clients refuse large header blocks (h2 answers GOAWAY ENHANCE_YOUR_CALM), so an unbounded
+/// quote of a multi-megabyte input would make the error itself unreadable.
+const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_DETAIL_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+fn bounded(mut s: String, max: usize) -> String {
+    const MARK: &str = "…";
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max - MARK.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(MARK);
+    s
 }
 
 impl From<Error> for Status {
@@ -281,6 +311,11 @@ fn map(e: Error) -> Mapped {
         .meta("required_role", required)
         .meta("role", role)
         .meta("rpc", rpc),
+        Error::MalformedMessage(why) => Mapped::new(
+            Code::InvalidArgument,
+            "MALFORMED_REQUEST",
+            format!("the request message could not be decoded: {why}"),
+        ),
         Error::MessageTooLarge { limit, message } => {
             Mapped::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE", message)
                 .meta("limit_bytes", limit)
@@ -468,5 +503,46 @@ fn map_events(e: EventError) -> Mapped {
         EventError::Storage(s) => map_storage(s),
         EventError::Db(_) => internal("EVENT_LOG_DATABASE_ERROR", &e),
         EventError::Payload(_) => internal("EVENT_PAYLOAD_INVALID", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn quoted_input_is_bounded_in_every_client_visible_field() {
+        let huge = "é".repeat(100_000);
+        let s = Status::from(Error::invalid(
+            huge.clone(),
+            "INVALID_ORDER_BY",
+            huge.clone(),
+        ));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(
+            s.message().len() <= MAX_MESSAGE_BYTES,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().ends_with('…'));
+        let d = s.get_error_details();
+        let info = d.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "INVALID_ORDER_BY");
+        assert!(info.metadata.values().all(|v| v.len() <= MAX_DETAIL_BYTES));
+        let v = &d.bad_request().expect("BadRequest").field_violations[0];
+        assert!(v.field.len() <= MAX_DETAIL_BYTES && v.description.len() <= MAX_DETAIL_BYTES);
+        // Short texts are untouched.
+        let s = Status::from(Error::invalid("order_by", "INVALID_ORDER_BY", "`x`: nope"));
+        assert_eq!(s.message(), "order_by: `x`: nope");
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary() {
+        assert_eq!(bounded("abc".into(), 3), "abc");
+        let cut = bounded("😀😀😀".into(), 9);
+        assert_eq!(cut, "😀…");
+        assert!(cut.len() <= 9);
     }
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use super::entities::DeleteTarget;
 use super::App;
+use crate::domain::query::LinkQuery;
+use crate::domain::query::{ListQuery, Page};
 use crate::domain::{EntityKind, Key, Link, Record, Value};
 use crate::error::Error;
 use crate::events::{log as event_log, Event, EventError, EventFilter};
 use crate::storage::cascade::{self, TableImpact};
-use crate::storage::entities::{self, ListQuery, Page};
-use crate::storage::links::{self, LinkQuery};
+use crate::storage::entities;
+use crate::storage::links;
 use crate::storage::StorageError;
 
 /// The lookup tables a measure's sets refer to.

@@ -1,9 +1,10 @@
-//! Pure domain model: entity and link definitions, records, validation, the table inventory
-//! and fingerprints. No I/O happens here.
+//! Pure domain model: entity and link definitions, records, validation, list queries, the
+//! table inventory and fingerprints. No I/O happens here.
 
 pub mod entity;
 pub mod fingerprint;
 pub mod link;
+pub mod query;
 pub mod record;
 pub mod tables;
 pub mod validate;

@@ -16,23 +16,48 @@ use crate::snapshot::{IntegrityReport, Manifest, Operation};
 pub trait EntityMessage: Sized + Default {
     const KIND: EntityKind;
     /// The caller's message as a draft (id included when set).
-    fn into_draft(self) -> Draft;
+    fn into_draft(self) -> Result<Draft, Error>;
     /// A stored record as a message.
-    fn from_record(r: &Record) -> Self;
+    fn from_record(r: &Record) -> Result<Self, Error>;
 }
 
-fn put(values: &mut [Value], kind: EntityKind, column: &str, v: Value) {
-    if let Some(i) = kind.def().column_index(column) {
-        values[i] = v;
-    }
+/// The position of `column` among `kind`'s columns. A name the entity does not have is an
+/// error, never skipped: a message field whose column was renamed or removed in the domain
+/// would otherwise drop the caller's value (or always read back empty) without a word.
+fn column(kind: EntityKind, column: &str) -> Result<usize, Error> {
+    kind.def().column_index(column).ok_or_else(|| {
+        Error::Internal(format!(
+            "message field `{column}` has no column in {}",
+            kind.def().table
+        ))
+    })
 }
 
-fn text(r: &Record, column: &str) -> Option<String> {
-    r.get(column).and_then(Value::opt_text)
+fn put(values: &mut [Value], kind: EntityKind, name: &str, v: Value) -> Result<(), Error> {
+    let i = column(kind, name)?;
+    let slot = values.get_mut(i).ok_or_else(|| {
+        Error::Internal(format!("draft of {} has no slot for `{name}`", kind.name()))
+    })?;
+    *slot = v;
+    Ok(())
 }
 
-fn int(r: &Record, column: &str) -> Option<i64> {
-    r.get(column).and_then(Value::as_int)
+fn value<'a>(r: &'a Record, name: &str) -> Result<&'a Value, Error> {
+    let i = column(r.kind, name)?;
+    r.values.get(i).ok_or_else(|| {
+        Error::Internal(format!(
+            "{} record has no value for `{name}`",
+            r.kind.name()
+        ))
+    })
+}
+
+fn text(r: &Record, column: &str) -> Result<Option<String>, Error> {
+    Ok(value(r, column)?.opt_text())
+}
+
+fn int(r: &Record, column: &str) -> Result<Option<i64>, Error> {
+    Ok(value(r, column)?.as_int())
 }
 
 fn int_key(k: &Key) -> i32 {
@@ -69,13 +94,13 @@ macro_rules! field_value {
 
 macro_rules! field_out {
     (req, $r:expr, $c:expr) => {
-        text($r, $c).unwrap_or_default()
+        text($r, $c)?.unwrap_or_default()
     };
     (opt, $r:expr, $c:expr) => {
-        text($r, $c)
+        text($r, $c)?
     };
     (opt_int, $r:expr, $c:expr) => {
-        int($r, $c)
+        int($r, $c)?
     };
 }
 
@@ -83,16 +108,16 @@ macro_rules! entity_message {
     ($msg:ident, $kind:expr, $key:ident, $key_in:ident, $key_out:ident, [$($f:ident : $t:tt),* $(,)?]) => {
         impl EntityMessage for pb::$msg {
             const KIND: EntityKind = $kind;
-            fn into_draft(self) -> Draft {
+            fn into_draft(self) -> Result<Draft, Error> {
                 let mut values = vec![Value::Null; Self::KIND.def().columns.len()];
-                $( put(&mut values, Self::KIND, stringify!($f), field_value!($t, self.$f)); )*
-                Draft { kind: Self::KIND, key: $key_in(self.$key), values, sets: None }
+                $( put(&mut values, Self::KIND, stringify!($f), field_value!($t, self.$f))?; )*
+                Ok(Draft { kind: Self::KIND, key: $key_in(self.$key), values, sets: None })
             }
-            fn from_record(r: &Record) -> Self {
-                Self {
+            fn from_record(r: &Record) -> Result<Self, Error> {
+                Ok(Self {
                     $key: $key_out(&r.key),
                     $( $f: field_out!($t, r, stringify!($f)), )*
-                }
+                })
             }
         }
     };
@@ -121,47 +146,27 @@ entity_message!(Species, EntityKind::Species, species_id, key_from_int, int_key,
 impl EntityMessage for pb::Measure {
     const KIND: EntityKind = EntityKind::Measure;
 
-    fn into_draft(self) -> Draft {
+    fn into_draft(self) -> Result<Draft, Error> {
         let kind = Self::KIND;
         let mut values = vec![Value::Null; kind.def().columns.len()];
-        put(&mut values, kind, "measure", Value::Text(self.measure));
-        put(
-            &mut values,
-            kind,
-            "other_priorities_delivered",
-            self.other_priorities_delivered.into(),
-        );
-        put(
-            &mut values,
-            kind,
-            "core_supplementary",
-            Value::Text(self.core_supplementary),
-        );
-        put(
-            &mut values,
-            kind,
-            "mapped_unmapped",
-            self.mapped_unmapped.into(),
-        );
-        put(
-            &mut values,
-            kind,
-            "relevant_map_layer",
-            self.relevant_map_layer.into(),
-        );
-        put(
-            &mut values,
-            kind,
-            "link_to_further_guidance",
-            self.link_to_further_guidance.into(),
-        );
-        put(
-            &mut values,
-            kind,
-            "concise_measure",
-            self.concise_measure.into(),
-        );
-        Draft {
+        for (name, v) in [
+            ("measure", Value::Text(self.measure)),
+            (
+                "other_priorities_delivered",
+                self.other_priorities_delivered.into(),
+            ),
+            ("core_supplementary", Value::Text(self.core_supplementary)),
+            ("mapped_unmapped", self.mapped_unmapped.into()),
+            ("relevant_map_layer", self.relevant_map_layer.into()),
+            (
+                "link_to_further_guidance",
+                self.link_to_further_guidance.into(),
+            ),
+            ("concise_measure", self.concise_measure.into()),
+        ] {
+            put(&mut values, kind, name, v)?;
+        }
+        Ok(Draft {
             kind,
             key: key_from_int(self.measure_id),
             values,
@@ -170,48 +175,48 @@ impl EntityMessage for pb::Measure {
                 stakeholder_ids: self.stakeholder_ids,
                 benefit_ids: self.benefit_ids,
             }),
-        }
+        })
     }
 
-    fn from_record(r: &Record) -> Self {
+    fn from_record(r: &Record) -> Result<Self, Error> {
         let sets = r.sets.clone().unwrap_or_default();
-        Self {
+        Ok(Self {
             measure_id: int_key(&r.key),
-            measure: text(r, "measure").unwrap_or_default(),
-            other_priorities_delivered: text(r, "other_priorities_delivered"),
-            core_supplementary: text(r, "core_supplementary").unwrap_or_default(),
-            mapped_unmapped: text(r, "mapped_unmapped"),
-            relevant_map_layer: text(r, "relevant_map_layer"),
-            link_to_further_guidance: text(r, "link_to_further_guidance"),
-            concise_measure: text(r, "concise_measure"),
+            measure: text(r, "measure")?.unwrap_or_default(),
+            other_priorities_delivered: text(r, "other_priorities_delivered")?,
+            core_supplementary: text(r, "core_supplementary")?.unwrap_or_default(),
+            mapped_unmapped: text(r, "mapped_unmapped")?,
+            relevant_map_layer: text(r, "relevant_map_layer")?,
+            link_to_further_guidance: text(r, "link_to_further_guidance")?,
+            concise_measure: text(r, "concise_measure")?,
             measure_type_ids: sets.measure_type_ids,
             stakeholder_ids: sets.stakeholder_ids,
             benefit_ids: sets.benefit_ids,
-        }
+        })
     }
 }
 
 /// A record as the typed `Resource` oneof.
-pub fn resource_of_record(r: &Record) -> pb::Resource {
+pub fn resource_of_record(r: &Record) -> Result<pb::Resource, Error> {
     use pb::resource::Kind;
     let kind = match r.kind {
-        EntityKind::Measure => Kind::Measure(pb::Measure::from_record(r)),
-        EntityKind::Area => Kind::Area(pb::Area::from_record(r)),
-        EntityKind::Priority => Kind::Priority(pb::Priority::from_record(r)),
-        EntityKind::Species => Kind::Species(pb::Species::from_record(r)),
-        EntityKind::Habitat => Kind::Habitat(pb::Habitat::from_record(r)),
-        EntityKind::Grant => Kind::Grant(pb::Grant::from_record(r)),
+        EntityKind::Measure => Kind::Measure(pb::Measure::from_record(r)?),
+        EntityKind::Area => Kind::Area(pb::Area::from_record(r)?),
+        EntityKind::Priority => Kind::Priority(pb::Priority::from_record(r)?),
+        EntityKind::Species => Kind::Species(pb::Species::from_record(r)?),
+        EntityKind::Habitat => Kind::Habitat(pb::Habitat::from_record(r)?),
+        EntityKind::Grant => Kind::Grant(pb::Grant::from_record(r)?),
     };
-    pb::Resource { kind: Some(kind) }
+    Ok(pb::Resource { kind: Some(kind) })
 }
 
-pub fn resource(r: &ev::Resource) -> pb::Resource {
-    match r {
-        ev::Resource::Entity(rec) => resource_of_record(rec),
+pub fn resource(r: &ev::Resource) -> Result<pb::Resource, Error> {
+    Ok(match r {
+        ev::Resource::Entity(rec) => resource_of_record(rec)?,
         ev::Resource::Link(l) => pb::Resource {
             kind: Some(pb::resource::Kind::Link(link_out(l))),
         },
-    }
+    })
 }
 
 pub fn link_kind_in(t: i32) -> Result<LinkKind, Error> {
@@ -298,7 +303,19 @@ pub fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
+/// Largest |seconds| of a protobuf Duration (10,000 years, per duration.proto).
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+
 pub fn from_duration(field: &str, d: prost_types::Duration) -> Result<std::time::Duration, Error> {
+    // Checked first: prost-types negates `seconds` to report a negative duration, which
+    // overflows for i64::MIN (a panic in debug builds).
+    if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS {
+        return Err(Error::invalid(
+            field,
+            "INVALID_DURATION",
+            "is out of range (at most 10,000 years)",
+        ));
+    }
     std::time::Duration::try_from(d)
         .map_err(|_| Error::invalid(field, "INVALID_DURATION", "must be a non-negative duration"))
 }
@@ -410,9 +427,9 @@ fn operation_name_out(s: &str) -> pb::SnapshotOperation {
     Operation::parse(s).map_or(pb::SnapshotOperation::Unspecified, operation_out)
 }
 
-pub fn event(e: &ev::Event) -> pb::Event {
+pub fn event(e: &ev::Event) -> Result<pb::Event, Error> {
     let b = &e.body;
-    pb::Event {
+    Ok(pb::Event {
         seq: e.seq,
         time: Some(timestamp(e.time)),
         kind: event_kind_out(b.kind) as i32,
@@ -420,8 +437,8 @@ pub fn event(e: &ev::Event) -> pb::Event {
         entity_id: b.entity_id.clone().unwrap_or_default(),
         request_id: e.origin.request_id.clone().unwrap_or_default(),
         rpc: e.origin.rpc.clone().unwrap_or_default(),
-        before: b.before.as_ref().map(resource),
-        after: b.after.as_ref().map(resource),
+        before: b.before.as_ref().map(resource).transpose()?,
+        after: b.after.as_ref().map(resource).transpose()?,
         delete: b.delete.as_ref().map(|d| delete_outcome(d, e.seq, false)),
         snapshot: b.snapshot.as_ref().map(|s| pb::SnapshotEventDetail {
             snapshot_id: s.snapshot_id.clone(),
@@ -444,7 +461,7 @@ pub fn event(e: &ev::Event) -> pb::Event {
             reason: s.reason.clone(),
             message: s.message.clone(),
         }),
-    }
+    })
 }
 
 pub fn report(r: &IntegrityReport) -> pb::IntegrityReport {
@@ -514,5 +531,199 @@ fn summary(s: &crate::snapshot::SnapshotSummary) -> pb::Snapshot {
         logical_bytes: s.file_len,
         block_count: s.block_count as u32,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! pb ↔ domain round trips for every entity and link kind, over arbitrary values.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::entity::ColumnType;
+    use crate::domain::validate::MAX_ID_LEN;
+
+    /// A stored record of `kind` with arbitrary values: required text columns set, optional
+    /// ones set or NULL, integers of any size, measures with arbitrary sets.
+    fn record(kind: EntityKind) -> impl Strategy<Value = Record> {
+        let key = match kind.def().key_type {
+            crate::domain::entity::KeyType::Int => (1..=i32::MAX).prop_map(Key::Int).boxed(),
+            crate::domain::entity::KeyType::Text => text_id().prop_map(Key::Text).boxed(),
+        };
+        let values: Vec<BoxedStrategy<Value>> = kind
+            .def()
+            .columns
+            .iter()
+            .map(|c| match (c.ty, c.required) {
+                (ColumnType::BigInt, _) => {
+                    prop::option::of(any::<i64>()).prop_map(Value::from).boxed()
+                }
+                (ColumnType::Text, true) => any::<String>().prop_map(Value::Text).boxed(),
+                (ColumnType::Text, false) => prop::option::of(any::<String>())
+                    .prop_map(Value::from)
+                    .boxed(),
+            })
+            .collect();
+        let sets = if kind == EntityKind::Measure {
+            let ids = || prop::collection::vec(any::<i32>(), 0..8);
+            (ids(), ids(), ids())
+                .prop_map(|(m, s, b)| {
+                    Some(MeasureSets {
+                        measure_type_ids: m,
+                        stakeholder_ids: s,
+                        benefit_ids: b,
+                    })
+                })
+                .boxed()
+        } else {
+            Just(None).boxed()
+        };
+        (key, values, sets).prop_map(move |(key, values, sets)| Record {
+            kind,
+            key,
+            values,
+            sets,
+        })
+    }
+
+    /// A valid text id (grants): no control characters, no surrounding whitespace.
+    fn text_id() -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 1..=MAX_ID_LEN).prop_filter_map(
+            "a valid text id",
+            |cs| {
+                let s: String = cs.into_iter().filter(|c| !c.is_control()).collect();
+                let s = s.trim().to_string();
+                (!s.is_empty()).then_some(s)
+            },
+        )
+    }
+
+    /// record → message → draft gives the record back, and the message survives the trip
+    /// through the domain unchanged.
+    fn round_trip<M: EntityMessage + PartialEq + std::fmt::Debug + Clone>(r: &Record) {
+        let msg = M::from_record(r).expect("record → message");
+        let draft = msg.clone().into_draft().expect("message → draft");
+        assert_eq!(draft.kind, r.kind);
+        assert_eq!(draft.key.as_ref(), Some(&r.key));
+        assert_eq!(draft.values, r.values);
+        assert_eq!(draft.sets, r.sets);
+        let again = Record {
+            kind: draft.kind,
+            key: draft.key.expect("key"),
+            values: draft.values,
+            sets: draft.sets,
+        };
+        assert_eq!(M::from_record(&again).expect("record → message"), msg);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn measures_round_trip(r in record(EntityKind::Measure)) {
+            round_trip::<pb::Measure>(&r);
+        }
+
+        #[test]
+        fn areas_round_trip(r in record(EntityKind::Area)) {
+            round_trip::<pb::Area>(&r);
+        }
+
+        #[test]
+        fn priorities_round_trip(r in record(EntityKind::Priority)) {
+            round_trip::<pb::Priority>(&r);
+        }
+
+        #[test]
+        fn species_round_trip(r in record(EntityKind::Species)) {
+            round_trip::<pb::Species>(&r);
+        }
+
+        #[test]
+        fn habitats_round_trip(r in record(EntityKind::Habitat)) {
+            round_trip::<pb::Habitat>(&r);
+        }
+
+        #[test]
+        fn grants_round_trip(r in record(EntityKind::Grant)) {
+            round_trip::<pb::Grant>(&r);
+        }
+
+        #[test]
+        fn resources_carry_every_entity(r in prop::sample::select(EntityKind::ALL.to_vec())
+            .prop_flat_map(record))
+        {
+            let res = resource_of_record(&r).expect("resource");
+            let kind = res.kind.expect("kind");
+            let matches = matches!(
+                (&kind, r.kind),
+                (pb::resource::Kind::Measure(_), EntityKind::Measure)
+                    | (pb::resource::Kind::Area(_), EntityKind::Area)
+                    | (pb::resource::Kind::Priority(_), EntityKind::Priority)
+                    | (pb::resource::Kind::Species(_), EntityKind::Species)
+                    | (pb::resource::Kind::Habitat(_), EntityKind::Habitat)
+                    | (pb::resource::Kind::Grant(_), EntityKind::Grant)
+            );
+            prop_assert!(matches, "{kind:?} for {:?}", r.kind);
+        }
+
+        #[test]
+        fn links_round_trip(link in link()) {
+            let msg = link_out(&link);
+            let back = link_in(Some(msg.clone())).expect("proto → link");
+            prop_assert_eq!(&back, &link);
+            prop_assert_eq!(link_kind_in(msg.link_type).expect("kind"), link.kind);
+            prop_assert_eq!(link_out(&back), msg);
+        }
+    }
+
+    /// A valid link of any kind: positive integer ids, a valid grant id.
+    fn link() -> impl Strategy<Value = Link> {
+        prop::sample::select(LinkKind::ALL.to_vec()).prop_flat_map(|kind| {
+            let parts: Vec<BoxedStrategy<Key>> = kind
+                .columns()
+                .iter()
+                .map(|c| {
+                    if c.name == "grant_id" {
+                        text_id().prop_map(Key::Text).boxed()
+                    } else {
+                        (1..=i32::MAX).prop_map(Key::Int).boxed()
+                    }
+                })
+                .collect();
+            parts.prop_map(move |key| Link { kind, key })
+        })
+    }
+
+    #[test]
+    fn an_unknown_column_name_is_an_error_not_a_silent_drop() {
+        let kind = EntityKind::Habitat;
+        let mut values = vec![Value::Null; kind.def().columns.len()];
+        let e = put(&mut values, kind, "habitat_name", Value::Text("x".into())).unwrap_err();
+        assert!(
+            matches!(e, Error::Internal(ref m) if m.contains("habitat_name")),
+            "{e:?}"
+        );
+        assert_eq!(values, vec![Value::Null], "nothing was written");
+
+        let r = Record {
+            kind,
+            key: Key::Int(1),
+            values: vec![Value::Text("Fen".into())],
+            sets: None,
+        };
+        assert!(matches!(text(&r, "habitat_name"), Err(Error::Internal(_))));
+        assert!(matches!(int(&r, "verbatim_index"), Err(Error::Internal(_))));
+        assert_eq!(text(&r, "habitat").unwrap().as_deref(), Some("Fen"));
+        // A record shorter than its definition is an error too, not an empty field.
+        let short = Record {
+            values: vec![],
+            ..r
+        };
+        assert!(matches!(
+            pb::Habitat::from_record(&short),
+            Err(Error::Internal(_))
+        ));
     }
 }

@@ -3,19 +3,19 @@
 //! entities.
 
 use prost_types::FieldMask;
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, key_from_int, key_from_text, EntityMessage};
 use super::ctx::ctx;
+use super::paging::{page_size, parse_order_by, PageQuery};
 use crate::app::entities::{DeleteTarget, DeletedRow};
 use crate::app::reads::Lookup;
 use crate::app::{App, RequestCtx};
+use crate::domain::query::LinkQuery;
+use crate::domain::query::{Cursor, ListQuery};
 use crate::domain::{EntityKind, Key, LinkKind};
 use crate::error::Error;
 use crate::pb::{self, entity_service_server::EntityService};
-use crate::storage::entities::{Cursor, ListQuery};
-use crate::storage::links::LinkQuery;
 
 /// Default and largest entity page sizes.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -49,100 +49,10 @@ fn key_required(k: Option<Key>, kind: EntityKind) -> Result<Key, Error> {
     Ok(k)
 }
 
-pub(crate) fn page_size(requested: i32, default: usize, max: usize) -> Result<usize, Error> {
-    match requested {
-        n if n < 0 => Err(Error::invalid(
-            "page_size",
-            "INVALID_PAGE_SIZE",
-            "must not be negative",
-        )),
-        0 => Ok(default),
-        n => Ok((n as usize).min(max)),
-    }
-}
-
-/// An opaque page token: the keyset cursor plus a hash of the query it belongs to.
-#[derive(Serialize, Deserialize)]
-struct Token<C> {
-    q: String,
-    c: C,
-}
-
-fn query_hash(parts: &[&str]) -> String {
-    blake3::hash(parts.join("\u{1f}").as_bytes()).to_hex()[..16].to_string()
-}
-
-fn encode_token<C: Serialize>(q: &str, c: C) -> String {
-    let json = serde_json::to_vec(&Token {
-        q: q.to_string(),
-        c,
-    })
-    .unwrap_or_default();
-    json.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token<C: for<'de> Deserialize<'de>>(q: &str, token: &str) -> Result<Option<C>, Error> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || {
-        Error::invalid(
-            "page_token",
-            "INVALID_PAGE_TOKEN",
-            "is not a token from this query",
-        )
-    };
-    if token.len() % 2 != 0 || token.len() > 8192 {
-        return Err(bad());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    let t: Token<C> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if t.q != q {
-        return Err(bad());
-    }
-    Ok(Some(t.c))
-}
-
-fn parse_order_by(kind: EntityKind, order_by: &str) -> Result<Vec<(&'static str, bool)>, Error> {
-    let def = kind.def();
-    let mut out = Vec::new();
-    for part in order_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let mut words = part.split_whitespace();
-        let field = words.next().unwrap_or_default();
-        let desc = match words.next() {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(w) => {
-                return Err(Error::invalid(
-                    "order_by",
-                    "INVALID_ORDER_BY",
-                    format!("`{w}`: expected asc or desc"),
-                ))
-            }
-        };
-        let column = def.orderable.iter().find(|c| **c == field).ok_or_else(|| {
-            Error::invalid(
-                "order_by",
-                "INVALID_ORDER_BY",
-                format!(
-                    "`{field}` is not orderable; use any of: {}",
-                    def.orderable.join(", ")
-                ),
-            )
-        })?;
-        out.push((*column, desc));
-    }
-    Ok(out)
-}
-
 impl EntityApi {
     async fn get<M: EntityMessage>(&self, key: Option<Key>) -> Result<M, Error> {
         let key = key_required(key, M::KIND)?;
-        Ok(M::from_record(&self.app.get_entity(M::KIND, key).await?))
+        M::from_record(&self.app.get_entity(M::KIND, key).await?)
     }
 
     async fn list<M: EntityMessage>(
@@ -153,8 +63,8 @@ impl EntityApi {
         order_by: &str,
     ) -> Result<(Vec<M>, String, i64), Error> {
         let order = parse_order_by(M::KIND, order_by)?;
-        let q = query_hash(&[M::KIND.name(), search, order_by]);
-        let after: Option<Cursor> = decode_token(&q, token)?;
+        let q = PageQuery::new(&[M::KIND.name(), search, order_by]);
+        let after: Option<Cursor> = q.cursor(token)?;
         let query = ListQuery {
             search: Some(search.trim().to_string()).filter(|s| !s.is_empty()),
             order_by: order,
@@ -162,9 +72,16 @@ impl EntityApi {
             after,
         };
         let page = self.app.list_entities(M::KIND, query).await?;
-        let next = page.next.map(|c| encode_token(&q, c)).unwrap_or_default();
+        let next = page
+            .next
+            .map(|c| q.token(&c))
+            .transpose()?
+            .unwrap_or_default();
         Ok((
-            page.records.iter().map(M::from_record).collect(),
+            page.records
+                .iter()
+                .map(M::from_record)
+                .collect::<Result<_, _>>()?,
             next,
             page.total,
         ))
@@ -175,10 +92,10 @@ impl EntityApi {
         c: RequestCtx,
         msg: Option<M>,
     ) -> Result<(M, u64, bool), Error> {
-        let draft = required(msg, M::KIND.name())?.into_draft();
+        let draft = required(msg, M::KIND.name())?.into_draft()?;
         let out = self.app.create_entity(c, draft).await?;
         Ok((
-            M::from_record(&out.value.record),
+            M::from_record(&out.value.record)?,
             out.value.event_seq,
             out.replayed,
         ))
@@ -190,12 +107,12 @@ impl EntityApi {
         msg: Option<M>,
         mask: Option<FieldMask>,
     ) -> Result<(M, u64, bool), Error> {
-        let draft = required(msg, M::KIND.name())?.into_draft();
+        let draft = required(msg, M::KIND.name())?.into_draft()?;
         key_required(draft.key.clone(), M::KIND)?;
         let mask = mask.map(|m| m.paths).unwrap_or_default();
         let out = self.app.update_entity(c, draft, mask).await?;
         Ok((
-            M::from_record(&out.value.record),
+            M::from_record(&out.value.record)?,
             out.value.event_seq,
             out.replayed,
         ))
@@ -213,7 +130,7 @@ impl EntityApi {
             .await?;
         let d = &out.value;
         let before = match &d.row {
-            DeletedRow::Entity(r) => Some(M::from_record(r)),
+            DeletedRow::Entity(r) => Some(M::from_record(r)?),
             DeletedRow::Link(_) => None,
         };
         Ok((convert::deleted(d, out.replayed), before))
@@ -480,8 +397,8 @@ impl EntityService for EntityApi {
         let r = req.into_inner();
         let kind = convert::link_kind_in(r.link_type)?;
         let filters = link_filters(kind, &r)?;
-        let q = query_hash(&[kind.table(), &format!("{filters:?}")]);
-        let after: Option<Vec<Key>> = decode_token(&q, &r.page_token)?;
+        let q = PageQuery::new(&[kind.table(), &format!("{filters:?}")]);
+        let after: Option<Vec<Key>> = q.cursor(&r.page_token)?;
         let query = LinkQuery {
             kind,
             filters,
@@ -490,7 +407,7 @@ impl EntityService for EntityApi {
         };
         let (links, total_size, more) = self.app.list_links(query).await?;
         let next_page_token = match (more, links.last()) {
-            (true, Some(last)) => encode_token(&q, last.key.clone()),
+            (true, Some(last)) => q.token(&last.key)?,
             _ => String::new(),
         };
         Ok(Response::new(pb::ListLinksResponse {
@@ -527,13 +444,21 @@ impl EntityService for EntityApi {
             ids(r.area_ids, "area_ids")?,
             ids(r.priority_ids, "priority_ids")?,
         );
-        if m.len() * a.len() * p.len() > MAX_BATCH_LINKS {
+        // Checked: three lists of a few million ids each (a large message limit allows that)
+        // overflow the product.
+        let links = m
+            .len()
+            .checked_mul(a.len())
+            .and_then(|n| n.checked_mul(p.len()));
+        if links.is_none_or(|n| n > MAX_BATCH_LINKS) {
             return Err(Error::invalid(
                 "measure_ids",
                 "BATCH_TOO_LARGE",
                 format!(
-                    "the product has {} links; at most {MAX_BATCH_LINKS} per request",
-                    m.len() * a.len() * p.len()
+                    "the product has {} × {} × {} links; at most {MAX_BATCH_LINKS} per request",
+                    m.len(),
+                    a.len(),
+                    p.len()
                 ),
             )
             .into());

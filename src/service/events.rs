@@ -8,7 +8,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::entity::page_size;
+use super::paging::page_size;
 use crate::app::App;
 use crate::domain::{EntityKind, LinkKind};
 use crate::error::Error;
@@ -62,17 +62,17 @@ fn filter(kinds: &[i32], entity_types: &[String]) -> Result<EventFilter, Error> 
     })
 }
 
-fn item(i: StreamItem) -> pb::WatchEventsResponse {
+fn item(i: StreamItem) -> Result<pb::WatchEventsResponse, Error> {
     use pb::watch_events_response::Item;
     let item = match i {
-        StreamItem::Event(e) => Item::Event(convert::event(&e)),
+        StreamItem::Event(e) => Item::Event(convert::event(&e)?),
         StreamItem::Heartbeat { head, time } => Item::Heartbeat(pb::Heartbeat {
             head_seq: head,
             time: Some(convert::timestamp(time)),
         }),
         StreamItem::CaughtUp { head } => Item::CaughtUp(pb::CaughtUp { head_seq: head }),
     };
-    pb::WatchEventsResponse { item: Some(item) }
+    Ok(pb::WatchEventsResponse { item: Some(item) })
 }
 
 type WatchStream =
@@ -111,7 +111,7 @@ impl EventService for EventApi {
             permit,
             STREAM_BUFFER,
         )
-        .map(|r| r.map(item).map_err(|e| Status::from(Error::from(e))));
+        .map(|r| r.map_err(Error::from).and_then(item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -126,7 +126,11 @@ impl EventService for EventApi {
             .list_events(r.start_after_seq, limit, filter(&r.kinds, &r.entity_types)?)
             .await?;
         Ok(Response::new(pb::ListEventsResponse {
-            events: page.events.iter().map(|e| convert::event(e)).collect(),
+            events: page
+                .events
+                .iter()
+                .map(|e| convert::event(e))
+                .collect::<Result<_, _>>()?,
             next_start_after_seq: page.next_start_after,
             head_seq: page.head,
             first_available_seq: page.first,

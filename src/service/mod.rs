@@ -1,10 +1,13 @@
 //! gRPC services (tonic): one file per service, thin handlers over [`crate::app`], plus the
-//! conversions between protobuf messages and the domain and request-context extraction.
+//! conversions between protobuf messages and the domain, request-context extraction, paging
+//! (page tokens, order_by) and the protobuf codec the generated code uses.
 
+pub mod codec;
 pub mod convert;
 pub mod ctx;
 pub mod entity;
 pub mod events;
+pub mod paging;
 pub mod snapshot;
 
 pub use entity::EntityApi;

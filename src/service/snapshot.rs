@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, from_duration, from_timestamp};
 use super::ctx::ctx;
-use super::entity::page_size;
+use super::paging::page_size;
 use crate::app::status::SnapshotState;
 use crate::app::App;
 use crate::config::SnapshotPolicy;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use duckdb::{params_from_iter, Connection, Row, ToSql};
-use serde::{Deserialize, Serialize};
 
 use super::changes::Changes;
 use super::StorageError;
@@ -139,31 +138,7 @@ fn measure_sets_of(
     Ok(out)
 }
 
-/// A list request after validation.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub search: Option<String>,
-    /// (column, descending). The key is appended as the final tie-breaker.
-    pub order_by: Vec<(&'static str, bool)>,
-    pub page_size: usize,
-    /// Keyset cursor: sort values of the last row of the previous page.
-    pub after: Option<Cursor>,
-}
-
-/// Position after the last row of a page: its sort values (text, NULL as "") and key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub sort: Vec<String>,
-    pub key: Key,
-}
-
-/// One page of entities.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub records: Vec<Record>,
-    pub total: i64,
-    pub next: Option<Cursor>,
-}
+pub use crate::domain::query::{Cursor, ListQuery, Page};
 
 /// Lists entities with a case-insensitive substring search, any orderable columns and keyset
 /// pagination, so concurrent inserts or deletes never make a page skip or repeat a row that

@@ -92,16 +92,7 @@ pub fn create(conn: &Connection, link: &Link, changes: &mut Changes) -> Result<(
     )
 }
 
-/// Filters and page position for listing links.
-#[derive(Debug, Clone)]
-pub struct LinkQuery {
-    pub kind: LinkKind,
-    /// (column, value) equality filters; columns must belong to the kind.
-    pub filters: Vec<(&'static str, Key)>,
-    pub page_size: usize,
-    /// Key of the last link of the previous page.
-    pub after: Option<Vec<Key>>,
-}
+pub use crate::domain::query::LinkQuery;
 
 /// One page of links in key order, plus the total matching the filters.
 pub fn list(conn: &Connection, q: &LinkQuery) -> Result<(Vec<Link>, i64, bool), StorageError> {

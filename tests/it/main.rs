@@ -5,10 +5,12 @@
 
 mod common;
 
+mod bench;
 mod campaign;
 mod cli;
 mod entities;
 mod events;
+mod fuzz;
 mod layers;
 mod process;
 mod production;

@@ -194,8 +194,7 @@ async fn drive(
     })
 }
 
-/// The rest of the next line of the child's stdout that contains `prefix`, from `prefix` on
-/// (a test harness's chatter around it is skipped).
+/// The next line of the child's stdout that starts with `prefix` (other lines are skipped).
 async fn line_starting(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     prefix: &str,
@@ -203,8 +202,8 @@ async fn line_starting(
     loop {
         match lines.next_line().await? {
             Some(l) => {
-                if let Some(at) = l.find(prefix) {
-                    return Ok(l[at..].to_string());
+                if l.starts_with(prefix) {
+                    return Ok(l);
                 }
             }
             None => {
@@ -231,17 +230,10 @@ struct StreamLog {
 /// <connections>".
 pub const CHILD_ENV: &str = "LNRS_BENCH_FANOUT_CHILD";
 
-/// Arguments that make this executable run [`child`]: the hidden subcommand, or, in the test
-/// build, the test harness running the entry point below.
-#[cfg(not(test))]
+/// Arguments that make this executable (`lnrs-bench`) run [`child_from_env`]: its hidden
+/// subcommand. The end-to-end test (tests/it/bench.rs) runs the real binary, so this is the
+/// only way in.
 const CHILD_ARGS: &[&str] = &["fanout-child"];
-#[cfg(test)]
-const CHILD_ARGS: &[&str] = &[
-    "fanout::tests::child_process_entry",
-    "--exact",
-    "--nocapture",
-    "--test-threads=1",
-];
 
 /// The child side, parameters from [`CHILD_ENV`]: opens the streams, reports READY, reads
 /// until told where the end is, reports RESULT.
@@ -440,19 +432,6 @@ async fn read_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Not a test: the entry point the parent runs in a child process of the test build (see
-    /// `CHILD_ARGS`). Without the parameters in the environment it does nothing.
-    #[test]
-    fn child_process_entry() {
-        if std::env::var_os(CHILD_ENV).is_none() {
-            return;
-        }
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        if let Err(e) = rt.block_on(child_from_env()) {
-            panic!("fan-out child: {e}");
-        }
-    }
 
     #[test]
     fn counts_lost_and_duplicate_events() {

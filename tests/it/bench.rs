@@ -1,0 +1,115 @@
+//! The benchmark program end to end: the real `lnrs-bench` binary, with tiny counts, runs
+//! every scenario against its in-process server — the fan-out one through its real child
+//! process (`lnrs-bench fanout-child`) — and reports every number and target. No timing is
+//! asserted.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+/// A tiny run takes about a minute unoptimised; this only bounds a hang.
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_measures_every_scenario() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let out = work.path().join("results.json");
+    let doc = work.path().join("PERFORMANCE.md");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_lnrs-bench"))
+        .args(["--scale", "1", "--work-dir", &path(work.path())])
+        .args(["--out", &path(&out), "--doc", &path(&doc)])
+        .args(["--deletes", "12", "--restores", "2", "--copies", "3"])
+        .args([
+            "--profile-reps",
+            "3",
+            "--subscribers",
+            "20",
+            "--channels",
+            "2",
+        ])
+        .args([
+            "--events",
+            "15",
+            "--event-rate",
+            "200",
+            "--catchup-events",
+            "3000",
+        ])
+        .args([
+            "--concurrency",
+            "4",
+            "--read-window",
+            "2s",
+            "--read-rounds",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RUN_TIMEOUT, run)
+        .await
+        .expect("the benchmark finished in time")
+        .expect("lnrs-bench ran");
+    assert!(
+        output.status.success(),
+        "lnrs-bench failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("results")).expect("json");
+    let scale = &json["scales"][0];
+    assert_eq!(scale["delete"]["deleted"], 12);
+    assert_eq!(scale["delete"]["snapshots_taken"], 12);
+    assert_eq!(scale["delete_no_snapshot"]["deleted"], 12);
+    assert_eq!(scale["delete_no_snapshot"]["snapshots_taken"], 0);
+    assert_eq!(
+        scale["delete"]["rows_removed"], scale["delete_no_snapshot"]["rows_removed"],
+        "both runs must delete the same rows"
+    );
+    assert!(scale["delete"]["by_kind"].as_object().expect("kinds").len() >= 8);
+    assert!(scale["delete"]["server"]["capture"]["count"].as_u64() >= Some(12));
+    let storage = scale["delete"]["storage"].as_array().expect("storage");
+    assert_eq!(storage[1]["deletes"], 10);
+    assert!(storage[1]["stored_bytes"].as_u64() > Some(0));
+    assert_eq!(scale["restore"]["wall"]["n"], 2);
+    assert_eq!(scale["restore"]["rolled_back"], 0);
+    assert!(scale["profile"]["commit_total_ms"].as_f64() > Some(0.0));
+
+    let f = &json["fanout"]["report"];
+    assert_eq!(f["expected"], 20 * 15);
+    assert_eq!(f["received"], 20 * 15);
+    assert_eq!(f["lost"], 0);
+    assert_eq!(f["streams_failed"], 0);
+    assert!(json["fanout"]["server_rss_open_kib"].as_u64() > Some(0));
+
+    for kind in ["health_check", "get_measure", "list_measures"] {
+        let k = &json["reads"]["kinds"][kind];
+        assert!(k["requests_per_sec"].as_f64() > Some(0.0), "{kind}");
+        assert_eq!(k["errors"], 0, "{kind}");
+    }
+    assert_eq!(json["catchup"]["received"], 3000);
+    assert_eq!(json["catchup"]["gaps"], 0);
+
+    let md = std::fs::read_to_string(&doc).expect("doc");
+    for section in [
+        "## Machine",
+        "## Targets",
+        "## 1.",
+        "## 2.",
+        "## 3.",
+        "## 4.",
+        "## 5.",
+        "## 6.",
+    ] {
+        assert!(md.contains(section), "{section} missing");
+    }
+    let targets = json["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 12);
+    // Not measured: the two scale-10 comparisons, and storage after 100 (12 deletes).
+    let unmeasured = targets.iter().filter(|t| t["met"].is_null()).count();
+    assert_eq!(unmeasured, 3, "{targets:#?}");
+}
