@@ -23,9 +23,9 @@ fn reference_db() -> &'static Path {
     PATH.get_or_init(|| {
         let key = blake3::hash(
             [
-                include_str!("../../src/refdata.rs"),
-                include_str!("../../src/storage/schema_v1.sql"),
-                include_str!("../../src/storage/schema.rs"),
+                include_str!("../../../src/refdata.rs"),
+                include_str!("../../../src/storage/schema_v1.sql"),
+                include_str!("../../../src/storage/schema.rs"),
             ]
             .concat()
             .as_bytes(),
