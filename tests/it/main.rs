@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod entities;
 mod events;
+mod powercut;
 mod process;
 mod production;
 mod snapshots;
