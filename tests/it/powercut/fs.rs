@@ -911,6 +911,8 @@ impl PowerFs {
     /// temporary directory. Panics, saying why, when FUSE is not available: power-loss tests
     /// must run, never skip.
     pub fn mount(image: &Path, opts: Options) -> PowerFs {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_dead_mounts);
         let model = Model::load(image, opts)
             .unwrap_or_else(|e| panic!("cannot load the image {}: {e}", image.display()));
         let model = Arc::new(Mutex::new(model));
@@ -1069,6 +1071,33 @@ impl PowerFs {
 impl Drop for PowerFs {
     fn drop(&mut self) {
         self.unmount();
+    }
+}
+
+/// Lazily unmounts the dead mounts a killed test run left behind (their server is gone: any
+/// access fails with ENOTCONN). Live mounts of a concurrent run are left alone.
+fn sweep_dead_mounts() {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in info.lines() {
+        let Some((fields, rest)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mountpoint) = fields.split(' ').nth(4) else {
+            continue;
+        };
+        // "fuse lnrs-powercut rw,…": the type (fuse, or fuse.<subtype>) and our source name.
+        if rest.split(' ').nth(1) != Some("lnrs-powercut") {
+            continue;
+        }
+        let dead =
+            std::fs::metadata(mountpoint).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        if let (true, Ok(mp)) = (dead, CString::new(mountpoint)) {
+            eprintln!("powercut: unmounting a dead mount left by an earlier run: {mountpoint}");
+            // SAFETY: umount2 on a NUL-terminated path.
+            unsafe { libc::umount2(mp.as_ptr(), libc::MNT_DETACH) };
+        }
     }
 }
 
