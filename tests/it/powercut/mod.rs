@@ -5,4 +5,5 @@
 //! check the invariants of `common::invariants` on the durable image.
 
 pub mod fs;
+mod scenarios;
 mod selftest;
