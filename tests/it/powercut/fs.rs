@@ -25,8 +25,11 @@
 //!   `mkdir`, `rename` stay volatile until one of the fsyncs above covers them. A file whose
 //!   entry is durable but whose data was never fsync'd comes back empty (or with its last
 //!   fsync'd content).
-//! - `strict` mode ([`Options::strict`]): a file fsync makes only the data durable; directory
-//!   entries only ever become durable through `fsyncdir` of their directory (POSIX's letter).
+//! - [`Mode::Strict`]: a file fsync makes only the data durable; directory entries only ever
+//!   become durable through `fsyncdir` of their directory (POSIX's letter).
+//! - [`Mode::EagerNames`]: every create, rename and unlink is durable at once (a journal that
+//!   commits names eagerly, in order), file data still only at its fsync — the model in which
+//!   a rename of an unsynced file leaves an empty file behind after the cut.
 //!
 //! Not modelled: torn or reordered unsynced writes (a real disk may persist any subset of the
 //! writes since the last fsync; here all of them are lost), lying disks (fsync that returns
@@ -66,11 +69,22 @@ const TTL: Duration = Duration::ZERO;
 /// Most log lines kept (a long run must not grow without bound).
 const LOG_CAP: usize = 20_000;
 
+/// Which durability model the file system follows (module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// ext4-like: a file fsync persists its data and the entries linking it.
+    #[default]
+    Default,
+    /// A file fsync persists only its data; entries persist only through `fsyncdir`.
+    Strict,
+    /// Entries are durable as soon as they change; data only at fsync.
+    EagerNames,
+}
+
 /// Mount options of the model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// A file fsync persists only its data; entries persist only through `fsyncdir`.
-    pub strict: bool,
+    pub mode: Mode,
 }
 
 #[derive(Debug)]
@@ -105,7 +119,7 @@ impl Node {
 struct Model {
     nodes: HashMap<Ino, Node>,
     next_ino: Ino,
-    strict: bool,
+    mode: Mode,
     fsyncs: u64,
     /// `fsyncs` when the log was last cleared: the log numbers fsyncs from there (`n=`).
     base: u64,
@@ -129,7 +143,7 @@ impl Model {
         let mut m = Model {
             nodes: HashMap::new(),
             next_ino: ROOT + 1,
-            strict: opts.strict,
+            mode: opts.mode,
             fsyncs: 0,
             base: 0,
             cut_at: None,
@@ -320,6 +334,7 @@ impl Model {
         };
         self.nodes.insert(ino, node);
         self.entries_mut(parent)?.insert(name.to_os_string(), ino);
+        self.names_changed(&[parent]);
         self.note(format!(
             "{} {}",
             if dir { "mkdir" } else { "create" },
@@ -345,6 +360,7 @@ impl Model {
         ));
         self.entries_mut(parent)?.remove(name);
         self.node_mut(ino).link = None;
+        self.names_changed(&[parent]);
         Ok(())
     }
 
@@ -387,6 +403,7 @@ impl Model {
         self.entries_mut(newparent)?
             .insert(newname.to_os_string(), ino);
         self.node_mut(ino).link = Some((newparent, newname.to_os_string()));
+        self.names_changed(&[newparent, parent]);
         self.note(format!("rename {from} -> {}", self.path(ino)));
         Ok(())
     }
@@ -458,21 +475,37 @@ impl Model {
         Ok(())
     }
 
+    /// In [`Mode::EagerNames`], a change to these directories' tables is durable at once.
+    fn names_changed(&mut self, dirs: &[Ino]) {
+        if self.mode == Mode::EagerNames {
+            for &d in dirs {
+                self.persist_entries(d);
+            }
+        }
+    }
+
+    /// Makes a directory's entry table durable (an fsyncdir's effect).
+    fn persist_entries(&mut self, dir: Ino) {
+        let Ok(entries) = self.entries(dir).cloned() else {
+            return;
+        };
+        if let Body::Dir { durable, .. } = &mut self.node_mut(dir).body {
+            *durable = entries.clone();
+        }
+        for (name, child) in entries {
+            self.drop_stale_durable_links(child, dir, &name);
+        }
+    }
+
     /// A completed fsync: applies `persist`, counts it and cuts the power when armed.
     fn fsync(&mut self, ino: Ino, what: &str) -> Res<()> {
         let dir = self.node(ino)?.is_dir();
         if dir {
-            let entries = self.entries(ino)?.clone();
-            if let Body::Dir { durable, .. } = &mut self.node_mut(ino).body {
-                *durable = entries.clone();
-            }
-            for (name, child) in entries {
-                self.drop_stale_durable_links(child, ino, &name);
-            }
+            self.persist_entries(ino);
         } else if let Body::File { data, durable } = &mut self.node_mut(ino).body {
             *durable = data.clone();
         }
-        if !self.strict {
+        if self.mode == Mode::Default {
             self.persist_links(ino);
         }
         self.fsyncs += 1;

@@ -6,10 +6,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::fs::{tree, Options, PowerFs};
+use super::fs::{tree, Mode, Options, PowerFs};
 
-const DEFAULT: Options = Options { strict: false };
-const STRICT: Options = Options { strict: true };
+const DEFAULT: Options = Options {
+    mode: Mode::Default,
+};
+const STRICT: Options = Options { mode: Mode::Strict };
+const EAGER: Options = Options {
+    mode: Mode::EagerNames,
+};
 
 /// An image holding `files` (relative path, content).
 fn image(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -135,6 +140,21 @@ fn an_atomic_replace_keeps_exactly_one_version() {
     fs::rename(m.join("tmp/m.json.tmp"), m.join("m.json")).unwrap();
     sync_dir(&m);
     assert_eq!(cut(pfs), files(&[("m.json", "v2"), ("tmp/.keep", "")]));
+}
+
+#[test]
+fn eager_names_leave_an_empty_file_after_an_unsynced_rename() {
+    for (opts, expected) in [
+        (DEFAULT, &[("m.json", "v1")][..]),
+        (EAGER, &[("m.json", "")][..]),
+    ] {
+        let img = image(&[("m.json", "v1")]);
+        let pfs = PowerFs::mount(img.path(), opts);
+        let m = pfs.path().to_path_buf();
+        fs::write(m.join("m.json.tmp"), "v2").unwrap();
+        fs::rename(m.join("m.json.tmp"), m.join("m.json")).unwrap();
+        assert_eq!(cut(pfs), files(expected), "{opts:?}");
+    }
 }
 
 #[test]
