@@ -3,13 +3,16 @@
 //! calibration run of the same operation) and once right after its answer (K + 1), then the
 //! invariants of `common::invariants` on the durable image with a fresh server (no FUSE).
 //!
-//! Every delete cut point runs in `cargo test`; the snapshot and restore paths run a seeded
-//! sample (the seed and the points are printed). Environment:
+//! Each run first writes one habitat on the mount (so the operation's CHECKPOINT has a WAL to
+//! fold in under the cut), then arms the cut. Every delete cut point runs in `cargo test`; the
+//! snapshot and restore paths run every phase boundary, K + 1 and a seeded sample (the seed and
+//! the points are printed). Environment:
 //! - `LNRS_POWERCUT_ALL=1`: every cut point of every path;
 //! - `LNRS_POWERCUT_SEED=<u64>`: another sample; `LNRS_POWERCUT_POINTS=3,17`: exactly these;
 //! - `LNRS_POWERCUT_VERBOSE=1`: the file system log and both servers' stderr for every point;
-//! - `LNRS_POWERCUT_STRICT=1`: the file system in strict mode (entries durable only through a
-//!   directory fsync) — what would break on a stricter file system; not part of `cargo test`.
+//! - `LNRS_POWERCUT_MODE=strict` (entries durable only through a directory fsync) or
+//!   `eager` (entries durable at once, data only at fsync): what would break on such a file
+//!   system; not part of `cargo test`.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,7 @@ use lnrs::pb;
 use lnrs::pb::EventKind;
 use tonic::transport::Channel;
 
-use super::fs::{Options, PowerFs};
+use super::fs::{Mode, Options, PowerFs};
 use crate::common::invariants::{self, Counts, Expected, Marker};
 use crate::common::{data_dir_with_reference, table_counts, ChildServer};
 
@@ -42,7 +45,7 @@ enum Path {
     Restore,
 }
 
-/// A prepared data directory (on the real disk) and what was true in it.
+/// A prepared data directory and what is true in it once a run's `warm_up` wrote its habitat.
 struct Template {
     dir: tempfile::TempDir,
     /// Live row counts in the template.
@@ -155,8 +158,8 @@ async fn prepare(path: Path) -> Template {
     }
     server.signal(libc::SIGTERM);
     assert!(server.exit(Duration::from_secs(30)).await.0.success());
-    let before = table_counts(&dir.path().join("lnrs.duckdb"));
-    let after = match path {
+    let mut before = table_counts(&dir.path().join("lnrs.duckdb"));
+    let mut after: Counts = match path {
         Path::Delete => before
             .iter()
             .map(|(t, n)| (t.clone(), n - impact.get(t).copied().unwrap_or(0)))
@@ -164,6 +167,12 @@ async fn prepare(path: Path) -> Template {
         Path::Snapshot => before.clone(),
         Path::Restore => target_counts,
     };
+    // Every run writes one habitat before the cut is armed (see `warm_up`); a restore replaces
+    // it with the target's data.
+    *before.get_mut("habitat").expect("habitat table") += 1;
+    if path != Path::Restore {
+        *after.get_mut("habitat").expect("habitat table") += 1;
+    }
     Template {
         dir,
         before,
@@ -171,6 +180,24 @@ async fn prepare(path: Path) -> Template {
         target,
         acked,
     }
+}
+
+/// One acknowledged write on the mount before the cut is armed: the data file's WAL is not
+/// empty, so the operation's CHECKPOINT (pre-delete capture, snapshot, safety snapshot) has
+/// work to do under the cut, as on a serving server. Returns its event seq and habitat id.
+async fn warm_up(ch: &Channel) -> (u64, String) {
+    let r = entity(ch)
+        .create_habitat(pb::CreateHabitatRequest {
+            habitat: Some(pb::Habitat {
+                habitat: "written before the cut".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.event_seq, r.habitat.unwrap().habitat_id.to_string())
 }
 
 /// Runs the path's operation once; `Err` when it was not acknowledged.
@@ -223,11 +250,12 @@ async fn run_op(path: Path, ch: &Channel, tpl: &Template) -> Result<Acked, tonic
 }
 
 /// What must hold after a cut, given what was acknowledged.
-fn expected(path: Path, tpl: &Template, acked: Option<&Acked>) -> Expected {
+fn expected(path: Path, tpl: &Template, warm: &(u64, String), acked: Option<&Acked>) -> Expected {
     let mut exp = Expected::default();
     for (seq, kind, id) in &tpl.acked {
         exp.event(*seq, *kind, id);
     }
+    exp.event(warm.0, EventKind::EntityCreated, &warm.1);
     let measure = MEASURE.to_string();
     let deleted = || Some(Marker::event(EventKind::EntityDeleted, &measure));
     match (path, acked) {
@@ -285,9 +313,13 @@ fn expected(path: Path, tpl: &Template, acked: Option<&Acked>) -> Expected {
 }
 
 fn options() -> Options {
-    Options {
-        strict: std::env::var("LNRS_POWERCUT_STRICT").is_ok_and(|v| v == "1"),
-    }
+    let mode = match std::env::var("LNRS_POWERCUT_MODE").as_deref() {
+        Ok("strict") => Mode::Strict,
+        Ok("eager") => Mode::EagerNames,
+        Ok("default") | Err(_) => Mode::Default,
+        Ok(other) => panic!("LNRS_POWERCUT_MODE={other}: default, strict or eager"),
+    };
+    Options { mode }
 }
 
 /// Waits (bounded) until no fsync happened for a while: the operation's background work
@@ -312,6 +344,7 @@ async fn quiesce(pfs: &PowerFs) -> u64 {
 async fn calibrate(path: Path, tpl: &Template, opts: Options) -> (u64, Vec<String>) {
     let pfs = PowerFs::mount(tpl.dir.path(), opts);
     let server = ChildServer::start(pfs.path(), "127.0.0.1:0", &[], &[]).await;
+    warm_up(&server.channel).await;
     let base = quiesce(&pfs).await;
     pfs.clear_log();
     run_op(path, &server.channel, tpl)
@@ -342,6 +375,7 @@ async fn run_cut(path: Path, tpl: &Template, n: u64, opts: Options) -> Case {
     let t0 = Instant::now();
     let pfs = PowerFs::mount(tpl.dir.path(), opts);
     let server = ChildServer::start(pfs.path(), "127.0.0.1:0", &[], &[]).await;
+    let warm = warm_up(&server.channel).await;
     pfs.arm_cut_after(n);
     let channel = server.channel.clone();
     let op = run_op(path, &channel, tpl);
@@ -377,7 +411,7 @@ async fn run_cut(path: Path, tpl: &Template, n: u64, opts: Options) -> Case {
         None => "no answer (hung after the cut)".into(),
     };
     let acked = result.as_ref().and_then(|r| r.as_ref().ok());
-    let exp = expected(path, tpl, acked);
+    let exp = expected(path, tpl, &warm, acked);
     let t1 = Instant::now();
     let verdict = invariants::check(image.path(), &exp).await;
     let mut detail = format!(
@@ -587,7 +621,7 @@ async fn power_cut_during_a_restore() {
 /// docs/RELIABILITY.md and turn this into a check that nothing is lost in strict mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_mode_loses_an_acknowledged_delete_because_the_wal_entry_is_never_fsynced() {
-    let strict = Options { strict: true };
+    let strict = Options { mode: Mode::Strict };
     let tpl = prepare(Path::Delete).await;
     let (k, _) = calibrate(Path::Delete, &tpl, strict).await;
     let case = run_cut(Path::Delete, &tpl, k + 1, strict).await;
