@@ -12,6 +12,7 @@ mod entities;
 mod events;
 mod fuzz;
 mod layers;
+mod powercut;
 mod process;
 mod production;
 mod recovery;

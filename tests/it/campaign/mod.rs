@@ -128,10 +128,10 @@ pub async fn run_case(case: &Case) -> Report {
     .await
     {
         Ok(s) => s,
-        Err((status, stderr)) => {
-            report.violations.push(format!(
-                "the armed server did not start ({status}): {stderr}"
-            ));
+        Err(f) => {
+            report
+                .violations
+                .push(format!("the armed server did not start: {f}"));
             return report;
         }
     };
@@ -189,9 +189,10 @@ async fn restart_and_check(r: &mut Runner, dir: &Path, report: &mut Report) {
             r.refresh_ids().await;
             crate::common::ops::stop(s).await;
         }
-        Err((status, stderr)) => report.violations.push(format!(
-            "the restarted server does not start ({status}): {}",
-            tail(&stderr)
+        Err(f) => report.violations.push(format!(
+            "the restarted server does not start ({:?}): {}",
+            f.status,
+            tail(&f.stderr)
         )),
     }
 }
@@ -232,12 +233,12 @@ async fn run_startup_case(case: &Case, dir: &Path) -> Report {
             ));
             let _ = s.kill();
         }
-        Err((status, stderr)) => {
-            report.fired = fired(case.point.name, case.mode, &stderr);
-            if status.success() {
+        Err(f) => {
+            report.fired = fired(case.point.name, case.mode, &f.stderr);
+            if f.status.is_none_or(|s| s.success()) {
                 report
                     .violations
-                    .push("refused to start with exit 0".into());
+                    .push(format!("did not refuse to start with a failure: {f}"));
             }
         }
     }

@@ -27,22 +27,19 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> ChildServer {
-        match Self::try_start(data_dir, listen, extra, env).await {
-            Ok(s) => s,
-            Err((status, stderr)) => {
-                panic!("lnrs serve exited ({status}) before serving: {stderr}")
-            }
-        }
+        Self::try_start(data_dir, listen, extra, env)
+            .await
+            .unwrap_or_else(|f| panic!("{f}"))
     }
 
-    /// [`start`](Self::start), or the exit status and stderr of a server that exited before
-    /// it was SERVING (it refused to start, or crashed while starting).
+    /// [`start`](Self::start), but a server that exits (or never says SERVING within a minute)
+    /// is an `Err` with its exit status and stderr instead of a panic.
     pub async fn try_start(
         data_dir: &Path,
         listen: &str,
         extra: &[&str],
         env: &[(&str, &str)],
-    ) -> Result<ChildServer, (ExitStatus, String)> {
+    ) -> Result<ChildServer, StartFailure> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lnrs"));
         cmd.args(["serve", "--listen", listen])
             .arg("--data-dir")
@@ -74,35 +71,35 @@ impl ChildServer {
         .await
         .unwrap();
         let Some(addr) = line.trim().strip_prefix("lnrs listening on ") else {
-            let status = child.wait().unwrap();
-            return Err((status, stderr.join().unwrap_or_default()));
+            let why = format!("unexpected first line: {line:?}");
+            return Err(StartFailure::collect(child, stderr, why).await);
         };
         let addr = addr.to_string();
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();
-        let mut server = ChildServer {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if super::is_serving(&channel, "").await {
+                break;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                let why = "exited before it was SERVING".to_string();
+                return Err(StartFailure::collect(child, stderr, why).await);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let why = "not SERVING within 60 s".to_string();
+                return Err(StartFailure::collect(child, stderr, why).await);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(ChildServer {
             child,
             addr,
             channel,
             stderr: Some(stderr),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                let stderr = server
-                    .stderr
-                    .take()
-                    .map(|h| h.join().unwrap())
-                    .unwrap_or_default();
-                return Err((status, stderr));
-            }
-            if super::ops::health(&server.channel, "").await == 1 {
-                return Ok(server);
-            }
-            assert!(Instant::now() < deadline, "server did not become SERVING");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
     }
 
     /// Whether the process is still running.
@@ -146,6 +143,44 @@ impl ChildServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A server that did not start: why, its exit status and its stderr.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub why: String,
+    pub status: Option<ExitStatus>,
+    pub stderr: String,
+}
+
+impl StartFailure {
+    async fn collect(
+        mut child: std::process::Child,
+        stderr: std::thread::JoinHandle<String>,
+        why: String,
+    ) -> StartFailure {
+        let status = tokio::task::spawn_blocking(move || child.wait().ok())
+            .await
+            .unwrap();
+        let stderr = tokio::task::spawn_blocking(move || stderr.join().unwrap_or_default())
+            .await
+            .unwrap();
+        StartFailure {
+            why,
+            status,
+            stderr,
+        }
+    }
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server did not start ({}; exit {:?}); stderr:\n{}",
+            self.why, self.status, self.stderr
+        )
     }
 }
 

@@ -6,9 +6,10 @@
 #![allow(dead_code)]
 
 mod child;
+pub mod invariants;
 pub mod ops;
 #[allow(unused_imports)] // not every test binary runs child servers
-pub use child::ChildServer;
+pub use child::{ChildServer, StartFailure};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -140,27 +141,28 @@ impl TestServer {
 
 /// Polls grpc.health.v1 until `service` is SERVING (bounded).
 pub async fn wait_serving(channel: &Channel, service: &str) {
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.to_string(),
-            })
-            .await;
-        if let Ok(r) = r {
-            if r.into_inner().status
-                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-            {
-                return;
-            }
-        }
+    while !is_serving(channel, service).await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "server did not become SERVING"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One grpc.health.v1 check: is `service` SERVING now?
+pub async fn is_serving(channel: &Channel, service: &str) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await;
+    r.is_ok_and(|r| {
+        r.into_inner().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    })
 }
 
 /// The ErrorInfo reason of a status.
