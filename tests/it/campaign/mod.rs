@@ -74,6 +74,10 @@ pub struct Report {
     /// Whether the armed point was reached.
     pub fired: bool,
     pub violations: Vec<String>,
+    /// The model could not follow the unknown outcomes: the state was not checked.
+    pub overflow: bool,
+    /// Every call and how it ended (printed with violations).
+    pub trace: Vec<String>,
 }
 
 /// The `LNRS_FAILPOINTS` of a case: the point, plus what makes it reachable (a rollback needs
@@ -144,7 +148,7 @@ pub async fn run_case(case: &Case) -> Report {
     let ran = async {
         setup(&mut r).await?;
         for op in &case.ops {
-            if !server.running() {
+            if r.lost || !server.running() {
                 break;
             }
             r.run(*op).await?;
@@ -157,7 +161,9 @@ pub async fn run_case(case: &Case) -> Report {
     }
     let stderr = stop_or_reap(server, &mut report).await;
     report.fired = fired(case.point.name, case.mode, &stderr);
+    report.overflow = r.model.overflow;
     restart_and_check(&mut r, dir.path(), &mut report).await;
+    report.trace = std::mem::take(&mut r.trace);
     report
 }
 
@@ -186,7 +192,6 @@ async fn restart_and_check(r: &mut Runner, dir: &Path, report: &mut Report) {
             report
                 .violations
                 .extend(model::check(&mut r.model, &s.channel, dir).await);
-            r.refresh_ids().await;
             crate::common::ops::stop(s).await;
         }
         Err(f) => report.violations.push(format!(
@@ -361,7 +366,15 @@ async fn random_schedules() {
             case.mode.action(),
             case.ops
         );
-        for v in run_case(&case).await.violations {
+        let report = run_case(&case).await;
+        if !report.violations.is_empty() {
+            eprintln!(
+                "trace of seed {}:\n  {}",
+                case.seed,
+                report.trace.join("\n  ")
+            );
+        }
+        for v in report.violations {
             failures.push(format!(
                 "seed {} ({}={}): {v}",
                 case.seed,
@@ -386,9 +399,11 @@ async fn soak() {
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let violations = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let overflows = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..2 {
         let (next, violations) = (next.clone(), violations.clone());
+        let overflows = overflows.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -397,6 +412,16 @@ async fn soak() {
                 }
                 let case = random_case(base.wrapping_add(i));
                 let report = run_case(&case).await;
+                if report.overflow {
+                    overflows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if !report.violations.is_empty() {
+                    eprintln!(
+                        "trace of seed {}:\n  {}",
+                        case.seed,
+                        report.trace.join("\n  ")
+                    );
+                }
                 let mut v = violations.lock();
                 for x in report.violations {
                     eprintln!(

@@ -2,7 +2,6 @@
 //! retention and previews, each sent to the server and recorded in the [`Model`] as
 //! acknowledged, refused (nothing changed) or of unknown outcome.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lnrs::pb;
@@ -11,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::model::{AckedDelete, Change, Model};
+use super::model::{AckedDelete, Change, Model, Table};
 
 /// One step of a schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,16 +72,17 @@ enum Outcome<T> {
     Unknown,
 }
 
-fn outcome<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Outcome<T> {
-    match r {
-        Ok(r) => Outcome::Acked(r.into_inner()),
-        Err(s) => match s.code() {
-            Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::FailedPrecondition => Outcome::Refused,
-            _ => Outcome::Unknown,
-        },
+/// Whether an error proves the call changed nothing: refusals by contract, a full queue, and
+/// a closed database — except for a restore, whose own failure may close it mid-swap.
+fn refused(s: &tonic::Status, restore: bool) -> bool {
+    match s.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::FailedPrecondition
+        | Code::ResourceExhausted => true,
+        Code::Unavailable => !restore && crate::common::reason(s) == "DATABASE_UNAVAILABLE",
+        _ => false,
     }
 }
 
@@ -91,14 +91,14 @@ pub struct Runner {
     pub ch: Channel,
     pub model: Model,
     pub rng: StdRng,
-    /// Ids of the names the client knows.
-    pub ids: BTreeMap<String, i32>,
     /// Unique suffix of created names.
     next: u64,
     /// Case tag in every name, so names never repeat across cases.
     tag: String,
-    /// Whether a call failed in a way that suggests the server is gone.
+    /// Whether a call failed below gRPC (no ErrorInfo): the server is gone.
     pub lost: bool,
+    /// Every call and how it ended, for the report of a violation.
+    pub trace: Vec<String>,
 }
 
 /// Bound on one call (a restore included).
@@ -110,10 +110,10 @@ impl Runner {
             ch,
             model: Model::new(),
             rng: StdRng::seed_from_u64(seed),
-            ids: BTreeMap::new(),
             next: 0,
             tag: tag.to_string(),
             lost: false,
+            trace: Vec::new(),
         }
     }
 
@@ -130,37 +130,46 @@ impl Runner {
         format!("{kind}-{}-{}", self.tag, self.next)
     }
 
-    /// A known name of the current (first) candidate state, picked at random.
-    fn pick(&mut self, names: Vec<String>) -> Option<(String, i32)> {
-        let known: Vec<(String, i32)> = names
-            .into_iter()
-            .filter_map(|n| self.ids.get(&n).map(|i| (n, *i)))
-            .collect();
-        if known.is_empty() {
+    /// A random id of `rows` (of the first candidate state).
+    fn pick(&mut self, rows: Vec<i32>) -> Option<i32> {
+        if rows.is_empty() {
             return None;
         }
-        Some(known[self.rng.random_range(0..known.len())].clone())
+        Some(rows[self.rng.random_range(0..rows.len())])
     }
 
-    fn habitats(&self) -> Vec<String> {
-        self.model.candidates[0].habitats.iter().cloned().collect()
+    fn habitats(&self) -> Vec<i32> {
+        self.model.candidates[0].habitats.keys().copied().collect()
     }
 
-    fn areas(&self) -> Vec<String> {
-        self.model.candidates[0].areas.iter().cloned().collect()
+    fn areas(&self) -> Vec<i32> {
+        self.model.candidates[0].areas.keys().copied().collect()
     }
 
-    fn unknown<T>(&mut self, r: &Result<T, tonic::Status>) {
-        if let Err(s) = r {
-            if matches!(
-                s.code(),
-                Code::Unavailable | Code::Unknown | Code::Cancelled
-            ) && s.message().contains("transport")
-                || s.message().contains("connection")
-            {
-                self.lost = true;
+    /// Classifies and records how a call ended.
+    fn outcome<T>(
+        &mut self,
+        what: String,
+        r: Result<tonic::Response<T>, tonic::Status>,
+        restore: bool,
+    ) -> Outcome<T> {
+        let (o, how) = match r {
+            Ok(r) => (Outcome::Acked(r.into_inner()), "ok".to_string()),
+            Err(s) => {
+                let reason = crate::common::reason(&s);
+                if reason.is_empty() {
+                    self.lost = true;
+                }
+                let how = format!("{:?} {reason}", s.code());
+                if refused(&s, restore) {
+                    (Outcome::Refused, format!("refused: {how}"))
+                } else {
+                    (Outcome::Unknown, format!("unknown: {how}"))
+                }
             }
-        }
+        };
+        self.trace.push(format!("{what}: {how}"));
+        o
     }
 
     /// Runs one operation.
@@ -184,6 +193,9 @@ impl Runner {
             Op::Preview => self.preview().await,
             Op::Burst => {
                 for _ in 0..12 {
+                    if self.lost {
+                        break;
+                    }
                     self.create_habitat().await?;
                 }
                 Ok(())
@@ -203,16 +215,16 @@ impl Runner {
                 request_id: String::new(),
             })
             .await;
-        self.unknown(&r);
-        match outcome(r) {
+        match self.outcome(format!("create habitat {name}"), r, false) {
             Outcome::Acked(r) => {
-                self.ids.insert(name.clone(), r.habitat.unwrap().habitat_id);
+                let id = r.habitat.unwrap().habitat_id;
                 self.model.event(r.event_seq);
-                self.model.acked(Change::CreateHabitat(name))
+                self.model
+                    .acked(Change::Create(Table::Habitat, Some(id), name))
             }
             Outcome::Refused => Ok(()),
             Outcome::Unknown => {
-                self.model.maybe(Change::CreateHabitat(name));
+                self.model.maybe(Change::Create(Table::Habitat, None, name));
                 Ok(())
             }
         }
@@ -231,23 +243,23 @@ impl Runner {
                 request_id: String::new(),
             })
             .await;
-        self.unknown(&r);
-        match outcome(r) {
+        match self.outcome(format!("create area {name}"), r, false) {
             Outcome::Acked(r) => {
-                self.ids.insert(name.clone(), r.area.unwrap().area_id);
+                let id = r.area.unwrap().area_id;
                 self.model.event(r.event_seq);
-                self.model.acked(Change::CreateArea(name))
+                self.model
+                    .acked(Change::Create(Table::Area, Some(id), name))
             }
             Outcome::Refused => Ok(()),
             Outcome::Unknown => {
-                self.model.maybe(Change::CreateArea(name));
+                self.model.maybe(Change::Create(Table::Area, None, name));
                 Ok(())
             }
         }
     }
 
     async fn rename(&mut self) -> Result<(), String> {
-        let Some((from, id)) = self.pick(self.habitats()) else {
+        let Some(id) = self.pick(self.habitats()) else {
             return Ok(());
         };
         let to = self.name("h");
@@ -262,20 +274,14 @@ impl Runner {
                 request_id: String::new(),
             })
             .await;
-        self.unknown(&r);
-        let change = Change::Rename {
-            from: from.clone(),
-            to: to.clone(),
-        };
-        match outcome(r) {
+        let change = Change::Rename { id, to };
+        match self.outcome(format!("{change:?}"), r, false) {
             Outcome::Acked(r) => {
-                self.ids.insert(to, id);
                 self.model.event(r.event_seq);
                 self.model.acked(change)
             }
             Outcome::Refused => Ok(()),
             Outcome::Unknown => {
-                self.ids.insert(to, id);
                 self.model.maybe(change);
                 Ok(())
             }
@@ -283,15 +289,15 @@ impl Runner {
     }
 
     async fn delete(&mut self, habitat: bool) -> Result<(), String> {
-        let names = if habitat {
+        let rows = if habitat {
             self.habitats()
         } else {
             self.areas()
         };
-        let Some((name, id)) = self.pick(names) else {
+        let Some(id) = self.pick(rows) else {
             return Ok(());
         };
-        let (r, table) = if habitat {
+        let (r, table, t) = if habitat {
             let r = self
                 .entity()
                 .delete_habitat(pb::DeleteHabitatRequest {
@@ -300,7 +306,7 @@ impl Runner {
                 })
                 .await
                 .map(|r| r.map(|r| r.outcome.unwrap()));
-            (r, "habitat")
+            (r, "habitat", Table::Habitat)
         } else {
             let r = self
                 .entity()
@@ -310,15 +316,10 @@ impl Runner {
                 })
                 .await
                 .map(|r| r.map(|r| r.outcome.unwrap()));
-            (r, "area")
+            (r, "area", Table::Area)
         };
-        self.unknown(&r);
-        let change = if habitat {
-            Change::DeleteHabitat(name)
-        } else {
-            Change::DeleteArea(name)
-        };
-        match outcome(r) {
+        let change = Change::Delete(t, id);
+        match self.outcome(format!("{change:?}"), r, false) {
             Outcome::Acked(o) => {
                 if o.snapshot_id.is_empty() {
                     return Err(format!("an acknowledged delete has no snapshot: {o:?}"));
@@ -348,20 +349,16 @@ impl Runner {
             };
             (h, a)
         } else {
-            let links: Vec<_> = self.model.candidates[0].links.iter().cloned().collect();
+            let links: Vec<_> = self.model.candidates[0].links.iter().copied().collect();
             if links.is_empty() {
                 return Ok(());
             }
-            let (hn, an) = links[self.rng.random_range(0..links.len())].clone();
-            match (self.ids.get(&hn), self.ids.get(&an)) {
-                (Some(hi), Some(ai)) => ((hn, *hi), (an, *ai)),
-                _ => return Ok(()),
-            }
+            links[self.rng.random_range(0..links.len())]
         };
         let link = pb::Link {
             link_type: pb::LinkType::HabitatCreationArea as i32,
-            habitat_id: h.1,
-            area_id: a.1,
+            habitat_id: h,
+            area_id: a,
             ..Default::default()
         };
         let (r, change) = if create {
@@ -373,7 +370,7 @@ impl Runner {
                 })
                 .await
                 .map(|r| r.map(|r| (r.event_seq, String::new())));
-            (r, Change::Link(h.0, a.0))
+            (r, Change::Link(h, a))
         } else {
             let r = self
                 .entity()
@@ -388,10 +385,9 @@ impl Runner {
                         (o.event_seq, o.snapshot_id)
                     })
                 });
-            (r, Change::Unlink(h.0, a.0))
+            (r, Change::Unlink(h, a))
         };
-        self.unknown(&r);
-        match outcome(r) {
+        match self.outcome(format!("{change:?}"), r, false) {
             Outcome::Acked((seq, snapshot)) => {
                 if !snapshot.is_empty() {
                     self.model.snapshot(&snapshot);
@@ -415,8 +411,7 @@ impl Runner {
                 ..Default::default()
             })
             .await;
-        self.unknown(&r);
-        if let Outcome::Acked(r) = outcome(r) {
+        if let Outcome::Acked(r) = self.outcome("create snapshot".to_string(), r, false) {
             self.model.snapshot(&r.snapshot.unwrap().snapshot_id);
             self.model.event(r.event_seq);
         }
@@ -444,9 +439,8 @@ impl Runner {
                 request_id: String::new(),
             })
             .await;
-        self.unknown(&r);
         let target = self.model.snapshots[&id].clone();
-        match outcome(r) {
+        match self.outcome(format!("restore {id}"), r, true) {
             Outcome::Acked(r) => {
                 self.model.event(r.event_seq);
                 if r.rolled_back {
@@ -471,8 +465,7 @@ impl Runner {
                 ..Default::default()
             })
             .await;
-        self.unknown(&r);
-        match outcome(r) {
+        match self.outcome("retention keep 1".to_string(), r, false) {
             Outcome::Acked(r) => {
                 self.model.event(r.event_seq);
                 for d in r.decisions.iter().filter(|d| d.removed) {
@@ -501,35 +494,7 @@ impl Runner {
                 limit: 5,
             })
             .await;
-        self.unknown(&r);
+        self.outcome("preview".to_string(), r, false);
         Ok(())
-    }
-
-    /// Learns the ids of the live state's names (after a restart: creates of unknown outcome
-    /// that did happen).
-    pub async fn refresh_ids(&mut self) {
-        let mut c = self.entity();
-        if let Ok(h) = c
-            .list_habitats(pb::ListHabitatsRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-        {
-            for h in h.into_inner().habitats {
-                self.ids.insert(h.habitat, h.habitat_id);
-            }
-        }
-        if let Ok(a) = c
-            .list_areas(pb::ListAreasRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-        {
-            for a in a.into_inner().areas {
-                self.ids.insert(a.area_name, a.area_id);
-            }
-        }
     }
 }
