@@ -88,6 +88,9 @@ pub enum Error {
     /// A fail point armed by a fault test.
     #[error("injected fault at {0}")]
     Injected(&'static str),
+    /// A method (or message encoding) this server does not implement.
+    #[error("not implemented by this server")]
+    Unimplemented,
     /// A bug or an unexpected state; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -296,6 +299,11 @@ fn map(e: Error) -> Mapped {
             format!("injected fault at {point}"),
         )
         .retry(Duration::from_millis(100)),
+        Error::Unimplemented => Mapped::new(
+            Code::Unimplemented,
+            "UNIMPLEMENTED",
+            "this server has no such method (check the client's protos against lnrs.v1)",
+        ),
         Error::Unauthenticated { reason, message } => {
             Mapped::new(Code::Unauthenticated, reason, message)
         }

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
@@ -235,16 +236,28 @@ fn routes(app: &App, max: usize) -> Result<(HealthReporter, Routes), ServeError>
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Join(e.to_string()))?;
-    let entity = pb::entity_service_server::EntityServiceServer::new(EntityApi::new(app.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let snapshots =
-        pb::snapshot_service_server::SnapshotServiceServer::new(SnapshotApi::new(app.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-    let events = pb::event_service_server::EventServiceServer::new(EventApi::new(app.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    // The same message limits and compression for every service: gzip and zstd requests are
+    // accepted, and responses are compressed when the client says it accepts that.
+    macro_rules! configured {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd)
+        };
+    }
+    let entity = configured!(pb::entity_service_server::EntityServiceServer::new(
+        EntityApi::new(app.clone())
+    ));
+    let snapshots = configured!(pb::snapshot_service_server::SnapshotServiceServer::new(
+        SnapshotApi::new(app.clone())
+    ));
+    let events = configured!(pb::event_service_server::EventServiceServer::new(
+        EventApi::new(app.clone())
+    ));
     let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -12,7 +12,8 @@
 //! - tonic answers a message over the size limit with OUT_OF_RANGE; the gRPC spec says
 //!   RESOURCE_EXHAUSTED. Such an answer (OUT_OF_RANGE, tonic's "message length too large"
 //!   text, no details — every error of ours carries details) is rewritten to
-//!   RESOURCE_EXHAUSTED with ErrorInfo `MESSAGE_TOO_LARGE`.
+//!   RESOURCE_EXHAUSTED with ErrorInfo `MESSAGE_TOO_LARGE`; tonic's bare UNIMPLEMENTED (an
+//!   unknown method) gets ErrorInfo `UNIMPLEMENTED`.
 //! - Streams of other services (health Watch, reflection) never end by themselves: at shutdown
 //!   they are ended with UNAVAILABLE like ours.
 //! - The method path goes into the request's extensions ([`crate::service::ctx::RpcPath`]):
@@ -154,23 +155,28 @@ fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     v
 }
 
-/// OUT_OF_RANGE from tonic's size check → RESOURCE_EXHAUSTED + ErrorInfo MESSAGE_TOO_LARGE.
-fn remap_size_limit(headers: &mut HeaderMap, limit: usize) {
+/// Statuses tonic answers by itself, without details, get ours: OUT_OF_RANGE from its size
+/// check → RESOURCE_EXHAUSTED + ErrorInfo MESSAGE_TOO_LARGE; UNIMPLEMENTED (a method or an
+/// encoding this server does not have) → the same code + ErrorInfo UNIMPLEMENTED.
+fn remap_transport_status(headers: &mut HeaderMap, limit: usize) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
     };
-    if status.code() != Code::OutOfRange
-        || !status.details().is_empty()
-        || !status.message().contains("message length too large")
-    {
+    if !status.details().is_empty() {
         return;
     }
-    let mapped = Status::from(Error::MessageTooLarge {
-        limit,
-        message: status.message().to_string(),
-    });
-    if mapped.add_header(headers).is_err() {
-        tracing::debug!("could not rewrite an oversize-message status");
+    let mapped = match status.code() {
+        Code::OutOfRange if status.message().contains("message length too large") => {
+            Error::MessageTooLarge {
+                limit,
+                message: status.message().to_string(),
+            }
+        }
+        Code::Unimplemented => Error::Unimplemented,
+        _ => return,
+    };
+    if Status::from(mapped).add_header(headers).is_err() {
+        tracing::debug!("could not rewrite a transport status");
     }
 }
 
@@ -264,7 +270,7 @@ impl http_body::Body for ObservedBody {
         match polled {
             Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(trailers) = frame.trailers_mut() {
-                    remap_size_limit(trailers, this.limit);
+                    remap_transport_status(trailers, this.limit);
                     let code = code_in(trailers).unwrap_or(Code::Unknown);
                     if let Some(mut c) = this.call.take() {
                         c.finish(code);
@@ -415,7 +421,7 @@ where
             resp.headers_mut().insert(REQUEST_ID, request_id);
             if resp.headers().contains_key("grpc-status") {
                 // Trailers-only answer (every error before the first message): done now.
-                remap_size_limit(resp.headers_mut(), shared.limit);
+                remap_transport_status(resp.headers_mut(), shared.limit);
                 record.finish(code_in(resp.headers()).unwrap_or(Code::Unknown));
                 return Ok(resp);
             }
@@ -484,7 +490,7 @@ mod tests {
         )
         .add_header(&mut h)
         .unwrap();
-        remap_size_limit(&mut h, 4);
+        remap_transport_status(&mut h, 4);
         let s = Status::from_header_map(&h).unwrap();
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(
@@ -498,7 +504,7 @@ mod tests {
         Status::with_error_details(Code::OutOfRange, "message length too large", d)
             .add_header(&mut h)
             .unwrap();
-        remap_size_limit(&mut h, 4);
+        remap_transport_status(&mut h, 4);
         assert_eq!(code_in(&h), Some(Code::OutOfRange));
     }
 }

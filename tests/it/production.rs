@@ -1671,3 +1671,37 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
     let denied = finished(&refused_id);
     assert_eq!(denied["code"], "Unauthenticated");
 }
+
+/// Compressed requests (gzip, zstd) are served, and a method the server does not have is
+/// UNIMPLEMENTED with an ErrorInfo like every other error (tonic's own answer has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_are_served_and_unknown_methods_carry_error_info() {
+    use tonic::codec::CompressionEncoding;
+    let s = TestServer::start().await;
+    for enc in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        let habitats = pb::entity_service_client::EntityServiceClient::new(s.channel.clone())
+            .send_compressed(enc)
+            .accept_compressed(enc)
+            .list_habitats(pb::ListHabitatsRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("{enc:?}: {e:?}"))
+            .into_inner()
+            .habitats;
+        assert!(!habitats.is_empty(), "{enc:?}");
+    }
+    let mut grpc = tonic::client::Grpc::new(s.channel.clone());
+    grpc.ready().await.unwrap();
+    let e = grpc
+        .unary::<pb::GetStatusRequest, pb::GetStatusResponse, _>(
+            tonic::Request::new(pb::GetStatusRequest {}),
+            "/lnrs.v1.EntityService/NoSuchMethod".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::Unimplemented, "UNIMPLEMENTED")
+    );
+    s.stop().await;
+}
