@@ -51,12 +51,7 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
     let server = ChildServer::start(tmp.path(), "127.0.0.1:0", &opts, &[]).await;
     let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
     let log = crate::common::events_after(&server.channel, 0).await;
-    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "dense seqs, no gap"
-    );
+    dense(&log);
     for (id, out) in &acked {
         let e = log
             .iter()
@@ -98,7 +93,7 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(next.event_seq, *seqs.last().unwrap() + 1);
+    assert_eq!(next.event_seq, log.last().unwrap().seq + 1);
     server.signal(libc::SIGTERM);
     server.exit(Duration::from_secs(20)).await;
 }
@@ -238,17 +233,7 @@ async fn restore_killed_after_swap(
     )
     .await;
     let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
-    let id = snaps
-        .create_snapshot(pb::CreateSnapshotRequest {
-            description: "before".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap()
-        .snapshot_id;
+    let id = crate::common::ops::snapshot(&server.channel, "before").await;
     let with = measure_ids(&server.channel).await;
     pb::entity_service_client::EntityServiceClient::new(server.channel.clone())
         .delete_measure(pb::DeleteMeasureRequest {
@@ -275,13 +260,12 @@ async fn restore_killed_after_swap(
     (with, without, id)
 }
 
+/// The whole log from seq 1, with no gap.
 fn dense(log: &[pb::Event]) {
-    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "dense seqs, no gap"
-    );
+    assert_eq!(log.first().map(|e| e.seq), Some(1), "the log starts at 1");
+    if let Some(gap) = crate::common::gap_in(log) {
+        panic!("{gap}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

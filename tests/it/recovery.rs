@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::common::ops::{
-    assert_dense_log, eventually, habitat, habitat_names, health, restore, run_to_exit, snapshot,
-    snapshots, status, stop,
+    assert_dense_log, eventually, habitat, habitat_names, health, restore, snapshot, snapshots,
+    status, stop,
 };
 use crate::common::{data_dir_with_reference, reason, ChildServer};
 use lnrs::pb;
@@ -154,11 +154,14 @@ async fn an_unresolvable_restore_fences_the_server_and_the_next_start_resolves_i
     let aside = tmp.path().join("snapshots.aside");
     std::fs::rename(&dir, &aside).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
-    let (code, stderr) = run_to_exit(tmp.path(), &[], Duration::from_secs(60));
-    assert!(!code.success(), "refused to start: {stderr}");
+    let refused = ChildServer::try_start(tmp.path(), "127.0.0.1:0", &[], &[])
+        .await
+        .err()
+        .expect("a server with an unresolvable journal must not serve");
+    assert!(refused.status.is_some_and(|s| !s.success()), "{refused}");
     assert!(
-        stderr.contains("snapshot store") && stderr.contains("start again"),
-        "names the cause and the way out: {stderr}"
+        refused.stderr.contains("snapshot store") && refused.stderr.contains("start again"),
+        "names the cause and the way out: {refused}"
     );
     assert!(journal(tmp.path()));
     std::fs::remove_file(&dir).unwrap();

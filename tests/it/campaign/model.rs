@@ -286,13 +286,8 @@ pub async fn check(model: &mut Model, ch: &Channel, data_dir: &std::path::Path) 
 /// says what it said (never reused with different content).
 async fn check_log(model: &mut Model, ch: &Channel, v: &mut Vec<String>) {
     let log = crate::common::events_after(ch, 0).await;
-    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-    if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
-        if seqs != (*first..=*last).collect::<Vec<_>>() {
-            v.push(format!("event seqs are not dense: {seqs:?}"));
-        }
-    }
-    let first = seqs.first().copied().unwrap_or(u64::MAX);
+    v.extend(crate::common::gap_in(&log));
+    let first = log.first().map_or(u64::MAX, |e| e.seq);
     let by_seq: BTreeMap<u64, &pb::Event> = log.iter().map(|e| (e.seq, e)).collect();
     for (seq, seen) in model.events.iter_mut() {
         match (by_seq.get(seq), &seen) {

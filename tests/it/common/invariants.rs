@@ -207,14 +207,14 @@ async fn online_checks(channel: &Channel, exp: &Expected) -> (Vec<String>, Vec<p
         .await
         .unwrap()
         .into_inner();
-    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-    let first = seqs.first().copied().unwrap_or(0);
-    if seqs.windows(2).any(|w| w[1] != w[0] + 1)
-        || seqs.last().copied().unwrap_or(0) != head.head_seq
-        || (head.head_seq > 0 && first != head.first_available_seq)
-    {
+    out.extend(super::gap_in(&log));
+    let (first, last) = (
+        log.first().map_or(0, |e| e.seq),
+        log.last().map_or(0, |e| e.seq),
+    );
+    if last != head.head_seq || (head.head_seq > 0 && first != head.first_available_seq) {
         out.push(format!(
-            "event seqs not dense from first {} to head {}: {seqs:?}",
+            "the log runs {first}..={last}, the server says {}..={}",
             head.first_available_seq, head.head_seq
         ));
     }
@@ -235,24 +235,23 @@ async fn online_checks(channel: &Channel, exp: &Expected) -> (Vec<String>, Vec<p
 
 async fn snapshot_checks(channel: &Channel, exp: &Expected, out: &mut Vec<String>) {
     let mut snaps = pb::snapshot_service_client::SnapshotServiceClient::new(channel.clone());
-    let mut listed = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = snaps
-            .list_snapshots(pb::ListSnapshotsRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        listed.extend(page.snapshots.into_iter().map(|s| s.snapshot_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let listed: Vec<String> = super::all_pages(|page_token| {
+        let mut snaps = snaps.clone();
+        async move {
+            let page = snaps
+                .list_snapshots(pb::ListSnapshotsRequest {
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let ids = page.snapshots.into_iter().map(|s| s.snapshot_id).collect();
+            (ids, page.next_page_token)
         }
-        token = page.next_page_token;
-    }
+    })
+    .await;
     for id in &listed {
         if let Some(failed) = verify(&mut snaps, id, pb::VerifyMode::Quick).await {
             out.push(format!(

@@ -220,27 +220,57 @@ pub async fn events_after(channel: &Channel, mut after: u64) -> Vec<pb::Event> {
     }
 }
 
-/// Every measure id, paging through ListMeasures.
-pub async fn measure_ids(channel: &Channel) -> std::collections::BTreeSet<i32> {
-    let mut c = pb::entity_service_client::EntityServiceClient::new(channel.clone());
-    let mut out = std::collections::BTreeSet::new();
+/// Every item of a paged List RPC: `page(token)` asks for one page and returns its items and
+/// `next_page_token` ("" on the last page).
+pub async fn all_pages<T, F, Fut>(mut page: F) -> Vec<T>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<T>, String)>,
+{
+    let mut out = Vec::new();
     let mut token = String::new();
     loop {
-        let p = c
-            .list_measures(pb::ListMeasuresRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(p.measures.iter().map(|m| m.measure_id));
-        if p.next_page_token.is_empty() {
+        let (items, next) = page(token).await;
+        out.extend(items);
+        if next.is_empty() {
             return out;
         }
-        token = p.next_page_token;
+        token = next;
     }
+}
+
+/// Why `log` (events, oldest first) is not dense from its first seq to its last, if it is not.
+pub fn gap_in(log: &[pb::Event]) -> Option<String> {
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    seqs.windows(2)
+        .any(|w| w[1] != w[0] + 1)
+        .then(|| format!("event seqs are not dense: {seqs:?}"))
+}
+
+/// Every measure id, paging through ListMeasures.
+pub async fn measure_ids(channel: &Channel) -> std::collections::BTreeSet<i32> {
+    let c = pb::entity_service_client::EntityServiceClient::new(channel.clone());
+    all_pages(|page_token| {
+        let mut c = c.clone();
+        async move {
+            let p = c
+                .list_measures(pb::ListMeasuresRequest {
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (
+                p.measures.iter().map(|m| m.measure_id).collect(),
+                p.next_page_token,
+            )
+        }
+    })
+    .await
+    .into_iter()
+    .collect()
 }
 
 /// The event with this seq, read through ListEvents.

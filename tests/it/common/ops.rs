@@ -1,9 +1,6 @@
 //! Small client operations the recovery and fault tests share: create a habitat, take and
-//! restore a snapshot, read health and status, stop a child cleanly, and run the binary to its
-//! exit when it is expected to refuse to start.
+//! restore a snapshot, read health and status, stop a child cleanly.
 
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use lnrs::pb;
@@ -36,24 +33,25 @@ pub async fn habitat(ch: &Channel, name: &str) -> Result<(i32, u64), tonic::Stat
 
 /// Every habitat name, paging through ListHabitats.
 pub async fn habitat_names(ch: &Channel) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut token = String::new();
-    loop {
-        let p = entity(ch)
-            .list_habitats(pb::ListHabitatsRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(p.habitats.into_iter().map(|h| h.habitat));
-        if p.next_page_token.is_empty() {
-            return out;
+    super::all_pages(|page_token| {
+        let mut c = entity(ch);
+        async move {
+            let p = c
+                .list_habitats(pb::ListHabitatsRequest {
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let names = p.habitats.into_iter().map(|h| h.habitat).collect();
+            (names, p.next_page_token)
         }
-        token = p.next_page_token;
-    }
+    })
+    .await
+    .into_iter()
+    .collect()
 }
 
 /// Takes a manual snapshot; returns its id.
@@ -122,54 +120,11 @@ pub async fn stop(server: ChildServer) -> String {
     stderr
 }
 
-/// Runs `lnrs serve` on `dir` until it exits (it is expected to refuse to start).
-pub fn run_to_exit(dir: &Path, env: &[(&str, &str)], within: Duration) -> (ExitStatus, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lnrs"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "pretty"])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LNRS_")) {
-        cmd.env_remove(k);
-    }
-    cmd.env("LNRS_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn lnrs serve");
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status, err);
-        }
-        if t.elapsed() > within {
-            let _ = child.kill();
-            panic!("lnrs serve still running after {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Event seqs of the whole log are dense from the first retained to the head.
 pub async fn assert_dense_log(ch: &Channel) -> Vec<pb::Event> {
     let log = super::events_after(ch, 0).await;
-    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-    if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
-        assert_eq!(
-            seqs,
-            (*first..=*last).collect::<Vec<_>>(),
-            "dense seqs, no gap"
-        );
+    if let Some(gap) = super::gap_in(&log) {
+        panic!("{gap}");
     }
     log
 }
