@@ -80,6 +80,11 @@ pub fn create(conn: &Connection, link: &Link, changes: &mut Changes) -> Result<(
             key: link.id_string(),
         });
     }
+    insert(conn, link, changes)
+}
+
+/// Inserts a link row (references and duplicates already checked), tracking the change.
+fn insert(conn: &Connection, link: &Link, changes: &mut Changes) -> Result<(), StorageError> {
     let cols: Vec<&str> = link.kind.columns().iter().map(|c| c.name).collect();
     let params = key_params(link);
     changes.insert(
@@ -213,16 +218,7 @@ pub fn bulk_map(
                 if link_exists(conn, &link)? {
                     out.skipped_existing.push(link);
                 } else {
-                    let params = key_params(&link);
-                    let cols = ["measure_id", "area_id", "priority_id"];
-                    changes.insert(
-                        conn,
-                        link.kind.table(),
-                        &cols,
-                        &params,
-                        &key_where(link.kind),
-                        &params,
-                    )?;
+                    insert(conn, &link, changes)?;
                     out.created.push(link);
                 }
             }
