@@ -216,6 +216,8 @@ impl App {
             if let Some(r) = st.replay(&c)? {
                 return Ok(r);
             }
+            // Refuse before forgetting anything if the deletion could not be recorded.
+            st.conn()?;
             let store = st.shared.store()?;
             let m = store.get(&id)?;
             store.forget(&id)?;
@@ -249,6 +251,11 @@ impl App {
         policy
             .check()
             .map_err(|why| Error::invalid("keep_within", "INVALID_DURATION", why))?;
+        // Nothing is removed that the event log could not record (and an unresolved restore
+        // journal may need any snapshot): a closed database refuses before the store is touched.
+        if let Some(why) = self.shared.database.unavailable() {
+            return Err(Error::DatabaseUnavailable(why));
+        }
         // The store work runs off the writer (forget and GC are safe alongside commits and
         // respect restore pins); only the event needs the writer.
         let shared = self.shared.clone();

@@ -126,7 +126,8 @@ async fn an_unresolvable_restore_fences_the_server_and_the_next_start_resolves_i
         .await
         .unwrap_err();
     assert_eq!(reason(&c), "DATABASE_UNAVAILABLE");
-    // Window 4: the journal's snapshots stay pinned.
+    // Window 4: nothing the journal names can be removed while it is pending: DeleteSnapshot
+    // and retention are refused (the snapshots are pinned too).
     let d = snapshots(&s.channel)
         .delete_snapshot(pb::DeleteSnapshotRequest {
             snapshot_id: target.clone(),
@@ -134,19 +135,31 @@ async fn an_unresolvable_restore_fences_the_server_and_the_next_start_resolves_i
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&d), "SNAPSHOT_PINNED");
-    let _ = snapshots(&s.channel)
+    assert_eq!(reason(&d), "DATABASE_UNAVAILABLE");
+    let before = snapshots(&s.channel)
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert!(before.iter().any(|x| x.snapshot_id == target));
+    // Retention is refused before it removes anything (found by the soak: it used to remove
+    // snapshots, then fail to record it, answering DATABASE_UNAVAILABLE as if nothing changed).
+    let r = snapshots(&s.channel)
         .apply_retention(pb::ApplyRetentionRequest {
             keep_last: 1,
             ..Default::default()
         })
-        .await;
-    let listed = snapshots(&s.channel)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&r), "DATABASE_UNAVAILABLE");
+    let after = snapshots(&s.channel)
         .list_snapshots(pb::ListSnapshotsRequest::default())
         .await
         .unwrap()
-        .into_inner();
-    assert!(listed.snapshots.iter().any(|x| x.snapshot_id == target));
+        .into_inner()
+        .snapshots;
+    assert_eq!(after.len(), before.len(), "nothing was removed");
     let _ = stop(s).await;
 
     // Window 2: the store the journal needs is unreadable: refuse to start, say why.
