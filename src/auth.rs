@@ -101,6 +101,7 @@ pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
             ("DeleteLink", Editor),
             ("ListLinks", Reader),
             ("BatchCreateMeasureAreaPriorityLinks", Editor),
+            ("Undelete", Editor),
         ],
     ),
     (
@@ -115,6 +116,8 @@ pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
             ("DeleteSnapshot", Admin),
             ("ApplyRetention", Admin),
             ("GetStatus", Reader),
+            ("DiffSnapshots", Reader),
+            ("UpdateSnapshot", Editor),
         ],
     ),
     (

@@ -42,8 +42,12 @@ pub struct RequestCtx {
     pub request_id: Option<String>,
     /// Full RPC path, e.g. "/lnrs.v1.EntityService/DeleteMeasure".
     pub rpc: String,
-    /// The authenticated caller ("" when auth is off): idempotency keys are scoped to it.
+    /// Who is asking: the token's name (or "token-…"), the client certificate's subject,
+    /// "anonymous" with auth off, "lnrs" for the service's own work. Idempotency keys are
+    /// scoped to it and events record it.
     pub principal: String,
+    /// The client's address.
+    pub peer: Option<String>,
     /// The caller's deadline: a write still queued when it passes is not executed.
     pub deadline: Option<Instant>,
 }
@@ -53,6 +57,7 @@ impl RequestCtx {
     pub fn internal(what: &str) -> Self {
         Self {
             rpc: format!("internal/{what}"),
+            principal: "lnrs".into(),
             ..Default::default()
         }
     }

@@ -151,6 +151,8 @@ impl WriterState {
                 origin: Origin {
                     request_id: ctx.request_id.clone(),
                     rpc: Some(ctx.rpc.clone()),
+                    principal: Some(ctx.principal.clone()).filter(|p| !p.is_empty()),
+                    peer: ctx.peer.clone(),
                 },
                 body,
             })

@@ -364,6 +364,7 @@ async fn delete(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
     let req = pb::DeleteSnapshotRequest {
         snapshot_id: id.to_string(),
         request_id: ctx.request_id(),
+        force: false,
     };
     let r = ctx
         .snapshots()

@@ -242,7 +242,14 @@ fn detail(e: &pb::Event) -> String {
             }
             None => String::new(),
         },
-        K::SnapshotCreated | K::SnapshotDeleted => e
+        K::EntityUndeleted | K::LinkUndeleted => {
+            let rows: usize = e
+                .rows
+                .as_ref()
+                .map_or(0, |r| r.after.iter().map(|t| t.rows.len()).sum());
+            format!("{rows} row(s) put back")
+        }
+        K::SnapshotCreated | K::SnapshotDeleted | K::SnapshotUpdated => e
             .snapshot
             .as_ref()
             .map_or(String::new(), |s| format!("{:?}", s.description)),

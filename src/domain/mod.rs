@@ -6,6 +6,7 @@ pub mod fingerprint;
 pub mod link;
 pub mod query;
 pub mod record;
+pub mod rows;
 pub mod tables;
 pub mod validate;
 

@@ -176,6 +176,8 @@ mod tests {
             origin: Origin {
                 request_id: Some(format!("req-{seq}")),
                 rpc: Some("/lnrs.v1.EntityService/DeleteHabitat".into()),
+                principal: Some("editor-1".into()),
+                peer: Some("127.0.0.1:5000".into()),
             },
             body: EventDraft::new(EventKind::EntityDeleted, "habitat", seq.to_string()),
         }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::rows::RowImages;
 use crate::domain::{Link, Record};
 
 /// What happened.
@@ -22,6 +23,9 @@ pub enum EventKind {
     RetentionApplied,
     StorageDegraded,
     StorageRecovered,
+    EntityUndeleted,
+    LinkUndeleted,
+    SnapshotUpdated,
 }
 
 impl EventKind {
@@ -39,6 +43,9 @@ impl EventKind {
             EventKind::RetentionApplied => "retention_applied",
             EventKind::StorageDegraded => "storage_degraded",
             EventKind::StorageRecovered => "storage_recovered",
+            EventKind::EntityUndeleted => "entity_undeleted",
+            EventKind::LinkUndeleted => "link_undeleted",
+            EventKind::SnapshotUpdated => "snapshot_updated",
         }
     }
 }
@@ -114,6 +121,10 @@ pub struct EventDraft {
     pub retention: Option<RetentionInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageInfo>,
+    /// Every row the change touched (absent for events that change no user data, and in events
+    /// written before the log kept row images).
+    #[serde(default, skip_serializing_if = "RowImages::is_empty")]
+    pub rows: RowImages,
 }
 
 impl EventDraft {
@@ -134,15 +145,23 @@ impl EventDraft {
             restore: None,
             retention: None,
             storage: None,
+            rows: RowImages::default(),
         }
     }
 }
 
-/// Who caused an event: the request id and the RPC.
+/// Who caused an event: the request id, the RPC, the principal and the client's address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub request_id: Option<String>,
     pub rpc: Option<String>,
+    /// The token's name, the client certificate's subject, "anonymous" (auth off) or "lnrs"
+    /// (the service's own work). Absent in events written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// One entry of the log.

@@ -4,6 +4,7 @@
 
 use prost_types::Timestamp;
 
+use crate::domain::rows::{Datum, RowImages, TableRows};
 use crate::domain::{
     Draft, EntityKind, Key, Link, LinkKind, LinkParts, MeasureSets, Record, Value,
 };
@@ -366,6 +367,9 @@ pub fn event_kind_out(k: ev::EventKind) -> pb::EventKind {
         K::RetentionApplied => P::RetentionApplied,
         K::StorageDegraded => P::StorageDegraded,
         K::StorageRecovered => P::StorageRecovered,
+        K::EntityUndeleted => P::EntityUndeleted,
+        K::LinkUndeleted => P::LinkUndeleted,
+        K::SnapshotUpdated => P::SnapshotUpdated,
     }
 }
 
@@ -384,6 +388,9 @@ pub fn event_kind_in(k: i32) -> Result<ev::EventKind, Error> {
         Ok(P::RetentionApplied) => K::RetentionApplied,
         Ok(P::StorageDegraded) => K::StorageDegraded,
         Ok(P::StorageRecovered) => K::StorageRecovered,
+        Ok(P::EntityUndeleted) => K::EntityUndeleted,
+        Ok(P::LinkUndeleted) => K::LinkUndeleted,
+        Ok(P::SnapshotUpdated) => K::SnapshotUpdated,
         Ok(P::Unspecified) | Err(_) => {
             return Err(Error::invalid(
                 "kinds",
@@ -461,7 +468,44 @@ pub fn event(e: &ev::Event) -> Result<pb::Event, Error> {
             reason: s.reason.clone(),
             message: s.message.clone(),
         }),
+        rows: (!b.rows.is_empty()).then(|| row_images(&b.rows)),
+        principal: e.origin.principal.clone().unwrap_or_default(),
+        peer: e.origin.peer.clone().unwrap_or_default(),
     })
+}
+
+/// Row images as messages: the one conversion of [`RowImages`].
+pub fn row_images(im: &RowImages) -> pb::RowImages {
+    pb::RowImages {
+        before: im.before.iter().map(table_rows).collect(),
+        after: im.after.iter().map(table_rows).collect(),
+    }
+}
+
+pub fn table_rows(t: &TableRows) -> pb::TableRows {
+    pb::TableRows {
+        table: t.table.clone(),
+        columns: t.columns.clone(),
+        rows: t.rows.iter().map(|r| row(r)).collect(),
+    }
+}
+
+pub fn row(values: &[Datum]) -> pb::Row {
+    pb::Row {
+        values: values.iter().map(datum).collect(),
+    }
+}
+
+fn datum(d: &Datum) -> pb::Datum {
+    use pb::datum::Kind;
+    pb::Datum {
+        kind: match d {
+            Datum::Null => None,
+            Datum::Int(i) => Some(Kind::Integer(*i)),
+            Datum::Text(t) => Some(Kind::Text(t.clone())),
+            Datum::Blob(b) => Some(Kind::Blob(b.clone())),
+        },
+    }
 }
 
 pub fn report(r: &IntegrityReport) -> pb::IntegrityReport {

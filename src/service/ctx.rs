@@ -16,6 +16,9 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcPath(pub String);
 
+/// The principal of requests when auth is off.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The authenticated caller of a request (absent when auth is off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(pub String);
@@ -44,8 +47,8 @@ pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<Requ
         principal: req
             .extensions()
             .get::<Principal>()
-            .map(|p| p.0.clone())
-            .unwrap_or_default(),
+            .map_or_else(|| ANONYMOUS.to_string(), |p| p.0.clone()),
+        peer: req.remote_addr().map(|a| a.to_string()),
         deadline: deadline(req),
     })
 }

@@ -417,6 +417,10 @@ impl EntityService for EntityApi {
         }))
     }
 
+    async fn undelete(&self, _: Request<pb::UndeleteRequest>) -> R<pb::UndeleteResponse> {
+        Err(Error::Unimplemented.into())
+    }
+
     async fn batch_create_measure_area_priority_links(
         &self,
         req: Request<pb::BatchCreateMeasureAreaPriorityLinksRequest>,

@@ -115,6 +115,13 @@ impl EventService for EventApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn get_entity_history(
+        &self,
+        _: Request<pb::GetEntityHistoryRequest>,
+    ) -> Result<Response<pb::GetEntityHistoryResponse>, Status> {
+        Err(Error::Unimplemented.into())
+    }
+
     async fn list_events(
         &self,
         req: Request<pb::ListEventsRequest>,

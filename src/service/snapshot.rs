@@ -298,6 +298,20 @@ impl SnapshotService for SnapshotApi {
         }))
     }
 
+    async fn diff_snapshots(
+        &self,
+        _: Request<pb::DiffSnapshotsRequest>,
+    ) -> R<pb::DiffSnapshotsResponse> {
+        Err(Error::Unimplemented.into())
+    }
+
+    async fn update_snapshot(
+        &self,
+        _: Request<pb::UpdateSnapshotRequest>,
+    ) -> R<pb::UpdateSnapshotResponse> {
+        Err(Error::Unimplemented.into())
+    }
+
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> R<pb::GetStatusResponse> {
         let s = self.app.status().await?;
         let cfg = self.app.config();

@@ -884,6 +884,7 @@ async fn call_class(
                     pb::DeleteSnapshotRequest {
                         snapshot_id: "not-a-snapshot-id".into(),
                         request_id: String::new(),
+                        ..Default::default()
                     },
                     t,
                 ))

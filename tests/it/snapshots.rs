@@ -485,6 +485,7 @@ async fn retention_keeps_exactly_n_and_the_newest_and_dry_run_changes_nothing() 
         .delete_snapshot(pb::DeleteSnapshotRequest {
             snapshot_id: ids[4].clone(),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -90,6 +90,7 @@ fn fixture_event(seq: u64) -> Event {
         origin: Origin {
             request_id: Some(format!("catchup-fixture-{seq}")),
             rpc: Some("/lnrs.v1.EntityService/CreateLink".into()),
+            ..Default::default()
         },
         body,
     }
