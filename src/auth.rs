@@ -28,9 +28,9 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
-    /// Reads: Get/List/Watch, snapshot preview/verify/status, delete impact.
+    /// Reads: Get/List/Watch, snapshot preview/verify/status/diff, delete impact, history.
     Reader,
-    /// + create/update/delete of entities and links, CreateSnapshot.
+    /// + create/update/delete/undelete of entities and links, CreateSnapshot, UpdateSnapshot.
     Editor,
     /// + RestoreSnapshot, DeleteSnapshot, ApplyRetention.
     Admin,
@@ -122,7 +122,11 @@ pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
     ),
     (
         "lnrs.v1.EventService",
-        &[("WatchEvents", Reader), ("ListEvents", Reader)],
+        &[
+            ("WatchEvents", Reader),
+            ("ListEvents", Reader),
+            ("GetEntityHistory", Reader),
+        ],
     ),
 ];
 
@@ -518,7 +522,7 @@ mod tests {
             for (m, role) in *methods {
                 let expected = match *m {
                     "RestoreSnapshot" | "DeleteSnapshot" | "ApplyRetention" => Admin,
-                    _ if ["Get", "List", "Watch", "Preview", "Verify"]
+                    _ if ["Get", "List", "Watch", "Preview", "Verify", "Diff"]
                         .iter()
                         .any(|p| m.starts_with(p)) =>
                     {
