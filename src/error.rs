@@ -8,6 +8,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::domain::rows::Conflict;
 use crate::domain::{DomainError, FieldViolation};
 use crate::events::EventError;
 use crate::snapshot::SnapshotError;
@@ -88,6 +89,16 @@ pub enum Error {
     /// A fail point armed by a fault test.
     #[error("injected fault at {0}")]
     Injected(&'static str),
+    /// An undelete whose rows cannot all be put back; nothing was written.
+    #[error("the undelete conflicts with the live data ({} rows)", .0.len())]
+    UndeleteConflict(Vec<Conflict>),
+    /// A delete that cannot be undone at all (no row images and no snapshot, or not a delete).
+    #[error("{0}")]
+    UndeleteImpossible(String),
+    /// A point in the data's history that cannot be rebuilt exactly (no snapshot before it,
+    /// events compacted, or events without row images).
+    #[error("{0}")]
+    StateNotRebuildable(String),
     /// A method (or message encoding) this server does not implement.
     #[error("not implemented by this server")]
     Unimplemented,
@@ -138,6 +149,8 @@ struct Mapped {
     violations: Vec<FieldViolation>,
     resource: Option<(String, String)>,
     retry_after: Option<Duration>,
+    /// google.rpc.PreconditionFailure violations: (type, subject, description).
+    preconditions: Vec<(String, String, String)>,
 }
 
 impl Mapped {
@@ -150,6 +163,7 @@ impl Mapped {
             violations: Vec::new(),
             resource: None,
             retry_after: None,
+            preconditions: Vec::new(),
         }
     }
 
@@ -180,6 +194,13 @@ impl Mapped {
             details.add_bad_request_violation(
                 bounded(v.field, MAX_DETAIL_BYTES),
                 bounded(v.description, MAX_DETAIL_BYTES),
+            );
+        }
+        for (kind, subject, description) in self.preconditions {
+            details.add_precondition_failure_violation(
+                kind,
+                bounded(subject, MAX_DETAIL_BYTES),
+                bounded(description, MAX_DETAIL_BYTES),
             );
         }
         if let Some((kind, name)) = self.resource {
@@ -299,6 +320,13 @@ fn map(e: Error) -> Mapped {
             format!("injected fault at {point}"),
         )
         .retry(Duration::from_millis(100)),
+        Error::UndeleteConflict(conflicts) => undelete_conflict(conflicts),
+        Error::UndeleteImpossible(why) => {
+            Mapped::new(Code::FailedPrecondition, "UNDELETE_IMPOSSIBLE", why)
+        }
+        Error::StateNotRebuildable(why) => {
+            Mapped::new(Code::FailedPrecondition, "STATE_NOT_REBUILDABLE", why)
+        }
         Error::Unimplemented => Mapped::new(
             Code::Unimplemented,
             "UNIMPLEMENTED",
@@ -336,6 +364,40 @@ fn map(e: Error) -> Mapped {
         .retry(Duration::from_secs(1)),
         Error::Internal(why) => internal("INTERNAL", &why),
     }
+}
+
+/// Most conflicts listed in one status: trailers are bounded (see [`MAX_MESSAGE_BYTES`]); a dry
+/// run lists them all.
+const MAX_CONFLICTS_LISTED: usize = 20;
+
+/// FAILED_PRECONDITION listing each conflict as a PreconditionFailure violation (type = kind,
+/// subject = `table/key`).
+fn undelete_conflict(conflicts: Vec<Conflict>) -> Mapped {
+    let n = conflicts.len();
+    let kinds: std::collections::BTreeSet<&str> =
+        conflicts.iter().map(|c| c.kind.as_str()).collect();
+    let kinds = kinds.into_iter().collect::<Vec<_>>().join(",");
+    let mut m = Mapped::new(
+        Code::FailedPrecondition,
+        "UNDELETE_CONFLICT",
+        format!(
+            "{n} rows cannot be put back ({kinds}); nothing was changed — a dry run lists them all"
+        ),
+    )
+    .meta("conflicts", n)
+    .meta("kinds", &kinds);
+    m.preconditions = conflicts
+        .into_iter()
+        .take(MAX_CONFLICTS_LISTED)
+        .map(|c| {
+            (
+                c.kind.as_str().to_string(),
+                format!("{}/{}", c.table, c.key),
+                c.description,
+            )
+        })
+        .collect();
+    m
 }
 
 fn map_storage(e: StorageError) -> Mapped {
@@ -402,6 +464,7 @@ fn map_storage(e: StorageError) -> Mapped {
         StorageError::ReadTaskFailed => internal("READ_TASK_FAILED", &e),
         StorageError::WalNotEmpty { .. } => internal("WAL_NOT_EMPTY", &e),
         StorageError::FingerprintDrift { .. } => internal("FINGERPRINT_DRIFT", &e),
+        StorageError::ImageWithoutKey { .. } => internal("IMAGE_WITHOUT_KEY", &e),
         StorageError::Closed => Mapped::new(
             Code::Unavailable,
             "DATABASE_UNAVAILABLE",

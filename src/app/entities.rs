@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::state::WriterState;
 use super::{App, Replayable, RequestCtx};
 use crate::config::SnapshotPolicy;
+use crate::domain::entity::KeyType;
+use crate::domain::rows::{Datum, Subject};
 use crate::domain::validate::validate_draft;
-use crate::domain::{Draft, EntityKind, Key, Link, Record};
+use crate::domain::{Draft, EntityKind, Key, Link, LinkKind, Record};
 use crate::error::Error;
 use crate::events::model::DeleteInfo;
 use crate::events::{EventDraft, EventKind, Resource};
@@ -69,6 +71,40 @@ pub enum DeleteTarget {
 }
 
 impl DeleteTarget {
+    /// The target an event or a manifest names by [`Self::type_name`] and [`Self::id_string`]
+    /// (None when they name no entity or link).
+    pub fn parse(type_name: &str, id: &str) -> Option<Self> {
+        if let Some(kind) = EntityKind::from_name(type_name) {
+            let key = match kind.def().key_type {
+                KeyType::Int => Key::Int(id.parse().ok()?),
+                KeyType::Text => Key::Text(id.to_string()),
+            };
+            return Some(DeleteTarget::Entity(kind, key));
+        }
+        let kind = LinkKind::from_table(type_name)?;
+        Link::parse_id(kind, id).map(DeleteTarget::Link)
+    }
+
+    /// The target's own row as a history subject.
+    pub fn subject(&self) -> Subject {
+        match self {
+            DeleteTarget::Entity(kind, key) => Subject {
+                table: kind.def().table,
+                key: vec![(kind.def().key, Datum::from(key))],
+            },
+            DeleteTarget::Link(l) => Subject {
+                table: l.kind.table(),
+                key: l
+                    .kind
+                    .columns()
+                    .iter()
+                    .map(|c| c.name)
+                    .zip(l.key.iter().map(Datum::from))
+                    .collect(),
+            },
+        }
+    }
+
     /// Stable type name for events and manifests.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -210,6 +246,7 @@ impl App {
                         let mut ev =
                             EventDraft::new(EventKind::LinkCreated, l.kind.table(), l.id_string());
                         ev.after = Some(Resource::Link(l.clone()));
+                        ev.rows.after.push(l.row());
                         ev
                     })
                     .collect::<Vec<_>>();
@@ -390,19 +427,26 @@ impl WriterState {
         let committed = self.commit_change(ctx, |conn, changes, seq| {
             cascade::execute(conn, &plan, changes)?;
             phases.mark("cascade");
-            let (snapshot_id, snapshot_skipped_reason) = snapshot.join(required)?;
+            let (taken, snapshot_skipped_reason) = snapshot.join(required)?;
             phases.mark("snapshot_wait");
             if crate::fault::hit("delete.before_commit") {
                 return Err(Error::Injected("delete.before_commit"));
             }
+            // The pre-delete snapshot is announced like every other, just before the delete
+            // that names it, so a subscriber to snapshot events sees every snapshot.
+            let mut events: Vec<EventDraft> = taken
+                .iter()
+                .map(|m| super::snapshots::snapshot_event(EventKind::SnapshotCreated, m))
+                .collect();
             let deleted = Deleted {
-                snapshot_id,
+                snapshot_id: taken.map(|m| m.id.as_str().to_string()),
                 snapshot_skipped_reason,
                 rows_removed: changes.removed().to_vec(),
                 row: row.clone(),
-                event_seq: seq,
+                event_seq: seq + events.len() as u64,
             };
-            Ok((deleted.clone(), vec![delete_event(target, &deleted)]))
+            events.push(delete_event(target, &deleted));
+            Ok((deleted.clone(), events))
         });
         phases.mark("commit");
         // The snapshot thread is joined by now in every case; its failure (if any) changes the
@@ -513,9 +557,9 @@ impl PreDeleteSnapshot {
 
     /// Waits for the snapshot. Returns its id, or why none was taken; under policy `required`
     /// a failure is an error, so the delete's transaction rolls back.
-    fn join(&mut self, required: bool) -> Result<(Option<String>, Option<String>), Error> {
+    fn join(&mut self, required: bool) -> Result<(Option<Manifest>, Option<String>), Error> {
         match self.outcome() {
-            Snap::Taken(m) => Ok((Some(m.id.as_str().to_string()), None)),
+            Snap::Taken(m) => Ok((Some((**m).clone()), None)),
             Snap::Skipped(reason) => Ok((None, Some(reason.clone()))),
             Snap::Failed(SnapshotError::Panicked) => Err(Error::Internal(
                 "the pre-delete snapshot thread panicked".into(),

@@ -5,12 +5,14 @@
 mod bootstrap;
 pub mod cache;
 pub mod entities;
+pub mod history;
 pub mod maintenance;
 pub mod reads;
 pub mod restore;
 pub mod snapshots;
 pub mod state;
 pub mod status;
+pub mod undelete;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

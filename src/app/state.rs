@@ -107,8 +107,10 @@ impl WriterState {
     }
 
     /// BEGIN → `body` → its events → idempotency record → COMMIT → fingerprints → publish.
-    /// `body` gets the seq its first event will have. Nothing is published and no state
-    /// changes unless COMMIT succeeds.
+    /// `body` gets the seq its first event will have. The one data event among its drafts
+    /// carries the images of every row the change touched (a body that emits several data
+    /// events, like the bulk MAP product, sets each one's images itself). Nothing is published
+    /// and no state changes unless COMMIT succeeds.
     pub(crate) fn commit_change<T, F>(&mut self, ctx: &RequestCtx, body: F) -> Result<T, Error>
     where
         T: Serialize,
@@ -117,7 +119,13 @@ impl WriterState {
         let first_seq = self.next_seq;
         let mut changes = Changes::new();
         let (value, events) = self.data_transaction(|conn| {
-            let (value, drafts) = body(conn, &mut changes, first_seq)?;
+            let (value, mut drafts) = body(conn, &mut changes, first_seq)?;
+            let mut data = drafts.iter_mut().filter(|d| d.kind.changes_data());
+            if let (Some(only), None) = (data.next(), data.next()) {
+                if only.rows.is_empty() {
+                    only.rows = changes.take_images();
+                }
+            }
             let events = self.stamp(ctx, drafts);
             for e in &events {
                 event_log::append(conn, e)?;

@@ -86,6 +86,38 @@ pub struct Link {
 }
 
 impl Link {
+    /// Parses [`Link::id_string`] back: the `/`-joined key (only the last column, a grant id,
+    /// may itself contain `/`).
+    pub fn parse_id(kind: LinkKind, id: &str) -> Option<Link> {
+        let cols = kind.columns();
+        let key = id
+            .splitn(cols.len(), '/')
+            .zip(cols)
+            .map(|(part, c)| {
+                if c.name == GRANT.name {
+                    Some(Key::Text(part.to_string()))
+                } else {
+                    part.parse().ok().map(Key::Int)
+                }
+            })
+            .collect::<Option<Vec<Key>>>()?;
+        (key.len() == cols.len()).then_some(Link { kind, key })
+    }
+
+    /// The link's row, as a row image (a link row is its key).
+    pub fn row(&self) -> super::rows::TableRows {
+        super::rows::TableRows {
+            table: self.kind.table().to_string(),
+            columns: self
+                .kind
+                .columns()
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect(),
+            rows: vec![self.key.iter().map(super::rows::Datum::from).collect()],
+        }
+    }
+
     /// Builds a link from optional per-column values (0 / "" = unset), checking that exactly
     /// the kind's columns are set.
     pub fn from_parts(kind: LinkKind, parts: &LinkParts) -> Result<Self, Vec<FieldViolation>> {
@@ -198,6 +230,19 @@ impl LinkParts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_parse_back() {
+        for (kind, id) in [
+            (LinkKind::MeasureAreaPriorityGrant, "1/2/3/CAB/5"),
+            (LinkKind::HabitatCreationArea, "4/7"),
+        ] {
+            let l = Link::parse_id(kind, id).unwrap();
+            assert_eq!(l.id_string(), id);
+        }
+        assert!(Link::parse_id(LinkKind::HabitatCreationArea, "4").is_none());
+        assert!(Link::parse_id(LinkKind::HabitatCreationArea, "x/7").is_none());
+    }
     use crate::domain::tables::{parents_of, user_table};
 
     #[test]

@@ -7,6 +7,7 @@ pub mod link;
 pub mod query;
 pub mod record;
 pub mod rows;
+pub mod state;
 pub mod tables;
 pub mod validate;
 

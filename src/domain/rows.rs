@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::tables::children_of;
 use super::{Key, Value};
 
 /// One stored value.
@@ -116,6 +117,19 @@ pub struct TableRows {
 }
 
 impl TableRows {
+    /// Whether some row has `values` at `columns` (false when a column is missing).
+    pub fn has_row(&self, columns: &[&str], values: &[&Datum]) -> bool {
+        let idx: Option<Vec<usize>> = columns
+            .iter()
+            .map(|c| self.columns.iter().position(|x| x == c))
+            .collect();
+        idx.is_some_and(|idx| {
+            self.rows
+                .iter()
+                .any(|r| idx.iter().zip(values).all(|(i, v)| r.get(*i) == Some(*v)))
+        })
+    }
+
     /// The value of `column` in `row` (an index into `rows`).
     pub fn get(&self, row: usize, column: &str) -> Option<&Datum> {
         let i = self.columns.iter().position(|c| c == column)?;
@@ -169,6 +183,93 @@ impl RowImages {
             .map(|t| (t.table.clone(), t.rows.len() as i64))
             .collect()
     }
+}
+
+/// One row, named by its key, followed through row images: its own images and those of the
+/// rows that reference it directly (links, set memberships). What a per-entity history lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub table: &'static str,
+    /// Key columns and values.
+    pub key: Vec<(&'static str, Datum)>,
+}
+
+impl Subject {
+    /// The references whose parent is the subject's table, with the child columns matched to
+    /// the subject's key values.
+    fn referrers(&self) -> impl Iterator<Item = (&'static str, Vec<&'static str>, Vec<&Datum>)> {
+        children_of(self.table).filter_map(|r| {
+            let values = r
+                .parent_cols
+                .iter()
+                .map(|p| self.key.iter().find(|(k, _)| k == p).map(|(_, v)| v))
+                .collect::<Option<Vec<&Datum>>>()?;
+            Some((r.child, r.child_cols.to_vec(), values))
+        })
+    }
+
+    /// Tables whose images can show the subject: its own and those referencing it.
+    pub fn tables(&self) -> Vec<&'static str> {
+        let mut t: Vec<&'static str> = std::iter::once(self.table)
+            .chain(self.referrers().map(|(child, ..)| child))
+            .collect();
+        t.dedup();
+        t
+    }
+
+    /// Whether `rows` hold the subject's row or a row referencing it.
+    pub fn seen_in(&self, rows: &TableRows) -> bool {
+        if rows.table == self.table {
+            let (cols, values): (Vec<&str>, Vec<&Datum>) =
+                self.key.iter().map(|(c, v)| (*c, v)).unzip();
+            if rows.has_row(&cols, &values) {
+                return true;
+            }
+        }
+        self.referrers()
+            .any(|(child, cols, values)| rows.table == child && rows.has_row(&cols, &values))
+    }
+
+    /// Whether any image of `images` shows the subject.
+    pub fn seen_in_images(&self, images: &RowImages) -> bool {
+        images
+            .before
+            .iter()
+            .chain(&images.after)
+            .any(|t| self.seen_in(t))
+    }
+}
+
+/// Why a row cannot be put back by an undelete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConflictKind {
+    /// Another row holds the key now.
+    KeyReused,
+    /// The same row is back already (an undelete done twice).
+    AlreadyPresent,
+    /// A row it references is gone and not among the rows put back.
+    ParentMissing,
+}
+
+impl ConflictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictKind::KeyReused => "KEY_REUSED",
+            ConflictKind::AlreadyPresent => "ALREADY_PRESENT",
+            ConflictKind::ParentMissing => "PARENT_MISSING",
+        }
+    }
+}
+
+/// One row an undelete cannot put back, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub table: String,
+    /// The row's key values, "/"-joined.
+    pub key: String,
+    pub kind: ConflictKind,
+    pub description: String,
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! The durable event log: the `lnrs_event_log` table. Appends happen inside the writer's
 //! transaction together with the change they describe; reads page through it by seq.
 
-use duckdb::{params, params_from_iter, Connection};
+use duckdb::{params, params_from_iter, Connection, OptionalExt};
 
-use super::model::{Event, EventFilter};
+use super::model::{Event, EventFilter, EventKind};
 use super::EventError;
 use crate::domain::tables::{quote_ident, EVENT_LOG_TABLE};
 
@@ -93,6 +93,43 @@ pub fn bounds(conn: &Connection) -> Result<Bounds, EventError> {
     })
 }
 
+/// The event with this seq, if the log still has it.
+pub fn read_one(conn: &Connection, seq: u64) -> Result<Option<Event>, EventError> {
+    let sql = format!("SELECT payload FROM {EVENT_LOG_TABLE} WHERE seq = ?");
+    let payload: Option<String> = conn
+        .prepare_cached(&sql)?
+        .query_row([seq as i64], |r| r.get(0))
+        .optional()?;
+    Ok(payload.map(|p| serde_json::from_str(&p)).transpose()?)
+}
+
+/// The delete event that names `snapshot_id` as its pre-delete snapshot, if the log still
+/// has it.
+pub fn delete_by_snapshot(
+    conn: &Connection,
+    snapshot_id: &str,
+) -> Result<Option<Event>, EventError> {
+    let sql = format!(
+        "SELECT payload FROM {EVENT_LOG_TABLE}
+         WHERE kind IN ('entity_deleted', 'link_deleted') AND payload LIKE ?
+         ORDER BY seq DESC LIMIT 1"
+    );
+    let pattern = format!("%\"snapshot_id\":\"{snapshot_id}\"%");
+    let payload: Option<String> = conn
+        .prepare_cached(&sql)?
+        .query_row([pattern], |r| r.get(0))
+        .optional()?;
+    let event: Option<Event> = payload.map(|p| serde_json::from_str(&p)).transpose()?;
+    // LIKE is a coarse filter: the event must really name it.
+    Ok(event.filter(|e| {
+        e.body
+            .delete
+            .as_ref()
+            .and_then(|d| d.snapshot_id.as_deref())
+            == Some(snapshot_id)
+    }))
+}
+
 /// Up to `limit` events with seq > `after` matching `filter`, oldest first.
 pub fn read_after(
     conn: &Connection,
@@ -123,6 +160,51 @@ pub fn read_after(
         .chain(args.iter().map(|a| a as &dyn duckdb::ToSql));
     let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, String>(0))?;
     let mut out = Vec::with_capacity(limit.min(1024));
+    for payload in rows {
+        out.push(serde_json::from_str(&payload?)?);
+    }
+    Ok(out)
+}
+
+/// What a per-entity history reads from the log: events naming the entity, events whose row
+/// images include one of `tables` (a coarse filter on the payload; the caller checks the rows),
+/// and events of `kinds` (restores, which may change any row).
+#[derive(Debug, Clone)]
+pub struct HistoryScan<'a> {
+    pub entity_type: &'a str,
+    pub entity_id: &'a str,
+    pub tables: &'a [&'static str],
+    pub kinds: &'a [EventKind],
+}
+
+/// Up to `limit` candidate events of `scan` with seq < `before`, newest first.
+pub fn read_history_candidates(
+    conn: &Connection,
+    before: u64,
+    limit: usize,
+    scan: &HistoryScan<'_>,
+) -> Result<Vec<Event>, EventError> {
+    let mut conds = vec!["(entity_type = ? AND entity_id = ?)".to_string()];
+    let mut args: Vec<String> = vec![scan.entity_type.to_string(), scan.entity_id.to_string()];
+    for t in scan.tables {
+        // serde_json writes a TableRows as {"table":"<name>",…}: an exact, compact spelling.
+        conds.push("payload LIKE ?".into());
+        args.push(format!("%\"table\":\"{t}\"%"));
+    }
+    for k in scan.kinds {
+        conds.push("kind = ?".into());
+        args.push(k.as_str().to_string());
+    }
+    let sql = format!(
+        "SELECT payload FROM {EVENT_LOG_TABLE} WHERE seq < ? AND ({}) ORDER BY seq DESC LIMIT {limit}",
+        conds.join(" OR ")
+    );
+    let before = i64::try_from(before).unwrap_or(i64::MAX);
+    let params = std::iter::once(&before as &dyn duckdb::ToSql)
+        .chain(args.iter().map(|a| a as &dyn duckdb::ToSql));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
     for payload in rows {
         out.push(serde_json::from_str(&payload?)?);
     }

@@ -29,6 +29,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether events of this kind record a change of user data (and carry its row images).
+    pub fn changes_data(self) -> bool {
+        matches!(
+            self,
+            EventKind::EntityCreated
+                | EventKind::EntityUpdated
+                | EventKind::EntityDeleted
+                | EventKind::LinkCreated
+                | EventKind::LinkDeleted
+                | EventKind::EntityUndeleted
+                | EventKind::LinkUndeleted
+        )
+    }
+
     /// The stable name stored in the `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -87,6 +101,16 @@ pub struct RestoreInfo {
     pub checks_failed: Vec<String>,
 }
 
+/// Undelete detail: which delete was undone, and where its rows came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndeleteInfo {
+    /// The undone delete's event seq (0 when the log no longer has it).
+    pub delete_event_seq: u64,
+    pub snapshot_id: Option<String>,
+    /// "event" (the delete's row images) or "snapshot" (its pre-delete snapshot).
+    pub source: String,
+}
+
 /// Retention detail.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionInfo {
@@ -121,6 +145,8 @@ pub struct EventDraft {
     pub retention: Option<RetentionInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelete: Option<UndeleteInfo>,
     /// Every row the change touched (absent for events that change no user data, and in events
     /// written before the log kept row images).
     #[serde(default, skip_serializing_if = "RowImages::is_empty")]
@@ -145,6 +171,7 @@ impl EventDraft {
             restore: None,
             retention: None,
             storage: None,
+            undelete: None,
             rows: RowImages::default(),
         }
     }

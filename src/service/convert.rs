@@ -4,7 +4,10 @@
 
 use prost_types::Timestamp;
 
+use crate::app::history::StateRef;
+use crate::app::undelete::Undeleted;
 use crate::domain::rows::{Datum, RowImages, TableRows};
+use crate::domain::state::{RowChange, RowDiff, TableDiff};
 use crate::domain::{
     Draft, EntityKind, Key, Link, LinkKind, LinkParts, MeasureSets, Record, Value,
 };
@@ -339,14 +342,7 @@ pub fn delete_outcome(info: &ev::DeleteInfo, event_seq: u64, replayed: bool) -> 
     pb::DeleteOutcome {
         snapshot_id: info.snapshot_id.clone().unwrap_or_default(),
         snapshot_skipped_reason: info.snapshot_skipped_reason.clone().unwrap_or_default(),
-        rows_removed: info
-            .rows_removed
-            .iter()
-            .map(|(t, n)| pb::TableRowCount {
-                table: t.clone(),
-                rows: *n,
-            })
-            .collect(),
+        rows_removed: row_counts(&info.rows_removed),
         event_seq,
         replayed,
     }
@@ -469,9 +465,88 @@ pub fn event(e: &ev::Event) -> Result<pb::Event, Error> {
             message: s.message.clone(),
         }),
         rows: (!b.rows.is_empty()).then(|| row_images(&b.rows)),
+        undelete: b.undelete.as_ref().map(|u| pb::UndeleteEventDetail {
+            delete_event_seq: u.delete_event_seq,
+            snapshot_id: u.snapshot_id.clone().unwrap_or_default(),
+            source: u.source.clone(),
+        }),
         principal: e.origin.principal.clone().unwrap_or_default(),
         peer: e.origin.peer.clone().unwrap_or_default(),
     })
+}
+
+/// Rows per table.
+pub fn row_counts(counts: &[(String, i64)]) -> Vec<pb::TableRowCount> {
+    counts
+        .iter()
+        .map(|(t, n)| pb::TableRowCount {
+            table: t.clone(),
+            rows: *n,
+        })
+        .collect()
+}
+
+/// An undelete's outcome.
+pub fn undeleted(u: &Undeleted, replayed: bool) -> pb::UndeleteResponse {
+    pb::UndeleteResponse {
+        event_seq: u.event_seq,
+        rows: Some(pb::RowImages {
+            before: Vec::new(),
+            after: u.rows.iter().map(table_rows).collect(),
+        }),
+        rows_restored: row_counts(&RowImages::counts(&u.rows)),
+        conflicts: u
+            .conflicts
+            .iter()
+            .map(|c| pb::UndeleteConflict {
+                table: c.table.clone(),
+                key: c.key.clone(),
+                kind: c.kind.as_str().to_string(),
+                description: c.description.clone(),
+            })
+            .collect(),
+        source: u.info.source.clone(),
+        delete_event_seq: u.info.delete_event_seq,
+        replayed,
+    }
+}
+
+/// A point in the data's history, as a request names it.
+pub fn state_ref(field: &str, r: Option<pb::StateRef>) -> Result<StateRef, Error> {
+    use pb::state_ref::State;
+    match r.and_then(|r| r.state) {
+        Some(State::SnapshotId(id)) if !id.is_empty() => Ok(StateRef::Snapshot(id)),
+        Some(State::EventSeq(seq)) if seq > 0 => Ok(StateRef::Event(seq)),
+        Some(State::Live(true)) => Ok(StateRef::Live),
+        _ => Err(Error::invalid(
+            field,
+            "STATE_NOT_NAMED",
+            format!("{field} must name a snapshot_id, an event_seq, or live = true"),
+        )),
+    }
+}
+
+pub fn table_diff(d: &TableDiff) -> pb::TableDiff {
+    pb::TableDiff {
+        table: d.table.clone(),
+        columns: d.columns.clone(),
+        added: d.added,
+        removed: d.removed,
+        changed: d.changed,
+    }
+}
+
+pub fn row_diff(d: &RowDiff) -> pb::RowDiff {
+    pb::RowDiff {
+        table: d.table.clone(),
+        kind: match d.change {
+            RowChange::Added => pb::RowChangeKind::Added,
+            RowChange::Removed => pb::RowChangeKind::Removed,
+            RowChange::Changed => pb::RowChangeKind::Changed,
+        } as i32,
+        before: d.before.as_deref().map(row),
+        after: d.after.as_deref().map(row),
+    }
 }
 
 /// Row images as messages: the one conversion of [`RowImages`].

@@ -10,6 +10,7 @@ use super::ctx::ctx;
 use super::paging::{page_size, parse_order_by, PageQuery};
 use crate::app::entities::{DeleteTarget, DeletedRow};
 use crate::app::reads::Lookup;
+use crate::app::undelete::UndeleteTarget;
 use crate::app::{App, RequestCtx};
 use crate::domain::query::LinkQuery;
 use crate::domain::query::{Cursor, ListQuery};
@@ -417,8 +418,24 @@ impl EntityService for EntityApi {
         }))
     }
 
-    async fn undelete(&self, _: Request<pb::UndeleteRequest>) -> R<pb::UndeleteResponse> {
-        Err(Error::Unimplemented.into())
+    async fn undelete(&self, req: Request<pb::UndeleteRequest>) -> R<pb::UndeleteResponse> {
+        use pb::undelete_request::Delete;
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let r = req.into_inner();
+        let target = match r.delete {
+            Some(Delete::EventSeq(seq)) if seq > 0 => UndeleteTarget::Event(seq),
+            Some(Delete::SnapshotId(id)) if !id.is_empty() => UndeleteTarget::Snapshot(id),
+            _ => {
+                return Err(Error::invalid(
+                    "delete",
+                    "DELETE_NOT_NAMED",
+                    "name the delete to undo by its event_seq or its snapshot_id",
+                )
+                .into())
+            }
+        };
+        let out = self.app.undelete(c, target, r.dry_run).await?;
+        Ok(Response::new(convert::undeleted(&out.value, out.replayed)))
     }
 
     async fn batch_create_measure_area_priority_links(

@@ -8,7 +8,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::paging::page_size;
+use super::paging::{page_size, PageQuery};
 use crate::app::App;
 use crate::domain::{EntityKind, LinkKind};
 use crate::error::Error;
@@ -117,9 +117,28 @@ impl EventService for EventApi {
 
     async fn get_entity_history(
         &self,
-        _: Request<pb::GetEntityHistoryRequest>,
+        req: Request<pb::GetEntityHistoryRequest>,
     ) -> Result<Response<pb::GetEntityHistoryResponse>, Status> {
-        Err(Error::Unimplemented.into())
+        let r = req.into_inner();
+        let limit = page_size(r.page_size, 50, 500)?;
+        let q = PageQuery::new(&["history", &r.entity_type, &r.entity_id]);
+        let before: u64 = q.cursor(&r.page_token)?.unwrap_or(0);
+        let page = self
+            .app
+            .entity_history(r.entity_type, r.entity_id, before, limit)
+            .await?;
+        let next_page_token = match page.next_before {
+            Some(b) => q.token(&b)?,
+            None => String::new(),
+        };
+        Ok(Response::new(pb::GetEntityHistoryResponse {
+            events: page
+                .events
+                .iter()
+                .map(convert::event)
+                .collect::<Result<_, _>>()?,
+            next_page_token,
+        }))
     }
 
     async fn list_events(

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, from_duration, from_timestamp};
 use super::ctx::ctx;
-use super::paging::page_size;
+use super::paging::{page_size, PageQuery};
 use crate::app::status::SnapshotState;
 use crate::app::App;
 use crate::config::SnapshotPolicy;
@@ -300,9 +300,32 @@ impl SnapshotService for SnapshotApi {
 
     async fn diff_snapshots(
         &self,
-        _: Request<pb::DiffSnapshotsRequest>,
+        req: Request<pb::DiffSnapshotsRequest>,
     ) -> R<pb::DiffSnapshotsResponse> {
-        Err(Error::Unimplemented.into())
+        let r = req.into_inner();
+        let from = convert::state_ref("from", r.from)?;
+        let to = convert::state_ref("to", r.to)?;
+        let limit = page_size(r.page_size, 100, 1000)?;
+        let q = PageQuery::new(&["diff", &format!("{from:?}"), &format!("{to:?}"), &r.table]);
+        let offset: usize = q.cursor(&r.page_token)?.unwrap_or(0);
+        let table = Some(r.table).filter(|t| !t.is_empty());
+        let (tables, rows) = self.app.diff_states(from, to, table).await?;
+        let end = (offset + limit).min(rows.len());
+        let next_page_token = if end < rows.len() {
+            q.token(&end)?
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::DiffSnapshotsResponse {
+            tables: tables.iter().map(convert::table_diff).collect(),
+            rows: rows
+                .get(offset.min(end)..end)
+                .unwrap_or_default()
+                .iter()
+                .map(convert::row_diff)
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn update_snapshot(

@@ -224,6 +224,16 @@ impl Catalog {
         (total, unique)
     }
 
+    /// The newest snapshot captured at or before event `seq` (largest event head ≤ `seq`;
+    /// among equal heads, the newest id): the base a point-in-time state is rebuilt from.
+    pub fn newest_at_or_before(&self, seq: u64) -> Option<&SnapshotSummary> {
+        self.entries
+            .values()
+            .map(|e| &e.summary)
+            .filter(|s| s.meta.event_head_seq <= seq)
+            .max_by(|a, b| (a.meta.event_head_seq, &a.id).cmp(&(b.meta.event_head_seq, &b.id)))
+    }
+
     /// One page of the snapshots matching `filter`, newest first.
     pub fn list(
         &self,

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::blocks::{compress, BlockFault, BlockStore};
 use super::capture::{BufferPool, Capture};
-use super::catalog::{Catalog, Entry, ListFilter, ListPage};
+use super::catalog::{Catalog, Entry, ListFilter, ListPage, SnapshotSummary};
 use super::error::{fail_point, io_err, SnapshotError};
 use super::filehash::{self, HashMemo};
 use super::fsio;
@@ -484,6 +484,11 @@ impl SnapshotStore {
         let pinned = self.pinned_ids();
         let st = self.state();
         st.catalog.list(filter, &st.verified, &pinned)
+    }
+
+    /// See [`Catalog::newest_at_or_before`].
+    pub fn newest_at_or_before(&self, seq: u64) -> Option<SnapshotSummary> {
+        self.state().catalog.newest_at_or_before(seq).cloned()
     }
 
     /// Store-wide counts and sizes.

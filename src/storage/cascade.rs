@@ -7,6 +7,7 @@ use duckdb::Connection;
 use super::changes::Changes;
 use super::StorageError;
 use crate::domain::fingerprint::Fingerprint;
+use crate::domain::rows::TableRows;
 use crate::domain::tables::{children_of, quote_ident, user_table, Reference};
 use crate::domain::Value;
 
@@ -178,6 +179,17 @@ fn fingerprints(conn: &Connection, plan: &[RowSet]) -> Result<Vec<Fingerprint>, 
         };
     }
     Ok(out)
+}
+
+/// The complete rows a plan selects, per row set (what a delete of its root would remove).
+pub fn read(conn: &Connection, plan: &[RowSet]) -> Result<Vec<TableRows>, StorageError> {
+    plan.iter()
+        .map(|set| {
+            let params: Vec<&dyn duckdb::ToSql> =
+                set.params.iter().map(|p| p as &dyn duckdb::ToSql).collect();
+            super::images::read_rows(conn, set.table, &set.where_sql, &params)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,15 +1,19 @@
 //! Fingerprint-tracking row changes. Every write to a user table goes through [`Changes`], which
 //! records the hash delta of the rows it inserts, updates or deletes (read in the same
-//! transaction), so the writer's fingerprints stay exact without rescanning tables.
+//! transaction), so the writer's fingerprints stay exact without rescanning tables — and the
+//! complete image of every row it touches (before-images of what it deletes or overwrites,
+//! after-images of what it writes), which the change's event carries.
 
 use std::collections::BTreeMap;
 
 use duckdb::types::{ToSqlOutput, Value as DbValue};
 use duckdb::{params_from_iter, Connection, ToSql};
 
+use super::images::read_rows;
 use super::inspect::scan_rows;
 use super::StorageError;
 use crate::domain::fingerprint::{Fingerprint, Fingerprints};
+use crate::domain::rows::{Datum, RowImages, TableRows};
 use crate::domain::tables::quote_ident;
 use crate::domain::{Key, Value};
 
@@ -32,11 +36,13 @@ impl ToSql for Key {
     }
 }
 
-/// Per-table fingerprint deltas of one transaction, and rows removed per table in order.
+/// Per-table fingerprint deltas of one transaction, rows removed per table in order, and the
+/// images of every row touched.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
     deltas: BTreeMap<String, Fingerprint>,
     removed: Vec<(String, i64)>,
+    images: RowImages,
 }
 
 impl Changes {
@@ -56,6 +62,20 @@ impl Changes {
         &self.removed
     }
 
+    /// The images of every row this transaction touched so far.
+    pub fn images(&self) -> &RowImages {
+        &self.images
+    }
+
+    /// Takes the images (the change's event carries them).
+    pub fn take_images(&mut self) -> RowImages {
+        std::mem::take(&mut self.images)
+    }
+
+    fn image(&mut self, after: bool, rows: TableRows) {
+        self.images.add(after, &rows.table, rows.columns, rows.rows);
+    }
+
     fn add(&mut self, table: &str, fp: Fingerprint) {
         *self.deltas.entry(table.to_string()).or_default() += fp;
     }
@@ -64,13 +84,39 @@ impl Changes {
         *self.deltas.entry(table.to_string()).or_default() -= fp;
     }
 
-    /// Inserts one row; `key_where` selects exactly that row afterwards (by primary key).
+    /// Inserts complete rows of a user table (rows put back by an undelete).
+    pub fn insert_rows(&mut self, conn: &Connection, rows: &TableRows) -> Result<(), StorageError> {
+        let key = crate::domain::tables::user_table(&rows.table).map_or(&[][..], |t| t.key);
+        let key_where = super::images::equals_where(key);
+        let columns: Vec<&str> = rows.columns.iter().map(String::as_str).collect();
+        for row in &rows.rows {
+            let key_values =
+                super::images::key_of(&rows.table, &rows.columns, row).ok_or_else(|| {
+                    StorageError::ImageWithoutKey {
+                        table: rows.table.clone(),
+                    }
+                })?;
+            let key_params: Vec<&dyn ToSql> = key_values.iter().map(|k| k as &dyn ToSql).collect();
+            self.insert(
+                conn,
+                &rows.table,
+                &columns,
+                row.clone(),
+                &key_where,
+                &key_params,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Inserts one row; `key_where` selects exactly that row afterwards (by primary key). The
+    /// row's image is what was inserted (every column of the user tables is written).
     pub fn insert(
         &mut self,
         conn: &Connection,
         table: &str,
         columns: &[&str],
-        values: &[&dyn ToSql],
+        values: Vec<Datum>,
         key_where: &str,
         key_params: &[&dyn ToSql],
     ) -> Result<(), StorageError> {
@@ -84,9 +130,18 @@ impl Changes {
             "INSERT INTO {} ({cols}) VALUES ({marks})",
             quote_ident(table)
         );
-        conn.prepare_cached(&sql)?.execute(values)?;
+        conn.prepare_cached(&sql)?
+            .execute(params_from_iter(values.iter()))?;
         let fp = scan_rows(conn, table, key_where, key_params)?;
         self.add(table, fp);
+        self.image(
+            true,
+            TableRows {
+                table: table.to_string(),
+                columns: columns.iter().map(|c| c.to_string()).collect(),
+                rows: vec![values],
+            },
+        );
         Ok(())
     }
 
@@ -102,6 +157,7 @@ impl Changes {
         if fp.rows == 0 {
             return Ok(0);
         }
+        self.image(false, read_rows(conn, table, where_sql, params)?);
         let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
         let n = conn.prepare_cached(&sql)?.execute(params)? as i64;
         self.sub(table, fp);
@@ -119,6 +175,7 @@ impl Changes {
         fp: Fingerprint,
     ) -> Result<i64, StorageError> {
         let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
+        self.image(false, read_rows(conn, table, where_sql, &refs)?);
         let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
         let n = conn.prepare_cached(&sql)?.execute(&refs[..])? as i64;
         if n != fp.rows {
@@ -157,6 +214,7 @@ impl Changes {
         where_params: &[&dyn ToSql],
     ) -> Result<(), StorageError> {
         let before = scan_rows(conn, table, where_sql, where_params)?;
+        self.image(false, read_rows(conn, table, where_sql, where_params)?);
         let set = columns
             .iter()
             .map(|c| format!("{} = ?", quote_ident(c)))
@@ -170,6 +228,7 @@ impl Changes {
         conn.prepare_cached(&sql)?
             .execute(params_from_iter(params))?;
         let after = scan_rows(conn, table, where_sql, where_params)?;
+        self.image(true, read_rows(conn, table, where_sql, where_params)?);
         self.sub(table, before);
         self.add(table, after);
         Ok(())

@@ -8,6 +8,7 @@ use duckdb::{params_from_iter, Connection, Row, ToSql};
 use super::changes::Changes;
 use super::StorageError;
 use crate::domain::entity::{ColumnType, EntityDef, KeyType};
+use crate::domain::rows::Datum;
 use crate::domain::tables::quote_ident;
 use crate::domain::{EntityKind, Key, MeasureSets, Record, Value};
 
@@ -312,15 +313,15 @@ pub fn insert(
     let columns: Vec<&str> = std::iter::once(def.key)
         .chain(def.columns.iter().map(|c| c.name))
         .collect();
-    let values: Vec<&dyn ToSql> = std::iter::once(&record.key as &dyn ToSql)
-        .chain(record.values.iter().map(|v| v as &dyn ToSql))
+    let values: Vec<Datum> = std::iter::once(Datum::from(&record.key))
+        .chain(record.values.iter().map(Datum::from))
         .collect();
     let key_where = format!("{} = ?", quote_ident(def.key));
     changes.insert(
         conn,
         def.table,
         &columns,
-        &values,
+        values,
         &key_where,
         &[&record.key],
     )?;
@@ -384,7 +385,7 @@ fn replace_sets(
                 conn,
                 table,
                 &["measure_id", col],
-                &[measure, added],
+                vec![Datum::from(measure), Datum::Int(i64::from(*added))],
                 &key_where,
                 &[measure, added],
             )?;

@@ -6,6 +6,7 @@ use duckdb::{params_from_iter, Connection, ToSql};
 use super::changes::Changes;
 use super::entities::exists;
 use super::StorageError;
+use crate::domain::rows::Datum;
 use crate::domain::tables::{parents_of, quote_ident};
 use crate::domain::{Key, Link, LinkKind, Value};
 
@@ -86,14 +87,13 @@ pub fn create(conn: &Connection, link: &Link, changes: &mut Changes) -> Result<(
 /// Inserts a link row (references and duplicates already checked), tracking the change.
 fn insert(conn: &Connection, link: &Link, changes: &mut Changes) -> Result<(), StorageError> {
     let cols: Vec<&str> = link.kind.columns().iter().map(|c| c.name).collect();
-    let params = key_params(link);
     changes.insert(
         conn,
         link.kind.table(),
         &cols,
-        &params,
+        link.key.iter().map(Datum::from).collect(),
         &key_where(link.kind),
-        &params,
+        &key_params(link),
     )
 }
 

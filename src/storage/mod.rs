@@ -7,6 +7,7 @@ pub mod cascade;
 pub mod changes;
 pub mod entities;
 pub mod files;
+pub mod images;
 pub mod inspect;
 pub mod links;
 pub mod live;
@@ -71,6 +72,10 @@ pub enum StorageError {
     /// The live database is closed: a restore is swapping it, or reopening it failed.
     #[error("the database is not open")]
     Closed,
+    /// A row image without its table's key columns (an image of a table this build does not
+    /// know, or a corrupt event): it cannot be written back.
+    #[error("a row image of {table} lacks the table's key")]
+    ImageWithoutKey { table: String },
 }
 
 impl StorageError {

@@ -1,0 +1,332 @@
+//! Undelete (AIP-164): put back exactly the rows one delete removed, as a new change — parents
+//! before children, in one transaction, with its own event — so every later change by anyone
+//! is kept (a restore would rewind them all).
+//!
+//! The rows come from the delete event's row images; a delete logged before the log kept
+//! images is undone from its pre-delete snapshot instead (the cascade plan run against the
+//! snapshot's data: exactly what the delete removed). Before anything is written every row is
+//! checked against the live data: its key taken by another row since (`KEY_REUSED`), the same
+//! row already back (`ALREADY_PRESENT` — undeleting twice), or a row it references gone and
+//! not among the rows put back (`PARENT_MISSING`). Any conflict refuses the whole undelete.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::entities::DeleteTarget;
+use super::state::WriterState;
+use super::{App, Replayable, RequestCtx};
+use crate::domain::rows::{Conflict, ConflictKind, Datum, TableRows};
+use crate::domain::tables::{REFERENCES, USER_TABLES};
+use crate::error::Error;
+use crate::events::model::UndeleteInfo;
+use crate::events::{log as event_log, Event, EventDraft, EventKind};
+use crate::snapshot::SnapshotId;
+use crate::storage::{self, cascade, images, Connection, StorageError};
+
+/// Which delete to undo.
+#[derive(Debug, Clone)]
+pub enum UndeleteTarget {
+    /// Its event's seq.
+    Event(u64),
+    /// Its pre-delete snapshot.
+    Snapshot(String),
+}
+
+/// What an undelete did (or, dry, would do).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Undeleted {
+    /// The undelete's event (0 for a dry run).
+    pub event_seq: u64,
+    /// The rows put back, parents first.
+    pub rows: Vec<TableRows>,
+    /// Dry run only.
+    pub conflicts: Vec<Conflict>,
+    pub info: UndeleteInfo,
+}
+
+impl App {
+    /// Undoes one delete; see the module docs.
+    pub async fn undelete(
+        &self,
+        ctx: RequestCtx,
+        target: UndeleteTarget,
+        dry_run: bool,
+    ) -> Result<Replayable<Undeleted>, Error> {
+        if let UndeleteTarget::Snapshot(id) = &target {
+            SnapshotId::parse(id)?;
+        }
+        let c = ctx.clone();
+        self.write(&ctx, move |st| st.undelete(&c, &target, dry_run))
+            .await
+    }
+}
+
+/// The rows a delete removed and where they came from.
+struct Removed {
+    target: DeleteTarget,
+    rows: Vec<TableRows>,
+    info: UndeleteInfo,
+}
+
+impl WriterState {
+    fn undelete(
+        &mut self,
+        ctx: &RequestCtx,
+        target: &UndeleteTarget,
+        dry_run: bool,
+    ) -> Result<Replayable<Undeleted>, Error> {
+        if !dry_run {
+            if let Some(r) = self.replay(ctx)? {
+                return Ok(r);
+            }
+        }
+        let removed = self.removed_rows(target)?;
+        let rows = parents_first(removed.rows);
+        let conflicts = conflicts(self.conn()?, &rows)?;
+        if dry_run {
+            return Ok(Replayable::fresh(Undeleted {
+                event_seq: 0,
+                rows,
+                conflicts,
+                info: removed.info,
+            }));
+        }
+        if !conflicts.is_empty() {
+            return Err(Error::UndeleteConflict(conflicts));
+        }
+        let kind = match &removed.target {
+            DeleteTarget::Entity(..) => EventKind::EntityUndeleted,
+            DeleteTarget::Link(_) => EventKind::LinkUndeleted,
+        };
+        let (entity_type, entity_id) = (removed.target.type_name(), removed.target.id_string());
+        self.commit_change(ctx, |conn, changes, seq| {
+            for t in &rows {
+                changes.insert_rows(conn, t)?;
+            }
+            let mut ev = EventDraft::new(kind, entity_type, entity_id);
+            ev.undelete = Some(removed.info.clone());
+            Ok((
+                Undeleted {
+                    event_seq: seq,
+                    rows: rows.clone(),
+                    conflicts: Vec::new(),
+                    info: removed.info.clone(),
+                },
+                vec![ev],
+            ))
+        })
+        .map(Replayable::fresh)
+    }
+
+    /// The rows the named delete removed: from its event's images, else from its pre-delete
+    /// snapshot.
+    fn removed_rows(&self, target: &UndeleteTarget) -> Result<Removed, Error> {
+        let conn = self.conn()?;
+        match target {
+            UndeleteTarget::Event(seq) => {
+                let e = event_log::read_one(conn, *seq)?.ok_or(StorageError::NotFound {
+                    table: "event",
+                    key: seq.to_string(),
+                })?;
+                self.removed_by_event(e)
+            }
+            // The delete's event may be compacted away: the snapshot alone still says what it
+            // removed.
+            UndeleteTarget::Snapshot(id) => match event_log::delete_by_snapshot(conn, id)? {
+                Some(e) => self.removed_by_event(e),
+                None => self.removed_from_snapshot(id, 0),
+            },
+        }
+    }
+
+    fn removed_by_event(&self, e: Event) -> Result<Removed, Error> {
+        if !matches!(
+            e.body.kind,
+            EventKind::EntityDeleted | EventKind::LinkDeleted
+        ) {
+            return Err(Error::invalid(
+                "event_seq",
+                "NOT_A_DELETE",
+                format!(
+                    "event {} is a {}, not a delete",
+                    e.seq,
+                    e.body.kind.as_str()
+                ),
+            ));
+        }
+        let snapshot_id = e.body.delete.as_ref().and_then(|d| d.snapshot_id.clone());
+        if !e.body.rows.before.is_empty() {
+            let target = target_of(
+                e.body.entity_type.as_deref().unwrap_or_default(),
+                e.body.entity_id.as_deref().unwrap_or_default(),
+            )?;
+            return Ok(Removed {
+                target,
+                rows: e.body.rows.before,
+                info: UndeleteInfo {
+                    delete_event_seq: e.seq,
+                    snapshot_id,
+                    source: "event".into(),
+                },
+            });
+        }
+        let id = snapshot_id.ok_or_else(|| Error::UndeleteImpossible(format!(
+            "delete {} kept no row images and took no snapshot (snapshot policy); it cannot be undone",
+            e.seq
+        )))?;
+        self.removed_from_snapshot(&id, e.seq)
+    }
+
+    /// What the delete whose pre-delete snapshot is `id` removed: its cascade plan run against
+    /// the snapshot's data.
+    fn removed_from_snapshot(&self, id: &str, delete_event_seq: u64) -> Result<Removed, Error> {
+        let sid = SnapshotId::parse(id)?;
+        let store = self.shared.store()?;
+        let manifest = store.get(&sid)?;
+        let (Some(t), Some(i)) = (&manifest.meta.entity_type, &manifest.meta.entity_id) else {
+            return Err(Error::UndeleteImpossible(format!(
+                "snapshot {id} was not taken before a delete"
+            )));
+        };
+        let target = target_of(t, i)?;
+        let rows = store.with_assembled(&sid, |path| -> Result<Vec<TableRows>, Error> {
+            let conn = storage::open_read_only(path)?;
+            Ok(cascade::read(&conn, &cascade::plan(target.root()))?)
+        })?;
+        if rows.iter().all(|t| t.rows.is_empty()) {
+            return Err(Error::UndeleteImpossible(format!(
+                "snapshot {id} does not hold {} {}",
+                target.type_name(),
+                target.id_string()
+            )));
+        }
+        Ok(Removed {
+            target,
+            rows,
+            info: UndeleteInfo {
+                delete_event_seq,
+                snapshot_id: Some(id.to_string()),
+                source: "snapshot".into(),
+            },
+        })
+    }
+}
+
+/// The delete target an event or a manifest names.
+fn target_of(entity_type: &str, entity_id: &str) -> Result<DeleteTarget, Error> {
+    DeleteTarget::parse(entity_type, entity_id).ok_or_else(|| {
+        Error::UndeleteImpossible(format!(
+            "the delete names {entity_type} {entity_id}, which is not an entity or link"
+        ))
+    })
+}
+
+/// The rows in insertion order: tables parents first (the inventory's order).
+fn parents_first(mut rows: Vec<TableRows>) -> Vec<TableRows> {
+    let rank = |t: &str| {
+        USER_TABLES
+            .iter()
+            .position(|d| d.name == t)
+            .unwrap_or(usize::MAX)
+    };
+    rows.retain(|t| !t.rows.is_empty());
+    rows.sort_by_key(|t| rank(&t.table));
+    rows
+}
+
+/// Every reason the rows cannot be put back into the live database.
+fn conflicts(conn: &Connection, rows: &[TableRows]) -> Result<Vec<Conflict>, StorageError> {
+    let mut out = Vec::new();
+    for t in rows {
+        for row in &t.rows {
+            let Some(key) = images::key_of(&t.table, &t.columns, row) else {
+                continue;
+            };
+            let key_text = key
+                .iter()
+                .map(Datum::to_string)
+                .collect::<Vec<_>>()
+                .join("/");
+            let live = images::row_by_key(conn, &t.table, &key)?;
+            if let Some(live_row) = live.rows.first() {
+                let (kind, description) = if same_row(&t.columns, row, &live.columns, live_row) {
+                    (
+                        ConflictKind::AlreadyPresent,
+                        "the row is already there".to_string(),
+                    )
+                } else {
+                    (
+                        ConflictKind::KeyReused,
+                        "another row has this key now".to_string(),
+                    )
+                };
+                out.push(Conflict {
+                    table: t.table.clone(),
+                    key: key_text.clone(),
+                    kind,
+                    description,
+                });
+            }
+            for r in REFERENCES.iter().filter(|r| r.child == t.table) {
+                let Some(values) = r
+                    .child_cols
+                    .iter()
+                    .map(|c| {
+                        t.columns
+                            .iter()
+                            .position(|x| x == c)
+                            .map(|i| row[i].clone())
+                    })
+                    .collect::<Option<Vec<Datum>>>()
+                else {
+                    continue;
+                };
+                if values.contains(&Datum::Null) {
+                    continue;
+                }
+                if put_back(rows, r.parent, r.parent_cols, &values)
+                    || images::exists_where(conn, r.parent, r.parent_cols, &values)?
+                {
+                    continue;
+                }
+                out.push(Conflict {
+                    table: t.table.clone(),
+                    key: key_text.clone(),
+                    kind: ConflictKind::ParentMissing,
+                    description: format!(
+                        "{} {} is gone",
+                        r.parent,
+                        values
+                            .iter()
+                            .map(Datum::to_string)
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the rows being put back include a row of `table` whose `columns` are `values`.
+fn put_back(rows: &[TableRows], table: &str, columns: &[&str], values: &[Datum]) -> bool {
+    let values: Vec<&Datum> = values.iter().collect();
+    rows.iter()
+        .any(|t| t.table == table && t.has_row(columns, &values))
+}
+
+/// Whether the live row equals the image (compared column by column, by name: the image may
+/// come from an older schema with the columns in another order).
+fn same_row(columns: &[String], row: &[Datum], live_columns: &[String], live: &[Datum]) -> bool {
+    let by_name: BTreeMap<&str, &Datum> = live_columns
+        .iter()
+        .map(String::as_str)
+        .zip(live.iter())
+        .collect();
+    columns
+        .iter()
+        .zip(row)
+        .all(|(c, v)| by_name.get(c.as_str()).is_some_and(|l| *l == v))
+}

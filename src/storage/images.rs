@@ -1,0 +1,163 @@
+//! Reading and writing complete rows ([`Datum`] values): the row images every change records,
+//! whole tables for diffs and point-in-time states, and the key and reference lookups Undelete
+//! checks its rows against.
+
+use duckdb::types::{ToSqlOutput, Value as DbValue, ValueRef};
+use duckdb::{params_from_iter, ToSql};
+
+use super::{Connection, StorageError};
+use crate::domain::rows::{Datum, TableRows};
+use crate::domain::tables::{quote_ident, user_table};
+
+impl ToSql for Datum {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Datum::Null => ToSqlOutput::Owned(DbValue::Null),
+            Datum::Int(i) => ToSqlOutput::Owned(DbValue::BigInt(*i)),
+            Datum::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Datum::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// A stored value as a [`Datum`] (the user tables hold integers, text and blobs).
+fn datum(v: ValueRef<'_>) -> Datum {
+    match v {
+        ValueRef::Null => Datum::Null,
+        ValueRef::Boolean(b) => Datum::Int(i64::from(b)),
+        ValueRef::TinyInt(i) => Datum::Int(i.into()),
+        ValueRef::SmallInt(i) => Datum::Int(i.into()),
+        ValueRef::Int(i) => Datum::Int(i.into()),
+        ValueRef::BigInt(i) => Datum::Int(i),
+        ValueRef::UTinyInt(i) => Datum::Int(i.into()),
+        ValueRef::USmallInt(i) => Datum::Int(i.into()),
+        ValueRef::UInt(i) => Datum::Int(i.into()),
+        ValueRef::Text(t) => Datum::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Datum::Blob(b.to_vec()),
+        other => Datum::Text(format!("{:?}", other.to_owned())),
+    }
+}
+
+/// `ORDER BY` the table's key (stable output for images, diffs and tests).
+fn key_order(table: &str) -> String {
+    user_table(table)
+        .map(|t| {
+            t.key
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|o| !o.is_empty())
+        .map_or(String::new(), |o| format!(" ORDER BY {o}"))
+}
+
+/// The complete rows of `table` matching `where_sql` (with `params`), in key order.
+pub fn read_rows(
+    conn: &Connection,
+    table: &str,
+    where_sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<TableRows, StorageError> {
+    let sql = format!(
+        "SELECT * FROM {} WHERE {where_sql}{}",
+        quote_ident(table),
+        key_order(table)
+    );
+    collect(conn, table, &sql, params)
+}
+
+/// Every row of `table`, in key order.
+pub fn read_table(conn: &Connection, table: &str) -> Result<TableRows, StorageError> {
+    let sql = format!("SELECT * FROM {}{}", quote_ident(table), key_order(table));
+    collect(conn, table, &sql, &[])
+}
+
+fn collect(
+    conn: &Connection,
+    table: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<TableRows, StorageError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let n = row.as_ref().column_count();
+        out.push(
+            (0..n)
+                .map(|i| row.get_ref(i).map_or(Datum::Null, datum))
+                .collect(),
+        );
+    }
+    let columns = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+    Ok(TableRows {
+        table: table.to_string(),
+        columns,
+        rows: out,
+    })
+}
+
+/// The values of `row` (whose columns are `columns`) at the key columns of `table`.
+pub fn key_of(table: &str, columns: &[String], row: &[Datum]) -> Option<Vec<Datum>> {
+    user_table(table)?
+        .key
+        .iter()
+        .map(|k| {
+            let i = columns.iter().position(|c| c == k)?;
+            row.get(i).cloned()
+        })
+        .collect()
+}
+
+/// `k1 = ? AND k2 = ?` over `columns` of a table.
+pub fn equals_where(columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{} = ?", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The row of `table` whose key is `key` (no rows if there is none, or `table` is not a user
+/// table).
+pub fn row_by_key(
+    conn: &Connection,
+    table: &str,
+    key: &[Datum],
+) -> Result<TableRows, StorageError> {
+    let Some(def) = user_table(table) else {
+        return Ok(TableRows::default());
+    };
+    let params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
+    read_rows(conn, table, &equals_where(def.key), &params)
+}
+
+/// Whether `table` has a row whose `columns` equal `values`.
+pub fn exists_where(
+    conn: &Connection,
+    table: &str,
+    columns: &[&str],
+    values: &[Datum],
+) -> Result<bool, StorageError> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {}",
+        quote_ident(table),
+        equals_where(columns)
+    );
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).collect();
+    let n: i64 = conn
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+    Ok(n > 0)
+}
+
+/// Every row of each of `tables` that the database has (an older database may predate one).
+pub fn read_tables(conn: &Connection, tables: &[&str]) -> Result<Vec<TableRows>, StorageError> {
+    let present = super::inspect::all_tables(conn)?;
+    tables
+        .iter()
+        .filter(|t| present.iter().any(|p| p == *t))
+        .map(|t| read_table(conn, t))
+        .collect()
+}
