@@ -11,6 +11,7 @@ mod cli;
 mod entities;
 mod events;
 mod fuzz;
+mod history;
 mod layers;
 mod powercut;
 mod process;

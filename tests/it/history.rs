@@ -1,0 +1,740 @@
+//! [history] through gRPC against a real server: Undelete puts back exactly one delete while
+//! every later change survives, each conflict refuses the whole undelete with the row named,
+//! a delete without row images is undone from its snapshot with the same result, and
+//! DiffSnapshots / GetEntityHistory / point-in-time states agree row for row.
+
+use std::collections::BTreeMap;
+
+use crate::common::{event_at, reason, TestServer};
+use lnrs::pb;
+use pb::undelete_request::Delete;
+use prost_types::FieldMask;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn undelete_req(delete: Delete, dry_run: bool) -> pb::UndeleteRequest {
+    pb::UndeleteRequest {
+        delete: Some(delete),
+        dry_run,
+        request_id: String::new(),
+    }
+}
+
+async fn delete_measure(s: &TestServer, id: i32) -> pb::DeleteOutcome {
+    s.entity()
+        .delete_measure(pb::DeleteMeasureRequest {
+            measure_id: id,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap()
+}
+
+async fn rename_measure(s: &TestServer, id: i32, name: &str) -> u64 {
+    s.entity()
+        .update_measure(pb::UpdateMeasureRequest {
+            measure: Some(pb::Measure {
+                measure_id: id,
+                measure: name.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["measure".into()],
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event_seq
+}
+
+async fn create_measure(s: &TestServer, name: &str) -> i32 {
+    s.entity()
+        .create_measure(pb::CreateMeasureRequest {
+            measure: Some(pb::Measure {
+                measure: name.into(),
+                core_supplementary: "Supplementary".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .measure
+        .unwrap()
+        .measure_id
+}
+
+fn map_link(measure: i32, area: i32, priority: i32) -> pb::Link {
+    pb::Link {
+        link_type: pb::LinkType::MeasureAreaPriority as i32,
+        measure_id: measure,
+        area_id: area,
+        priority_id: priority,
+        ..Default::default()
+    }
+}
+
+/// A MAP link for `measure` that does not exist yet.
+async fn new_link_for(s: &TestServer, measure: i32) -> pb::Link {
+    for area in 1..50 {
+        for priority in 1..50 {
+            let r = s
+                .entity()
+                .create_link(pb::CreateLinkRequest {
+                    link: Some(map_link(measure, area, priority)),
+                    request_id: String::new(),
+                })
+                .await;
+            match r {
+                Ok(r) => return r.into_inner().link.unwrap(),
+                Err(e) if e.code() == Code::AlreadyExists => continue,
+                Err(e) => panic!("create link: {e:?}"),
+            }
+        }
+    }
+    panic!("no free MAP link for measure {measure}")
+}
+
+/// Every differing row between two points, all pages.
+async fn diff(
+    s: &TestServer,
+    from: pb::state_ref::State,
+    to: pb::state_ref::State,
+) -> (Vec<pb::TableDiff>, Vec<pb::RowDiff>) {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = s
+            .snapshots()
+            .diff_snapshots(pb::DiffSnapshotsRequest {
+                from: Some(pb::StateRef {
+                    state: Some(from.clone()),
+                }),
+                to: Some(pb::StateRef {
+                    state: Some(to.clone()),
+                }),
+                table: String::new(),
+                page_size: 7,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        rows.extend(r.rows);
+        if r.next_page_token.is_empty() {
+            return (r.tables, rows);
+        }
+        token = r.next_page_token;
+    }
+}
+
+fn changed_tables(tables: &[pb::TableDiff]) -> BTreeMap<String, (i64, i64, i64)> {
+    tables
+        .iter()
+        .filter(|t| t.added + t.removed + t.changed > 0)
+        .map(|t| (t.table.clone(), (t.added, t.removed, t.changed)))
+        .collect()
+}
+
+async fn history(s: &TestServer, entity_type: &str, entity_id: &str) -> Vec<pb::Event> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = s
+            .events()
+            .get_entity_history(pb::GetEntityHistoryRequest {
+                entity_type: entity_type.into(),
+                entity_id: entity_id.into(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(r.events);
+        if r.next_page_token.is_empty() {
+            return out;
+        }
+        token = r.next_page_token;
+    }
+}
+
+async fn head(s: &TestServer) -> u64 {
+    crate::common::ops::status(&s.channel).await.event_head_seq
+}
+
+async fn verify_deep_after_snapshot(s: &TestServer) {
+    let id = crate::common::ops::snapshot(&s.channel, "check").await;
+    let report = s
+        .snapshots()
+        .verify_snapshot(pb::VerifySnapshotRequest {
+            snapshot_id: id,
+            mode: pb::VerifyMode::Deep as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    assert!(report.passed, "deep verify after undelete: {report:?}");
+}
+
+fn conflict_kinds(e: &tonic::Status) -> Vec<String> {
+    e.get_details_precondition_failure()
+        .map(|p| p.violations.into_iter().map(|v| v.r#type).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelete_puts_back_one_delete_and_keeps_everyone_elses_later_work() {
+    let s = TestServer::start().await;
+    let (a, b) = (42, 43);
+    let deleted = delete_measure(&s, a).await;
+    assert!(deleted
+        .rows_removed
+        .iter()
+        .any(|t| t.table != "measure" && t.rows > 0));
+    // Someone else's work after the delete.
+    let renamed = rename_measure(&s, b, "renamed after the delete").await;
+    let link = new_link_for(&s, b).await;
+
+    let dry = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.event_seq, 0, "a dry run writes nothing");
+    assert!(dry.conflicts.is_empty(), "{:?}", dry.conflicts);
+    let head_before = head(&s).await;
+    let out = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.source, "event");
+    assert_eq!(out.delete_event_seq, deleted.event_seq);
+    assert_eq!(out.event_seq, head_before + 1);
+    let counts = |v: &[pb::TableRowCount]| -> BTreeMap<String, i64> {
+        v.iter().map(|t| (t.table.clone(), t.rows)).collect()
+    };
+    assert_eq!(
+        counts(&out.rows_restored),
+        counts(&deleted.rows_removed),
+        "every row the delete removed is put back"
+    );
+    assert_eq!(out.rows, dry.rows, "the dry run showed exactly these rows");
+
+    // Against the pre-delete snapshot, only the later work differs: A's rows are identical.
+    let (tables, rows) = diff(
+        &s,
+        pb::state_ref::State::SnapshotId(deleted.snapshot_id.clone()),
+        pb::state_ref::State::Live(true),
+    )
+    .await;
+    assert_eq!(
+        changed_tables(&tables),
+        BTreeMap::from([
+            ("measure".to_string(), (0, 0, 1)),
+            ("measure_area_priority".to_string(), (1, 0, 0)),
+        ]),
+        "{rows:?}"
+    );
+    let renamed_row = rows.iter().find(|r| r.table == "measure").unwrap();
+    let after = renamed_row.after.as_ref().unwrap();
+    assert_eq!(
+        after.values[0].kind,
+        Some(pb::datum::Kind::Integer(i64::from(b)))
+    );
+    assert!(after
+        .values
+        .iter()
+        .any(|v| v.kind == Some(pb::datum::Kind::Text("renamed after the delete".into()))));
+    let added = rows
+        .iter()
+        .find(|r| r.table == "measure_area_priority")
+        .unwrap();
+    let ints: Vec<i64> = added.after.as_ref().unwrap().values[..3]
+        .iter()
+        .map(|v| match v.kind {
+            Some(pb::datum::Kind::Integer(i)) => i,
+            _ => -1,
+        })
+        .collect();
+    assert_eq!(
+        ints,
+        vec![
+            i64::from(link.measure_id),
+            i64::from(link.area_id),
+            i64::from(link.priority_id)
+        ]
+    );
+    verify_deep_after_snapshot(&s).await;
+
+    // The undelete's event says what it undid and carries the rows.
+    let ev = event_at(&s.channel, out.event_seq).await;
+    assert_eq!(ev.kind, pb::EventKind::EntityUndeleted as i32);
+    assert_eq!(
+        (ev.entity_type.as_str(), ev.entity_id.as_str()),
+        ("measure", "42")
+    );
+    let detail = ev.undelete.unwrap();
+    assert_eq!(detail.delete_event_seq, deleted.event_seq);
+    assert_eq!(detail.snapshot_id, deleted.snapshot_id);
+    assert_eq!(ev.rows.unwrap().after, out.rows.unwrap().after);
+
+    // Twice is a conflict, and changes nothing.
+    let head_before = head(&s).await;
+    let again = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), reason(&again).as_str()),
+        (Code::FailedPrecondition, "UNDELETE_CONFLICT")
+    );
+    let kinds = conflict_kinds(&again);
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == "ALREADY_PRESENT"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        head(&s).await,
+        head_before,
+        "a refused undelete writes nothing"
+    );
+
+    // A's history: its undelete, then its delete (newest first); B's: the link, the rename.
+    let a_hist = history(&s, "measure", "42").await;
+    let kinds: Vec<i32> = a_hist.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds[..2],
+        [
+            pb::EventKind::EntityUndeleted as i32,
+            pb::EventKind::EntityDeleted as i32
+        ]
+    );
+    let b_hist = history(&s, "measure", "43").await;
+    let seqs: Vec<u64> = b_hist.iter().map(|e| e.seq).collect();
+    let link_seq = b_hist
+        .iter()
+        .find(|e| e.kind == pb::EventKind::LinkCreated as i32)
+        .unwrap()
+        .seq;
+    assert_eq!(seqs[..2], [link_seq, renamed], "newest first: {seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_conflict_refuses_the_whole_undelete_and_names_the_row() {
+    let s = TestServer::start().await;
+
+    // KEY_REUSED: a new measure took the deleted one's id.
+    let m = create_measure(&s, "first").await;
+    let gone = delete_measure(&s, m).await;
+    assert_eq!(
+        create_measure(&s, "second").await,
+        m,
+        "ids are reused after the max"
+    );
+    let head_before = head(&s).await;
+    let e = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(gone.event_seq), false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "UNDELETE_CONFLICT")
+    );
+    assert_eq!(conflict_kinds(&e), vec!["KEY_REUSED"]);
+    let subjects: Vec<String> = e
+        .get_details_precondition_failure()
+        .unwrap()
+        .violations
+        .into_iter()
+        .map(|v| v.subject)
+        .collect();
+    assert_eq!(subjects, vec![format!("measure/{m}")]);
+    assert_eq!(head(&s).await, head_before);
+
+    // PARENT_MISSING: a link whose measure was deleted after it.
+    let link = new_link_for(&s, 44).await;
+    let link_gone = s
+        .entity()
+        .delete_link(pb::DeleteLinkRequest {
+            link: Some(link.clone()),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    let measure_gone = delete_measure(&s, 44).await;
+    let head_before = head(&s).await;
+    let e = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(link_gone.event_seq), false))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_kinds(&e), vec!["PARENT_MISSING"]);
+    assert_eq!(head(&s).await, head_before, "nothing was written");
+    // A dry run lists the same conflict without failing.
+    let dry = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(link_gone.event_seq), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.conflicts.len(), 1);
+    assert_eq!(dry.conflicts[0].kind, "PARENT_MISSING");
+    assert_eq!(dry.conflicts[0].table, "measure_area_priority");
+    // Undo in reverse order: the measure first, then the link.
+    s.entity()
+        .undelete(undelete_req(
+            Delete::EventSeq(measure_gone.event_seq),
+            false,
+        ))
+        .await
+        .unwrap();
+    s.entity()
+        .undelete(undelete_req(
+            Delete::SnapshotId(link_gone.snapshot_id.clone()),
+            false,
+        ))
+        .await
+        .unwrap();
+    let back = s
+        .entity()
+        .list_links(pb::ListLinksRequest {
+            link_type: pb::LinkType::MeasureAreaPriority as i32,
+            measure_id: 44,
+            area_id: link.area_id,
+            priority_id: link.priority_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(back.len(), 1, "the link is back");
+    verify_deep_after_snapshot(&s).await;
+
+    // Not a delete, and nothing named: INVALID_ARGUMENT; an unknown event: NOT_FOUND.
+    let e = s
+        .entity()
+        .undelete(undelete_req(
+            Delete::EventSeq(measure_gone.event_seq - 1),
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "NOT_A_DELETE")
+    );
+    let e = s
+        .entity()
+        .undelete(pb::UndeleteRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(1 << 40), false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+/// Removes the row images from every event of the log in `db` (as events written before the
+/// log kept them look).
+fn strip_images(db: &std::path::Path) -> usize {
+    let conn = duckdb::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT seq, payload FROM lnrs_event_log")
+        .unwrap();
+    let rows: Vec<(i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut n = 0;
+    for (seq, payload) in rows {
+        let mut v: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        if v["body"]
+            .as_object_mut()
+            .and_then(|b| b.remove("rows"))
+            .is_some()
+            || v.as_object_mut().and_then(|b| b.remove("rows")).is_some()
+        {
+            n += 1;
+            conn.execute(
+                "UPDATE lnrs_event_log SET payload = ? WHERE seq = ?",
+                duckdb::params![v.to_string(), seq],
+            )
+            .unwrap();
+        }
+    }
+    conn.execute_batch("CHECKPOINT").unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_logged_without_row_images_is_undone_from_its_snapshot_with_the_same_rows() {
+    let s = TestServer::start().await;
+    let deleted = delete_measure(&s, 42).await;
+    let from_images = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(from_images.source, "event");
+    let dir = s.stop().await.unwrap();
+    let db = dir.path().join("lnrs.duckdb");
+    assert!(strip_images(&db) > 0, "the log had images to strip");
+
+    let s = TestServer::start_with(crate::common::test_config(dir.path())).await;
+    let dry = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.source, "snapshot");
+    let out = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.source, "snapshot");
+    assert_eq!(
+        out.rows, from_images.rows,
+        "the snapshot gives exactly the rows the images held"
+    );
+    let (tables, _) = diff(
+        &s,
+        pb::state_ref::State::SnapshotId(deleted.snapshot_id.clone()),
+        pb::state_ref::State::Live(true),
+    )
+    .await;
+    assert!(changed_tables(&tables).is_empty(), "{tables:?}");
+    verify_deep_after_snapshot(&s).await;
+    // A point rebuilt across image-less events is refused, never approximated.
+    let e = s
+        .snapshots()
+        .diff_snapshots(pb::DiffSnapshotsRequest {
+            from: Some(pb::StateRef {
+                state: Some(pb::state_ref::State::SnapshotId(deleted.snapshot_id)),
+            }),
+            to: Some(pb::StateRef {
+                state: Some(pb::state_ref::State::EventSeq(deleted.event_seq)),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "STATE_NOT_REBUILDABLE")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diffs_states_and_history_agree_row_for_row() {
+    let s = TestServer::start().await;
+    let s1 = crate::common::ops::snapshot(&s.channel, "before").await;
+    let renamed = rename_measure(&s, 7, "seven, renamed").await;
+    rename_measure(&s, 7, "seven, renamed again").await;
+    let link = new_link_for(&s, 8).await;
+    let deleted = delete_measure(&s, 9).await;
+    let m = create_measure(&s, "brand new").await;
+    let after_changes = head(&s).await;
+
+    use pb::state_ref::State;
+    // No snapshot sits at `after_changes`: it is rebuilt from the pre-delete snapshot of
+    // measure 9 and the images of the delete and the create.
+    let (t_event, r_event) = diff(
+        &s,
+        State::SnapshotId(s1.clone()),
+        State::EventSeq(after_changes),
+    )
+    .await;
+    let (t_live, r_live) = diff(&s, State::SnapshotId(s1.clone()), State::Live(true)).await;
+    assert_eq!(
+        (&t_event, &r_event),
+        (&t_live, &r_live),
+        "a rebuilt point equals the data"
+    );
+    let s2 = crate::common::ops::snapshot(&s.channel, "after").await;
+    let (t_snap, r_snap) = diff(
+        &s,
+        State::SnapshotId(s1.clone()),
+        State::SnapshotId(s2.clone()),
+    )
+    .await;
+    assert_eq!(
+        (&t_snap, &r_snap),
+        (&t_live, &r_live),
+        "and equals its snapshot"
+    );
+    // From the point right before the first change (rebuilt from s1 forward), the same diff.
+    let (_, r_back) = diff(
+        &s,
+        State::EventSeq(renamed - 1),
+        State::SnapshotId(s2.clone()),
+    )
+    .await;
+    assert_eq!(r_back, r_snap);
+    // A change after s2: rebuilt from s2 and one event, the point equals the data now.
+    let later = rename_measure(&s, 10, "later").await;
+    let (t_later, _) = diff(&s, State::EventSeq(later), State::Live(true)).await;
+    assert!(changed_tables(&t_later).is_empty(), "{t_later:?}");
+    let (t_later, _) = diff(&s, State::SnapshotId(s2.clone()), State::EventSeq(later)).await;
+    assert_eq!(
+        changed_tables(&t_later),
+        BTreeMap::from([("measure".to_string(), (0, 0, 1))])
+    );
+
+    let changed = changed_tables(&t_snap);
+    assert_eq!(changed["measure"], (1, 1, 1), "{changed:?}");
+    assert_eq!(changed["measure_area_priority"].0, 1);
+    let removed: i64 = deleted
+        .rows_removed
+        .iter()
+        .filter(|t| t.table == "measure_area_priority")
+        .map(|t| t.rows)
+        .sum();
+    assert_eq!(changed["measure_area_priority"].1, removed);
+
+    // Measure 7's history composes to its diff row: the oldest before-image in range is the
+    // diff's before, the newest after-image its after.
+    let row_of = |r: &pb::RowDiff| r.before.clone().or(r.after.clone()).unwrap();
+    let id_of = |row: &pb::Row| row.values[0].kind.clone();
+    let seven = r_snap
+        .iter()
+        .find(|r| r.table == "measure" && id_of(&row_of(r)) == Some(pb::datum::Kind::Integer(7)))
+        .unwrap();
+    let hist = history(&s, "measure", "7").await;
+    let in_range: Vec<&pb::Event> = hist.iter().filter(|e| e.seq <= after_changes).collect();
+    assert_eq!(in_range.len(), 2);
+    let image = |e: &pb::Event, after: bool| {
+        let im = e.rows.clone().unwrap();
+        let side = if after { im.after } else { im.before };
+        side.into_iter()
+            .find(|t| t.table == "measure")
+            .unwrap()
+            .rows
+            .remove(0)
+    };
+    assert_eq!(Some(image(in_range[1], false)), seven.before);
+    assert_eq!(Some(image(in_range[0], true)), seven.after);
+    // The new measure and the new link are in the diff with exactly the created rows.
+    let created = hist_first_after(&s, "measure", &m.to_string()).await;
+    assert!(r_snap
+        .iter()
+        .any(|r| r.kind == pb::RowChangeKind::Added as i32 && r.after.as_ref() == Some(&created)));
+    let link_id = format!("{}/{}/{}", link.measure_id, link.area_id, link.priority_id);
+    let link_row = hist_first_after(&s, "measure_area_priority", &link_id).await;
+    assert!(r_snap
+        .iter()
+        .any(|r| r.table == "measure_area_priority" && r.after.as_ref() == Some(&link_row)));
+    // The link shows in its measure's history too.
+    assert!(history(&s, "measure", "8")
+        .await
+        .iter()
+        .any(|e| e.kind == pb::EventKind::LinkCreated as i32));
+}
+
+/// The after-image of the first event in an entity's history (its creation).
+async fn hist_first_after(s: &TestServer, entity_type: &str, id: &str) -> pb::Row {
+    let h = history(s, entity_type, id).await;
+    let created = h.last().unwrap();
+    created.rows.clone().unwrap().after[0].rows[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_diff_reject_what_they_cannot_answer() {
+    let s = TestServer::start().await;
+    let e = s
+        .events()
+        .get_entity_history(pb::GetEntityHistoryRequest {
+            entity_type: "nonsense".into(),
+            entity_id: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "UNKNOWN_ENTITY_TYPE")
+    );
+    let e = s
+        .events()
+        .get_entity_history(pb::GetEntityHistoryRequest {
+            entity_type: "measure".into(),
+            entity_id: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "INVALID_ENTITY_ID")
+    );
+    let e = s
+        .snapshots()
+        .diff_snapshots(pb::DiffSnapshotsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "STATE_NOT_NAMED")
+    );
+    let e = s
+        .snapshots()
+        .diff_snapshots(pb::DiffSnapshotsRequest {
+            from: Some(pb::StateRef {
+                state: Some(pb::state_ref::State::EventSeq(1 << 40)),
+            }),
+            to: Some(pb::StateRef {
+                state: Some(pb::state_ref::State::Live(true)),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "EVENT_SEQ_OUT_OF_RANGE")
+    );
+    let e = s
+        .snapshots()
+        .diff_snapshots(pb::DiffSnapshotsRequest {
+            from: Some(pb::StateRef {
+                state: Some(pb::state_ref::State::Live(true)),
+            }),
+            to: Some(pb::StateRef {
+                state: Some(pb::state_ref::State::Live(true)),
+            }),
+            table: "sqlite_master; --".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "UNKNOWN_TABLE")
+    );
+}
