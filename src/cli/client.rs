@@ -175,7 +175,8 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// `CODE (REASON): message`, then one indented line per field violation and the retry delay.
+/// `CODE (REASON): message`, then one indented line per field or precondition violation and the
+/// retry delay.
 /// Transport errors carry no ErrorInfo; their cause chain is appended instead.
 pub fn describe_status(s: &Status) -> String {
     let details = s.get_error_details();
@@ -200,6 +201,14 @@ pub fn describe_status(s: &Status) -> String {
     if let Some(br) = details.bad_request() {
         for v in &br.field_violations {
             out.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    if let Some(pf) = details.precondition_failure() {
+        for v in &pf.violations {
+            out.push_str(&format!(
+                "\n  {} {}: {}",
+                v.r#type, v.subject, v.description
+            ));
         }
     }
     if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
@@ -341,7 +350,7 @@ pub fn run(command: Command) -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<(), Failure> {
-    use super::{entity, link, snapshot, watch};
+    use super::{entity, history, link, snapshot, watch};
     match command {
         Command::Measure(c) => entity::run::<pb::Measure>(&Ctx::new(c.client)?, c.action).await,
         Command::Area(c) => entity::run::<pb::Area>(&Ctx::new(c.client)?, c.action).await,
@@ -352,6 +361,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Lookup(c) => entity::lookup(&Ctx::new(c.client)?, c.action).await,
         Command::Link(c) => link::run(&Ctx::new(c.client)?, c.action).await,
         Command::Snapshot(c) => snapshot::run(&Ctx::new(c.client)?, c.action).await,
+        Command::Undelete(c) => history::undelete(&Ctx::new(c.client.clone())?, c).await,
+        Command::Diff(c) => history::diff(&Ctx::new(c.client.clone())?, c).await,
+        Command::History(c) => history::history(&Ctx::new(c.client.clone())?, c).await,
         Command::Status(c) => snapshot::status(&Ctx::new(c.client)?).await,
         Command::Watch(c) => {
             let ctx = Ctx::new(c.client.clone())?;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod entity;
 pub mod enums;
+pub mod history;
 pub mod json;
 pub mod link;
 pub mod output;
@@ -58,6 +59,12 @@ pub enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// The server's snapshot, event-log and database status.
     Status(client::StatusCommand),
+    /// Put back the rows one delete removed, keeping everyone's later work.
+    Undelete(history::UndeleteCommand),
+    /// Row-level differences between two snapshots, event seqs or the live database.
+    Diff(history::DiffCommand),
+    /// Every change to one entity, newest first.
+    History(history::HistoryCommand),
     /// Tail the event log; reconnects by itself and never skips or repeats an event.
     Watch(watch::WatchCommand),
 }

@@ -201,7 +201,7 @@ fn print_event(ctx: &Ctx, e: &pb::Event) -> Result<(), Failure> {
 }
 
 /// The one-line gist of an event.
-fn detail(e: &pb::Event) -> String {
+pub(super) fn detail(e: &pb::Event) -> String {
     use pb::EventKind as K;
     match pb::EventKind::try_from(e.kind).unwrap_or(K::Unspecified) {
         K::EntityUpdated => {

@@ -738,3 +738,153 @@ async fn history_and_diff_reject_what_they_cannot_answer() {
         (Code::InvalidArgument, "UNKNOWN_TABLE")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_history_undeletes_and_diffs() {
+    use crate::cli::{lnrs, url};
+    let s = TestServer::start().await;
+    let srv = url(&s);
+    let deleted = delete_measure(&s, 44).await;
+
+    let hist = lnrs(&srv, &["history", "measure", "44", "--json"], None)
+        .await
+        .ok()
+        .json();
+    let first = &hist["events"][0];
+    assert_eq!(first["seq"], deleted.event_seq);
+    assert_eq!(first["kind"], "EVENT_KIND_ENTITY_DELETED");
+    let table = lnrs(&srv, &["history", "measure", "44"], None).await.ok();
+    assert!(
+        table.stdout.contains("entity_deleted") && table.stdout.contains(&deleted.snapshot_id),
+        "{}",
+        table.stdout
+    );
+
+    let seq = deleted.event_seq.to_string();
+    let dry = lnrs(
+        &srv,
+        &["undelete", "--event", &seq, "--dry-run", "--json"],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(dry["event_seq"], 0);
+    let removed: i64 = deleted.rows_removed.iter().map(|t| t.rows).sum();
+    let restored: i64 = dry["rows_restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows"].as_i64().unwrap())
+        .sum();
+    assert_eq!(restored, removed);
+    let done = lnrs(
+        &srv,
+        &["undelete", "--snapshot", &deleted.snapshot_id],
+        None,
+    )
+    .await
+    .ok();
+    assert!(done.stdout.contains("put back"), "{}", done.stdout);
+    let again = lnrs(&srv, &["undelete", "--event", &seq], None).await;
+    assert_eq!(
+        again.code, 5,
+        "FAILED_PRECONDITION exits 5: {}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("UNDELETE_CONFLICT") && again.stderr.contains("ALREADY_PRESENT"),
+        "{}",
+        again.stderr
+    );
+
+    // Undone: the pre-delete snapshot and the live database hold the same rows.
+    let same = lnrs(&srv, &["diff", &deleted.snapshot_id, "live"], None)
+        .await
+        .ok();
+    assert!(same.stdout.contains("no differences"), "{}", same.stdout);
+    // Across the delete itself: exactly the rows it removed.
+    let across = lnrs(
+        &srv,
+        &[
+            "diff",
+            &deleted.snapshot_id,
+            &format!("seq:{seq}"),
+            "--all",
+            "--json",
+        ],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    let rows = across["rows"].as_array().unwrap();
+    assert_eq!(rows.len() as i64, removed);
+    assert!(rows.iter().all(|r| r["kind"] == "ROW_CHANGE_KIND_REMOVED"));
+    let bad = lnrs(&srv, &["diff", "seq:x"], None).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
+
+/// Review findings: a link delete's snapshot is a DELETE_LINK one (the CLI filter finds it), and
+/// a subscriber filtering on snapshot events sees the pre-delete snapshot, which the delete
+/// event names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_delete_snapshots_are_delete_link_and_every_snapshot_has_its_event() {
+    use crate::cli::{lnrs, url};
+    let s = TestServer::start().await;
+    let link = new_link_for(&s, 45).await;
+    let start = head(&s).await;
+    let out = s
+        .entity()
+        .delete_link(pb::DeleteLinkRequest {
+            link: Some(link),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    let list = lnrs(
+        &url(&s),
+        &["snapshot", "list", "--operation", "delete-link", "--json"],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    let ids: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["snapshot_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [out.snapshot_id.as_str()]);
+
+    let mut stream = s
+        .events()
+        .watch_events(pb::WatchEventsRequest {
+            start_after_seq: Some(start),
+            kinds: vec![pb::EventKind::SnapshotCreated as i32],
+            entity_types: vec![],
+            heartbeat_interval: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = loop {
+        match stream.message().await.unwrap().unwrap().item {
+            Some(pb::watch_events_response::Item::Event(e)) => break e,
+            Some(pb::watch_events_response::Item::CaughtUp(_)) => {
+                panic!("caught up without the pre-delete snapshot's event")
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(first.entity_id, out.snapshot_id);
+    assert_eq!(
+        first.snapshot.unwrap().operation,
+        pb::SnapshotOperation::DeleteLink as i32
+    );
+    assert!(first.seq < out.event_seq);
+}
