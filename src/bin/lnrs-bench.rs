@@ -27,6 +27,8 @@ mod delete;
 mod fanout;
 #[path = "lnrs-bench/harness.rs"]
 mod harness;
+#[path = "lnrs-bench/history.rs"]
+mod history;
 #[path = "lnrs-bench/profile.rs"]
 mod profile;
 #[path = "lnrs-bench/prom.rs"]
@@ -60,6 +62,7 @@ enum Scenario {
     Fanout,
     Reads,
     Catchup,
+    History,
     All,
 }
 
@@ -121,6 +124,9 @@ struct Args {
     /// Rounds of read windows.
     #[arg(long, default_value_t = 3)]
     read_rounds: usize,
+    /// Measures deleted and undeleted by the history scenario (twice each).
+    #[arg(long, default_value_t = 30)]
+    undeletes: usize,
     /// Server log filter (logs go to server.log in the work dir).
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -236,6 +242,16 @@ async fn bench(args: &Args) -> Res<()> {
         None
     };
 
+    let history = if args.wants(Scenario::History) {
+        eprintln!(
+            "history: {} undeletes, diffs and histories …",
+            args.undeletes
+        );
+        Some(history::run(&work, &first, args.undeletes).await?)
+    } else {
+        None
+    };
+
     let mut results = Results {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: command_line(),
@@ -246,6 +262,7 @@ async fn bench(args: &Args) -> Res<()> {
         fanout,
         reads,
         catchup,
+        history,
         targets: Vec::new(),
     };
     results.targets = report::targets(&results);

@@ -42,6 +42,8 @@ async fn a_small_run_measures_every_scenario() {
             "2s",
             "--read-rounds",
             "1",
+            "--undeletes",
+            "3",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -94,6 +96,23 @@ async fn a_small_run_measures_every_scenario() {
     assert_eq!(json["catchup"]["received"], 3000);
     assert_eq!(json["catchup"]["gaps"], 0);
 
+    let h = &json["history"];
+    for s in ["undelete_images", "undelete_snapshot", "history"] {
+        assert_eq!(h[s]["n"], 3, "{s}");
+    }
+    assert_eq!(h["diff_adjacent"]["n"], 2);
+    assert!(
+        h["rows_per_diff"].as_f64() > Some(1.0),
+        "a measure delete cascades"
+    );
+    let deleted = h["bytes"]
+        .as_array()
+        .expect("bytes")
+        .iter()
+        .find(|b| b["kind"] == "entity_deleted")
+        .expect("delete events measured");
+    assert!(deleted["with_images"].as_f64() > deleted["without_images"].as_f64());
+
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [
         "## Machine",
@@ -104,11 +123,12 @@ async fn a_small_run_measures_every_scenario() {
         "## 4.",
         "## 5.",
         "## 6.",
+        "## 7.",
     ] {
         assert!(md.contains(section), "{section} missing");
     }
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 12);
+    assert_eq!(targets.len(), 14);
     // Not measured: the two scale-10 comparisons, and storage after 100 (12 deletes).
     let unmeasured = targets.iter().filter(|t| t["met"].is_null()).count();
     assert_eq!(unmeasured, 3, "{targets:#?}");

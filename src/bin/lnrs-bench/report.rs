@@ -9,6 +9,7 @@ use crate::catchup::CatchupResult;
 use crate::delete::DeleteRun;
 use crate::fanout::FanoutResult;
 use crate::harness::{Dataset, Machine};
+use crate::history::HistoryResult;
 use crate::profile::PhaseProfile;
 use crate::reads::ReadsResult;
 use crate::restore::RestoreRun;
@@ -54,6 +55,7 @@ pub struct Results {
     pub fanout: Option<FanoutResult>,
     pub reads: Option<ReadsResult>,
     pub catchup: Option<CatchupResult>,
+    pub history: Option<HistoryResult>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -207,6 +209,23 @@ pub fn targets(r: &Results) -> Vec<TargetCheck> {
     }
 
     out.push(scale_growth(s1, s10));
+    for (name, limit, pick) in [
+        (
+            "undelete p50 ≤ 100 ms with row images (scale 1)",
+            100.0,
+            (|h: &HistoryResult| h.undelete_images.p50_ms) as fn(&HistoryResult) -> f64,
+        ),
+        (
+            "undelete p50 ≤ 300 ms from the pre-delete snapshot (scale 1)",
+            300.0,
+            |h: &HistoryResult| h.undelete_snapshot.p50_ms,
+        ),
+    ] {
+        out.push(match &r.history {
+            Some(h) => check(name, format!("{:.1} ms", pick(h)), Some(pick(h) <= limit)),
+            None => unmeasured(name),
+        });
+    }
     out
 }
 
@@ -341,6 +360,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(c) = &r.catchup {
         catchup_md(w, c);
+    }
+    if let Some(h) = &r.history {
+        history_md(w, h);
     }
     let _ = writeln!(w, "\n## Methods\n\n{}", METHODS.trim());
     s
@@ -649,6 +671,58 @@ fn catchup_md(w: &mut String, c: &CatchupResult) {
     );
 }
 
+fn history_md(w: &mut String, h: &HistoryResult) {
+    let _ = writeln!(w, "\n## 7. History: undelete, diff, entity history\n");
+    let _ = writeln!(
+        w,
+        "{} measures, each renamed, deleted and undeleted, then deleted again; undeletes put back \
+         {:.1} rows on average; adjacent diffs differ by {:.1} rows; the log held {} events \
+         when the histories were read (see Methods).\n",
+        h.measures, h.rows_per_undelete, h.rows_per_diff, h.log_events
+    );
+    let _ = writeln!(
+        w,
+        "| operation | n | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|"
+    );
+    for (name, s) in [
+        ("Undelete, rows from the event's images", &h.undelete_images),
+        (
+            "Undelete, rows from the pre-delete snapshot",
+            &h.undelete_snapshot,
+        ),
+        (
+            "DiffSnapshots of adjacent pre-delete snapshots",
+            &h.diff_adjacent,
+        ),
+        ("GetEntityHistory of a measure", &h.history),
+    ] {
+        let _ = writeln!(
+            w,
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            s.n, s.p50_ms, s.p95_ms, s.max_ms
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nStored bytes per event (the log's JSON payload), without and with the row images:\n"
+    );
+    let _ = writeln!(
+        w,
+        "| kind | events | without images | with images | × |\n|---|---|---|---|---|"
+    );
+    for b in &h.bytes {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.0} | {:.0} | {:.1} |",
+            b.kind,
+            b.events,
+            b.without_images,
+            b.with_images,
+            b.with_images / b.without_images.max(1.0)
+        );
+    }
+}
+
 const METHODS: &str = r#"
 - **Server**: `lnrs::server::run` in the benchmark process on 127.0.0.1:0, production defaults
   (`Config::new`) except `retention_keep_last = 1000000` (nothing is removed while storage is
@@ -695,6 +769,15 @@ const METHODS: &str = r#"
   `lnrs::storage::open` and `link_created` events are appended with
   `lnrs::events::log::append_bulk` (the server's row layout through DuckDB's appender) in
   50 000-event transactions. One subscriber then streams from seq 0 until CaughtUp.
+- **History**: on a fresh copy at the first scale, N measures are each renamed, deleted and
+  undeleted at once (rows from the delete event's row images), then all deleted again one
+  after the other, so consecutive pre-delete snapshots differ by exactly one delete: each
+  adjacent pair is diffed (every page, 1000 rows per page) and each measure's history read.
+  The server stops; every event's stored payload is measured with and without its row images
+  (the same events, so the difference is what the images cost), and the images of the second
+  round of deletes are removed, as the log of a release before row images holds them. A
+  restarted server undeletes each of those, reading the rows from the pre-delete snapshot;
+  the benchmark checks the `source` of every undelete.
 - Percentiles are nearest-rank over raw client samples; server histogram quantiles are
   interpolated like Prometheus' `histogram_quantile`.
 "#;
