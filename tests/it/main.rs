@@ -12,6 +12,7 @@ mod entities;
 mod events;
 mod fuzz;
 mod layers;
+mod pins;
 mod powercut;
 mod process;
 mod production;
