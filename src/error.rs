@@ -488,6 +488,12 @@ fn map_snapshot(e: SnapshotError) -> Mapped {
             format!("snapshot {id} is the safety snapshot of a restore in progress"),
         )
         .meta("snapshot_id", id),
+        SnapshotError::PinnedByUser(id) => Mapped::new(
+            Code::FailedPrecondition,
+            reason,
+            format!("snapshot {id} is pinned; unpin it (UpdateSnapshot) or delete it with force"),
+        )
+        .meta("snapshot_id", id),
         SnapshotError::IncompatibleStorageVersion { found, supported } => Mapped::new(
             Code::FailedPrecondition,
             reason,

@@ -1,5 +1,6 @@
 //! Snapshot use cases: manual snapshots, listing, inspection, preview without restoring,
-//! verification, deletion, retention (explicit and automatic after each snapshot) and status.
+//! verification, users' pins, labels and descriptions, deletion, retention (explicit and
+//! automatic after each snapshot) and status.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -15,13 +16,21 @@ use crate::events::model::{RetentionInfo, SnapshotInfo};
 use crate::events::{EventDraft, EventKind};
 use crate::snapshot::retention::RetentionPolicy;
 use crate::snapshot::{
-    IntegrityReport, ListFilter, ListPage, Manifest, Operation, RetentionOutcome, SnapshotId,
+    AnnotationUpdate, IntegrityReport, ListFilter, ListItem, ListPage, Manifest, Operation,
+    RetentionOutcome, SnapshotId, SnapshotSummary,
 };
 use crate::storage;
 
 /// Result of a manual snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotCreated {
+    pub snapshot_id: String,
+    pub event_seq: u64,
+}
+
+/// Result of a snapshot update (pin, labels, description).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotUpdated {
     pub snapshot_id: String,
     pub event_seq: u64,
 }
@@ -116,35 +125,40 @@ impl App {
         blocking(move || Ok(store.get(&id)?)).await
     }
 
-    /// Whether a snapshot is pinned, its unique stored bytes (from the catalog listing).
-    pub async fn snapshot_listing(
-        &self,
-        id: &str,
-    ) -> Result<Option<crate::snapshot::ListItem>, Error> {
+    /// A snapshot as listed: sizes, pins, and the user's labels and description.
+    pub async fn snapshot_listing(&self, id: &str) -> Result<Option<ListItem>, Error> {
         let id = SnapshotId::parse(id)?;
         let store = self.shared.store()?;
-        blocking(move || {
-            let page = store.list(&ListFilter {
-                page_size: crate::snapshot::catalog::MAX_PAGE_SIZE,
-                ..Default::default()
-            });
-            let mut items = page.items;
-            let mut token = page.next_page_token;
-            loop {
-                if let Some(i) = items.iter().position(|i| i.summary.id == id) {
-                    return Ok(Some(items.swap_remove(i)));
-                }
-                let Some(t) = token.take() else {
-                    return Ok(None);
-                };
-                let next = store.list(&ListFilter {
-                    page_size: crate::snapshot::catalog::MAX_PAGE_SIZE,
-                    page_token: Some(SnapshotId::parse(&t)?),
-                    ..Default::default()
-                });
-                items = next.items;
-                token = next.next_page_token;
+        blocking(move || Ok(store.item(&id))).await
+    }
+
+    /// Pins or unpins a snapshot, or replaces its labels or description, then appends its
+    /// event. The change is durable in the store before the event is written.
+    pub async fn update_snapshot(
+        &self,
+        ctx: RequestCtx,
+        id: &str,
+        update: AnnotationUpdate,
+    ) -> Result<Replayable<SnapshotUpdated>, Error> {
+        let id = SnapshotId::parse(id)?;
+        let c = ctx.clone();
+        self.write(&ctx, move |st| {
+            if let Some(r) = st.replay(&c)? {
+                return Ok(r);
             }
+            // Refuse before changing anything if the change could not be recorded.
+            st.conn()?;
+            let item = st.shared.store()?.annotate(&id, update)?;
+            st.commit_change(&c, |_, _, seq| {
+                Ok((
+                    SnapshotUpdated {
+                        snapshot_id: id.as_str().into(),
+                        event_seq: seq,
+                    },
+                    vec![summary_event(EventKind::SnapshotUpdated, &item.summary)],
+                ))
+            })
+            .map(Replayable::fresh)
         })
         .await
     }
@@ -204,11 +218,13 @@ impl App {
         .await
     }
 
-    /// Deletes one snapshot and frees blocks no other snapshot uses.
+    /// Deletes one snapshot and frees blocks no other snapshot uses. A snapshot a user pinned
+    /// needs `force`; one a restore holds is never deleted.
     pub async fn delete_snapshot(
         &self,
         ctx: RequestCtx,
         id: &str,
+        force: bool,
     ) -> Result<Replayable<SnapshotDeleted>, Error> {
         let id = SnapshotId::parse(id)?;
         let c = ctx.clone();
@@ -220,7 +236,15 @@ impl App {
             st.conn()?;
             let store = st.shared.store()?;
             let m = store.get(&id)?;
-            store.forget(&id)?;
+            // As users saw it: the event names the description they gave it.
+            let shown = store
+                .item(&id)
+                .map_or_else(|| SnapshotSummary::of(&m), |i| i.summary);
+            if force {
+                store.forget_pinned(&id)?;
+            } else {
+                store.forget(&id)?;
+            }
             let gc = store.gc()?;
             st.commit_change(&c, |_, _, seq| {
                 Ok((
@@ -228,7 +252,7 @@ impl App {
                         bytes_freed: gc.bytes_freed,
                         event_seq: seq,
                     },
-                    vec![snapshot_event(EventKind::SnapshotDeleted, &m)],
+                    vec![summary_event(EventKind::SnapshotDeleted, &shown)],
                 ))
             })
             .map(Replayable::fresh)
@@ -361,13 +385,18 @@ impl super::WriterState {
     }
 }
 
-/// The event announcing a snapshot created or deleted.
+/// The event announcing a snapshot just taken.
 pub(crate) fn snapshot_event(kind: EventKind, m: &Manifest) -> EventDraft {
-    let mut ev = EventDraft::new(kind, "snapshot", m.id.as_str());
+    summary_event(kind, &SnapshotSummary::of(m))
+}
+
+/// The event announcing a snapshot created, updated or deleted.
+fn summary_event(kind: EventKind, s: &SnapshotSummary) -> EventDraft {
+    let mut ev = EventDraft::new(kind, "snapshot", s.id.as_str());
     ev.snapshot = Some(SnapshotInfo {
-        snapshot_id: m.id.as_str().into(),
-        operation: m.meta.operation.as_str().into(),
-        description: m.meta.description.clone(),
+        snapshot_id: s.id.as_str().into(),
+        operation: s.meta.operation.as_str().into(),
+        description: s.meta.description.clone(),
     });
     ev
 }

@@ -1,4 +1,5 @@
-//! `lnrs snapshot create|list|show|preview|verify|restore|delete|retention` and `lnrs status`.
+//! `lnrs snapshot create|list|show|preview|verify|restore|pin|unpin|update|delete|retention` and
+//! `lnrs status`.
 //! `restore` first shows what the live database would lose (events after the snapshot, row-count
 //! differences per table), demands that RESTORE be typed, shows progress while the unary RPC
 //! runs, then prints the integrity report and whether the server rolled back.
@@ -74,6 +75,18 @@ pub enum SnapshotAction {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Pin a snapshot: retention never removes it, and deleting it needs --force.
+    Pin {
+        /// The snapshot id.
+        id: String,
+    },
+    /// Unpin a snapshot: retention treats it like any other again.
+    Unpin {
+        /// The snapshot id.
+        id: String,
+    },
+    /// Change a snapshot's description or labels.
+    Update(UpdateArgs),
     /// Delete a snapshot (its blocks are freed when no other snapshot uses them).
     Delete {
         /// The snapshot id.
@@ -81,6 +94,9 @@ pub enum SnapshotAction {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Delete it even if it is pinned.
+        #[arg(long)]
+        force: bool,
     },
     /// Apply a retention policy now (or only show what it would remove).
     Retention(RetentionArgs),
@@ -103,6 +119,22 @@ pub struct ListArgs {
     page_size: i32,
     #[command(flatten)]
     pages: PageArgs,
+}
+
+/// Flags of `lnrs snapshot update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The snapshot id.
+    id: String,
+    /// The new description.
+    #[arg(long, short = 'd')]
+    description: Option<String>,
+    /// KEY=VALUE label (repeatable); the labels given replace all of the snapshot's labels.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Remove every label.
+    #[arg(long, conflicts_with = "labels")]
+    clear_labels: bool,
 }
 
 /// Flags of `lnrs snapshot retention`.
@@ -160,22 +192,33 @@ pub(crate) async fn run(ctx: &Ctx, action: SnapshotAction) -> Result<(), Failure
         SnapshotAction::Preview { id, table, limit } => preview(ctx, id, table, limit).await,
         SnapshotAction::Verify { id, deep } => verify(ctx, &id, deep).await,
         SnapshotAction::Restore { id, yes } => restore(ctx, &id, yes).await,
-        SnapshotAction::Delete { id, yes } => delete(ctx, &id, yes).await,
+        SnapshotAction::Pin { id } => update(ctx, &id, pin_change(true)).await,
+        SnapshotAction::Unpin { id } => update(ctx, &id, pin_change(false)).await,
+        SnapshotAction::Update(args) => {
+            let id = args.id.clone();
+            update(ctx, &id, update_change(args)?).await
+        }
+        SnapshotAction::Delete { id, yes, force } => delete(ctx, &id, yes, force).await,
         SnapshotAction::Retention(args) => retention(ctx, args).await,
     }
 }
 
-async fn create(ctx: &Ctx, description: String, labels: &[String]) -> Result<(), Failure> {
-    let mut map = std::collections::BTreeMap::new();
+/// `--label KEY=VALUE` flags as a map.
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut map = BTreeMap::new();
     for l in labels {
         let (k, v) = l
             .split_once('=')
             .ok_or_else(|| Failure::usage(format!("--label expects KEY=VALUE, got {l:?}")))?;
         map.insert(k.to_string(), v.to_string());
     }
+    Ok(map)
+}
+
+async fn create(ctx: &Ctx, description: String, labels: &[String]) -> Result<(), Failure> {
     let req = pb::CreateSnapshotRequest {
         description,
-        labels: map,
+        labels: parse_labels(labels)?,
         request_id: ctx.request_id(),
     };
     let r = ctx
@@ -231,6 +274,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), Failure> {
         "event_head",
         "size",
         "unique",
+        "pinned",
         "description",
     ]);
     for s in &page.rows {
@@ -242,6 +286,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), Failure> {
             s.event_head_seq.to_string(),
             bytes(s.logical_bytes),
             bytes(s.unique_stored_bytes),
+            if s.pinned { "yes" } else { "-" }.into(),
             s.description.clone(),
         ]);
     }
@@ -355,7 +400,81 @@ fn print_preview(ctx: &Ctx, text: &str) -> Result<(), Failure> {
     }
 }
 
-async fn delete(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
+/// What `lnrs snapshot update|pin|unpin` changes: the request's fields and its update_mask.
+struct Change {
+    req: pb::UpdateSnapshotRequest,
+    /// What the confirmation line says was done, e.g. "pinned".
+    done: &'static str,
+}
+
+impl Change {
+    fn new(mut req: pb::UpdateSnapshotRequest, paths: Vec<&str>, done: &'static str) -> Self {
+        req.update_mask = Some(prost_types::FieldMask {
+            paths: paths.into_iter().map(str::to_string).collect(),
+        });
+        Change { req, done }
+    }
+}
+
+fn pin_change(pinned: bool) -> Change {
+    let req = pb::UpdateSnapshotRequest {
+        pinned,
+        ..Default::default()
+    };
+    Change::new(
+        req,
+        vec!["pinned"],
+        if pinned { "pinned" } else { "unpinned" },
+    )
+}
+
+fn update_change(args: UpdateArgs) -> Result<Change, Failure> {
+    let mut paths = Vec::new();
+    if args.description.is_some() {
+        paths.push("description");
+    }
+    if !args.labels.is_empty() || args.clear_labels {
+        paths.push("labels");
+    }
+    if paths.is_empty() {
+        return Err(Failure::usage(
+            "nothing to change: give --description, --label or --clear-labels",
+        ));
+    }
+    let req = pb::UpdateSnapshotRequest {
+        description: args.description.unwrap_or_default(),
+        labels: parse_labels(&args.labels)?,
+        ..Default::default()
+    };
+    Ok(Change::new(req, paths, "updated"))
+}
+
+async fn update(ctx: &Ctx, id: &str, change: Change) -> Result<(), Failure> {
+    let req = pb::UpdateSnapshotRequest {
+        snapshot_id: id.to_string(),
+        request_id: ctx.request_id(),
+        ..change.req
+    };
+    let r = ctx
+        .snapshots()
+        .update_snapshot(ctx.req(req))
+        .await?
+        .into_inner();
+    if ctx.json() {
+        return output::print_json(&json!({
+            "snapshot": r.snapshot.to_json(), "event_seq": r.event_seq, "replayed": r.replayed,
+        }));
+    }
+    let s = r.snapshot.ok_or_else(|| missing("snapshot"))?;
+    let mut text = summary(&s);
+    text.push_str(&format!(
+        "{} snapshot {id} (event seq {})\n",
+        change.done, r.event_seq
+    ));
+    output::print(&text)
+}
+
+async fn delete(ctx: &Ctx, id: &str, yes: bool, force: bool) -> Result<(), Failure> {
     let s = get(ctx, id).await?;
     if !yes {
         print_preview(ctx, &summary(&s))?;
@@ -364,7 +483,7 @@ async fn delete(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
     let req = pb::DeleteSnapshotRequest {
         snapshot_id: id.to_string(),
         request_id: ctx.request_id(),
-        force: false,
+        force,
     };
     let r = ctx
         .snapshots()

@@ -600,10 +600,14 @@ pub fn report(r: &IntegrityReport) -> pb::IntegrityReport {
     }
 }
 
-/// A manifest (plus catalog figures) as the Snapshot message.
-pub fn snapshot(m: &Manifest, unique_stored_bytes: u64, pinned: bool) -> pb::Snapshot {
+/// A manifest as the Snapshot message, as listed when `item` is its listing (sizes, the
+/// user's pin, labels and description), else as the manifest recorded it.
+pub fn snapshot(m: &Manifest, item: Option<&crate::snapshot::ListItem>) -> pb::Snapshot {
+    let listed = item.map_or_else(
+        || summary(&crate::snapshot::SnapshotSummary::of(m)),
+        snapshot_item,
+    );
     pb::Snapshot {
-        unique_stored_bytes,
         block_count: m.blocks.len() as u32,
         file_blake3: m.file_blake3.to_hex().to_string(),
         tables: m
@@ -615,8 +619,7 @@ pub fn snapshot(m: &Manifest, unique_stored_bytes: u64, pinned: bool) -> pb::Sna
                 hash_sum: f.hash_sum.to_string(),
             })
             .collect(),
-        pinned,
-        ..summary(&crate::snapshot::SnapshotSummary::of(m))
+        ..listed
     }
 }
 
@@ -625,7 +628,8 @@ pub fn snapshot_item(i: &crate::snapshot::ListItem) -> pb::Snapshot {
     pb::Snapshot {
         logical_bytes: i.logical_bytes,
         unique_stored_bytes: i.unique_stored_bytes,
-        pinned: i.pinned,
+        // The contract's one flag: kept by a user's pin or held by a running restore.
+        pinned: i.pinned || i.held,
         ..summary(&i.summary)
     }
 }

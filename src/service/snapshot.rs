@@ -11,9 +11,9 @@ use crate::config::SnapshotPolicy;
 use crate::error::Error;
 use crate::pb::{self, snapshot_service_server::SnapshotService};
 use crate::snapshot::retention::RetentionReason;
-use crate::snapshot::{ListFilter, SnapshotId};
+use crate::snapshot::{AnnotationUpdate, ListFilter, SnapshotId};
 
-/// Bounds on manual snapshot metadata.
+/// Bounds on snapshot metadata users give (CreateSnapshot, UpdateSnapshot).
 const MAX_DESCRIPTION: usize = 500;
 const MAX_LABELS: usize = 32;
 
@@ -33,18 +33,66 @@ impl SnapshotApi {
         self.listed(&m).await
     }
 
-    /// A manifest as a message, with its catalog numbers (stored bytes, pinned).
+    /// A manifest as a message, as listed (stored bytes, the user's pin, labels and
+    /// description).
     async fn listed(&self, m: &crate::snapshot::Manifest) -> Result<pb::Snapshot, Error> {
         let item = self.app.snapshot_listing(m.id.as_str()).await?;
-        Ok(convert::snapshot(
-            m,
-            item.as_ref().map_or(0, |i| i.unique_stored_bytes),
-            item.as_ref().is_some_and(|i| i.pinned),
-        ))
+        Ok(convert::snapshot(m, item.as_ref()))
     }
 }
 
 type R<T> = Result<Response<T>, Status>;
+
+/// A description users give: trimmed, 1 to [`MAX_DESCRIPTION`] characters.
+fn validate_description(description: &str) -> Result<String, Error> {
+    let description = description.trim();
+    if description.is_empty() || description.chars().count() > MAX_DESCRIPTION {
+        return Err(Error::invalid(
+            "description",
+            "INVALID_DESCRIPTION",
+            format!("is required, at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    Ok(description.to_string())
+}
+
+/// The fields UpdateSnapshot may change, as update_mask names them.
+const UPDATABLE: [&str; 3] = ["pinned", "labels", "description"];
+
+/// The change an UpdateSnapshotRequest asks for: exactly the fields its mask names, each
+/// validated as CreateSnapshot validates it.
+fn annotation_update(r: &pb::UpdateSnapshotRequest) -> Result<AnnotationUpdate, Error> {
+    let paths = r.update_mask.as_ref().map_or(&[][..], |m| &m.paths[..]);
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            "UPDATE_MASK_REQUIRED",
+            format!("name the fields to change: {}", UPDATABLE.join(", ")),
+        ));
+    }
+    let mut update = AnnotationUpdate::default();
+    for path in paths {
+        match path.as_str() {
+            "pinned" => update.pinned = Some(r.pinned),
+            "labels" => {
+                validate_labels(&r.labels)?;
+                update.labels = Some(r.labels.clone());
+            }
+            "description" => update.description = Some(validate_description(&r.description)?),
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    "UNKNOWN_FIELD_IN_MASK",
+                    format!(
+                        "`{other}` is not an updatable field of a snapshot ({})",
+                        UPDATABLE.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(update)
+}
 
 fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), Error> {
     if labels.len() > MAX_LABELS {
@@ -85,15 +133,7 @@ impl SnapshotService for SnapshotApi {
     ) -> R<pb::CreateSnapshotResponse> {
         let c = ctx(&req, &req.get_ref().request_id)?;
         let r = req.into_inner();
-        let description = r.description.trim().to_string();
-        if description.is_empty() || description.chars().count() > MAX_DESCRIPTION {
-            return Err(Error::invalid(
-                "description",
-                "INVALID_DESCRIPTION",
-                format!("is required, at most {MAX_DESCRIPTION} characters"),
-            )
-            .into());
-        }
+        let description = validate_description(&r.description)?;
         validate_labels(&r.labels)?;
         let out = self.app.create_snapshot(c, description, r.labels).await?;
         Ok(Response::new(pb::CreateSnapshotResponse {
@@ -241,10 +281,8 @@ impl SnapshotService for SnapshotApi {
         req: Request<pb::DeleteSnapshotRequest>,
     ) -> R<pb::DeleteSnapshotResponse> {
         let c = ctx(&req, &req.get_ref().request_id)?;
-        let out = self
-            .app
-            .delete_snapshot(c, &req.get_ref().snapshot_id)
-            .await?;
+        let r = req.get_ref();
+        let out = self.app.delete_snapshot(c, &r.snapshot_id, r.force).await?;
         Ok(Response::new(pb::DeleteSnapshotResponse {
             bytes_freed: out.value.bytes_freed,
             event_seq: out.value.event_seq,
@@ -330,9 +368,17 @@ impl SnapshotService for SnapshotApi {
 
     async fn update_snapshot(
         &self,
-        _: Request<pb::UpdateSnapshotRequest>,
+        req: Request<pb::UpdateSnapshotRequest>,
     ) -> R<pb::UpdateSnapshotResponse> {
-        Err(Error::Unimplemented.into())
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let r = req.get_ref();
+        let update = annotation_update(r)?;
+        let out = self.app.update_snapshot(c, &r.snapshot_id, update).await?;
+        Ok(Response::new(pb::UpdateSnapshotResponse {
+            snapshot: Some(self.snapshot_message(&out.value.snapshot_id).await?),
+            event_seq: out.value.event_seq,
+            replayed: out.replayed,
+        }))
     }
 
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> R<pb::GetStatusResponse> {

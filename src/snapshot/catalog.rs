@@ -4,13 +4,16 @@
 //! It is derived entirely from the manifests. `index.json` is a sealed cache of it that saves
 //! parsing every manifest at start-up; at open it is reconciled with the `manifests/` listing
 //! (missing entries are parsed from their manifest, stale ones dropped), and a corrupt or
-//! missing index is simply rebuilt from the manifests — never "start fresh".
+//! missing index is simply rebuilt from the manifests — never "start fresh". What users changed
+//! later (annotations), verify outcomes and restore holds are not part of it: listings merge
+//! them in ([`Overlay`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::annotation::Annotation;
 use super::error::SnapshotError;
 use super::id::SnapshotId;
 use super::manifest::{seal, unseal, BlockRef, Manifest, Operation, SnapshotMeta};
@@ -111,9 +114,10 @@ impl ListFilter {
     }
 }
 
-/// One listed snapshot with its sizes.
+/// One listed snapshot with its sizes, as users see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListItem {
+    /// The manifest's summary with the user's labels and description (if changed) applied.
     pub summary: SnapshotSummary,
     /// Size of the database file the snapshot restores (`file_len`).
     pub logical_bytes: u64,
@@ -121,7 +125,10 @@ pub struct ListItem {
     pub stored_bytes: u64,
     /// Compressed bytes of blocks no other snapshot references (what forgetting it frees).
     pub unique_stored_bytes: u64,
+    /// Pinned by a user: retention keeps it, a delete needs force.
     pub pinned: bool,
+    /// Held by a restore in progress: nothing removes it until the restore ends.
+    pub held: bool,
     /// The outcome of the last verify of this snapshot, if any.
     pub last_verify: Option<VerifyRecord>,
 }
@@ -134,6 +141,14 @@ pub struct ListPage {
     pub next_page_token: Option<String>,
     /// Number of snapshots matching the filter, over all pages.
     pub total_count: usize,
+}
+
+/// What the store knows about snapshots beyond their manifests, merged into each [`ListItem`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Overlay<'a> {
+    pub verified: &'a HashMap<SnapshotId, VerifyRecord>,
+    pub annotations: &'a HashMap<SnapshotId, Annotation>,
+    pub held: &'a HashSet<SnapshotId>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -234,13 +249,32 @@ impl Catalog {
             .max_by(|a, b| (a.meta.event_head_seq, &a.id).cmp(&(b.meta.event_head_seq, &b.id)))
     }
 
+    /// One snapshot as listed.
+    pub fn item(&self, id: &SnapshotId, overlay: &Overlay<'_>) -> Option<ListItem> {
+        self.entries.get(id).map(|e| self.list_item(e, overlay))
+    }
+
+    fn list_item(&self, e: &Entry, overlay: &Overlay<'_>) -> ListItem {
+        let id = &e.summary.id;
+        let (stored_bytes, unique_stored_bytes) = self.sizes(e);
+        let annotation = overlay.annotations.get(id);
+        let mut summary = e.summary.clone();
+        if let Some(a) = annotation {
+            a.apply(&mut summary.meta);
+        }
+        ListItem {
+            logical_bytes: e.summary.file_len,
+            stored_bytes,
+            unique_stored_bytes,
+            pinned: annotation.is_some_and(|a| a.pinned),
+            held: overlay.held.contains(id),
+            last_verify: overlay.verified.get(id).cloned(),
+            summary,
+        }
+    }
+
     /// One page of the snapshots matching `filter`, newest first.
-    pub fn list(
-        &self,
-        filter: &ListFilter,
-        verified: &HashMap<SnapshotId, VerifyRecord>,
-        pinned: &HashSet<SnapshotId>,
-    ) -> ListPage {
+    pub fn list(&self, filter: &ListFilter, overlay: &Overlay<'_>) -> ListPage {
         let matching = self
             .entries
             .values()
@@ -258,15 +292,7 @@ impl Catalog {
             .take(size + 1);
         let mut items = Vec::with_capacity(size.min(total_count));
         for e in page.by_ref().take(size) {
-            let (stored_bytes, unique_stored_bytes) = self.sizes(e);
-            items.push(ListItem {
-                logical_bytes: e.summary.file_len,
-                stored_bytes,
-                unique_stored_bytes,
-                pinned: pinned.contains(&e.summary.id),
-                last_verify: verified.get(&e.summary.id).cloned(),
-                summary: e.summary.clone(),
-            });
+            items.push(self.list_item(e, overlay));
         }
         let more = page.next().is_some();
         let next_page_token = match (more, items.last()) {
@@ -360,15 +386,19 @@ mod tests {
     #[test]
     fn pages_newest_first_with_filters_and_sizes() {
         let (c, ids) = catalog(7);
-        let none = HashMap::new();
-        let pins = HashSet::new();
+        let (verified, annotations, held) = (HashMap::new(), HashMap::new(), HashSet::new());
+        let none = Overlay {
+            verified: &verified,
+            annotations: &annotations,
+            held: &held,
+        };
         let mut filter = ListFilter {
             page_size: 3,
             ..Default::default()
         };
         let mut seen = Vec::new();
         loop {
-            let page = c.list(&filter, &none, &pins);
+            let page = c.list(&filter, &none);
             assert_eq!(page.total_count, 7);
             seen.extend(page.items.iter().map(|i| i.summary.id.clone()));
             match page.next_page_token {
@@ -386,7 +416,6 @@ mod tests {
                 ..Default::default()
             },
             &none,
-            &pins,
         );
         assert_eq!(deletes.total_count, 4);
         let one = c.list(
@@ -395,12 +424,44 @@ mod tests {
                 ..Default::default()
             },
             &none,
-            &pins,
         );
         assert_eq!(one.items.len(), 1);
         // Block 0 is shared by all, the other is unique.
         assert_eq!(one.items[0].stored_bytes, 20);
         assert_eq!(one.items[0].unique_stored_bytes, 10);
+    }
+
+    #[test]
+    fn listings_show_the_users_annotation_and_both_kinds_of_pin() {
+        let (c, ids) = catalog(3);
+        let annotations = HashMap::from([(
+            ids[1].clone(),
+            Annotation {
+                pinned: true,
+                description: Some("before the spring import".into()),
+                labels: Some(BTreeMap::from([("ticket".into(), "7".into())])),
+                updated_at: Some(Utc::now()),
+            },
+        )]);
+        let (verified, held) = (HashMap::new(), HashSet::from([ids[2].clone()]));
+        let overlay = Overlay {
+            verified: &verified,
+            annotations: &annotations,
+            held: &held,
+        };
+        let kept = c.item(&ids[1], &overlay).expect("listed");
+        assert!(kept.pinned && !kept.held);
+        assert_eq!(kept.summary.meta.description, "before the spring import");
+        assert_eq!(kept.summary.meta.labels["ticket"], "7");
+        let restoring = c.item(&ids[2], &overlay).expect("listed");
+        assert!(restoring.held && !restoring.pinned);
+        let page = c.list(&ListFilter::default(), &overlay);
+        assert_eq!(
+            page.items.iter().map(|i| i.pinned).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        // The manifest-derived entry (what index.json caches) is untouched.
+        assert_eq!(c.get(&ids[1]).unwrap().summary.meta.description, "");
     }
 
     #[test]

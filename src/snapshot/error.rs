@@ -53,8 +53,12 @@ pub enum SnapshotError {
     InvalidId,
     #[error("snapshot {0} not found")]
     NotFound(String),
+    /// Held by a restore in progress ([`super::SnapshotStore::pin`]): nothing may remove it.
     #[error("snapshot {0} is pinned by a restore in progress")]
     Pinned(String),
+    /// Pinned by a user: only a forced delete removes it.
+    #[error("snapshot {0} is pinned; unpin it or delete it with force")]
+    PinnedByUser(String),
     /// Stored data (manifest, block, index) failed its checksum or could not be decoded.
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },
@@ -113,7 +117,7 @@ impl SnapshotError {
         match self {
             Self::InvalidId => "SNAPSHOT_ID_INVALID",
             Self::NotFound(_) => "SNAPSHOT_NOT_FOUND",
-            Self::Pinned(_) => "SNAPSHOT_PINNED",
+            Self::Pinned(_) | Self::PinnedByUser(_) => "SNAPSHOT_PINNED",
             Self::Corrupt { .. } => "SNAPSHOT_CORRUPT",
             Self::UnsupportedFormat { .. } => "SNAPSHOT_FORMAT_UNSUPPORTED",
             Self::Storage { fault, .. } => match fault {

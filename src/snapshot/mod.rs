@@ -17,6 +17,8 @@
 //! - [`blocks`]: the content-addressed, compressed block files.
 //! - [`manifest`]: the manifest, its sealed encoding, the DuckDB file layout.
 //! - [`catalog`]: in-memory catalog, listing/filtering/sizes, the index cache.
+//! - [`annotation`]: what users change after a snapshot is taken (pin, labels, description),
+//!   one sealed record per snapshot.
 //! - [`verify`]: integrity reports and [`check_database`].
 //! - [`retention`]: the retention planner.
 //! - [`id`]: snapshot ids. [`error`]: errors and reason codes. `fsio`: durable file primitives.
@@ -25,6 +27,7 @@
 //! # Fail points
 //! `snapshot.*` in [`crate::fault::REGISTRY`].
 
+pub mod annotation;
 pub mod blocks;
 pub mod capture;
 pub mod catalog;
@@ -40,6 +43,7 @@ pub mod verify;
 #[cfg(test)]
 mod tests;
 
+pub use annotation::{Annotation, AnnotationUpdate};
 pub use capture::Capture;
 pub use catalog::{ListFilter, ListItem, ListPage, SnapshotSummary};
 pub use error::{SnapshotError, StorageFault};

@@ -1,6 +1,7 @@
 //! Retention: which snapshots a policy keeps and why. A pure planning function, so the rules
 //! (keep the newest N, keep everything younger than a duration, and never remove the newest
-//! snapshot, the newest verified one or a pinned one) are tested without a store.
+//! snapshot, the newest verified one or a pinned one — pinned by a user or held by a restore)
+//! are tested without a store.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub enum RetentionReason {
     Newest,
     /// The newest snapshot whose last verify passed: never removed.
     NewestVerified,
-    /// Pinned by a restore in progress: never removed.
+    /// Pinned by a user, or held by a restore in progress: never removed.
     Pinned,
     KeepLast,
     KeepWithin,

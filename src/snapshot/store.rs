@@ -1,5 +1,5 @@
 //! [`SnapshotStore`]: the on-disk store and its operations — open (with crash recovery),
-//! capture/commit, get/list/stats, verify, assemble, forget/pin, retention and GC.
+//! capture/commit, get/list/stats, verify, assemble, annotate, forget/pin, retention and GC.
 //!
 //! Layout under the root:
 //! ```text
@@ -7,9 +7,15 @@
 //! blocks/ab/<blake3>.zst    content-addressed, zstd-compressed blocks (256 shard dirs)
 //! manifests/<id>.json       one sealed manifest per snapshot: the snapshot exists iff this does
 //! verified/<id>.json        outcome of the last verify of a snapshot (optional, rebuildable)
+//! annotations/<id>.json     the user's pin, labels, description of a snapshot (sealed; only
+//!                           for snapshots a user changed; see super::annotation)
 //! index.json                sealed catalog cache (optional, rebuilt from manifests)
 //! tmp/                      every temp file; emptied at open
 //! ```
+//!
+//! Two kinds of pin keep a snapshot: a user's (in its annotation: retention skips it, forget
+//! needs force) and a restore's hold ([`SnapshotStore::pin`], in memory for the restore's
+//! duration: nothing removes it). The hold table's mutex also orders annotate against forget.
 //!
 //! Concurrency: one mutex guards the in-memory state. A commit registers every block it
 //! references as in flight before it writes anything, and GC deletes only blocks that are
@@ -29,9 +35,10 @@ use chrono::Utc;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::annotation::{Annotation, AnnotationUpdate};
 use super::blocks::{compress, BlockFault, BlockStore};
 use super::capture::{BufferPool, Capture};
-use super::catalog::{Catalog, Entry, ListFilter, ListPage, SnapshotSummary};
+use super::catalog::{Catalog, Entry, ListFilter, ListItem, ListPage, Overlay, SnapshotSummary};
 use super::error::{fail_point, io_err, SnapshotError};
 use super::filehash::{self, HashMemo};
 use super::fsio;
@@ -58,6 +65,7 @@ struct Layout {
     root: PathBuf,
     manifests: PathBuf,
     verified: PathBuf,
+    annotations: PathBuf,
     tmp: PathBuf,
     index: PathBuf,
 }
@@ -68,6 +76,7 @@ impl Layout {
             root: root.to_path_buf(),
             manifests: root.join("manifests"),
             verified: root.join("verified"),
+            annotations: root.join("annotations"),
             tmp: root.join("tmp"),
             index: root.join("index.json"),
         }
@@ -79,6 +88,10 @@ impl Layout {
 
     fn verified_record(&self, id: &SnapshotId) -> PathBuf {
         self.verified.join(format!("{id}.json"))
+    }
+
+    fn annotation(&self, id: &SnapshotId) -> PathBuf {
+        self.annotations.join(format!("{id}.json"))
     }
 }
 
@@ -93,6 +106,8 @@ struct State {
     /// Blocks referenced by commits in progress (counted: two commits may share a block).
     inflight: HashMap<blake3::Hash, usize>,
     verified: HashMap<SnapshotId, VerifyRecord>,
+    /// Users' annotations (only snapshots with one).
+    annotations: HashMap<SnapshotId, Annotation>,
     /// Manifest files that failed their checksum at open, and the blocks they seem to list
     /// (kept by GC: a damaged manifest may yet be repaired).
     corrupt_manifests: Vec<String>,
@@ -103,6 +118,15 @@ struct State {
 }
 
 impl State {
+    /// What listings merge into the catalog's entries.
+    fn overlay<'a>(&'a self, held: &'a HashSet<SnapshotId>) -> Overlay<'a> {
+        Overlay {
+            verified: &self.verified,
+            annotations: &self.annotations,
+            held,
+        }
+    }
+
     /// A block no snapshot, in-flight commit or damaged manifest references.
     fn is_garbage(&self, h: &blake3::Hash) -> bool {
         !self.catalog.is_referenced(h)
@@ -124,7 +148,10 @@ pub struct StoreStats {
     /// Block files no snapshot references (removed by the next GC).
     pub unreferenced_blocks: usize,
     pub unreferenced_bytes: u64,
+    /// Snapshots pinned by a user.
     pub pinned: usize,
+    /// Snapshots held by a restore in progress.
+    pub held: usize,
     /// Manifest files that failed their checksum when the store was opened.
     pub corrupt_manifests: Vec<String>,
 }
@@ -175,7 +202,8 @@ impl Drop for AssemblySlot<'_> {
     }
 }
 
-/// Keeps a snapshot from being forgotten while it lives (restore pins its safety snapshot).
+/// Holds a snapshot while it lives: nothing forgets it, not even a forced delete (restore holds
+/// its safety snapshot and the snapshot it restores).
 #[derive(Debug)]
 pub struct PinGuard {
     pins: Arc<Mutex<HashMap<SnapshotId, usize>>>,
@@ -255,7 +283,12 @@ impl SnapshotStore {
         create_root(root)?;
         let lock = fsio::lock_exclusive(&root.join("LOCK"), root)?;
         let mut created = false;
-        for dir in [&layout.manifests, &layout.verified, &layout.tmp] {
+        for dir in [
+            &layout.manifests,
+            &layout.verified,
+            &layout.annotations,
+            &layout.tmp,
+        ] {
             created |= fsio::ensure_dir(dir)?;
         }
         let blocks = BlockStore::new(root.join("blocks"), layout.tmp.clone());
@@ -479,11 +512,65 @@ impl SnapshotStore {
         decode_manifest(&bytes, id)
     }
 
-    /// One page of snapshots matching `filter`, newest first, answered from the catalog.
+    /// One page of snapshots matching `filter`, newest first, answered from the catalog, as
+    /// users see them (annotations applied).
     pub fn list(&self, filter: &ListFilter) -> ListPage {
-        let pinned = self.pinned_ids();
+        let held = self.held_ids();
         let st = self.state();
-        st.catalog.list(filter, &st.verified, &pinned)
+        st.catalog.list(filter, &st.overlay(&held))
+    }
+
+    /// One snapshot as [`list`](Self::list) shows it; `None` when it does not exist.
+    pub fn item(&self, id: &SnapshotId) -> Option<ListItem> {
+        let held = self.held_ids();
+        let st = self.state();
+        st.catalog.item(id, &st.overlay(&held))
+    }
+
+    /// Changes a snapshot's pin, labels or description (see [`Annotation`]) and returns the
+    /// snapshot as now listed. The record is durable when this returns; an annotation back at
+    /// the default (unpinned, nothing replaced) is removed.
+    pub fn annotate(
+        &self,
+        id: &SnapshotId,
+        update: AnnotationUpdate,
+    ) -> Result<ListItem, SnapshotError> {
+        // Holding the hold table orders this with forget: a snapshot is never pinned while it
+        // is being forgotten (that pin would be acknowledged and lost).
+        let holds = self.holds();
+        let current = {
+            let st = self.state();
+            if st.catalog.get(id).is_none() {
+                return Err(SnapshotError::NotFound(id.to_string()));
+            }
+            st.annotations.get(id).cloned().unwrap_or_default()
+        };
+        let next = current.updated(update, Utc::now());
+        self.write_annotation(id, &next)?;
+        let held: HashSet<SnapshotId> = holds.keys().cloned().collect();
+        let mut st = self.state();
+        if next.is_empty() {
+            st.annotations.remove(id);
+        } else {
+            st.annotations.insert(id.clone(), next);
+        }
+        st.catalog
+            .item(id, &st.overlay(&held))
+            .ok_or_else(|| SnapshotError::NotFound(id.to_string()))
+    }
+
+    /// Writes (durably) or removes the annotation record of `id`.
+    fn write_annotation(&self, id: &SnapshotId, a: &Annotation) -> Result<(), SnapshotError> {
+        let path = self.layout.annotation(id);
+        if a.is_empty() {
+            if fsio::remove_if_exists(&path)? {
+                fsio::sync_dir(&self.layout.annotations)?;
+            }
+            return Ok(());
+        }
+        let bytes = a.encode(id)?;
+        fsio::write_atomic(&self.layout.tmp, &path, &bytes, true, || Ok(()))?;
+        fsio::sync_dir(&self.layout.annotations)
     }
 
     /// See [`Catalog::newest_at_or_before`].
@@ -493,7 +580,7 @@ impl SnapshotStore {
 
     /// Store-wide counts and sizes.
     pub fn stats(&self) -> StoreStats {
-        let pinned = self.pinned_ids().len();
+        let held = self.held_ids().len();
         let st = self.state();
         let (unreferenced_blocks, unreferenced_bytes) = st
             .known
@@ -507,7 +594,8 @@ impl SnapshotStore {
             block_count: st.known.len(),
             unreferenced_blocks,
             unreferenced_bytes,
-            pinned,
+            pinned: st.annotations.values().filter(|a| a.pinned).count(),
+            held,
             corrupt_manifests: st.corrupt_manifests.clone(),
         }
     }
@@ -671,17 +759,30 @@ impl SnapshotStore {
         file.sync_all().map_err(|e| io_err(dest, e))
     }
 
-    /// Deletes a snapshot's manifest (its blocks go at the next GC). Refuses pinned snapshots.
+    /// Deletes a snapshot's manifest (its blocks go at the next GC) and its annotation.
+    /// Refuses snapshots held by a restore ([`SnapshotError::Pinned`]) or pinned by a user
+    /// ([`SnapshotError::PinnedByUser`]).
     pub fn forget(&self, id: &SnapshotId) -> Result<(), SnapshotError> {
-        self.forget_inner(id)?;
+        self.forget_inner(id, false)?;
         self.persist_index()
     }
 
-    fn forget_inner(&self, id: &SnapshotId) -> Result<(), SnapshotError> {
-        // Holding the pin table across the unlink closes the race with a concurrent pin().
-        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        if pins.contains_key(id) {
+    /// [`forget`](Self::forget), also when a user pinned the snapshot (never when a restore
+    /// holds it).
+    pub fn forget_pinned(&self, id: &SnapshotId) -> Result<(), SnapshotError> {
+        self.forget_inner(id, true)?;
+        self.persist_index()
+    }
+
+    fn forget_inner(&self, id: &SnapshotId, force: bool) -> Result<(), SnapshotError> {
+        // Holding the hold table across the unlink closes the race with a concurrent pin() or
+        // annotate().
+        let holds = self.holds();
+        if holds.contains_key(id) {
             return Err(SnapshotError::Pinned(id.to_string()));
+        }
+        if !force && self.state().annotations.get(id).is_some_and(|a| a.pinned) {
+            return Err(SnapshotError::PinnedByUser(id.to_string()));
         }
         let path = self.layout.manifest(id);
         if !fsio::remove_if_exists(&path)? {
@@ -690,19 +791,24 @@ impl SnapshotStore {
         fsio::sync_dir(&self.layout.manifests)?;
         fail_point("snapshot.forget_after_unlink")?;
         let _ = fsio::remove_if_exists(&self.layout.verified_record(id));
+        // Best effort, and after the manifest: a record left behind belongs to no manifest and
+        // is removed at the next open.
+        let _ = fsio::remove_if_exists(&self.layout.annotation(id));
         let mut st = self.state();
         // Only after the unlink: until then GC still sees the blocks as referenced.
         st.catalog.remove(id);
         st.verified.remove(id);
+        st.annotations.remove(id);
         let name = format!("{id}.json");
         st.corrupt_manifests.retain(|n| *n != name);
         st.index_dirty = true;
         Ok(())
     }
 
-    /// Pins a snapshot until the guard is dropped: forget and retention leave it alone.
+    /// Holds a snapshot until the guard is dropped: forget (forced or not) and retention leave
+    /// it alone.
     pub fn pin(&self, id: &SnapshotId) -> PinGuard {
-        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pins = self.holds();
         *pins.entry(id.clone()).or_insert(0) += 1;
         PinGuard {
             pins: Arc::clone(&self.pins),
@@ -711,15 +817,22 @@ impl SnapshotStore {
     }
 
     /// Applies a retention policy: plans which snapshots go, and unless `dry_run` forgets them
-    /// and runs GC. Never removes the newest snapshot, the newest verified one or a pinned one.
+    /// and runs GC. Never removes the newest snapshot, the newest verified one, one a user
+    /// pinned or one a restore holds.
     pub fn apply_retention(
         &self,
         policy: &RetentionPolicy,
         dry_run: bool,
     ) -> Result<RetentionOutcome, SnapshotError> {
-        let pinned = self.pinned_ids();
+        let mut pinned = self.held_ids();
         let (snapshots, newest_verified) = {
             let st = self.state();
+            pinned.extend(
+                st.annotations
+                    .iter()
+                    .filter(|(_, a)| a.pinned)
+                    .map(|(id, _)| id.clone()),
+            );
             let snapshots: Vec<_> = st
                 .catalog
                 .summaries()
@@ -750,9 +863,10 @@ impl SnapshotStore {
             return Ok(outcome);
         }
         for mut d in planned {
-            match self.forget_inner(&d.id) {
+            match self.forget_inner(&d.id, false) {
                 Ok(()) | Err(SnapshotError::NotFound(_)) => outcome.removed.push(d),
-                Err(SnapshotError::Pinned(_)) => {
+                // Pinned or held since the plan was made.
+                Err(SnapshotError::Pinned(_) | SnapshotError::PinnedByUser(_)) => {
                     d.reasons = vec![RetentionReason::Pinned];
                     kept.push(d);
                 }
@@ -857,9 +971,13 @@ impl SnapshotStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pinned_ids(&self) -> HashSet<SnapshotId> {
-        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        pins.keys().cloned().collect()
+    /// The hold table (restore pins), locked. Lock order: this before the state.
+    fn holds(&self) -> MutexGuard<'_, HashMap<SnapshotId, usize>> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn held_ids(&self) -> HashSet<SnapshotId> {
+        self.holds().keys().cloned().collect()
     }
 
     fn mark_suspect(&self, hashes: impl Iterator<Item = blake3::Hash>) {
@@ -1068,6 +1186,7 @@ fn load_state(layout: &Layout, blocks: &BlockStore) -> Result<State, SnapshotErr
     }
     st.known = blocks.list()?;
     st.verified = load_verified(layout, &st.catalog)?;
+    st.annotations = load_annotations(layout)?;
     st.last_id = st.catalog.newest().cloned();
     Ok(st)
 }
@@ -1111,6 +1230,32 @@ fn load_verified(
         }
     }
     Ok(verified)
+}
+
+/// Every annotation record whose snapshot has a manifest (one that fails its checksum is read as
+/// pinned: see [`Annotation::damaged`]); records whose manifest is gone are removed.
+fn load_annotations(layout: &Layout) -> Result<HashMap<SnapshotId, Annotation>, SnapshotError> {
+    let mut annotations = HashMap::new();
+    for name in fsio::file_names(&layout.annotations)? {
+        let Some(id) = name
+            .strip_suffix(".json")
+            .and_then(|n| SnapshotId::parse(n).ok())
+        else {
+            continue;
+        };
+        let path = layout.annotation(&id);
+        // The manifest file, not the catalog: a damaged manifest may yet be repaired, and its
+        // pin with it.
+        if !layout.manifest(&id).exists() {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        if let Some(bytes) = fsio::read_optional(&path)? {
+            let a = Annotation::decode(&bytes, &id).unwrap_or_else(|_| Annotation::damaged());
+            annotations.insert(id, a);
+        }
+    }
+    Ok(annotations)
 }
 
 fn decode_manifest(bytes: &[u8], id: &SnapshotId) -> Result<Manifest, SnapshotError> {

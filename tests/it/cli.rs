@@ -947,6 +947,98 @@ async fn snapshots_restore_and_status() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_pin_update_and_force_delete() {
+    let s = TestServer::start().await;
+    let srv = url(&s);
+
+    // Pin (retried with the same request id: replayed), update, then delete only with --force.
+    let id = lnrs(
+        &srv,
+        &["snapshot", "create", "-d", "keep me", "--json"],
+        None,
+    )
+    .await
+    .ok()
+    .json()["snapshot"]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pin = [
+        "snapshot",
+        "pin",
+        id.as_str(),
+        "--request-id",
+        "cli-pin-1",
+        "--json",
+    ];
+    let first = lnrs(&srv, &pin, None).await.ok().json();
+    assert_eq!(first["snapshot"]["pinned"], true, "{first}");
+    assert_eq!(first["replayed"], false);
+    let again = lnrs(&srv, &pin, None).await.ok().json();
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["event_seq"], first["event_seq"]);
+    let updated = lnrs(
+        &srv,
+        &[
+            "snapshot",
+            "update",
+            &id,
+            "-d",
+            "before the spring import",
+            "--label",
+            "ticket=7",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    assert!(
+        updated.stdout.contains("before the spring import")
+            && updated.stdout.contains("ticket=7")
+            && updated
+                .stdout
+                .contains(&format!("updated snapshot {id} (event seq ")),
+        "{}",
+        updated.stdout
+    );
+    let nothing = lnrs(&srv, &["snapshot", "update", &id], None).await;
+    assert_eq!(nothing.code, 2, "{}", nothing.stderr);
+    let table = lnrs(&srv, &["snapshot", "list"], None).await.ok().stdout;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" yes "), "the pinned column: {row}");
+
+    let refused = lnrs(&srv, &["snapshot", "delete", &id, "--yes"], None).await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("SNAPSHOT_PINNED"),
+        "{}",
+        refused.stderr
+    );
+    let unpinned = lnrs(&srv, &["snapshot", "unpin", &id, "--json"], None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(unpinned["snapshot"]["pinned"], false);
+    assert_eq!(unpinned["snapshot"]["labels"], json!({ "ticket": "7" }));
+    let table = lnrs(&srv, &["snapshot", "pin", &id], None)
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        table.contains(&format!("pinned snapshot {id} (event seq ")),
+        "{table}"
+    );
+    lnrs(&srv, &["snapshot", "delete", &id, "--yes", "--force"], None)
+        .await
+        .ok();
+    assert_eq!(lnrs(&srv, &["snapshot", "show", &id], None).await.code, 3);
+    s.stop().await;
+}
+
 /// Child-server flags the watch test uses: no reference load, a short drain.
 const CHILD_FLAGS: [&str; 4] = [
     "--load-reference-data",

@@ -13,6 +13,7 @@ mod events;
 mod fuzz;
 mod history;
 mod layers;
+mod pins;
 mod powercut;
 mod process;
 mod production;

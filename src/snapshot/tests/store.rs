@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::fixtures::{meta_of, Db};
 use crate::snapshot::{
-    ListFilter, NewSnapshot, Operation, RetentionPolicy, RetentionReason, SnapshotError,
-    SnapshotId, SnapshotStore, StorageFault,
+    AnnotationUpdate, ListFilter, NewSnapshot, Operation, RetentionPolicy, RetentionReason,
+    SnapshotError, SnapshotId, SnapshotStore, StorageFault,
 };
 
 #[test]
@@ -502,8 +502,13 @@ fn pins_are_counted_and_released() {
     let m = db.snapshot(&store, None);
     let a = store.pin(&m.id);
     let b = store.pin(&m.id);
-    assert_eq!(store.stats().pinned, 1);
-    assert!(store.list(&ListFilter::default()).items[0].pinned);
+    assert_eq!((store.stats().held, store.stats().pinned), (1, 0));
+    let listed = &store.list(&ListFilter::default()).items[0];
+    assert!(listed.held && !listed.pinned, "a hold is not a user's pin");
+    assert!(matches!(
+        store.forget_pinned(&m.id),
+        Err(SnapshotError::Pinned(_))
+    ));
     drop(a);
     assert!(matches!(store.forget(&m.id), Err(SnapshotError::Pinned(_))));
     drop(b);
@@ -519,4 +524,132 @@ fn shared_types_are_send_and_sync() {
     send_sync::<crate::snapshot::PinGuard>();
     send::<crate::snapshot::Capture>();
     send_sync::<SnapshotError>();
+}
+
+fn pin(pinned: bool) -> AnnotationUpdate {
+    AnnotationUpdate {
+        pinned: Some(pinned),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_users_pin_survives_retention_and_reopen_and_needs_force_to_forget() {
+    let db = Db::small(10);
+    let ids: Vec<SnapshotId> = {
+        let store = db.store();
+        let ids: Vec<_> = (0..5).map(|_| db.snapshot(&store, None).id).collect();
+        let item = store
+            .annotate(
+                &ids[0],
+                AnnotationUpdate {
+                    pinned: Some(true),
+                    description: Some("before the spring import".into()),
+                    labels: Some([("ticket".to_string(), "9".to_string())].into()),
+                },
+            )
+            .expect("annotate");
+        assert!(item.pinned && !item.held);
+        assert_eq!(item.summary.meta.description, "before the spring import");
+        assert_eq!(store.get(&ids[0]).unwrap().meta.description, "manual None");
+        ids
+    };
+    // Reopened: the record, not the index, carries the annotation.
+    fs::remove_file(db.store_root().join("index.json")).expect("drop index");
+    let store = db.store();
+    let item = store.item(&ids[0]).expect("listed");
+    assert!(item.pinned);
+    assert_eq!(item.summary.meta.labels["ticket"], "9");
+    assert_eq!(store.stats().pinned, 1);
+    let policy = RetentionPolicy {
+        keep_last: 1,
+        keep_within: None,
+    };
+    let done = store.apply_retention(&policy, false).expect("retention");
+    let kept: Vec<_> = done.kept.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(kept, vec![ids[4].clone(), ids[0].clone()]);
+    assert_eq!(done.kept[1].reasons, vec![RetentionReason::Pinned]);
+    assert!(matches!(
+        store.forget(&ids[0]),
+        Err(SnapshotError::PinnedByUser(_))
+    ));
+    // Unpinned, the description stays replaced; retention may now remove it.
+    let item = store.annotate(&ids[0], pin(false)).expect("unpin");
+    assert!(!item.pinned);
+    assert_eq!(item.summary.meta.description, "before the spring import");
+    let record = db
+        .store_root()
+        .join("annotations")
+        .join(format!("{}.json", ids[0]));
+    assert!(record.exists());
+    store.apply_retention(&policy, false).expect("retention");
+    assert!(store.item(&ids[0]).is_none());
+    assert!(!record.exists(), "the annotation goes with its snapshot");
+}
+
+#[test]
+fn forced_forget_removes_a_pinned_snapshot_and_its_record() {
+    let db = Db::small(10);
+    let store = db.store();
+    let a = db.snapshot(&store, None).id;
+    let _b = db.snapshot(&store, None).id;
+    store.annotate(&a, pin(true)).expect("pin");
+    let record = db
+        .store_root()
+        .join("annotations")
+        .join(format!("{a}.json"));
+    assert!(record.exists());
+    store.forget_pinned(&a).expect("forced");
+    assert!(!record.exists());
+    assert_eq!(store.stats().pinned, 0);
+    assert!(matches!(
+        store.annotate(&a, pin(true)),
+        Err(SnapshotError::NotFound(_))
+    ));
+    // Unpinning everything leaves no record at all.
+    let c = db.snapshot(&store, None).id;
+    store.annotate(&c, pin(true)).expect("pin");
+    store.annotate(&c, pin(false)).expect("unpin");
+    assert!(fs::read_dir(db.store_root().join("annotations"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn a_damaged_record_reads_as_pinned_and_an_orphan_is_removed_at_open() {
+    let db = Db::small(10);
+    let (a, b) = {
+        let store = db.store();
+        let a = db.snapshot(&store, None).id;
+        let b = db.snapshot(&store, None).id;
+        let item = store
+            .annotate(
+                &a,
+                AnnotationUpdate {
+                    description: Some("x".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("annotate");
+        assert!(!item.pinned);
+        store.annotate(&b, pin(true)).expect("pin");
+        store.forget_pinned(&b).expect("forget");
+        (a, b)
+    };
+    let dir = db.store_root().join("annotations");
+    let path = dir.join(format!("{a}.json"));
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    // A record whose manifest is gone (a crash between the two unlinks).
+    fs::write(dir.join(format!("{b}.json")), b"{}").unwrap();
+    let store = db.store();
+    let item = store.item(&a).expect("listed");
+    assert!(item.pinned, "damage must not drop a pin");
+    assert!(!dir.join(format!("{b}.json")).exists());
+    // The next update rewrites the record whole.
+    store.annotate(&a, pin(false)).expect("rewrite");
+    assert!(!store.item(&a).unwrap().pinned);
 }
