@@ -403,7 +403,6 @@ pub fn operation_out(o: Operation) -> pb::SnapshotOperation {
         Operation::DeleteLink => pb::SnapshotOperation::DeleteLink,
         Operation::Manual => pb::SnapshotOperation::Manual,
         Operation::PreRestore => pb::SnapshotOperation::PreRestore,
-        Operation::Scheduled => pb::SnapshotOperation::Scheduled,
     }
 }
 
@@ -415,7 +414,6 @@ pub fn operation_in(o: i32) -> Result<Option<Operation>, Error> {
         Ok(P::DeleteLink) => Some(Operation::DeleteLink),
         Ok(P::Manual) => Some(Operation::Manual),
         Ok(P::PreRestore) => Some(Operation::PreRestore),
-        Ok(P::Scheduled) => Some(Operation::Scheduled),
         Err(_) => {
             return Err(Error::invalid(
                 "operation",

@@ -211,7 +211,7 @@ impl SnapshotService for SnapshotApi {
         use crate::app::snapshots::PreviewCell;
         use pb::preview_value::Kind;
         Ok(Response::new(pb::PreviewSnapshotResponse {
-            table_rows: table_rows(p.table_rows),
+            table_rows: convert::row_counts(&p.table_rows),
             columns: p.columns,
             rows: p
                 .rows
@@ -407,17 +407,10 @@ impl SnapshotService for SnapshotApi {
             retention_keep_last: cfg.retention_keep_last as u32,
             retention_keep_within: cfg.retention_keep_within.map(convert::duration),
             database_bytes: s.database_bytes,
-            table_rows: table_rows(s.table_rows),
+            table_rows: convert::row_counts(&s.table_rows),
             database_available: s.database_unavailable.is_none(),
             database_reason: s.database_unavailable.unwrap_or_default(),
             ..Default::default()
         }))
     }
-}
-
-/// Per-table row counts as the protos carry them.
-fn table_rows(rows: Vec<(String, i64)>) -> Vec<pb::TableRowCount> {
-    rows.into_iter()
-        .map(|(table, rows)| pb::TableRowCount { table, rows })
-        .collect()
 }

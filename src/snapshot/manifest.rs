@@ -41,18 +41,15 @@ pub enum Operation {
     Manual,
     /// Safety snapshot taken by a restore before it replaces the live file.
     PreRestore,
-    /// Taken by a schedule.
-    Scheduled,
 }
 
 impl Operation {
     /// Every operation, for parsing and for documentation.
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 4] = [
         Operation::Delete,
         Operation::DeleteLink,
         Operation::Manual,
         Operation::PreRestore,
-        Operation::Scheduled,
     ];
 
     /// The snake_case name used in JSON.
@@ -62,7 +59,6 @@ impl Operation {
             Operation::DeleteLink => "delete_link",
             Operation::Manual => "manual",
             Operation::PreRestore => "pre_restore",
-            Operation::Scheduled => "scheduled",
         }
     }
 

@@ -860,6 +860,26 @@ async fn link_delete_snapshots_are_delete_link_and_every_snapshot_has_its_event(
         .map(|x| x["snapshot_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [out.snapshot_id.as_str()]);
+    // SCHEDULED was never produced by anything, so it is gone from the contract.
+    let scheduled = lnrs(
+        &url(&s),
+        &["snapshot", "list", "--operation", "scheduled"],
+        None,
+    )
+    .await;
+    assert_eq!(scheduled.code, 2, "{}", scheduled.stderr);
+    let e = s
+        .snapshots()
+        .list_snapshots(pb::ListSnapshotsRequest {
+            operation: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "UNKNOWN_OPERATION")
+    );
 
     let mut stream = s
         .events()
