@@ -235,75 +235,102 @@ fn parents_first(mut rows: Vec<TableRows>) -> Vec<TableRows> {
     rows
 }
 
-/// Every reason the rows cannot be put back into the live database.
+/// Every reason the rows cannot be put back into the live database. The live data is read in
+/// batches (one statement per table and per reference, see [`images::BATCH_ROWS`]); the
+/// conflicts are listed row by row.
 fn conflicts(conn: &Connection, rows: &[TableRows]) -> Result<Vec<Conflict>, StorageError> {
     let mut out = Vec::new();
     for t in rows {
-        for row in &t.rows {
-            let Some(key) = images::key_of(&t.table, &t.columns, row) else {
-                continue;
-            };
-            let key_text = key
-                .iter()
-                .map(Datum::to_string)
-                .collect::<Vec<_>>()
-                .join("/");
-            let live = images::row_by_key(conn, &t.table, &key)?;
-            if let Some(live_row) = live.rows.first() {
+        let keys: Vec<Option<Vec<Datum>>> = t
+            .rows
+            .iter()
+            .map(|row| images::key_of(&t.table, &t.columns, row))
+            .collect();
+        let wanted: Vec<Vec<Datum>> = keys.iter().flatten().cloned().collect();
+        let live = images::rows_by_keys(conn, &t.table, &wanted)?;
+        let live_by_key: BTreeMap<Vec<Datum>, &Vec<Datum>> = live
+            .rows
+            .iter()
+            .filter_map(|r| Some((images::key_of(&t.table, &live.columns, r)?, r)))
+            .collect();
+        let parents = missing_parents(conn, rows, t)?;
+        for ((row, key), missing) in t.rows.iter().zip(&keys).zip(parents) {
+            let Some(key) = key else { continue };
+            let key_text = joined(key);
+            if let Some(live_row) = live_by_key.get(key) {
                 let (kind, description) = if same_row(&t.columns, row, &live.columns, live_row) {
-                    (
-                        ConflictKind::AlreadyPresent,
-                        "the row is already there".to_string(),
-                    )
+                    (ConflictKind::AlreadyPresent, "the row is already there")
                 } else {
-                    (
-                        ConflictKind::KeyReused,
-                        "another row has this key now".to_string(),
-                    )
+                    (ConflictKind::KeyReused, "another row has this key now")
                 };
                 out.push(Conflict {
                     table: t.table.clone(),
                     key: key_text.clone(),
                     kind,
-                    description,
+                    description: description.to_string(),
                 });
             }
-            for r in REFERENCES.iter().filter(|r| r.child == t.table) {
-                let Some(values) = r
-                    .child_cols
-                    .iter()
-                    .map(|c| {
-                        t.columns
-                            .iter()
-                            .position(|x| x == c)
-                            .map(|i| row[i].clone())
-                    })
-                    .collect::<Option<Vec<Datum>>>()
-                else {
-                    continue;
-                };
-                if values.contains(&Datum::Null) {
-                    continue;
-                }
-                if put_back(rows, r.parent, r.parent_cols, &values)
-                    || images::exists_where(conn, r.parent, r.parent_cols, &values)?
-                {
-                    continue;
-                }
-                out.push(Conflict {
-                    table: t.table.clone(),
-                    key: key_text.clone(),
-                    kind: ConflictKind::ParentMissing,
-                    description: format!(
-                        "{} {} is gone",
-                        r.parent,
-                        values
-                            .iter()
-                            .map(Datum::to_string)
-                            .collect::<Vec<_>>()
-                            .join("/")
-                    ),
-                });
+            out.extend(missing.into_iter().map(|(parent, values)| Conflict {
+                table: t.table.clone(),
+                key: key_text.clone(),
+                kind: ConflictKind::ParentMissing,
+                description: format!("{parent} {} is gone", joined(&values)),
+            }));
+        }
+    }
+    Ok(out)
+}
+
+fn joined(values: &[Datum]) -> String {
+    values
+        .iter()
+        .map(Datum::to_string)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A referenced parent row: its table and key values.
+type ParentRef = (&'static str, Vec<Datum>);
+
+/// For each row of `t`: the referenced parent rows (table, values) that are neither live nor
+/// among the rows being put back.
+fn missing_parents(
+    conn: &Connection,
+    rows: &[TableRows],
+    t: &TableRows,
+) -> Result<Vec<Vec<ParentRef>>, StorageError> {
+    let mut out = vec![Vec::new(); t.rows.len()];
+    for r in REFERENCES.iter().filter(|r| r.child == t.table) {
+        let Some(idx) = r
+            .child_cols
+            .iter()
+            .map(|c| t.columns.iter().position(|x| x == c))
+            .collect::<Option<Vec<usize>>>()
+        else {
+            continue;
+        };
+        // Per row: the values it references, unless NULL or put back with it.
+        let refs: Vec<Option<Vec<Datum>>> = t
+            .rows
+            .iter()
+            .map(|row| {
+                let values: Vec<Datum> = idx.iter().map(|&i| row[i].clone()).collect();
+                let open = !values.contains(&Datum::Null)
+                    && !put_back(rows, r.parent, r.parent_cols, &values);
+                open.then_some(values)
+            })
+            .collect();
+        let distinct: Vec<Vec<Datum>> = refs
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let live = images::existing(conn, r.parent, r.parent_cols, &distinct)?;
+        for (slot, values) in out.iter_mut().zip(refs) {
+            if let Some(v) = values.filter(|v| !live.contains(v)) {
+                slot.push((r.parent, v));
             }
         }
     }

@@ -84,27 +84,51 @@ impl Changes {
         *self.deltas.entry(table.to_string()).or_default() -= fp;
     }
 
-    /// Inserts complete rows of a user table (rows put back by an undelete).
+    /// Inserts complete rows of a user table (rows put back by an undelete): one multi-row
+    /// INSERT and one fingerprint read per chunk of rows, not per row.
     pub fn insert_rows(&mut self, conn: &Connection, rows: &TableRows) -> Result<(), StorageError> {
+        use super::images::{any_equals_where, key_of, BATCH_ROWS};
         let key = crate::domain::tables::user_table(&rows.table).map_or(&[][..], |t| t.key);
-        let key_where = super::images::equals_where(key);
-        let columns: Vec<&str> = rows.columns.iter().map(String::as_str).collect();
-        for row in &rows.rows {
-            let key_values =
-                super::images::key_of(&rows.table, &rows.columns, row).ok_or_else(|| {
-                    StorageError::ImageWithoutKey {
-                        table: rows.table.clone(),
-                    }
+        let cols = rows
+            .columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let one = format!("({})", vec!["?"; rows.columns.len()].join(", "));
+        for chunk in rows.rows.chunks(BATCH_ROWS) {
+            let keys = chunk
+                .iter()
+                .map(|row| key_of(&rows.table, &rows.columns, row))
+                .collect::<Option<Vec<_>>>()
+                .filter(|_| !key.is_empty())
+                .ok_or_else(|| StorageError::ImageWithoutKey {
+                    table: rows.table.clone(),
                 })?;
-            let key_params: Vec<&dyn ToSql> = key_values.iter().map(|k| k as &dyn ToSql).collect();
-            self.insert(
+            let sql = format!(
+                "INSERT INTO {} ({cols}) VALUES {}",
+                quote_ident(&rows.table),
+                vec![one.as_str(); chunk.len()].join(", ")
+            );
+            conn.prepare_cached(&sql)?
+                .execute(params_from_iter(chunk.iter().flatten()))?;
+            let key_params: Vec<&dyn ToSql> =
+                keys.iter().flatten().map(|k| k as &dyn ToSql).collect();
+            let fp = scan_rows(
                 conn,
                 &rows.table,
-                &columns,
-                row.clone(),
-                &key_where,
+                &any_equals_where(key, chunk.len()),
                 &key_params,
             )?;
+            self.add(&rows.table, fp);
+            self.image(
+                true,
+                TableRows {
+                    table: rows.table.clone(),
+                    columns: rows.columns.clone(),
+                    rows: chunk.to_vec(),
+                },
+            );
         }
         Ok(())
     }

@@ -133,6 +133,69 @@ pub fn row_by_key(
     read_rows(conn, table, &equals_where(def.key), &params)
 }
 
+/// Rows per statement of the batched lookups and inserts: one statement per table instead of
+/// one per row is what keeps an undelete of a large cascade cheap, and the bound keeps each
+/// statement's text and parameter list small.
+pub const BATCH_ROWS: usize = 256;
+
+/// `(k1 = ? AND k2 = ?) OR (…)`, `n` times over `columns`.
+pub fn any_equals_where(columns: &[&str], n: usize) -> String {
+    let one = format!("({})", equals_where(columns));
+    vec![one; n].join(" OR ")
+}
+
+/// The distinct `columns` values of `table` among `tuples` (each tuple: one value per column).
+pub fn existing(
+    conn: &Connection,
+    table: &str,
+    columns: &[&str],
+    tuples: &[Vec<Datum>],
+) -> Result<std::collections::BTreeSet<Vec<Datum>>, StorageError> {
+    let mut out = std::collections::BTreeSet::new();
+    let cols = columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for chunk in tuples.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "SELECT DISTINCT {cols} FROM {} WHERE {}",
+            quote_ident(table),
+            any_equals_where(columns, chunk.len())
+        );
+        let params: Vec<&dyn ToSql> = chunk.iter().flatten().map(|v| v as &dyn ToSql).collect();
+        out.extend(collect(conn, table, &sql, &params)?.rows);
+    }
+    Ok(out)
+}
+
+/// The live rows of `table` whose keys are among `keys` (chunked; key order within a chunk).
+pub fn rows_by_keys(
+    conn: &Connection,
+    table: &str,
+    keys: &[Vec<Datum>],
+) -> Result<TableRows, StorageError> {
+    let Some(def) = user_table(table) else {
+        return Ok(TableRows::default());
+    };
+    let mut out = TableRows {
+        table: table.to_string(),
+        ..TableRows::default()
+    };
+    for chunk in keys.chunks(BATCH_ROWS) {
+        let params: Vec<&dyn ToSql> = chunk.iter().flatten().map(|v| v as &dyn ToSql).collect();
+        let part = read_rows(
+            conn,
+            table,
+            &any_equals_where(def.key, chunk.len()),
+            &params,
+        )?;
+        out.columns = part.columns;
+        out.rows.extend(part.rows);
+    }
+    Ok(out)
+}
+
 /// Whether `table` has a row whose `columns` equal `values`.
 pub fn exists_where(
     conn: &Connection,
