@@ -14,7 +14,7 @@ use crate::common::{
     data_dir_with_reference, error_meta, events_after, reason, table_counts, test_config,
     ChildServer, TestServer,
 };
-use lnrs::config::{Config, TlsConfig};
+use lnrs::config::{Config, TlsConfig, TokenEntry};
 use lnrs::pb;
 use lnrs::server::{Listeners, ServeError};
 use tokio::sync::oneshot;
@@ -933,9 +933,9 @@ async fn auth_matrix_roles_times_rpc_classes() {
     let tmp = data_dir_with_reference();
     let mut cfg = test_config(tmp.path());
     cfg.tokens = vec![
-        (READER.into(), "reader".into()),
-        (EDITOR.into(), "editor".into()),
-        (ADMIN.into(), "admin".into()),
+        TokenEntry::new(READER, "reader"),
+        TokenEntry::new(EDITOR, "editor"),
+        TokenEntry::new(ADMIN, "admin"),
     ];
     let s = TestServer::start_with(cfg).await;
     let ch = s.channel.clone();
@@ -1007,7 +1007,7 @@ async fn auth_matrix_roles_times_rpc_classes() {
 
     // ... and closed when reflection_requires_auth is set.
     let mut cfg = test_config(tmp.path());
-    cfg.tokens = vec![(READER.into(), "reader".into())];
+    cfg.tokens = vec![TokenEntry::new(READER, "reader")];
     cfg.reflection_requires_auth = true;
     let s = TestServer::start_with(cfg).await;
     let refused = list_services(&s.channel, None).await.unwrap_err();
