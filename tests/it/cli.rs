@@ -14,16 +14,16 @@ use tokio::process::Command;
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// What one CLI run produced.
-struct Run {
+pub(crate) struct Run {
     code: i32,
-    stdout: String,
+    pub(crate) stdout: String,
     stderr: String,
     args: String,
 }
 
 impl Run {
     /// Asserts exit code 0 and returns self.
-    fn ok(self) -> Self {
+    pub(crate) fn ok(self) -> Self {
         assert_eq!(
             self.code, 0,
             "`lnrs {}` failed:\n{}{}",
@@ -32,7 +32,7 @@ impl Run {
         self
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "`lnrs {}` printed invalid JSON ({e}):\n{}",
@@ -43,7 +43,7 @@ impl Run {
 }
 
 /// Runs `lnrs <args>` with LNRS_SERVER pointing at `server`, feeding `stdin` if given.
-async fn lnrs(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) async fn lnrs(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lnrs"));
     cmd.args(args)
         .env("LNRS_SERVER", server)
