@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tonic::Status;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, TokenEntry};
 use crate::error::Error;
 
 /// Shortest token accepted: shorter ones are guessable.
@@ -194,9 +194,28 @@ pub struct Tokens {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub role: Role,
-    /// Stable, non-secret identity of the token ("token-" and 12 hex digits of a hash of its
-    /// digest): AIP-155 request ids are scoped to it.
+    /// Stable, non-secret identity of the token: its name, or for a token without one "token-"
+    /// and 12 hex digits of a hash of its digest. Events record it; AIP-155 request ids are
+    /// scoped to it.
     pub principal: String,
+}
+
+/// Longest token name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The prefix of the principal of a token without a name (names may not start with it).
+const UNNAMED_PREFIX: &str = "token-";
+
+/// Whether a token may not be called `name`: the roles (an `LNRS_TOKENS` entry
+/// `token:role:admin` would read as the role), and every principal that is not a token's name —
+/// anonymous callers, the service's own work (`lnrs`, [`crate::app::RequestCtx::internal`]),
+/// unnamed tokens and certificates without a subject (`cert-…`, [`crate::tls`]).
+fn reserved(name: &str) -> bool {
+    crate::config::ROLE_NAMES.contains(&name)
+        || [crate::service::ctx::ANONYMOUS, "lnrs"].contains(&name)
+        || [UNNAMED_PREFIX, "cert-"]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 impl std::fmt::Debug for Tokens {
@@ -209,18 +228,46 @@ fn digest(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
+/// Why `name` cannot name a token, if it cannot. A bad name is not repeated: it may be a token
+/// written in the wrong column.
+fn bad_name(name: &str) -> Option<String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(ok_char) {
+        return Some(format!(
+            "a token name must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ @ -"
+        ));
+    }
+    if reserved(name) {
+        return Some(format!(
+            "the name is reserved (roles, `anonymous`, `lnrs`, `{UNNAMED_PREFIX}…` and `cert-…` \
+             cannot name a token)"
+        ));
+    }
+    None
+}
+
+/// Why `role` is not a role. A value long enough to be a token is not repeated: it may be one,
+/// written in the wrong column (`name token role`).
+fn unknown_role(role: &str) -> String {
+    if role.len() >= MIN_TOKEN_LEN {
+        return "the role is not reader, editor or admin (the columns are: token, role, name)"
+            .into();
+    }
+    format!("unknown role `{role}` (reader, editor or admin)")
+}
+
 impl Tokens {
     /// Tokens from `tokens_file` and `LNRS_TOKENS` (already in `config.tokens`). Errors name
     /// the setting and the line, never the token.
     pub fn from_config(config: &Config) -> Result<Tokens, ConfigError> {
         let mut t = Tokens::default();
         if let Some(path) = &config.tokens_file {
-            for (line, token, role) in read_tokens_file(path)? {
-                t.add("tokens_file", &format!("line {line}: "), &token, &role)?;
+            for (line, entry) in read_tokens_file(path)? {
+                t.add("tokens_file", &format!("line {line}: "), &entry)?;
             }
         }
-        for (i, (token, role)) in config.tokens.iter().enumerate() {
-            t.add("LNRS_TOKENS", &format!("entry {}: ", i + 1), token, role)?;
+        for (i, entry) in config.tokens.iter().enumerate() {
+            t.add("LNRS_TOKENS", &format!("entry {}: ", i + 1), entry)?;
         }
         Ok(t)
     }
@@ -229,15 +276,14 @@ impl Tokens {
         &mut self,
         setting: &'static str,
         at: &str,
-        token: &str,
-        role: &str,
+        entry: &TokenEntry,
     ) -> Result<(), ConfigError> {
         let bad = |why: String| ConfigError::Invalid {
             setting,
             why: format!("{at}{why}"),
         };
-        let role = Role::parse(role)
-            .ok_or_else(|| bad(format!("unknown role `{role}` (reader, editor or admin)")))?;
+        let (token, role) = (&*entry.token, entry.role.as_str());
+        let role = Role::parse(role).ok_or_else(|| bad(unknown_role(role)))?;
         if token.len() < MIN_TOKEN_LEN {
             return Err(bad(format!(
                 "the token is shorter than {MIN_TOKEN_LEN} characters"
@@ -252,9 +298,22 @@ impl Tokens {
         if self.entries.iter().any(|(e, _, _)| *e == d) {
             return Err(bad("the same token is listed twice".into()));
         }
-        let mut id = blake3::Hasher::new_derive_key("lnrs token principal");
-        id.update(&d);
-        let principal = format!("token-{}", &id.finalize().to_hex()[..12]);
+        let principal = match &entry.name {
+            Some(name) => {
+                if let Some(why) = bad_name(name) {
+                    return Err(bad(why));
+                }
+                if self.entries.iter().any(|(_, _, p)| p == name) {
+                    return Err(bad("the name is already used by another token".into()));
+                }
+                name.clone()
+            }
+            None => {
+                let mut id = blake3::Hasher::new_derive_key("lnrs token principal");
+                id.update(&d);
+                format!("{UNNAMED_PREFIX}{}", &id.finalize().to_hex()[..12])
+            }
+        };
         self.entries.push((d, role, principal));
         Ok(())
     }
@@ -284,8 +343,8 @@ impl Tokens {
     }
 }
 
-/// `token role` per line; blank lines and `#` comments ignored. Returns (line, token, role).
-fn read_tokens_file(path: &Path) -> Result<Vec<(usize, String, String)>, ConfigError> {
+/// `token role [name]` per line; blank lines and `#` comments ignored. Returns (line, entry).
+fn read_tokens_file(path: &Path) -> Result<Vec<(usize, TokenEntry)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
         setting: "tokens_file",
         why: format!("cannot read {}: {e}", path.display()),
@@ -296,18 +355,18 @@ fn read_tokens_file(path: &Path) -> Result<Vec<(usize, String, String)>, ConfigE
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut parts = line.split_whitespace();
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(token), Some(role), None) => {
-                out.push((i + 1, token.to_string(), role.to_string()))
-            }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let entry = match parts[..] {
+            [token, role] => TokenEntry::new(token, role),
+            [token, role, name] => TokenEntry::new(token, role).named(name),
             _ => {
                 return Err(ConfigError::Invalid {
                     setting: "tokens_file",
-                    why: format!("line {}: expected `token role`", i + 1),
+                    why: format!("line {}: expected `token role` or `token role name`", i + 1),
                 })
             }
-        }
+        };
+        out.push((i + 1, entry));
     }
     Ok(out)
 }
@@ -559,8 +618,8 @@ mod tests {
     fn tokens_match_exactly_and_errors_never_show_the_token() {
         let mut cfg = Config::new("/tmp/x");
         cfg.tokens = vec![
-            ("reader-token-0123456789".into(), "reader".into()),
-            ("admin-token-0123456789".into(), "admin".into()),
+            TokenEntry::new("reader-token-0123456789", "reader"),
+            TokenEntry::new("admin-token-0123456789", "admin"),
         ];
         let t = Tokens::from_config(&cfg).unwrap();
         assert_eq!(t.role_of("reader-token-0123456789"), Some(Reader));
@@ -568,11 +627,11 @@ mod tests {
         assert_eq!(t.role_of("admin-token-012345678"), None);
         assert_eq!(t.role_of(""), None);
 
-        cfg.tokens = vec![("secret-but-short".into(), "root".into())];
+        cfg.tokens = vec![TokenEntry::new("secret-but-short", "root")];
         let e = Tokens::from_config(&cfg).unwrap_err().to_string();
         assert!(e.contains("LNRS_TOKENS") && e.contains("root"), "{e}");
         assert!(!e.contains("secret-but-short"), "{e}");
-        cfg.tokens = vec![("short".into(), "admin".into())];
+        cfg.tokens = vec![TokenEntry::new("short", "admin")];
         let e = Tokens::from_config(&cfg).unwrap_err().to_string();
         assert!(!e.contains("short`"), "{e}");
     }
@@ -601,10 +660,93 @@ mod tests {
     }
 
     #[test]
+    fn the_config_knows_the_roles_by_their_names() {
+        let names: Vec<&str> = [Reader, Editor, Admin].map(Role::as_str).to_vec();
+        assert_eq!(names, crate::config::ROLE_NAMES);
+        for name in crate::config::ROLE_NAMES {
+            assert_eq!(Role::parse(name).map(Role::as_str), Some(name));
+        }
+    }
+
+    #[test]
+    fn named_tokens_are_known_by_their_names_and_bad_names_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            "reader-token-0123456789 reader alice@example.org\neditor-token-0123456789 editor\n",
+        )
+        .unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.tokens_file = Some(path.clone());
+        cfg.tokens = vec![TokenEntry::new("admin-token-0123456789", "admin").named("ci.bot_2")];
+        let t = Tokens::from_config(&cfg).unwrap();
+        let principal = |tok: &str| t.caller(tok).unwrap().principal;
+        assert_eq!(principal("reader-token-0123456789"), "alice@example.org");
+        assert_eq!(principal("admin-token-0123456789"), "ci.bot_2");
+        let unnamed = principal("editor-token-0123456789");
+        assert!(
+            unnamed.starts_with("token-") && unnamed.len() == 18,
+            "{unnamed}"
+        );
+        assert_eq!(t.role_of("reader-token-0123456789"), Some(Reader));
+
+        // Bad names: the setting and the line are named; neither the token nor the name shown.
+        let cases = [
+            ("x y", "1-64 characters"),
+            ("", "1-64 characters"),
+            (&"n".repeat(65)[..], "1-64 characters"),
+            ("admin", "reserved"),
+            ("anonymous", "reserved"),
+            ("lnrs", "reserved"),
+            ("token-0123456789ab", "reserved"),
+            ("cert-0123456789ab", "reserved"),
+            ("ci.bot_2", "already used"),
+        ];
+        for (name, why) in cases {
+            cfg.tokens_file = None;
+            cfg.tokens = vec![
+                TokenEntry::new("admin-token-0123456789", "admin").named("ci.bot_2"),
+                TokenEntry::new("other-token-0123456789", "reader").named(name),
+            ];
+            let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+            assert!(
+                e.contains("LNRS_TOKENS") && e.contains("entry 2") && e.contains(why),
+                "{name:?}: {e}"
+            );
+            assert!(!e.contains("other-token"), "{e}");
+        }
+        cfg.tokens = vec![];
+        cfg.tokens_file = Some(path.clone());
+        std::fs::write(
+            &path,
+            "# ops\nreader-token-0123456789 reader alice\neditor-token-0123456789 editor bad/name\n",
+        )
+        .unwrap();
+        let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains("tokens_file") && e.contains("line 3"), "{e}");
+        assert!(
+            !e.contains("bad/name") && !e.contains("editor-token"),
+            "{e}"
+        );
+        std::fs::write(&path, "reader-token-0123456789 reader alice extra\n").unwrap();
+        let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("token role name"), "{e}");
+        // The name first: the token sits where the role goes, and is not repeated.
+        std::fs::write(&path, "alice reader-token-0123456789 reader\n").unwrap();
+        let e = Tokens::from_config(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("line 1") && e.contains("token, role, name"),
+            "{e}"
+        );
+        assert!(!e.contains("reader-token"), "{e}");
+    }
+
+    #[test]
     fn decisions_use_the_right_codes_and_reasons() {
         use tonic_types::StatusExt;
         let mut cfg = Config::new("/tmp/x");
-        cfg.tokens = vec![("reader-token-0123456789".into(), "reader".into())];
+        cfg.tokens = vec![TokenEntry::new("reader-token-0123456789", "reader")];
         let auth = Auth::new(Tokens::from_config(&cfg).unwrap(), false);
         let reason = |d: Decision| match d {
             Decision::Deny(s) => (

@@ -71,6 +71,39 @@ impl From<String> for Secret {
     }
 }
 
+/// The names of the roles of [`crate::auth::Role`], lowest first (a unit test there checks they
+/// agree): `LNRS_TOKENS` needs them to tell a role from a name.
+pub const ROLE_NAMES: [&str; 3] = ["reader", "editor", "admin"];
+
+/// One configured bearer token, as written: the role and name are checked with the tokens file
+/// where the server starts ([`crate::auth::Tokens::from_config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub token: Secret,
+    pub role: String,
+    /// What events and request ids know the token by; None: "token-" and a hash.
+    pub name: Option<String>,
+}
+
+impl TokenEntry {
+    /// An unnamed token.
+    pub fn new(token: &str, role: &str) -> Self {
+        Self {
+            token: token.into(),
+            role: role.to_string(),
+            name: None,
+        }
+    }
+
+    /// The same token, named.
+    pub fn named(self, name: &str) -> Self {
+        Self {
+            name: Some(name.to_string()),
+            ..self
+        }
+    }
+}
+
 /// The validated server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,10 +146,10 @@ pub struct Config {
     /// Hard bound on the whole shutdown (below Kubernetes' 30 s default grace).
     pub shutdown_grace: Duration,
 
-    /// Bearer tokens file (`token role` per line); None and no env tokens: auth off.
+    /// Bearer tokens file (`token role [name]` per line); None and no env tokens: auth off.
     pub tokens_file: Option<PathBuf>,
-    /// Tokens given directly (`LNRS_TOKENS="tok1:admin,tok2:reader"`).
-    pub tokens: Vec<(Secret, String)>,
+    /// Tokens given directly (`LNRS_TOKENS="tok1:admin:ops,tok2:reader"`).
+    pub tokens: Vec<TokenEntry>,
     /// Whether reflection needs a token when auth is on.
     pub reflection_requires_auth: bool,
     pub tls: Option<TlsConfig>,
@@ -402,7 +435,8 @@ settings! {
     /// Bound on the whole shutdown [default: 25s].
     #[arg(long, env = "LNRS_SHUTDOWN_GRACE")]
     shutdown_grace: HumanDuration,
-    /// Bearer tokens file: one `token role` per line (roles: reader, editor, admin).
+    /// Bearer tokens file: one `token role [name]` per line (roles: reader, editor, admin; the
+    /// name is who events record).
     #[arg(long, env = "LNRS_TOKENS_FILE")]
     tokens_file: PathBuf,
     /// Whether gRPC reflection needs a token when auth is on [default: false].
@@ -535,22 +569,43 @@ fn tls(
     }
 }
 
-/// `LNRS_TOKENS="token1:admin,token2:reader"` (never a flag: command lines are visible to every
-/// local user). The tokens themselves are checked with the tokens file, at start-up.
-fn tokens_from_env() -> Result<Vec<(Secret, String)>, ConfigError> {
+/// `LNRS_TOKENS="token1:admin:ops,token2:reader"` (never a flag: command lines are visible to
+/// every local user). The tokens themselves are checked with the tokens file, at start-up.
+fn tokens_from_env() -> Result<Vec<TokenEntry>, ConfigError> {
     let Ok(v) = std::env::var("LNRS_TOKENS") else {
         return Ok(Vec::new());
     };
+    tokens_from(&v)
+}
+
+/// Comma-separated `token:role` or `token:role:name` entries. A token may itself hold `:`, so
+/// entries are split from the right: a last part that is a role is the role (names may not be
+/// roles: [`crate::auth`] refuses them), otherwise it is the name and the part before it the role.
+/// The roles are [`ROLE_NAMES`] (config sits below auth and cannot ask it).
+fn tokens_from(v: &str) -> Result<Vec<TokenEntry>, ConfigError> {
     v.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.rsplit_once(':')
-                .map(|(t, r)| (Secret::from(t), r.to_string()))
-                .ok_or(ConfigError::Invalid {
-                    setting: "LNRS_TOKENS",
-                    why: "expected token:role pairs separated by commas".into(),
-                })
+        .enumerate()
+        .map(|(i, p)| {
+            let malformed = || ConfigError::Invalid {
+                setting: "LNRS_TOKENS",
+                why: format!(
+                    "entry {}: expected token:role or token:role:name, entries separated by commas",
+                    i + 1
+                ),
+            };
+            let (rest, last) = p.rsplit_once(':').ok_or_else(malformed)?;
+            if ROLE_NAMES.contains(&last) {
+                return Ok(TokenEntry::new(rest, last));
+            }
+            match rest.rsplit_once(':') {
+                Some((token, role)) if ROLE_NAMES.contains(&role) => {
+                    Ok(TokenEntry::new(token, role).named(last))
+                }
+                // Not a role in either place: the role check names the entry and the bad role.
+                _ => Ok(TokenEntry::new(rest, last)),
+            }
         })
         .collect()
 }
@@ -638,5 +693,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`tls_client_ca`"), "{e}");
+    }
+
+    #[test]
+    fn env_tokens_split_from_the_right_with_an_optional_name() {
+        let t = tokens_from(" a:b:0123456789abcdef:admin , tok-0123456789abcdef:reader:ci-bot,")
+            .unwrap();
+        assert_eq!(
+            t,
+            vec![
+                TokenEntry::new("a:b:0123456789abcdef", "admin"),
+                TokenEntry::new("tok-0123456789abcdef", "reader").named("ci-bot"),
+            ]
+        );
+        // Not a role in either place: kept whole so the role check names the entry.
+        assert_eq!(
+            tokens_from("tok-0123456789abcdef:root").unwrap(),
+            vec![TokenEntry::new("tok-0123456789abcdef", "root")]
+        );
+        let e = tokens_from("x:admin,no-colon-here-at-all")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LNRS_TOKENS") && e.contains("entry 2"), "{e}");
+        assert!(!e.contains("no-colon"), "{e}");
     }
 }

@@ -39,7 +39,7 @@
 //! | `refdata` | `storage`, `domain` |
 //! | `error` | `snapshot`, `events`, `storage`, `domain` |
 //! | `app` | `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
-//! | `service` | `app`, `error`, `snapshot`, `events`, `config`, `domain`, `pb` |
+//! | `service` | `app`, `error`, `snapshot`, `events`, `tls`, `config`, `domain`, `pb` |
 //! | `tls` | `config` |
 //! | `auth` | `service`, `error`, `config`, `pb` |
 //! | `server` | `auth`, `tls`, `service`, `app`, `error`, `config`, `metrics`, `pb` |

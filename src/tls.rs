@@ -3,11 +3,14 @@
 //! with an error naming its setting instead of at the first handshake.
 //!
 //! With `tls_client_ca`, every client must present a certificate that chains to it (mTLS);
-//! without it, the server authenticates itself only.
+//! without it, the server authenticates itself only. A client certificate's subject is the
+//! principal of requests that carry no token ([`certificate_principal`]).
 
 use std::path::Path;
 
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use x509_parser::asn1_rs::ToDer;
+use x509_parser::x509::AttributeTypeAndValue;
 
 use crate::config::{ConfigError, TlsConfig};
 
@@ -82,4 +85,126 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The principal of a client known by its certificate: the subject as an RFC 4514 string, most
+/// significant part last ("CN=alice,O=Example,C=GB"). rustls has verified the chain already; a
+/// certificate whose subject is empty or unreadable is still one stable principal, "cert-" and
+/// 12 hex digits of a hash of its DER.
+pub fn certificate_principal(der: &[u8]) -> String {
+    subject(der).unwrap_or_else(|| format!("cert-{}", &blake3::hash(der).to_hex()[..12]))
+}
+
+fn subject(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let rdns: Vec<String> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+"))
+        .collect();
+    // RFC 4514 writes the RDNs in reverse order of the encoding.
+    (!rdns.is_empty()).then(|| rdns.into_iter().rev().collect::<Vec<_>>().join(","))
+}
+
+/// RFC 4514 section 3: the attribute types written by name; others by dotted OID.
+const SHORT_NAMES: [(&str, &str); 9] = [
+    ("2.5.4.3", "CN"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.9", "STREET"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+];
+
+/// `type=value`, the value escaped; a value that is not a string is `#` and the hex of its DER.
+fn attribute(a: &AttributeTypeAndValue) -> String {
+    let oid = a.attr_type().to_id_string();
+    let key = SHORT_NAMES
+        .iter()
+        .find(|(o, _)| *o == oid)
+        .map_or(oid.clone(), |(_, name)| name.to_string());
+    let value = match a.as_str() {
+        Ok(s) => escape(s),
+        Err(_) => {
+            let der = a.attr_value().to_der_vec().unwrap_or_default();
+            format!(
+                "#{}",
+                der.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        }
+    };
+    format!("{key}={value}")
+}
+
+/// RFC 4514 section 2.4 escaping, plus control characters as `\XX` (the string ends up in
+/// logs and terminals).
+fn escape(s: &str) -> String {
+    let last = s.chars().count().saturating_sub(1);
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(dn: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            p.distinguished_name.push(t.clone(), *v);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn subjects_are_rfc_4514_strings() {
+        use rcgen::DnType;
+        let der = cert(&[
+            (DnType::CountryName, "GB"),
+            (DnType::OrganizationName, "Natural England"),
+            (DnType::CommonName, "alice"),
+        ]);
+        assert_eq!(
+            certificate_principal(&der),
+            "CN=alice,O=Natural England,C=GB"
+        );
+        let der = cert(&[(DnType::CommonName, " #a,b+c\"d\\e<f>g; ")]);
+        assert_eq!(
+            certificate_principal(&der),
+            r#"CN=\ #a\,b\+c\"d\\e\<f\>g\;\ "#
+        );
+        let der = cert(&[(DnType::CustomDnType(vec![2, 5, 4, 5]), "x\ny")]);
+        assert_eq!(certificate_principal(&der), "2.5.4.5=x\\0ay");
+    }
+
+    #[test]
+    fn an_empty_subject_is_known_by_a_hash_of_the_certificate() {
+        let der = cert(&[]);
+        let p = certificate_principal(&der);
+        assert!(p.starts_with("cert-") && p.len() == 17, "{p}");
+        assert_eq!(p, certificate_principal(&der), "stable");
+        assert!(certificate_principal(b"not a certificate").starts_with("cert-"));
+    }
 }

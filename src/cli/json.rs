@@ -319,6 +319,8 @@ impl ToJson for pb::Event {
         m.insert("entity_id".into(), self.entity_id.clone().into());
         m.insert("request_id".into(), self.request_id.clone().into());
         m.insert("rpc".into(), self.rpc.clone().into());
+        m.insert("principal".into(), self.principal.clone().into());
+        m.insert("peer".into(), self.peer.clone().into());
         // Like the proto3 JSON mapping, absent sub-messages are omitted.
         let mut opt = |k: &str, v: Value| {
             if !v.is_null() {

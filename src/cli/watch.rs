@@ -191,12 +191,16 @@ fn print_event(ctx: &Ctx, e: &pb::Event) -> Result<(), Failure> {
         });
     let kind = short_enum(&enum_json!(pb::EventKind, e.kind), "EVENT_KIND_");
     let what = format!("{} {}", e.entity_type, e.entity_id);
-    let line = format!(
-        "{:>6}  {time}  {kind:<17}  {}  {}",
-        e.seq,
-        what.trim(),
-        detail(e)
-    );
+    // Events written before the log recorded principals have none.
+    let by = match e.principal.as_str() {
+        "" => String::new(),
+        p => format!("by {p}"),
+    };
+    let rest: Vec<String> = [what.trim().to_string(), by, detail(e)]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let line = format!("{:>6}  {time}  {kind:<17}  {}", e.seq, rest.join("  "));
     output::print(&format!("{}\n", line.trim_end()))
 }
 

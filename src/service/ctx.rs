@@ -2,6 +2,9 @@
 //! fingerprint of the request, the correlation id (x-request-id), and the caller's deadline
 //! (grpc-timeout). The transport ([`crate::server`]) puts the method path and the
 //! authenticated principal into each request's extensions as [`RpcPath`] and [`Principal`].
+//!
+//! Who the caller is: the token's principal when the auth layer checked one, else the client
+//! certificate's subject under mTLS, else [`ANONYMOUS`].
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ pub struct RpcPath(pub String);
 /// The principal of requests when auth is off.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// The authenticated caller of a request (absent when auth is off).
+/// The caller of a request whose bearer token was checked (absent when auth is off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(pub String);
 
@@ -44,13 +47,24 @@ pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<Requ
         request_id: idempotency_key.clone().or(header_id),
         idempotency_key,
         rpc: rpc_name(req),
-        principal: req
-            .extensions()
-            .get::<Principal>()
-            .map_or_else(|| ANONYMOUS.to_string(), |p| p.0.clone()),
+        principal: principal(req),
         peer: req.remote_addr().map(|a| a.to_string()),
         deadline: deadline(req),
     })
+}
+
+/// Who is asking (see the module docs): a token wins over a certificate.
+pub fn principal<T>(req: &Request<T>) -> String {
+    if let Some(p) = req.extensions().get::<Principal>() {
+        return p.0.clone();
+    }
+    req.peer_certs()
+        .and_then(|chain| {
+            chain
+                .first()
+                .map(|leaf| crate::tls::certificate_principal(leaf))
+        })
+        .unwrap_or_else(|| ANONYMOUS.to_string())
 }
 
 /// "/lnrs.v1.EntityService/DeleteMeasure".

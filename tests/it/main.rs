@@ -5,6 +5,7 @@
 
 mod common;
 
+mod audit;
 mod bench;
 mod campaign;
 mod cli;

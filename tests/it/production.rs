@@ -14,7 +14,7 @@ use crate::common::{
     data_dir_with_reference, error_meta, events_after, reason, table_counts, test_config,
     ChildServer, TestServer,
 };
-use lnrs::config::{Config, TlsConfig};
+use lnrs::config::{Config, TlsConfig, TokenEntry};
 use lnrs::pb;
 use lnrs::server::{Listeners, ServeError};
 use tokio::sync::oneshot;
@@ -933,9 +933,9 @@ async fn auth_matrix_roles_times_rpc_classes() {
     let tmp = data_dir_with_reference();
     let mut cfg = test_config(tmp.path());
     cfg.tokens = vec![
-        (READER.into(), "reader".into()),
-        (EDITOR.into(), "editor".into()),
-        (ADMIN.into(), "admin".into()),
+        TokenEntry::new(READER, "reader"),
+        TokenEntry::new(EDITOR, "editor"),
+        TokenEntry::new(ADMIN, "admin"),
     ];
     let s = TestServer::start_with(cfg).await;
     let ch = s.channel.clone();
@@ -1007,7 +1007,7 @@ async fn auth_matrix_roles_times_rpc_classes() {
 
     // ... and closed when reflection_requires_auth is set.
     let mut cfg = test_config(tmp.path());
-    cfg.tokens = vec![(READER.into(), "reader".into())];
+    cfg.tokens = vec![TokenEntry::new(READER, "reader")];
     cfg.reflection_requires_auth = true;
     let s = TestServer::start_with(cfg).await;
     let refused = list_services(&s.channel, None).await.unwrap_err();
@@ -1047,11 +1047,11 @@ async fn list_services(ch: &Channel, token: Option<&str>) -> Result<Vec<String>,
 // TLS
 // ---------------------------------------------------------------------------------------------
 
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: String,
-    client_cert: String,
-    client_key: String,
+    pub(crate) client_cert: String,
+    pub(crate) client_key: String,
     rogue_cert: String,
     rogue_key: String,
 }
@@ -1089,7 +1089,7 @@ fn leaf(
 
 /// A CA, a server certificate for localhost / 127.0.0.1, a client certificate from the same CA
 /// and one from another CA, written where the server config can point at them.
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let (ca_cert, issuer) = ca("lnrs test CA");
     let (rogue_ca, rogue_issuer) = ca("someone else's CA");
     drop(rogue_ca);
@@ -1123,7 +1123,7 @@ fn pki() -> Pki {
 }
 
 impl Pki {
-    fn tls(&self, mtls: bool) -> TlsConfig {
+    pub(crate) fn tls(&self, mtls: bool) -> TlsConfig {
         TlsConfig {
             cert: self.dir.path().join("server.pem"),
             key: self.dir.path().join("server.key"),
@@ -1131,7 +1131,7 @@ impl Pki {
         }
     }
 
-    fn client(&self, identity: Option<(&str, &str)>) -> ClientTlsConfig {
+    pub(crate) fn client(&self, identity: Option<(&str, &str)>) -> ClientTlsConfig {
         let mut c = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca))
             .domain_name("localhost");
@@ -1364,7 +1364,7 @@ async fn a_write_whose_deadline_passes_while_queued_behind_a_restore_is_not_exec
 
 /// Runs `lnrs serve` with these arguments and environment (no inherited LNRS_*), expecting it
 /// to exit: (exit code, stderr).
-fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let data = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")

@@ -399,8 +399,8 @@ async fn request_ids_are_per_principal_and_pruned() {
     let tmp = data_dir_with_reference();
     let mut cfg = crate::common::test_config(tmp.path());
     cfg.tokens = vec![
-        ("alice-token-0123456789".into(), "editor".into()),
-        ("bob-token-0123456789ab".into(), "editor".into()),
+        lnrs::config::TokenEntry::new("alice-token-0123456789", "editor"),
+        lnrs::config::TokenEntry::new("bob-token-0123456789ab", "editor"),
     ];
     cfg.request_log_keep_last = 3;
     cfg.maintenance_interval = Duration::from_millis(50);
