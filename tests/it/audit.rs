@@ -186,7 +186,13 @@ async fn named_tokens_are_recorded_by_name_with_request_id_and_peer() {
     );
     assert_origin(&unnamed, &unnamed.principal.clone(), "audit-unnamed");
     let all = events_after_with(&ch, ALICE, created.event_seq - 1).await;
-    assert_eq!(all.len(), 4, "{all:?}");
+    // create, the delete's pre-delete snapshot and the delete, bob's and the unnamed create.
+    assert_eq!(all.len(), 5, "{all:?}");
+    let snap = all
+        .iter()
+        .find(|e| e.kind == pb::EventKind::SnapshotCreated as i32)
+        .expect("the pre-delete snapshot's event");
+    assert_origin(snap, "alice", "audit-delete-1");
     assert_no_secret("the events", &format!("{all:?}"));
 
     // The CLI prints who, in the table and in --json.
