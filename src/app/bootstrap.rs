@@ -78,6 +78,7 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         fps,
         schema: inventory,
         next_seq: bounds.head + 1,
+        issued_ids: Default::default(),
         shared: shared.clone(),
     };
     let writer = Writer::start(state, shared.config.write_queue)?;

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::state::WriterState;
 use super::{App, Replayable, RequestCtx};
 use crate::config::SnapshotPolicy;
-use crate::domain::entity::KeyType;
+use crate::domain::entity::{EntityDef, KeyType};
 use crate::domain::rows::{Datum, Subject};
 use crate::domain::validate::validate_draft;
 use crate::domain::{Draft, EntityKind, Key, Link, LinkKind, Record};
 use crate::error::Error;
 use crate::events::model::DeleteInfo;
-use crate::events::{EventDraft, EventKind, Resource};
+use crate::events::{log as event_log, EventDraft, EventKind, Resource};
 use crate::snapshot::{Manifest, Operation, SnapshotError};
 use crate::storage::cascade::{self, RowSet};
 use crate::storage::changes::Changes;
@@ -165,7 +165,18 @@ impl App {
         validate_draft(&mut draft)?;
         let c = ctx.clone();
         self.write(&ctx, move |st| {
-            st.mutate(&c, |conn, changes, seq| create(conn, changes, seq, draft))
+            let def = draft.kind.def();
+            let id = match def.key_type {
+                KeyType::Int => Some(st.next_id(def)?),
+                KeyType::Text => None,
+            };
+            let out = st.mutate(&c, |conn, changes, seq| {
+                create(conn, changes, seq, draft, id)
+            })?;
+            if let Some(id) = id {
+                st.issued_ids.insert(def.table, id);
+            }
+            Ok(out)
         })
         .await
     }
@@ -265,16 +276,18 @@ impl App {
     }
 }
 
+/// Creates the entity; `id` is the integer id it gets (None: its key is text, from the draft).
 fn create(
     conn: &Connection,
     changes: &mut Changes,
     seq: u64,
     mut draft: Draft,
+    id: Option<i32>,
 ) -> Result<(Written, Vec<EventDraft>), Error> {
     let def = draft.kind.def();
-    let key = match def.key_type {
-        crate::domain::entity::KeyType::Int => Key::Int(entities::next_id(conn, def)?),
-        crate::domain::entity::KeyType::Text => draft.key.take().ok_or_else(|| {
+    let key = match id {
+        Some(id) => Key::Int(id),
+        None => draft.key.take().ok_or_else(|| {
             Error::from(vec![crate::domain::FieldViolation::new(
                 def.key,
                 "is required",
@@ -404,6 +417,20 @@ fn update(
 }
 
 impl WriterState {
+    /// The id the next entity of `def` gets: never one given before (see `issued_ids`).
+    fn next_id(&mut self, def: &'static EntityDef) -> Result<i32, Error> {
+        let conn = self.db.conn()?;
+        let issued = match self.issued_ids.get(def.table) {
+            Some(&id) => id,
+            None => {
+                let logged = event_log::highest_id(conn, def.name)?;
+                self.issued_ids.insert(def.table, logged);
+                logged
+            }
+        };
+        Ok(entities::next_id(conn, def, issued)?)
+    }
+
     /// The delete pipeline: the ordinary mutation pipeline plus the pre-delete snapshot hook.
     /// The snapshot is captured first (CHECKPOINT, then a copy of the file that runs on its own
     /// thread while this one runs the cascade in an open transaction); the transaction commits

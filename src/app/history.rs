@@ -10,11 +10,12 @@
 use super::entities::DeleteTarget;
 use super::snapshots::blocking;
 use super::App;
-use crate::domain::rows::Subject;
+use crate::domain::rows::{Subject, TableRows};
 use crate::domain::state::{diff, DataState, RowDiff, TableDiff};
 use crate::domain::tables::{user_table, USER_TABLES};
 use crate::error::Error;
 use crate::events::log::{read_history_candidates, HistoryScan};
+use crate::events::model::RestoreInfo;
 use crate::events::{log as event_log, Event, EventFilter, EventKind};
 use crate::snapshot::{SnapshotId, SnapshotStore};
 use crate::storage::{self, images, Connection};
@@ -49,7 +50,7 @@ const REPLAY_BATCH: usize = 2_000;
 impl App {
     /// The events that changed `entity_type`/`entity_id` — named it, or carry an image of its
     /// row or of a row referencing it (its links and set memberships) — and every completed
-    /// restore (which may have changed it), newest first, below seq `before` (0: from the
+    /// restore that changed those rows, newest first, below seq `before` (0: from the
     /// newest).
     pub async fn entity_history(
         &self,
@@ -59,6 +60,8 @@ impl App {
         limit: usize,
     ) -> Result<HistoryPage, Error> {
         let subject = history_subject(&entity_type, &entity_id)?;
+        // Without a store, restores cannot be checked and are all kept.
+        let store = self.shared.store().ok();
         self.shared
             .reads
             .read(move |conn| {
@@ -69,7 +72,7 @@ impl App {
                     tables: &tables,
                     kinds: &[EventKind::RestorePerformed],
                 };
-                history_page(conn, &scan, &subject, before, limit)
+                history_page(conn, store.as_deref(), &scan, &subject, before, limit)
             })
             .await
     }
@@ -184,6 +187,7 @@ fn history_subject(entity_type: &str, entity_id: &str) -> Result<Subject, Error>
 /// subject (the log query's payload filter is coarse).
 fn history_page(
     conn: &Connection,
+    store: Option<&SnapshotStore>,
     scan: &HistoryScan<'_>,
     subject: &Subject,
     before: u64,
@@ -198,7 +202,7 @@ fn history_page(
         for e in batch {
             scanned += 1;
             before = e.seq;
-            if touches(&e, scan, subject) {
+            if touches(&e, scan, subject, store) {
                 events.push(e);
                 if events.len() == limit {
                     return Ok(HistoryPage {
@@ -224,13 +228,48 @@ fn history_page(
 }
 
 /// Whether `e` belongs in the subject's history.
-fn touches(e: &Event, scan: &HistoryScan<'_>, subject: &Subject) -> bool {
+fn touches(
+    e: &Event,
+    scan: &HistoryScan<'_>,
+    subject: &Subject,
+    store: Option<&SnapshotStore>,
+) -> bool {
     let b = &e.body;
     let names_it = b.entity_type.as_deref() == Some(scan.entity_type)
         && b.entity_id.as_deref() == Some(scan.entity_id);
-    let restore =
-        b.kind == EventKind::RestorePerformed && b.restore.as_ref().is_some_and(|r| !r.rolled_back);
+    let restore = b.kind == EventKind::RestorePerformed
+        && b.restore
+            .as_ref()
+            .is_some_and(|r| !r.rolled_back && restore_changed(store, r, subject));
     names_it || restore || subject.seen_in_images(&b.rows)
+}
+
+/// Whether a completed restore changed the subject's rows: its safety snapshot (the state it
+/// replaced) and its target hold different rows. When either snapshot cannot be read any more
+/// the restore is kept: it may have.
+fn restore_changed(store: Option<&SnapshotStore>, r: &RestoreInfo, subject: &Subject) -> bool {
+    let read = |id: &str| -> Option<Vec<TableRows>> {
+        let id = SnapshotId::parse(id).ok()?;
+        store?
+            .with_assembled(&id, |path| -> Result<_, Error> {
+                let conn = storage::open_read_only(path)?;
+                subject_rows(&conn, subject)
+            })
+            .ok()
+    };
+    match (read(&r.safety_snapshot_id), read(&r.snapshot_id)) {
+        (Some(before), Some(after)) => before != after,
+        _ => true,
+    }
+}
+
+/// The subject's own row and every row referencing it, per table, in key order.
+fn subject_rows(conn: &Connection, subject: &Subject) -> Result<Vec<TableRows>, Error> {
+    subject
+        .selections()
+        .into_iter()
+        .map(|(table, cols, values)| Ok(images::rows_matching(conn, table, &cols, &values)?))
+        .collect()
 }
 
 fn live_state(conn: &Connection, tables: &[&str]) -> Result<DataState, Error> {

@@ -578,6 +578,8 @@ impl WriterState {
         match live {
             Live::Target => {
                 self.fps = run.target.fingerprints.clone();
+                // The log (carried over) still names the ids the restore took away.
+                self.issued_ids.clear();
                 self.schema = prepared.schema.clone();
             }
             Live::RolledBack => self.fps = run.safety.fingerprints.clone(),

@@ -32,6 +32,9 @@ pub struct WriterState {
     pub(crate) schema: SchemaInventory,
     /// Seq the next event gets.
     pub(crate) next_seq: u64,
+    /// Per entity table, the highest integer id ever given out or named by the log (loaded on
+    /// the table's first create; cleared by a restore, which changes the tables under it).
+    pub(crate) issued_ids: std::collections::HashMap<&'static str, i32>,
     pub(crate) shared: Arc<Shared>,
 }
 

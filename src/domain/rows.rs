@@ -208,6 +208,16 @@ impl Subject {
         })
     }
 
+    /// What selects the subject's rows: its own row by key, and each table's rows referencing
+    /// it (table, columns, values).
+    pub fn selections(&self) -> Vec<(&'static str, Vec<&'static str>, Vec<&Datum>)> {
+        let (cols, values): (Vec<&'static str>, Vec<&Datum>) =
+            self.key.iter().map(|(c, v)| (*c, v)).unzip();
+        std::iter::once((self.table, cols, values))
+            .chain(self.referrers())
+            .collect()
+    }
+
     /// Tables whose images can show the subject: its own and those referencing it.
     pub fn tables(&self) -> Vec<&'static str> {
         let mut t: Vec<&'static str> = std::iter::once(self.table)

@@ -65,6 +65,17 @@ fn with_row(
     Ok(())
 }
 
+/// The highest integer id any event names for `entity_type` (ids of deleted entities, and of
+/// entities a restore took away, included): ids above it have never been seen.
+pub fn highest_id(conn: &Connection, entity_type: &str) -> Result<i32, EventError> {
+    let sql = format!(
+        "SELECT coalesce(max(TRY_CAST(entity_id AS INTEGER)), 0) FROM {EVENT_LOG_TABLE} WHERE entity_type = ?"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([entity_type], |r| r.get(0))?)
+}
+
 /// Rewrites one event's payload (a restore completes its own event after the swap is
 /// verified, before anyone is told about it).
 pub fn rewrite(conn: &Connection, event: &Event) -> Result<(), EventError> {

@@ -286,15 +286,20 @@ fn keyset_condition(
     Ok((format!("({})", terms.join(" OR ")), params))
 }
 
-/// Next integer id of an entity table. Runs inside the writer's transaction, so two creates can
-/// never be given the same id (the original computed MAX+1 outside any transaction).
-pub fn next_id(conn: &Connection, def: &EntityDef) -> Result<i32, StorageError> {
+/// Next integer id of an entity table: above every id it holds and above `issued` (the
+/// highest id ever given out, which the caller tracks so that a deleted entity's id — the
+/// newest one included — is never given to another). Runs on the writer's connection, so two
+/// creates can never be given the same id (the original computed MAX+1 outside any
+/// transaction).
+pub fn next_id(conn: &Connection, def: &EntityDef, issued: i32) -> Result<i32, StorageError> {
     let sql = format!(
-        "SELECT coalesce(max({}), 0) + 1 FROM {}",
+        "SELECT greatest(coalesce(max({}), 0), ?) + 1 FROM {}",
         quote_ident(def.key),
         quote_ident(def.table)
     );
-    Ok(conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([issued], |r| r.get(0))?)
 }
 
 /// Inserts a validated record (its key already assigned) and, for measures, its sets.

@@ -196,6 +196,17 @@ pub fn rows_by_keys(
     Ok(out)
 }
 
+/// The rows of `table` whose `columns` equal `values`, in key order.
+pub fn rows_matching(
+    conn: &Connection,
+    table: &str,
+    columns: &[&str],
+    values: &[&Datum],
+) -> Result<TableRows, StorageError> {
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| *v as &dyn ToSql).collect();
+    read_rows(conn, table, &equals_where(columns), &params)
+}
+
 /// Whether `table` has a row whose `columns` equal `values`.
 pub fn exists_where(
     conn: &Connection,

@@ -337,14 +337,30 @@ async fn undelete_puts_back_one_delete_and_keeps_everyone_elses_later_work() {
 async fn each_conflict_refuses_the_whole_undelete_and_names_the_row() {
     let s = TestServer::start().await;
 
-    // KEY_REUSED: a new measure took the deleted one's id.
-    let m = create_measure(&s, "first").await;
-    let gone = delete_measure(&s, m).await;
-    assert_eq!(
-        create_measure(&s, "second").await,
-        m,
-        "ids are reused after the max"
-    );
+    // KEY_REUSED: a new grant took the deleted one's id (grant ids are chosen by the caller;
+    // integer ids are never given twice).
+    let grant = |name: &str| pb::CreateGrantRequest {
+        grant: Some(pb::Grant {
+            grant_id: "SPRING-2027".into(),
+            grant_name: name.into(),
+            grant_scheme: "Countryside Stewardship".into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    s.entity().create_grant(grant("first")).await.unwrap();
+    let gone = s
+        .entity()
+        .delete_grant(pb::DeleteGrantRequest {
+            grant_id: "SPRING-2027".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    s.entity().create_grant(grant("second")).await.unwrap();
     let head_before = head(&s).await;
     let e = s
         .entity()
@@ -363,7 +379,7 @@ async fn each_conflict_refuses_the_whole_undelete_and_names_the_row() {
         .into_iter()
         .map(|v| v.subject)
         .collect();
-    assert_eq!(subjects, vec![format!("measure/{m}")]);
+    assert_eq!(subjects, vec!["grant_table/SPRING-2027".to_string()]);
     assert_eq!(head(&s).await, head_before);
 
     // PARENT_MISSING: a link whose measure was deleted after it.
@@ -907,4 +923,55 @@ async fn link_delete_snapshots_are_delete_link_and_every_snapshot_has_its_event(
         pb::SnapshotOperation::DeleteLink as i32
     );
     assert!(first.seq < out.event_seq);
+}
+
+/// An id once given is never given again — not after its entity is deleted (the newest one
+/// included), nor after a restore to before it existed — so a history, an event filter or an
+/// undelete always means one entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_never_reused_after_a_delete_or_a_restore() {
+    let s = TestServer::start().await;
+    let before = s
+        .snapshots()
+        .create_snapshot(pb::CreateSnapshotRequest {
+            description: "before the new measures".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
+        .snapshot_id;
+    let first = create_measure(&s, "first new").await;
+    delete_measure(&s, first).await;
+    let second = create_measure(&s, "second new").await;
+    assert!(second > first, "{second} reuses the deleted {first}");
+
+    s.snapshots()
+        .restore_snapshot(pb::RestoreSnapshotRequest {
+            snapshot_id: before.clone(),
+            confirm_snapshot_id: before,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let third = create_measure(&s, "after the restore").await;
+    assert!(
+        third > second,
+        "{third} reuses {second}, created before the restore"
+    );
+    // The deleted measure's history is its own: nothing of the later measures, and not the
+    // restore, which did not change it (it was gone before and after).
+    let kinds = |h: Vec<pb::Event>| -> Vec<i32> { h.iter().map(|e| e.kind).collect() };
+    use pb::EventKind as K;
+    assert_eq!(
+        kinds(history(&s, "measure", &first.to_string()).await),
+        [K::EntityDeleted as i32, K::EntityCreated as i32]
+    );
+    // The restore took the second measure away: that is part of its history.
+    assert_eq!(
+        kinds(history(&s, "measure", &second.to_string()).await),
+        [K::RestorePerformed as i32, K::EntityCreated as i32]
+    );
 }
