@@ -11,7 +11,7 @@ use super::entities::DeleteTarget;
 use super::snapshots::blocking;
 use super::App;
 use crate::domain::rows::{Subject, TableRows};
-use crate::domain::state::{diff, DataState, RowDiff, TableDiff};
+use crate::domain::state::{diff, net_states, DataState, RowDiff, TableDiff};
 use crate::domain::tables::{user_table, USER_TABLES};
 use crate::error::Error;
 use crate::events::log::{read_history_candidates, HistoryScan};
@@ -46,6 +46,9 @@ const HISTORY_BATCH: usize = 500;
 const HISTORY_MAX_SCANNED: usize = 20_000;
 /// Events replayed per log read while rebuilding a point.
 const REPLAY_BATCH: usize = 2_000;
+/// Events a diff computes from the log at most; past this, comparing the two states is
+/// cheaper than reading and folding the images.
+const LOG_DIFF_MAX_EVENTS: u64 = 10_000;
 
 impl App {
     /// The events that changed `entity_type`/`entity_id` — named it, or carry an image of its
@@ -98,6 +101,9 @@ impl App {
             ],
             None => USER_TABLES.iter().map(|t| t.name).collect(),
         };
+        if let Some(d) = self.diff_from_log(&from, &to, &tables).await? {
+            return Ok(d);
+        }
         let a = self.state_at(&from, &tables).await?;
         let b = if to == from {
             a.clone()
@@ -105,6 +111,83 @@ impl App {
             self.state_at(&to, &tables).await?
         };
         Ok(diff(&a, &b, &tables))
+    }
+
+    /// The diff computed from the log alone, when both points are on one stretch of it that
+    /// every change in between logged complete row images for, with no restore (which would
+    /// replace the data wholesale): the net change of those images (see
+    /// [`crate::domain::state::net_states`]). Neither state is read, so two adjacent snapshots
+    /// diff in milliseconds instead of assembling both. None: compare the whole states.
+    async fn diff_from_log(
+        &self,
+        from: &StateRef,
+        to: &StateRef,
+        tables: &[&'static str],
+    ) -> Result<Option<(Vec<TableDiff>, Vec<RowDiff>)>, Error> {
+        let (a, b) = (self.position(from)?, self.position(to)?);
+        let (lo, hi) = (a.min(b), a.max(b));
+        if hi - lo > LOG_DIFF_MAX_EVENTS {
+            return Ok(None);
+        }
+        let tables = tables.to_vec();
+        self.shared
+            .reads
+            .read(move |conn| {
+                let Ok(events) = events_between(conn, lo, hi) else {
+                    return Ok(None);
+                };
+                let complete = events.len() as u64 == hi - lo
+                    && events.iter().all(|e| {
+                        let b = &e.body;
+                        let restored = b.restore.as_ref().is_some_and(|r| !r.rolled_back);
+                        !restored && (!b.kind.changes_data() || !b.rows.is_empty())
+                    });
+                if !complete {
+                    return Ok(None);
+                }
+                let (mut early, mut late) =
+                    net_states(events.iter().map(|e| &e.body.rows), &tables);
+                // Tables no image names still report their columns, as a full compare does.
+                for t in &tables {
+                    if !early.tables.contains_key(*t) {
+                        let columns = images::columns(conn, t)?;
+                        for s in [&mut early, &mut late] {
+                            s.tables.entry(t.to_string()).or_default().columns = columns.clone();
+                        }
+                    }
+                }
+                Ok(Some(if a <= b {
+                    diff(&early, &late, &tables)
+                } else {
+                    diff(&late, &early, &tables)
+                }))
+            })
+            .await
+    }
+
+    /// Where `point` sits in the log: a snapshot's capture head, an event's seq, the head.
+    fn position(&self, point: &StateRef) -> Result<u64, Error> {
+        Ok(match point {
+            StateRef::Live => self.shared.hub.head(),
+            StateRef::Event(seq) => self.checked_seq(*seq)?,
+            StateRef::Snapshot(id) => {
+                let id = SnapshotId::parse(id)?;
+                self.shared.store()?.get(&id)?.meta.event_head_seq
+            }
+        })
+    }
+
+    /// `seq` when it names an event of the log, else INVALID_ARGUMENT.
+    fn checked_seq(&self, seq: u64) -> Result<u64, Error> {
+        let head = self.shared.hub.head();
+        if seq == 0 || seq > head {
+            return Err(Error::invalid(
+                "event_seq",
+                "EVENT_SEQ_OUT_OF_RANGE",
+                format!("event_seq must be between 1 and the log's head ({head})"),
+            ));
+        }
+        Ok(seq)
     }
 
     /// The data of `tables` at `point`.
@@ -132,14 +215,7 @@ impl App {
 
     /// The data right after event `seq`; see the module docs.
     async fn state_after(&self, seq: u64, tables: Vec<&'static str>) -> Result<DataState, Error> {
-        let head = self.shared.hub.head();
-        if seq == 0 || seq > head {
-            return Err(Error::invalid(
-                "event_seq",
-                "EVENT_SEQ_OUT_OF_RANGE",
-                format!("event_seq must be between 1 and the log's head ({head})"),
-            ));
-        }
+        let seq = self.checked_seq(seq)?;
         let store = self.shared.store()?;
         let base = store.newest_at_or_before(seq).ok_or_else(|| {
             Error::StateNotRebuildable(format!(

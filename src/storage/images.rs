@@ -67,6 +67,12 @@ pub fn read_rows(
     collect(conn, table, &sql, params)
 }
 
+/// The column names of `table`, in table order.
+pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, StorageError> {
+    let sql = format!("SELECT * FROM {} LIMIT 0", quote_ident(table));
+    Ok(collect(conn, table, &sql, &[])?.columns)
+}
+
 /// Every row of `table`, in key order.
 pub fn read_table(conn: &Connection, table: &str) -> Result<TableRows, StorageError> {
     let sql = format!("SELECT * FROM {}{}", quote_ident(table), key_order(table));

@@ -135,6 +135,10 @@ async fn diff(
 }
 
 fn changed_tables(tables: &[pb::TableDiff]) -> BTreeMap<String, (i64, i64, i64)> {
+    assert!(
+        tables.iter().all(|t| !t.columns.is_empty()),
+        "every table names its columns: {tables:?}"
+    );
     tables
         .iter()
         .filter(|t| t.added + t.removed + t.changed > 0)
@@ -516,11 +520,23 @@ async fn a_delete_logged_without_row_images_is_undone_from_its_snapshot_with_the
         .unwrap()
         .into_inner();
     assert_eq!(from_images.source, "event");
+    let across_delete = || {
+        (
+            pb::state_ref::State::SnapshotId(deleted.snapshot_id.clone()),
+            pb::state_ref::State::Live(true),
+        )
+    };
+    // Computed from the log's images (no state is read) …
+    let (from, to) = across_delete();
+    let from_log = diff(&s, from, to).await;
     let dir = s.stop().await.unwrap();
     let db = dir.path().join("lnrs.duckdb");
     assert!(strip_images(&db) > 0, "the log had images to strip");
 
     let s = TestServer::start_with(crate::common::test_config(dir.path())).await;
+    // … and, the images gone, by comparing the two states: the same diff.
+    let (from, to) = across_delete();
+    assert_eq!(diff(&s, from, to).await, from_log);
     let dry = s
         .entity()
         .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), true))
