@@ -99,6 +99,10 @@ pub enum Error {
     /// events compacted, or events without row images).
     #[error("{0}")]
     StateNotRebuildable(String),
+    /// A paged diff against the live database whose later page finds it changed since the
+    /// first: the pages would not describe one diff.
+    #[error("the live database moved from event {pinned} to {head} during a paged diff")]
+    LiveStateMoved { pinned: u64, head: u64 },
     /// A method (or message encoding) this server does not implement.
     #[error("not implemented by this server")]
     Unimplemented,
@@ -327,6 +331,16 @@ fn map(e: Error) -> Mapped {
         Error::StateNotRebuildable(why) => {
             Mapped::new(Code::FailedPrecondition, "STATE_NOT_REBUILDABLE", why)
         }
+        Error::LiveStateMoved { pinned, head } => Mapped::new(
+            Code::Aborted,
+            "LIVE_STATE_MOVED",
+            format!(
+                "the live database changed since the diff's first page (event {pinned} → \
+                 {head}); start again from the first page, or diff against event_seq {pinned}"
+            ),
+        )
+        .meta("pinned_seq", pinned.to_string())
+        .meta("head_seq", head.to_string()),
         Error::Unimplemented => Mapped::new(
             Code::Unimplemented,
             "UNIMPLEMENTED",

@@ -29,6 +29,20 @@ pub enum StateRef {
     Event(u64),
     /// The live database now.
     Live,
+    /// The live database as it was at event head `seq` — how the later pages of a diff that
+    /// started against the live database name it, so all pages describe one diff. Refused
+    /// (`LiveStateMoved`) when it must be read and has moved on since.
+    LiveAt(u64),
+}
+
+impl StateRef {
+    /// The state pinned to `head` when it is the moving live database, else itself.
+    pub fn pinned(self, head: u64) -> StateRef {
+        match self {
+            StateRef::Live => StateRef::LiveAt(head),
+            other => other,
+        }
+    }
 }
 
 /// One page of an entity's history, newest first.
@@ -169,12 +183,18 @@ impl App {
     fn position(&self, point: &StateRef) -> Result<u64, Error> {
         Ok(match point {
             StateRef::Live => self.shared.hub.head(),
+            StateRef::LiveAt(head) => *head,
             StateRef::Event(seq) => self.checked_seq(*seq)?,
             StateRef::Snapshot(id) => {
                 let id = SnapshotId::parse(id)?;
                 self.shared.store()?.get(&id)?.meta.event_head_seq
             }
         })
+    }
+
+    /// The newest event's seq: what the live database is at now.
+    pub fn event_head(&self) -> u64 {
+        self.shared.hub.head()
     }
 
     /// `seq` when it names an event of the log, else INVALID_ARGUMENT.
@@ -202,6 +222,18 @@ impl App {
                 self.shared
                     .reads
                     .read(move |conn| live_state(conn, &tables))
+                    .await
+            }
+            &StateRef::LiveAt(pinned) => {
+                self.shared
+                    .reads
+                    .read(move |conn| {
+                        let head = event_log::bounds(conn)?.head;
+                        if head != pinned {
+                            return Err(Error::LiveStateMoved { pinned, head });
+                        }
+                        live_state(conn, &tables)
+                    })
                     .await
             }
             StateRef::Snapshot(id) => {

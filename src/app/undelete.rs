@@ -156,7 +156,15 @@ impl WriterState {
             ));
         }
         let snapshot_id = e.body.delete.as_ref().and_then(|d| d.snapshot_id.clone());
-        if !e.body.rows.before.is_empty() {
+        let damaged = e
+            .body
+            .rows
+            .before
+            .iter()
+            .any(|t| t.columns.is_empty() || t.rows.iter().any(|r| r.len() != t.columns.len()));
+        // Damaged images are never guessed at (the writer would insert rows the delete did not
+        // remove): the snapshot is read instead, as for a delete logged without images.
+        if !damaged && !e.body.rows.before.is_empty() {
             let target = target_of(
                 e.body.entity_type.as_deref().unwrap_or_default(),
                 e.body.entity_id.as_deref().unwrap_or_default(),

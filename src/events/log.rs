@@ -123,22 +123,25 @@ pub fn delete_by_snapshot(
     let sql = format!(
         "SELECT payload FROM {EVENT_LOG_TABLE}
          WHERE kind IN ('entity_deleted', 'link_deleted') AND payload LIKE ?
-         ORDER BY seq DESC LIMIT 1"
+         ORDER BY seq DESC"
     );
     let pattern = format!("%\"snapshot_id\":\"{snapshot_id}\"%");
-    let payload: Option<String> = conn
-        .prepare_cached(&sql)?
-        .query_row([pattern], |r| r.get(0))
-        .optional()?;
-    let event: Option<Event> = payload.map(|p| serde_json::from_str(&p)).transpose()?;
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let payloads = stmt.query_map([pattern], |r| r.get::<_, String>(0))?;
     // LIKE is a coarse filter: the event must really name it.
-    Ok(event.filter(|e| {
-        e.body
+    for payload in payloads {
+        let e: Event = serde_json::from_str(&payload?)?;
+        let names_it = e
+            .body
             .delete
             .as_ref()
             .and_then(|d| d.snapshot_id.as_deref())
-            == Some(snapshot_id)
-    }))
+            == Some(snapshot_id);
+        if names_it {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// Up to `limit` events with seq > `after` matching `filter`, oldest first.

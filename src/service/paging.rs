@@ -96,7 +96,8 @@ impl PageQuery {
     }
 }
 
-fn bad_token() -> Error {
+/// INVALID_PAGE_TOKEN: a token this query did not issue (or whose cursor it cannot use).
+pub fn bad_token() -> Error {
     Error::invalid(
         "page_token",
         "INVALID_PAGE_TOKEN",

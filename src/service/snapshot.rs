@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, from_duration, from_timestamp};
 use super::ctx::ctx;
-use super::paging::{page_size, PageQuery};
+use super::paging::{bad_token, page_size, PageQuery};
 use crate::app::status::SnapshotState;
 use crate::app::App;
 use crate::config::SnapshotPolicy;
@@ -345,12 +345,22 @@ impl SnapshotService for SnapshotApi {
         let to = convert::state_ref("to", r.to)?;
         let limit = page_size(r.page_size, 100, 1000)?;
         let q = PageQuery::new(&["diff", &format!("{from:?}"), &format!("{to:?}"), &r.table]);
-        let offset: usize = q.cursor(&r.page_token)?.unwrap_or(0);
+        // The cursor: rows already sent, and the head "live" meant on the first page, so that
+        // every page is a page of one diff.
+        let (offset, head): (usize, u64) = q
+            .cursor(&r.page_token)?
+            .unwrap_or((0, self.app.event_head()));
         let table = Some(r.table).filter(|t| !t.is_empty());
-        let (tables, rows) = self.app.diff_states(from, to, table).await?;
-        let end = (offset + limit).min(rows.len());
+        let (tables, rows) = self
+            .app
+            .diff_states(from.pinned(head), to.pinned(head), table)
+            .await?;
+        if offset > rows.len() {
+            return Err(bad_token().into());
+        }
+        let end = offset.saturating_add(limit).min(rows.len());
         let next_page_token = if end < rows.len() {
-            q.token(&end)?
+            q.token(&(end, head))?
         } else {
             String::new()
         };

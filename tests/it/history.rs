@@ -200,10 +200,20 @@ async fn undelete_puts_back_one_delete_and_keeps_everyone_elses_later_work() {
     let s = TestServer::start().await;
     let (a, b) = (42, 43);
     let deleted = delete_measure(&s, a).await;
-    assert!(deleted
+    let removed: BTreeMap<&str, i64> = deleted
         .rows_removed
         .iter()
-        .any(|t| t.table != "measure" && t.rows > 0));
+        .map(|t| (t.table.as_str(), t.rows))
+        .collect();
+    for table in [
+        "measure",
+        "measure_area_priority",
+        "measure_area_priority_grant",
+        "measure_has_type",
+        "measure_has_stakeholder",
+    ] {
+        assert!(removed.get(table) > Some(&0), "{table}: {removed:?}");
+    }
     // Someone else's work after the delete.
     let renamed = rename_measure(&s, b, "renamed after the delete").await;
     let link = new_link_for(&s, b).await;
@@ -989,5 +999,178 @@ async fn ids_are_never_reused_after_a_delete_or_a_restore() {
     assert_eq!(
         kinds(history(&s, "measure", &second.to_string()).await),
         [K::RestorePerformed as i32, K::EntityCreated as i32]
+    );
+}
+
+/// AIP-155 on Undelete: a retry with the same request id returns the first outcome (not a
+/// conflict, no second event); the same id for another undelete is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undelete_retried_with_its_request_id_is_replayed() {
+    let s = TestServer::start().await;
+    let deleted = delete_measure(&s, 46).await;
+    let other = delete_measure(&s, 47).await;
+    let req = |seq| pb::UndeleteRequest {
+        delete: Some(Delete::EventSeq(seq)),
+        dry_run: false,
+        request_id: "undo-46".into(),
+    };
+    let first = s
+        .entity()
+        .undelete(req(deleted.event_seq))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.replayed);
+    let head_after = head(&s).await;
+    let again = s
+        .entity()
+        .undelete(req(deleted.event_seq))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.event_seq, again.rows, again.rows_restored),
+        (first.event_seq, first.rows, first.rows_restored)
+    );
+    assert_eq!(head(&s).await, head_after, "a replay writes nothing");
+    let e = s.entity().undelete(req(other.event_seq)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "REQUEST_ID_REUSED")
+    );
+}
+
+/// An update's event carries the row before and after, and the bridge rows it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_events_carry_the_replaced_bridge_rows() {
+    let s = TestServer::start().await;
+    let m = s
+        .entity()
+        .create_measure(pb::CreateMeasureRequest {
+            measure: Some(pb::Measure {
+                measure: "with sets".into(),
+                core_supplementary: "Supplementary".into(),
+                measure_type_ids: vec![1, 2],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = event_at(&s.channel, m.event_seq).await;
+    let types = |t: &[pb::TableRows]| -> Vec<i64> {
+        t.iter()
+            .filter(|t| t.table == "measure_has_type")
+            .flat_map(|t| {
+                let i = t
+                    .columns
+                    .iter()
+                    .position(|c| c == "measure_type_id")
+                    .unwrap();
+                t.rows.iter().map(move |r| match r.values[i].kind {
+                    Some(pb::datum::Kind::Integer(v)) => v,
+                    _ => -1,
+                })
+            })
+            .collect()
+    };
+    assert_eq!(types(&created.rows.unwrap().after), [1, 2]);
+    let mut measure = m.measure.unwrap();
+    measure.measure_type_ids = vec![2, 3];
+    let seq = s
+        .entity()
+        .update_measure(pb::UpdateMeasureRequest {
+            measure: Some(measure),
+            update_mask: Some(FieldMask {
+                paths: vec!["measure_type_ids".into()],
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event_seq;
+    let rows = event_at(&s.channel, seq).await.rows.unwrap();
+    assert_eq!(types(&rows.before), [1], "the bridge row it removed");
+    assert_eq!(types(&rows.after), [3], "the bridge row it added");
+}
+
+/// Every page of a diff against the live database is a page of one diff: the head the first
+/// page saw is in the token. When that diff must read the live tables and they moved on, the
+/// later page is refused rather than mixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_pages_against_live_describe_one_diff() {
+    let s = TestServer::start().await;
+    let deleted = delete_measure(&s, 48).await;
+    let page = |token: String| pb::DiffSnapshotsRequest {
+        from: Some(pb::StateRef {
+            state: Some(pb::state_ref::State::SnapshotId(
+                deleted.snapshot_id.clone(),
+            )),
+        }),
+        to: Some(pb::StateRef {
+            state: Some(pb::state_ref::State::Live(true)),
+        }),
+        table: String::new(),
+        page_size: 3,
+        page_token: token,
+    };
+    let first = s
+        .snapshots()
+        .diff_snapshots(page(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    delete_measure(&s, 49).await;
+    let mut rows = first.rows.clone();
+    let mut token = first.next_page_token.clone();
+    while !token.is_empty() {
+        let r = s
+            .snapshots()
+            .diff_snapshots(page(token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.tables, first.tables, "every page reports the same diff");
+        rows.extend(r.rows);
+        token = r.next_page_token;
+    }
+    let removed: i64 = deleted.rows_removed.iter().map(|t| t.rows).sum();
+    assert_eq!(
+        rows.len() as i64,
+        removed,
+        "only the first delete: the diff as of page 1"
+    );
+
+    // Across a restore the live tables are read: a write between pages is refused.
+    let snap = deleted.snapshot_id.clone();
+    s.snapshots()
+        .restore_snapshot(pb::RestoreSnapshotRequest {
+            snapshot_id: snap.clone(),
+            confirm_snapshot_id: snap,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    delete_measure(&s, 50).await;
+    let first = s
+        .snapshots()
+        .diff_snapshots(page(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    rename_measure(&s, 51, "between pages").await;
+    let e = s
+        .snapshots()
+        .diff_snapshots(page(first.next_page_token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::Aborted, "LIVE_STATE_MOVED")
     );
 }
