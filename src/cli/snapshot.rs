@@ -215,6 +215,18 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, Failure> 
     Ok(map)
 }
 
+/// `--json` of a call that changed one snapshot (create, pin, update): the snapshot as it now
+/// is, the event that recorded it and whether it was a replay.
+fn print_snapshot_change(
+    snapshot: &Option<pb::Snapshot>,
+    event_seq: u64,
+    replayed: bool,
+) -> Result<(), Failure> {
+    output::print_json(&json!({
+        "snapshot": snapshot.to_json(), "event_seq": event_seq, "replayed": replayed,
+    }))
+}
+
 async fn create(ctx: &Ctx, description: String, labels: &[String]) -> Result<(), Failure> {
     let req = pb::CreateSnapshotRequest {
         description,
@@ -227,9 +239,7 @@ async fn create(ctx: &Ctx, description: String, labels: &[String]) -> Result<(),
         .await?
         .into_inner();
     if ctx.json() {
-        return output::print_json(&json!({
-            "snapshot": r.snapshot.to_json(), "event_seq": r.event_seq, "replayed": r.replayed,
-        }));
+        return print_snapshot_change(&r.snapshot, r.event_seq, r.replayed);
     }
     let s = r.snapshot.ok_or_else(|| missing("snapshot"))?;
     output::print(&format!(
@@ -461,9 +471,7 @@ async fn update(ctx: &Ctx, id: &str, change: Change) -> Result<(), Failure> {
         .await?
         .into_inner();
     if ctx.json() {
-        return output::print_json(&json!({
-            "snapshot": r.snapshot.to_json(), "event_seq": r.event_seq, "replayed": r.replayed,
-        }));
+        return print_snapshot_change(&r.snapshot, r.event_seq, r.replayed);
     }
     let s = r.snapshot.ok_or_else(|| missing("snapshot"))?;
     let mut text = summary(&s);

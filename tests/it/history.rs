@@ -53,21 +53,7 @@ async fn rename_measure(s: &TestServer, id: i32, name: &str) -> u64 {
 }
 
 async fn create_measure(s: &TestServer, name: &str) -> i32 {
-    s.entity()
-        .create_measure(pb::CreateMeasureRequest {
-            measure: Some(pb::Measure {
-                measure: name.into(),
-                core_supplementary: "Supplementary".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .measure
-        .unwrap()
-        .measure_id
+    crate::common::ops::measure(&s.channel, name).await
 }
 
 fn map_link(measure: i32, area: i32, priority: i32) -> pb::Link {
@@ -708,77 +694,59 @@ async fn hist_first_after(s: &TestServer, entity_type: &str, id: &str) -> pb::Ro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_diff_reject_what_they_cannot_answer() {
+    use pb::state_ref::State;
     let s = TestServer::start().await;
-    let e = s
-        .events()
-        .get_entity_history(pb::GetEntityHistoryRequest {
-            entity_type: "nonsense".into(),
-            entity_id: "1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "UNKNOWN_ENTITY_TYPE")
-    );
-    let e = s
-        .events()
-        .get_entity_history(pb::GetEntityHistoryRequest {
-            entity_type: "measure".into(),
-            entity_id: "x".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "INVALID_ENTITY_ID")
-    );
-    let e = s
-        .snapshots()
-        .diff_snapshots(pb::DiffSnapshotsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "STATE_NOT_NAMED")
-    );
-    let e = s
-        .snapshots()
-        .diff_snapshots(pb::DiffSnapshotsRequest {
-            from: Some(pb::StateRef {
-                state: Some(pb::state_ref::State::EventSeq(1 << 40)),
-            }),
-            to: Some(pb::StateRef {
-                state: Some(pb::state_ref::State::Live(true)),
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "EVENT_SEQ_OUT_OF_RANGE")
-    );
-    let e = s
-        .snapshots()
-        .diff_snapshots(pb::DiffSnapshotsRequest {
-            from: Some(pb::StateRef {
-                state: Some(pb::state_ref::State::Live(true)),
-            }),
-            to: Some(pb::StateRef {
-                state: Some(pb::state_ref::State::Live(true)),
-            }),
-            table: "sqlite_master; --".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "UNKNOWN_TABLE")
-    );
+    let history = |entity_type: &str, entity_id: &str| pb::GetEntityHistoryRequest {
+        entity_type: entity_type.into(),
+        entity_id: entity_id.into(),
+        ..Default::default()
+    };
+    for (req, want) in [
+        (history("nonsense", "1"), "UNKNOWN_ENTITY_TYPE"),
+        (history("measure", "x"), "INVALID_ENTITY_ID"),
+    ] {
+        let e = s.events().get_entity_history(req).await.unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e).as_str()),
+            (Code::InvalidArgument, want)
+        );
+    }
+    let side = |state: State| Some(pb::StateRef { state: Some(state) });
+    let diff = |from, to, table: &str| pb::DiffSnapshotsRequest {
+        from,
+        to,
+        table: table.into(),
+        ..Default::default()
+    };
+    for (req, want) in [
+        (diff(None, None, ""), "STATE_NOT_NAMED"),
+        (
+            diff(side(State::EventSeq(1 << 40)), side(State::Live(true)), ""),
+            "EVENT_SEQ_OUT_OF_RANGE",
+        ),
+        (
+            diff(
+                side(State::Live(true)),
+                side(State::Live(true)),
+                "sqlite_master; --",
+            ),
+            "UNKNOWN_TABLE",
+        ),
+        (
+            diff(
+                side(State::SnapshotId("../../etc".into())),
+                side(State::Live(true)),
+                "",
+            ),
+            "SNAPSHOT_ID_INVALID",
+        ),
+    ] {
+        let e = s.snapshots().diff_snapshots(req).await.unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e).as_str()),
+            (Code::InvalidArgument, want)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

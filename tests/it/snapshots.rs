@@ -18,21 +18,7 @@ fn restore_req(id: &str) -> pb::RestoreSnapshotRequest {
 }
 
 async fn create_measure(s: &TestServer, name: &str) -> i32 {
-    s.entity()
-        .create_measure(pb::CreateMeasureRequest {
-            measure: Some(pb::Measure {
-                measure: name.into(),
-                core_supplementary: "Supplementary".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .measure
-        .unwrap()
-        .measure_id
+    crate::common::ops::measure(&s.channel, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,25 @@ pub async fn habitat(ch: &Channel, name: &str) -> Result<(i32, u64), tonic::Stat
 }
 
 /// Every habitat name, paging through ListHabitats.
+/// Creates a measure (the required fields only) and returns its id.
+pub async fn measure(ch: &Channel, name: &str) -> i32 {
+    entity(ch)
+        .create_measure(pb::CreateMeasureRequest {
+            measure: Some(pb::Measure {
+                measure: name.into(),
+                core_supplementary: "Supplementary".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create a measure")
+        .into_inner()
+        .measure
+        .expect("the created measure")
+        .measure_id
+}
+
 pub async fn habitat_names(ch: &Channel) -> std::collections::BTreeSet<String> {
     super::all_pages(|page_token| {
         let mut c = entity(ch);
