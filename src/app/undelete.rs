@@ -6,8 +6,10 @@
 //! images is undone from its pre-delete snapshot instead (the cascade plan run against the
 //! snapshot's data: exactly what the delete removed). Before anything is written every row is
 //! checked against the live data: its key taken by another row since (`KEY_REUSED`), the same
-//! row already back (`ALREADY_PRESENT` — undeleting twice), or a row it references gone and
-//! not among the rows put back (`PARENT_MISSING`). Any conflict refuses the whole undelete.
+//! row already back (`ALREADY_PRESENT`), or a row it references gone and not among the rows
+//! put back (`PARENT_MISSING`); and the log is checked for an earlier undelete of the same
+//! delete (`ALREADY_UNDELETED`: a delete is undone once). Any conflict refuses the whole
+//! undelete.
 
 use std::collections::BTreeMap;
 
@@ -82,8 +84,9 @@ impl WriterState {
             }
         }
         let removed = self.removed_rows(target)?;
+        let mut conflicts = self.undone_before(&removed)?;
         let rows = parents_first(removed.rows);
-        let conflicts = conflicts(self.conn()?, &rows)?;
+        conflicts.extend(conflicts_with_live(self.conn()?, &rows)?);
         if dry_run {
             return Ok(Replayable::fresh(Undeleted {
                 event_seq: 0,
@@ -117,6 +120,32 @@ impl WriterState {
             ))
         })
         .map(Replayable::fresh)
+    }
+
+    /// ALREADY_UNDELETED when the log holds an undelete of this delete: undoing it again would
+    /// put back rows someone may have deleted or changed since, so it is a conflict even when
+    /// the rows themselves would fit.
+    fn undone_before(&self, removed: &Removed) -> Result<Vec<Conflict>, Error> {
+        let seq = removed.info.delete_event_seq;
+        if seq == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(undo) = event_log::undelete_of(self.conn()?, seq)? else {
+            return Ok(Vec::new());
+        };
+        let subject = removed.target.subject();
+        Ok(vec![Conflict {
+            table: subject.table.to_string(),
+            key: joined(
+                &subject
+                    .key
+                    .iter()
+                    .map(|(_, v)| v.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            kind: ConflictKind::AlreadyUndeleted,
+            description: format!("delete {seq} was undone by event {undo}"),
+        }])
     }
 
     /// The rows the named delete removed: from its event's images, else from its pre-delete
@@ -246,7 +275,10 @@ fn parents_first(mut rows: Vec<TableRows>) -> Vec<TableRows> {
 /// Every reason the rows cannot be put back into the live database. The live data is read in
 /// batches (one statement per table and per reference, see [`images::BATCH_ROWS`]); the
 /// conflicts are listed row by row.
-fn conflicts(conn: &Connection, rows: &[TableRows]) -> Result<Vec<Conflict>, StorageError> {
+fn conflicts_with_live(
+    conn: &Connection,
+    rows: &[TableRows],
+) -> Result<Vec<Conflict>, StorageError> {
     let mut out = Vec::new();
     for t in rows {
         let keys: Vec<Option<Vec<Datum>>> = t

@@ -256,8 +256,10 @@ impl Subject {
 pub enum ConflictKind {
     /// Another row holds the key now.
     KeyReused,
-    /// The same row is back already (an undelete done twice).
+    /// The same row is back already.
     AlreadyPresent,
+    /// The log holds an undelete of this very delete: a delete is undone once.
+    AlreadyUndeleted,
     /// A row it references is gone and not among the rows put back.
     ParentMissing,
 }
@@ -267,6 +269,7 @@ impl ConflictKind {
         match self {
             ConflictKind::KeyReused => "KEY_REUSED",
             ConflictKind::AlreadyPresent => "ALREADY_PRESENT",
+            ConflictKind::AlreadyUndeleted => "ALREADY_UNDELETED",
             ConflictKind::ParentMissing => "PARENT_MISSING",
         }
     }

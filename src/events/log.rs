@@ -144,6 +144,27 @@ pub fn delete_by_snapshot(
     Ok(None)
 }
 
+/// The seq of the undelete event that undid the delete at `delete_event_seq`, if the log holds
+/// one.
+pub fn undelete_of(conn: &Connection, delete_event_seq: u64) -> Result<Option<u64>, EventError> {
+    let sql = format!(
+        "SELECT payload FROM {EVENT_LOG_TABLE}
+         WHERE kind IN ('entity_undeleted', 'link_undeleted') AND payload LIKE ?
+         ORDER BY seq"
+    );
+    let pattern = format!("%\"delete_event_seq\":{delete_event_seq}%");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let payloads = stmt.query_map([pattern], |r| r.get::<_, String>(0))?;
+    // LIKE is a coarse filter (seq 1 matches 12): the event must really name it.
+    for payload in payloads {
+        let e: Event = serde_json::from_str(&payload?)?;
+        if e.body.undelete.as_ref().map(|u| u.delete_event_seq) == Some(delete_event_seq) {
+            return Ok(Some(e.seq));
+        }
+    }
+    Ok(None)
+}
+
 /// Up to `limit` events with seq > `after` matching `filter`, oldest first.
 pub fn read_after(
     conn: &Connection,
