@@ -126,12 +126,18 @@ impl WriterState {
     /// put back rows someone may have deleted or changed since, so it is a conflict even when
     /// the rows themselves would fit.
     fn undone_before(&self, removed: &Removed) -> Result<Vec<Conflict>, Error> {
-        let seq = removed.info.delete_event_seq;
-        if seq == 0 {
+        let info = &removed.info;
+        let Some(undo) = event_log::undelete_of(
+            self.conn()?,
+            info.delete_event_seq,
+            info.snapshot_id.as_deref(),
+        )?
+        else {
             return Ok(Vec::new());
-        }
-        let Some(undo) = event_log::undelete_of(self.conn()?, seq)? else {
-            return Ok(Vec::new());
+        };
+        let what = match (info.delete_event_seq, &info.snapshot_id) {
+            (0, Some(id)) => format!("the delete before snapshot {id}"),
+            (seq, _) => format!("delete {seq}"),
         };
         let subject = removed.target.subject();
         Ok(vec![Conflict {
@@ -144,7 +150,7 @@ impl WriterState {
                     .collect::<Vec<_>>(),
             ),
             kind: ConflictKind::AlreadyUndeleted,
-            description: format!("delete {seq} was undone by event {undo}"),
+            description: format!("{what} was undone by event {undo}"),
         }])
     }
 
@@ -154,10 +160,20 @@ impl WriterState {
         let conn = self.conn()?;
         match target {
             UndeleteTarget::Event(seq) => {
-                let e = event_log::read_one(conn, *seq)?.ok_or(StorageError::NotFound {
-                    table: "event",
-                    key: seq.to_string(),
-                })?;
+                let Some(e) = event_log::read_one(conn, *seq)? else {
+                    let first = self.shared.hub.first();
+                    if *seq < first {
+                        return Err(Error::UndeleteImpossible(format!(
+                            "event {seq} was compacted from the log (it starts at {first}); \
+                             name the delete by its pre-delete snapshot id instead"
+                        )));
+                    }
+                    return Err(StorageError::NotFound {
+                        table: "event",
+                        key: seq.to_string(),
+                    }
+                    .into());
+                };
                 self.removed_by_event(e)
             }
             // The delete's event may be compacted away: the snapshot alone still says what it

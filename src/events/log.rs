@@ -144,21 +144,34 @@ pub fn delete_by_snapshot(
     Ok(None)
 }
 
-/// The seq of the undelete event that undid the delete at `delete_event_seq`, if the log holds
-/// one.
-pub fn undelete_of(conn: &Connection, delete_event_seq: u64) -> Result<Option<u64>, EventError> {
+/// The seq of the undelete event that undid the delete at `delete_event_seq` (0: unknown,
+/// compacted) whose pre-delete snapshot is `snapshot_id`, if the log holds one.
+pub fn undelete_of(
+    conn: &Connection,
+    delete_event_seq: u64,
+    snapshot_id: Option<&str>,
+) -> Result<Option<u64>, EventError> {
     let sql = format!(
         "SELECT payload FROM {EVENT_LOG_TABLE}
-         WHERE kind IN ('entity_undeleted', 'link_undeleted') AND payload LIKE ?
+         WHERE kind IN ('entity_undeleted', 'link_undeleted') AND (payload LIKE ? OR payload LIKE ?)
          ORDER BY seq"
     );
-    let pattern = format!("%\"delete_event_seq\":{delete_event_seq}%");
+    let by_seq = match delete_event_seq {
+        0 => String::new(),
+        n => format!("%\"delete_event_seq\":{n}%"),
+    };
+    let by_snapshot = snapshot_id.map_or(String::new(), |id| format!("%\"snapshot_id\":\"{id}\"%"));
     let mut stmt = conn.prepare_cached(&sql)?;
-    let payloads = stmt.query_map([pattern], |r| r.get::<_, String>(0))?;
+    let payloads = stmt.query_map([by_seq, by_snapshot], |r| r.get::<_, String>(0))?;
     // LIKE is a coarse filter (seq 1 matches 12): the event must really name it.
     for payload in payloads {
         let e: Event = serde_json::from_str(&payload?)?;
-        if e.body.undelete.as_ref().map(|u| u.delete_event_seq) == Some(delete_event_seq) {
+        let Some(u) = e.body.undelete.as_ref() else {
+            continue;
+        };
+        let same_seq = delete_event_seq != 0 && u.delete_event_seq == delete_event_seq;
+        let same_snapshot = snapshot_id.is_some() && u.snapshot_id.as_deref() == snapshot_id;
+        if same_seq || same_snapshot {
             return Ok(Some(e.seq));
         }
     }

@@ -1155,3 +1155,48 @@ async fn diff_pages_against_live_describe_one_diff() {
         (Code::Aborted, "LIVE_STATE_MOVED")
     );
 }
+
+/// A delete whose event was compacted away is still undone by its snapshot; named by its seq,
+/// the error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_delete_is_undone_by_its_snapshot() {
+    let tmp = crate::common::data_dir_with_reference();
+    let mut cfg = crate::common::test_config(tmp.path());
+    cfg.event_retention_keep_last = Some(5);
+    let s = TestServer::start_with(cfg).await;
+    let deleted = delete_measure(&s, 52).await;
+    for i in 0..12 {
+        rename_measure(&s, 53, &format!("rename {i}")).await;
+    }
+    let e = s
+        .entity()
+        .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "UNDELETE_IMPOSSIBLE")
+    );
+    assert!(e.message().contains("snapshot id"), "{}", e.message());
+    let out = s
+        .entity()
+        .undelete(undelete_req(
+            Delete::SnapshotId(deleted.snapshot_id.clone()),
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((out.source.as_str(), out.delete_event_seq), ("snapshot", 0));
+    let restored: i64 = out.rows_restored.iter().map(|t| t.rows).sum();
+    let removed: i64 = deleted.rows_removed.iter().map(|t| t.rows).sum();
+    assert_eq!(restored, removed);
+    // Undone once, by seq or by snapshot.
+    let e = s
+        .entity()
+        .undelete(undelete_req(Delete::SnapshotId(deleted.snapshot_id), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e.conflicts[0].kind, "ALREADY_UNDELETED", "{e:?}");
+}
