@@ -517,7 +517,10 @@ where
         match self.auth.decide(req.uri().path(), req.headers()) {
             Decision::Allow(caller) => {
                 if let Some(c) = caller {
-                    tracing::Span::current().record("role", c.role.as_str());
+                    let span = tracing::Span::current();
+                    span.record("role", c.role.as_str());
+                    // The name, never the token: the same identity the events record.
+                    span.record("principal", c.principal.as_str());
                     req.extensions_mut()
                         .insert(crate::service::ctx::Principal(c.principal));
                 }

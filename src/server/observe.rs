@@ -387,6 +387,7 @@ where
             rpc = %path,
             method = labels.grpc_method,
             role = Empty,
+            principal = Empty,
             code = Empty,
             duration_ms = Empty,
         );

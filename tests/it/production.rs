@@ -1668,6 +1668,11 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
     assert_eq!(ok["method"], "GetStatus");
     assert_eq!(ok["code"], "OK");
     assert_eq!(ok["role"], "admin");
+    let principal = ok["principal"].as_str().unwrap_or_default();
+    assert!(
+        principal.starts_with("token-") && !principal.contains(admin),
+        "the span names who, never the token: {ok:?}"
+    );
     assert!(ok["duration_ms"].as_f64().is_some(), "{ok:?}");
     let denied = finished(&refused_id);
     assert_eq!(denied["code"], "Unauthenticated");
