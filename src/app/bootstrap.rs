@@ -70,6 +70,7 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         shutting_down: AtomicBool::new(false),
         journal_pins: Default::default(),
         retention_scheduled: AtomicBool::new(false),
+        restore_changed: Default::default(),
         duckdb_version,
         config,
     });

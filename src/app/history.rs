@@ -7,9 +7,11 @@
 //! target snapshot). Events written before the log kept row images cannot be replayed: such a
 //! point is refused, never approximated.
 
+use std::sync::Arc;
+
 use super::entities::DeleteTarget;
 use super::snapshots::blocking;
-use super::App;
+use super::{App, Shared};
 use crate::domain::rows::{Subject, TableRows};
 use crate::domain::state::{diff, net_states, DataState, RowDiff, TableDiff};
 use crate::domain::tables::{user_table, USER_TABLES};
@@ -63,6 +65,8 @@ const REPLAY_BATCH: usize = 2_000;
 /// Events a diff computes from the log at most; past this, comparing the two states is
 /// cheaper than reading and folding the images.
 const LOG_DIFF_MAX_EVENTS: u64 = 10_000;
+/// Remembered restore-vs-entity answers at most (then forgotten wholesale: a bound, not an LRU).
+const RESTORE_CHECK_CACHE: usize = 100_000;
 
 impl App {
     /// The events that changed `entity_type`/`entity_id` — named it, or carry an image of its
@@ -77,8 +81,11 @@ impl App {
         limit: usize,
     ) -> Result<HistoryPage, Error> {
         let subject = history_subject(&entity_type, &entity_id)?;
-        // Without a store, restores cannot be checked and are all kept.
-        let store = self.shared.store().ok();
+        let restores = RestoreCheck {
+            // Without a store, restores cannot be checked and are all kept.
+            store: self.shared.store().ok(),
+            shared: self.shared.clone(),
+        };
         self.shared
             .reads
             .read(move |conn| {
@@ -89,7 +96,7 @@ impl App {
                     tables: &tables,
                     kinds: &[EventKind::RestorePerformed],
                 };
-                history_page(conn, store.as_deref(), &scan, &subject, before, limit)
+                history_page(conn, &restores, &scan, &subject, before, limit)
             })
             .await
     }
@@ -295,7 +302,7 @@ fn history_subject(entity_type: &str, entity_id: &str) -> Result<Subject, Error>
 /// subject (the log query's payload filter is coarse).
 fn history_page(
     conn: &Connection,
-    store: Option<&SnapshotStore>,
+    restores: &RestoreCheck,
     scan: &HistoryScan<'_>,
     subject: &Subject,
     before: u64,
@@ -310,7 +317,7 @@ fn history_page(
         for e in batch {
             scanned += 1;
             before = e.seq;
-            if touches(&e, scan, subject, store) {
+            if touches(&e, scan, subject, restores) {
                 events.push(e);
                 if events.len() == limit {
                     return Ok(HistoryPage {
@@ -336,38 +343,55 @@ fn history_page(
 }
 
 /// Whether `e` belongs in the subject's history.
-fn touches(
-    e: &Event,
-    scan: &HistoryScan<'_>,
-    subject: &Subject,
-    store: Option<&SnapshotStore>,
-) -> bool {
+fn touches(e: &Event, scan: &HistoryScan<'_>, subject: &Subject, restores: &RestoreCheck) -> bool {
     let b = &e.body;
     let names_it = b.entity_type.as_deref() == Some(scan.entity_type)
         && b.entity_id.as_deref() == Some(scan.entity_id);
     let restore = b.kind == EventKind::RestorePerformed
         && b.restore
             .as_ref()
-            .is_some_and(|r| !r.rolled_back && restore_changed(store, r, subject));
+            .is_some_and(|r| !r.rolled_back && restores.changed(e.seq, r, subject));
     names_it || restore || subject.seen_in_images(&b.rows)
 }
 
-/// Whether a completed restore changed the subject's rows: its safety snapshot (the state it
-/// replaced) and its target hold different rows. When either snapshot cannot be read any more
-/// the restore is kept: it may have.
-fn restore_changed(store: Option<&SnapshotStore>, r: &RestoreInfo, subject: &Subject) -> bool {
-    let read = |id: &str| -> Option<Vec<TableRows>> {
-        let id = SnapshotId::parse(id).ok()?;
-        store?
-            .with_assembled(&id, |path| -> Result<_, Error> {
-                let conn = storage::open_read_only(path)?;
-                subject_rows(&conn, subject)
-            })
-            .ok()
-    };
-    match (read(&r.safety_snapshot_id), read(&r.snapshot_id)) {
-        (Some(before), Some(after)) => before != after,
-        _ => true,
+/// Answers whether a completed restore changed a subject's rows.
+struct RestoreCheck {
+    store: Option<Arc<SnapshotStore>>,
+    shared: Arc<Shared>,
+}
+
+impl RestoreCheck {
+    /// Whether the restore at event `seq` changed the subject's rows: its safety snapshot (the
+    /// state it replaced) and its target hold different rows. When either snapshot cannot be
+    /// read the restore is kept (it may have); definite answers are remembered.
+    fn changed(&self, seq: u64, r: &RestoreInfo, subject: &Subject) -> bool {
+        let key = (seq, format!("{}:{:?}", subject.table, subject.key));
+        if let Some(&known) = self.shared.restore_changed.lock().get(&key) {
+            return known;
+        }
+        let Some(changed) = self.compare(r, subject) else {
+            return true;
+        };
+        let mut cache = self.shared.restore_changed.lock();
+        if cache.len() >= RESTORE_CHECK_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, changed);
+        changed
+    }
+
+    fn compare(&self, r: &RestoreInfo, subject: &Subject) -> Option<bool> {
+        let read = |id: &str| -> Option<Vec<TableRows>> {
+            let id = SnapshotId::parse(id).ok()?;
+            self.store
+                .as_ref()?
+                .with_assembled(&id, |path| -> Result<_, Error> {
+                    let conn = storage::open_read_only(path)?;
+                    subject_rows(&conn, subject)
+                })
+                .ok()
+        };
+        Some(read(&r.safety_snapshot_id)? != read(&r.snapshot_id)?)
     }
 }
 

@@ -102,6 +102,10 @@ pub struct Shared {
     journal_pins: parking_lot::Mutex<Vec<crate::snapshot::PinGuard>>,
     /// A retention run is queued (runs after snapshots coalesce into one).
     pub retention_scheduled: AtomicBool,
+    /// Whether a restore (by its event seq) changed an entity's rows (by subject): entity
+    /// histories ask it again and again, and the answer never changes (the restore event and
+    /// both snapshots it compares are immutable), while computing it assembles two snapshots.
+    pub restore_changed: parking_lot::Mutex<std::collections::HashMap<(u64, String), bool>>,
     pub duckdb_version: String,
 }
 
