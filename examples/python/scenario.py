@@ -3,7 +3,9 @@
 
 List measures, read one measure's delete impact, delete it while a WatchEvents subscription
 (opened before the delete) waits for the delete event, restore the pre-delete snapshot and see
-the measure back; along the way decode the google.rpc.ErrorInfo of two errors.
+the measure back; then delete another measure and undo just that delete (Undelete, its dry run,
+the PreconditionFailure of a second attempt, GetEntityHistory); along the way decode the
+google.rpc.ErrorInfo of the errors.
 
 Stubs come from proto/ at run time (.ci/interop runs grpc_tools.protoc into ./gen), so this
 checks the contract as it is in the tree, not a stale copy.
@@ -207,6 +209,55 @@ def run(address: str, steps: Steps) -> None:
         steps.expect(back == measure, f"GetMeasure after the restore: measure {measure_id} is back, unchanged")
         relisted = entities.ListMeasures(entity.ListMeasuresRequest(page_size=10), timeout=CALL_TIMEOUT_S)
         steps.expect(relisted.total_size == before_total, f"ListMeasures total is {before_total} again")
+
+        undelete_one(entities, log, listed.measures[1], steps)
+
+
+def precondition_failure(err: grpc.RpcError) -> error_details_pb2.PreconditionFailure:
+    """The PreconditionFailure packed in the status details."""
+    for detail in rpc_status.from_call(err).details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            return failure
+    raise ExpectationFailed("FAILED_PRECONDITION without a PreconditionFailure")
+
+
+def undelete_one(entities, log, measure, steps: Steps) -> None:
+    """Delete a measure, undo just that delete (dry run first), and see a second undo refused."""
+    deleted = entities.DeleteMeasure(
+        entity.DeleteMeasureRequest(measure_id=measure.measure_id), timeout=CALL_TIMEOUT_S
+    ).outcome
+    removed = nonzero_counts((t.table, t.rows) for t in deleted.rows_removed)
+    dry = entities.Undelete(entity.UndeleteRequest(event_seq=deleted.event_seq, dry_run=True), timeout=CALL_TIMEOUT_S)
+    steps.expect(
+        dry.event_seq == 0 and not dry.conflicts and nonzero_counts((t.table, t.rows) for t in dry.rows_restored) == removed,
+        f"Undelete dry run would put back exactly the {sum(removed.values())} rows the delete removed",
+    )
+    done = entities.Undelete(
+        entity.UndeleteRequest(event_seq=deleted.event_seq, request_id=f"py-{uuid.uuid4()}"), timeout=CALL_TIMEOUT_S
+    )
+    back = entities.GetMeasure(entity.GetMeasureRequest(measure_id=measure.measure_id), timeout=CALL_TIMEOUT_S).measure
+    steps.expect(
+        done.source == "event" and done.delete_event_seq == deleted.event_seq and back == measure,
+        f"Undelete put measure {measure.measure_id} back from the delete's row images (event {done.event_seq})",
+    )
+    again = expect_error(
+        entities.Undelete, entity.UndeleteRequest(event_seq=deleted.event_seq), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    kinds = {v.type for v in precondition_failure(again).violations}
+    steps.expect(
+        error_info(again).reason == "UNDELETE_CONFLICT" and "ALREADY_UNDELETED" in kinds,
+        f"a second Undelete of the same delete is a conflict: {sorted(kinds)}",
+    )
+    history = log.GetEntityHistory(
+        events.GetEntityHistoryRequest(entity_type="measure", entity_id=str(measure.measure_id)),
+        timeout=CALL_TIMEOUT_S,
+    )
+    steps.expect(
+        [e.kind for e in history.events[:2]] == [events.EVENT_KIND_ENTITY_UNDELETED, events.EVENT_KIND_ENTITY_DELETED],
+        "GetEntityHistory lists the undelete, then the delete (newest first)",
+    )
 
 
 def main() -> int:
