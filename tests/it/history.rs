@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{event_at, reason, TestServer};
+use crate::common::{all_pages, assert_refused, event_at, TestServer};
 use lnrs::pb;
 use pb::undelete_request::Delete;
 use prost_types::FieldMask;
@@ -87,37 +87,36 @@ async fn new_link_for(s: &TestServer, measure: i32) -> pb::Link {
     panic!("no free MAP link for measure {measure}")
 }
 
-/// Every differing row between two points, all pages.
+/// One side of a diff.
+fn side(state: pb::state_ref::State) -> Option<pb::StateRef> {
+    Some(pb::StateRef { state: Some(state) })
+}
+
+/// Every differing row between two points, all pages (small pages, so paging is exercised);
+/// the per-table counts as the last page reports them.
 async fn diff(
     s: &TestServer,
     from: pb::state_ref::State,
     to: pb::state_ref::State,
 ) -> (Vec<pb::TableDiff>, Vec<pb::RowDiff>) {
-    let mut rows = Vec::new();
-    let mut token = String::new();
-    loop {
-        let r = s
-            .snapshots()
-            .diff_snapshots(pb::DiffSnapshotsRequest {
-                from: Some(pb::StateRef {
-                    state: Some(from.clone()),
-                }),
-                to: Some(pb::StateRef {
-                    state: Some(to.clone()),
-                }),
-                table: String::new(),
-                page_size: 7,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        rows.extend(r.rows);
-        if r.next_page_token.is_empty() {
-            return (r.tables, rows);
+    let tables = std::cell::RefCell::new(Vec::new());
+    let rows = all_pages(|token| {
+        let req = pb::DiffSnapshotsRequest {
+            from: side(from.clone()),
+            to: side(to.clone()),
+            table: String::new(),
+            page_size: 7,
+            page_token: token,
+        };
+        let (mut client, tables) = (s.snapshots(), &tables);
+        async move {
+            let r = client.diff_snapshots(req).await.unwrap().into_inner();
+            *tables.borrow_mut() = r.tables;
+            (r.rows, r.next_page_token)
         }
-        token = r.next_page_token;
-    }
+    })
+    .await;
+    (tables.into_inner(), rows)
 }
 
 fn changed_tables(tables: &[pb::TableDiff]) -> BTreeMap<String, (i64, i64, i64)> {
@@ -133,26 +132,20 @@ fn changed_tables(tables: &[pb::TableDiff]) -> BTreeMap<String, (i64, i64, i64)>
 }
 
 async fn history(s: &TestServer, entity_type: &str, entity_id: &str) -> Vec<pb::Event> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let r = s
-            .events()
-            .get_entity_history(pb::GetEntityHistoryRequest {
-                entity_type: entity_type.into(),
-                entity_id: entity_id.into(),
-                page_size: 2,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(r.events);
-        if r.next_page_token.is_empty() {
-            return out;
+    all_pages(|token| {
+        let req = pb::GetEntityHistoryRequest {
+            entity_type: entity_type.into(),
+            entity_id: entity_id.into(),
+            page_size: 2,
+            page_token: token,
+        };
+        let mut client = s.events();
+        async move {
+            let r = client.get_entity_history(req).await.unwrap().into_inner();
+            (r.events, r.next_page_token)
         }
-        token = r.next_page_token;
-    }
+    })
+    .await
 }
 
 async fn head(s: &TestServer) -> u64 {
@@ -297,10 +290,7 @@ async fn undelete_puts_back_one_delete_and_keeps_everyone_elses_later_work() {
         .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), false))
         .await
         .unwrap_err();
-    assert_eq!(
-        (again.code(), reason(&again).as_str()),
-        (Code::FailedPrecondition, "UNDELETE_CONFLICT")
-    );
+    assert_refused(&again, Code::FailedPrecondition, "UNDELETE_CONFLICT");
     let kinds = conflict_kinds(&again);
     assert_eq!(kinds[0], "ALREADY_UNDELETED", "{kinds:?}");
     assert!(
@@ -380,10 +370,7 @@ async fn each_conflict_refuses_the_whole_undelete_and_names_the_row() {
         .undelete(undelete_req(Delete::EventSeq(gone.event_seq), false))
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "UNDELETE_CONFLICT")
-    );
+    assert_refused(&e, Code::FailedPrecondition, "UNDELETE_CONFLICT");
     assert_eq!(conflict_kinds(&e), vec!["KEY_REUSED"]);
     let subjects: Vec<String> = e
         .get_details_precondition_failure()
@@ -467,10 +454,7 @@ async fn each_conflict_refuses_the_whole_undelete_and_names_the_row() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "NOT_A_DELETE")
-    );
+    assert_refused(&e, Code::InvalidArgument, "NOT_A_DELETE");
     let e = s
         .entity()
         .undelete(pb::UndeleteRequest::default())
@@ -576,20 +560,13 @@ async fn a_delete_logged_without_row_images_is_undone_from_its_snapshot_with_the
     let e = s
         .snapshots()
         .diff_snapshots(pb::DiffSnapshotsRequest {
-            from: Some(pb::StateRef {
-                state: Some(pb::state_ref::State::SnapshotId(deleted.snapshot_id)),
-            }),
-            to: Some(pb::StateRef {
-                state: Some(pb::state_ref::State::EventSeq(deleted.event_seq)),
-            }),
+            from: side(pb::state_ref::State::SnapshotId(deleted.snapshot_id)),
+            to: side(pb::state_ref::State::EventSeq(deleted.event_seq)),
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "STATE_NOT_REBUILDABLE")
-    );
+    assert_refused(&e, Code::FailedPrecondition, "STATE_NOT_REBUILDABLE");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -719,12 +696,8 @@ async fn history_and_diff_reject_what_they_cannot_answer() {
         (history("measure", "x"), "INVALID_ENTITY_ID"),
     ] {
         let e = s.events().get_entity_history(req).await.unwrap_err();
-        assert_eq!(
-            (e.code(), reason(&e).as_str()),
-            (Code::InvalidArgument, want)
-        );
+        assert_refused(&e, Code::InvalidArgument, want);
     }
-    let side = |state: State| Some(pb::StateRef { state: Some(state) });
     let diff = |from, to, table: &str| pb::DiffSnapshotsRequest {
         from,
         to,
@@ -755,10 +728,7 @@ async fn history_and_diff_reject_what_they_cannot_answer() {
         ),
     ] {
         let e = s.snapshots().diff_snapshots(req).await.unwrap_err();
-        assert_eq!(
-            (e.code(), reason(&e).as_str()),
-            (Code::InvalidArgument, want)
-        );
+        assert_refused(&e, Code::InvalidArgument, want);
     }
 }
 
@@ -899,10 +869,7 @@ async fn link_delete_snapshots_are_delete_link_and_every_snapshot_has_its_event(
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "UNKNOWN_OPERATION")
-    );
+    assert_refused(&e, Code::InvalidArgument, "UNKNOWN_OPERATION");
 
     let mut stream = s
         .events()
@@ -1016,10 +983,7 @@ async fn an_undelete_retried_with_its_request_id_is_replayed() {
     );
     assert_eq!(head(&s).await, head_after, "a replay writes nothing");
     let e = s.entity().undelete(req(other.event_seq)).await.unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "REQUEST_ID_REUSED")
-    );
+    assert_refused(&e, Code::FailedPrecondition, "REQUEST_ID_REUSED");
 }
 
 /// An update's event carries the row before and after, and the bridge rows it replaced.
@@ -1086,14 +1050,10 @@ async fn diff_pages_against_live_describe_one_diff() {
     let s = TestServer::start().await;
     let deleted = delete_measure(&s, 48).await;
     let page = |token: String| pb::DiffSnapshotsRequest {
-        from: Some(pb::StateRef {
-            state: Some(pb::state_ref::State::SnapshotId(
-                deleted.snapshot_id.clone(),
-            )),
-        }),
-        to: Some(pb::StateRef {
-            state: Some(pb::state_ref::State::Live(true)),
-        }),
+        from: side(pb::state_ref::State::SnapshotId(
+            deleted.snapshot_id.clone(),
+        )),
+        to: side(pb::state_ref::State::Live(true)),
         table: String::new(),
         page_size: 3,
         page_token: token,
@@ -1150,10 +1110,7 @@ async fn diff_pages_against_live_describe_one_diff() {
         .diff_snapshots(page(first.next_page_token))
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::Aborted, "LIVE_STATE_MOVED")
-    );
+    assert_refused(&e, Code::Aborted, "LIVE_STATE_MOVED");
 }
 
 /// A delete whose event was compacted away is still undone by its snapshot; named by its seq,
@@ -1173,10 +1130,7 @@ async fn a_compacted_delete_is_undone_by_its_snapshot() {
         .undelete(undelete_req(Delete::EventSeq(deleted.event_seq), true))
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "UNDELETE_IMPOSSIBLE")
-    );
+    assert_refused(&e, Code::FailedPrecondition, "UNDELETE_IMPOSSIBLE");
     assert!(e.message().contains("snapshot id"), "{}", e.message());
     let out = s
         .entity()

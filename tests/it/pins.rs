@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::{
-    data_dir_with_reference, event_at, measure_ids, ops, reason, test_config, TestServer,
+    assert_refused, data_dir_with_reference, event_at, measure_ids, ops, reason, test_config,
+    TestServer,
 };
 use lnrs::pb;
 use prost_types::FieldMask;
@@ -251,10 +252,7 @@ async fn delete_needs_force_and_updates_show_everywhere_and_survive_a_restart() 
     update(&s, pin_req(&id, true)).await.unwrap();
 
     let refused = delete(&s, &id, false).await.unwrap_err();
-    assert_eq!(
-        (refused.code(), reason(&refused).as_str()),
-        (Code::FailedPrecondition, "SNAPSHOT_PINNED")
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "SNAPSHOT_PINNED");
     assert!(refused.message().contains("force"), "{}", refused.message());
 
     s.stop().await;

@@ -9,7 +9,7 @@ use crate::common::ops::{
     assert_dense_log, eventually, habitat, habitat_names, health, restore, snapshot, snapshots,
     status, stop,
 };
-use crate::common::{data_dir_with_reference, reason, ChildServer};
+use crate::common::{assert_refused, data_dir_with_reference, reason, ChildServer};
 use lnrs::pb;
 use tonic::Code;
 
@@ -95,10 +95,7 @@ async fn an_unresolvable_restore_fences_the_server_and_the_next_start_resolves_i
     let target = snapshot(&s.channel, "target").await;
     habitat(&s.channel, "after the target").await.unwrap();
     let e = restore(&s.channel, &target).await.unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::Unavailable, "DATABASE_UNAVAILABLE")
-    );
+    assert_refused(&e, Code::Unavailable, "DATABASE_UNAVAILABLE");
     assert!(journal(tmp.path()), "the journal stays for the next start");
     eventually("health NOT_SERVING", Duration::from_secs(10), || {
         let ch = s.channel.clone();
@@ -113,10 +110,7 @@ async fn an_unresolvable_restore_fences_the_server_and_the_next_start_resolves_i
         st.database_reason
     );
     let w = habitat(&s.channel, "refused").await.unwrap_err();
-    assert_eq!(
-        (w.code(), reason(&w).as_str()),
-        (Code::Unavailable, "DATABASE_UNAVAILABLE")
-    );
+    assert_refused(&w, Code::Unavailable, "DATABASE_UNAVAILABLE");
     // Window 12: a closed database is not reported as WAL_NOT_EMPTY.
     let c = snapshots(&s.channel)
         .create_snapshot(pb::CreateSnapshotRequest {
@@ -356,10 +350,7 @@ async fn a_request_id_reused_on_another_rpc_is_refused_not_replayed() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "REQUEST_ID_REUSED")
-    );
+    assert_refused(&e, Code::FailedPrecondition, "REQUEST_ID_REUSED");
     assert!(crate::common::measure_ids(&s.channel).await.contains(&5));
     let ev = crate::common::event_at(&s.channel, first.outcome.unwrap().event_seq).await;
     assert_eq!(ev.rpc, "/lnrs.v1.EntityService/DeleteHabitat");
@@ -497,10 +488,7 @@ async fn concurrent_previews_are_bounded_and_never_internal() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::ResourceExhausted, "SNAPSHOT_SCRATCH_SPACE_LOW")
-    );
+    assert_refused(&e, Code::ResourceExhausted, "SNAPSHOT_SCRATCH_SPACE_LOW");
     s.stop().await;
 }
 
@@ -520,10 +508,7 @@ async fn keep_within_beyond_the_time_range_is_invalid() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::InvalidArgument, "INVALID_DURATION")
-    );
+    assert_refused(&e, Code::InvalidArgument, "INVALID_DURATION");
     s.stop().await;
 }
 

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::{event_at, events_after, measure_ids, reason, test_config, TestServer};
+use crate::common::{
+    assert_refused, event_at, events_after, measure_ids, reason, test_config, TestServer,
+};
 use lnrs::config::SnapshotPolicy;
 use lnrs::pb;
 use tonic::Code;
@@ -481,10 +483,7 @@ async fn retention_keeps_exactly_n_and_the_newest_and_dry_run_changes_nothing() 
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (bad.code(), reason(&bad).as_str()),
-        (Code::InvalidArgument, "SNAPSHOT_ID_INVALID")
-    );
+    assert_refused(&bad, Code::InvalidArgument, "SNAPSHOT_ID_INVALID");
     let unconfirmed = snaps
         .restore_snapshot(pb::RestoreSnapshotRequest {
             snapshot_id: ids[5].clone(),
@@ -769,10 +768,7 @@ async fn unwritable_snapshot_storage_required_refuses_and_best_effort_reports() 
         match policy {
             SnapshotPolicy::Required => {
                 let e = r.unwrap_err();
-                assert_eq!(
-                    (e.code(), reason(&e).as_str()),
-                    (Code::FailedPrecondition, "PRE_DELETE_SNAPSHOT_FAILED")
-                );
+                assert_refused(&e, Code::FailedPrecondition, "PRE_DELETE_SNAPSHOT_FAILED");
                 assert!(
                     measure_ids(&s.channel).await.contains(&10),
                     "nothing changed"

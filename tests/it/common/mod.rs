@@ -175,6 +175,12 @@ pub fn reason(s: &tonic::Status) -> String {
 }
 
 /// The ErrorInfo metadata value `key` of a status.
+/// Asserts that `s` is the refusal `code` with ErrorInfo reason `want`.
+#[track_caller]
+pub fn assert_refused(s: &tonic::Status, code: tonic::Code, want: &str) {
+    assert_eq!((s.code(), reason(s).as_str()), (code, want), "{s:?}");
+}
+
 pub fn error_meta(s: &tonic::Status, key: &str) -> Option<String> {
     use tonic_types::StatusExt;
     s.get_error_details()
