@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::events::log::{read_history_candidates, HistoryScan};
 use crate::events::model::RestoreInfo;
 use crate::events::{log as event_log, Event, EventFilter, EventKind};
-use crate::snapshot::{SnapshotId, SnapshotStore};
+use crate::snapshot::{SnapshotError, SnapshotId, SnapshotStore};
 use crate::storage::{self, images, Connection};
 
 /// A point in the data's history.
@@ -192,9 +192,15 @@ impl App {
             StateRef::Live => self.shared.hub.head(),
             StateRef::LiveAt(head) => *head,
             StateRef::Event(seq) => self.checked_seq(*seq)?,
+            // From the in-memory catalog: this runs on an async thread, and the state itself
+            // (if needed) is read on a blocking one.
             StateRef::Snapshot(id) => {
                 let id = SnapshotId::parse(id)?;
-                self.shared.store()?.get(&id)?.meta.event_head_seq
+                let item = self.shared.store()?.item(&id);
+                item.ok_or_else(|| SnapshotError::NotFound(id.to_string()))?
+                    .summary
+                    .meta
+                    .event_head_seq
             }
         })
     }

@@ -16,14 +16,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::entities::DeleteTarget;
+use super::snapshots::blocking;
 use super::state::WriterState;
 use super::{App, Replayable, RequestCtx};
-use crate::domain::rows::{Conflict, ConflictKind, Datum, TableRows};
+use crate::domain::rows::{key_of, Conflict, ConflictKind, Datum, TableRows};
 use crate::domain::tables::{REFERENCES, USER_TABLES};
 use crate::error::Error;
 use crate::events::model::UndeleteInfo;
 use crate::events::{log as event_log, Event, EventDraft, EventKind};
-use crate::snapshot::SnapshotId;
+use crate::snapshot::{SnapshotId, SnapshotStore};
 use crate::storage::{self, cascade, images, Connection, StorageError};
 
 /// Which delete to undo.
@@ -58,10 +59,63 @@ impl App {
         if let UndeleteTarget::Snapshot(id) = &target {
             SnapshotId::parse(id)?;
         }
+        // What the delete removed is a fact that never changes (its event and snapshot are
+        // immutable), so it is read here — the log on a read connection, a snapshot assembled
+        // on a blocking thread — and the single writer only checks and inserts. A failure is
+        // handed over too: a retry of an undelete that succeeded is replayed whatever happened
+        // to the delete's event since.
+        let removed = self.removed_rows(target).await;
         let c = ctx.clone();
-        self.write(&ctx, move |st| st.undelete(&c, &target, dry_run))
+        self.write(&ctx, move |st| st.undelete(&c, removed, dry_run))
             .await
     }
+
+    /// The rows the named delete removed: from its event's images, else from its pre-delete
+    /// snapshot.
+    async fn removed_rows(&self, target: UndeleteTarget) -> Result<Removed, Error> {
+        let first = self.shared.hub.first();
+        let found = self
+            .shared
+            .reads
+            .read(move |conn| -> Result<Found, Error> {
+                match target {
+                    UndeleteTarget::Event(seq) => match event_log::read_one(conn, seq)? {
+                        Some(e) => removed_by_event(e),
+                        None if seq < first => Err(Error::UndeleteImpossible(format!(
+                            "event {seq} was compacted from the log (it starts at {first}); \
+                             name the delete by its pre-delete snapshot id instead"
+                        ))),
+                        None => Err(StorageError::NotFound {
+                            table: "event",
+                            key: seq.to_string(),
+                        }
+                        .into()),
+                    },
+                    // The delete's event may be compacted away: the snapshot alone still says
+                    // what it removed.
+                    UndeleteTarget::Snapshot(id) => match event_log::delete_by_snapshot(conn, &id)?
+                    {
+                        Some(e) => removed_by_event(e),
+                        None => Ok(Found::InSnapshot(id, 0)),
+                    },
+                }
+            })
+            .await?;
+        match found {
+            Found::Rows(r) => Ok(r),
+            Found::InSnapshot(id, seq) => {
+                let store = self.shared.store()?;
+                blocking(move || removed_from_snapshot(&store, &id, seq)).await
+            }
+        }
+    }
+}
+
+/// Where a delete's rows are: at hand (its event's images), or in its pre-delete snapshot (id,
+/// the delete's event seq or 0).
+enum Found {
+    Rows(Removed),
+    InSnapshot(String, u64),
 }
 
 /// The rows a delete removed and where they came from.
@@ -75,7 +129,7 @@ impl WriterState {
     fn undelete(
         &mut self,
         ctx: &RequestCtx,
-        target: &UndeleteTarget,
+        removed: Result<Removed, Error>,
         dry_run: bool,
     ) -> Result<Replayable<Undeleted>, Error> {
         if !dry_run {
@@ -83,7 +137,7 @@ impl WriterState {
                 return Ok(r);
             }
         }
-        let removed = self.removed_rows(target)?;
+        let removed = removed?;
         let mut conflicts = self.undone_before(&removed)?;
         let rows = parents_first(removed.rows);
         conflicts.extend(conflicts_with_live(self.conn()?, &rows)?);
@@ -153,117 +207,89 @@ impl WriterState {
             description: format!("{what} was undone by event {undo}"),
         }])
     }
+}
 
-    /// The rows the named delete removed: from its event's images, else from its pre-delete
-    /// snapshot.
-    fn removed_rows(&self, target: &UndeleteTarget) -> Result<Removed, Error> {
-        let conn = self.conn()?;
-        match target {
-            UndeleteTarget::Event(seq) => {
-                let Some(e) = event_log::read_one(conn, *seq)? else {
-                    let first = self.shared.hub.first();
-                    if *seq < first {
-                        return Err(Error::UndeleteImpossible(format!(
-                            "event {seq} was compacted from the log (it starts at {first}); \
-                             name the delete by its pre-delete snapshot id instead"
-                        )));
-                    }
-                    return Err(StorageError::NotFound {
-                        table: "event",
-                        key: seq.to_string(),
-                    }
-                    .into());
-                };
-                self.removed_by_event(e)
-            }
-            // The delete's event may be compacted away: the snapshot alone still says what it
-            // removed.
-            UndeleteTarget::Snapshot(id) => match event_log::delete_by_snapshot(conn, id)? {
-                Some(e) => self.removed_by_event(e),
-                None => self.removed_from_snapshot(id, 0),
-            },
-        }
+fn removed_by_event(e: Event) -> Result<Found, Error> {
+    if !matches!(
+        e.body.kind,
+        EventKind::EntityDeleted | EventKind::LinkDeleted
+    ) {
+        return Err(Error::invalid(
+            "event_seq",
+            "NOT_A_DELETE",
+            format!(
+                "event {} is a {}, not a delete",
+                e.seq,
+                e.body.kind.as_str()
+            ),
+        ));
     }
-
-    fn removed_by_event(&self, e: Event) -> Result<Removed, Error> {
-        if !matches!(
-            e.body.kind,
-            EventKind::EntityDeleted | EventKind::LinkDeleted
-        ) {
-            return Err(Error::invalid(
-                "event_seq",
-                "NOT_A_DELETE",
-                format!(
-                    "event {} is a {}, not a delete",
-                    e.seq,
-                    e.body.kind.as_str()
-                ),
-            ));
-        }
-        let snapshot_id = e.body.delete.as_ref().and_then(|d| d.snapshot_id.clone());
-        let damaged = e
-            .body
-            .rows
-            .before
-            .iter()
-            .any(|t| t.columns.is_empty() || t.rows.iter().any(|r| r.len() != t.columns.len()));
-        // Damaged images are never guessed at (the writer would insert rows the delete did not
-        // remove): the snapshot is read instead, as for a delete logged without images.
-        if !damaged && !e.body.rows.before.is_empty() {
-            let target = target_of(
-                e.body.entity_type.as_deref().unwrap_or_default(),
-                e.body.entity_id.as_deref().unwrap_or_default(),
-            )?;
-            return Ok(Removed {
-                target,
-                rows: e.body.rows.before,
-                info: UndeleteInfo {
-                    delete_event_seq: e.seq,
-                    snapshot_id,
-                    source: "event".into(),
-                },
-            });
-        }
-        let id = snapshot_id.ok_or_else(|| Error::UndeleteImpossible(format!(
+    let snapshot_id = e.body.delete.as_ref().and_then(|d| d.snapshot_id.clone());
+    let damaged = e
+        .body
+        .rows
+        .before
+        .iter()
+        .any(|t| t.columns.is_empty() || t.rows.iter().any(|r| r.len() != t.columns.len()));
+    // Damaged images are never guessed at (the writer would insert rows the delete did not
+    // remove): the snapshot is read instead, as for a delete logged without images.
+    if !damaged && !e.body.rows.before.is_empty() {
+        let target = target_of(
+            e.body.entity_type.as_deref().unwrap_or_default(),
+            e.body.entity_id.as_deref().unwrap_or_default(),
+        )?;
+        return Ok(Found::Rows(Removed {
+            target,
+            rows: e.body.rows.before,
+            info: UndeleteInfo {
+                delete_event_seq: e.seq,
+                snapshot_id,
+                source: "event".into(),
+            },
+        }));
+    }
+    let id = snapshot_id.ok_or_else(|| Error::UndeleteImpossible(format!(
             "delete {} kept no row images and took no snapshot (snapshot policy); it cannot be undone",
             e.seq
         )))?;
-        self.removed_from_snapshot(&id, e.seq)
-    }
+    Ok(Found::InSnapshot(id, e.seq))
+}
 
-    /// What the delete whose pre-delete snapshot is `id` removed: its cascade plan run against
-    /// the snapshot's data.
-    fn removed_from_snapshot(&self, id: &str, delete_event_seq: u64) -> Result<Removed, Error> {
-        let sid = SnapshotId::parse(id)?;
-        let store = self.shared.store()?;
-        let manifest = store.get(&sid)?;
-        let (Some(t), Some(i)) = (&manifest.meta.entity_type, &manifest.meta.entity_id) else {
-            return Err(Error::UndeleteImpossible(format!(
-                "snapshot {id} was not taken before a delete"
-            )));
-        };
-        let target = target_of(t, i)?;
-        let rows = store.with_assembled(&sid, |path| -> Result<Vec<TableRows>, Error> {
-            let conn = storage::open_read_only(path)?;
-            Ok(cascade::read(&conn, &cascade::plan(target.root()))?)
-        })?;
-        if rows.iter().all(|t| t.rows.is_empty()) {
-            return Err(Error::UndeleteImpossible(format!(
-                "snapshot {id} does not hold {} {}",
-                target.type_name(),
-                target.id_string()
-            )));
-        }
-        Ok(Removed {
-            target,
-            rows,
-            info: UndeleteInfo {
-                delete_event_seq,
-                snapshot_id: Some(id.to_string()),
-                source: "snapshot".into(),
-            },
-        })
+/// What the delete whose pre-delete snapshot is `id` removed: its cascade plan run against
+/// the snapshot's data.
+fn removed_from_snapshot(
+    store: &SnapshotStore,
+    id: &str,
+    delete_event_seq: u64,
+) -> Result<Removed, Error> {
+    let sid = SnapshotId::parse(id)?;
+    let manifest = store.get(&sid)?;
+    let (Some(t), Some(i)) = (&manifest.meta.entity_type, &manifest.meta.entity_id) else {
+        return Err(Error::UndeleteImpossible(format!(
+            "snapshot {id} was not taken before a delete"
+        )));
+    };
+    let target = target_of(t, i)?;
+    let rows = store.with_assembled(&sid, |path| -> Result<Vec<TableRows>, Error> {
+        let conn = storage::open_read_only(path)?;
+        Ok(cascade::read(&conn, &cascade::plan(target.root()))?)
+    })?;
+    if rows.iter().all(|t| t.rows.is_empty()) {
+        return Err(Error::UndeleteImpossible(format!(
+            "snapshot {id} does not hold {} {}",
+            target.type_name(),
+            target.id_string()
+        )));
     }
+    Ok(Removed {
+        target,
+        rows,
+        info: UndeleteInfo {
+            delete_event_seq,
+            snapshot_id: Some(id.to_string()),
+            source: "snapshot".into(),
+        },
+    })
 }
 
 /// The delete target an event or a manifest names.
@@ -300,14 +326,14 @@ fn conflicts_with_live(
         let keys: Vec<Option<Vec<Datum>>> = t
             .rows
             .iter()
-            .map(|row| images::key_of(&t.table, &t.columns, row))
+            .map(|row| key_of(&t.table, &t.columns, row))
             .collect();
         let wanted: Vec<Vec<Datum>> = keys.iter().flatten().cloned().collect();
         let live = images::rows_by_keys(conn, &t.table, &wanted)?;
         let live_by_key: BTreeMap<Vec<Datum>, &Vec<Datum>> = live
             .rows
             .iter()
-            .filter_map(|r| Some((images::key_of(&t.table, &live.columns, r)?, r)))
+            .filter_map(|r| Some((key_of(&t.table, &live.columns, r)?, r)))
             .collect();
         let parents = missing_parents(conn, rows, t)?;
         for ((row, key), missing) in t.rows.iter().zip(&keys).zip(parents) {

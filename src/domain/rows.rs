@@ -108,6 +108,21 @@ impl<'de> Deserialize<'de> for Datum {
     }
 }
 
+/// The values of `row` (whose columns are `columns`) at the key columns of user table `table`
+/// (None: not a user table, one without a declared key, or a key column missing).
+pub fn key_of(table: &str, columns: &[String], row: &[Datum]) -> Option<Vec<Datum>> {
+    let key = super::tables::user_table(table)?.key;
+    if key.is_empty() {
+        return None;
+    }
+    key.iter()
+        .map(|k| {
+            let i = columns.iter().position(|c| c == k)?;
+            row.get(i).cloned()
+        })
+        .collect()
+}
+
 /// Complete rows of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableRows {

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::rows::{Datum, RowImages, TableRows};
-use super::tables::user_table;
+use super::rows::{key_of, Datum, RowImages, TableRows};
 
 /// One table's rows by key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,19 +18,7 @@ impl TableState {
     /// The key of `row` (in `columns` order): the table's key columns, or the whole row for a
     /// table without a declared key.
     fn key(table: &str, columns: &[String], row: &[Datum]) -> Vec<Datum> {
-        match user_table(table).map(|t| t.key).filter(|k| !k.is_empty()) {
-            Some(key) => key
-                .iter()
-                .map(|k| {
-                    columns
-                        .iter()
-                        .position(|c| c == k)
-                        .and_then(|i| row.get(i).cloned())
-                        .unwrap_or(Datum::Null)
-                })
-                .collect(),
-            None => row.to_vec(),
-        }
+        key_of(table, columns, row).unwrap_or_else(|| row.to_vec())
     }
 
     /// `row` (whose columns are `columns`) in this table's column order; a column the image

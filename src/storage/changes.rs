@@ -87,7 +87,8 @@ impl Changes {
     /// Inserts complete rows of a user table (rows put back by an undelete): one multi-row
     /// INSERT and one fingerprint read per chunk of rows, not per row.
     pub fn insert_rows(&mut self, conn: &Connection, rows: &TableRows) -> Result<(), StorageError> {
-        use super::images::{any_equals_where, key_of, BATCH_ROWS};
+        use super::images::{any_equals_where, BATCH_ROWS};
+        use crate::domain::rows::key_of;
         let key = crate::domain::tables::user_table(&rows.table).map_or(&[][..], |t| t.key);
         let cols = rows
             .columns
@@ -101,7 +102,6 @@ impl Changes {
                 .iter()
                 .map(|row| key_of(&rows.table, &rows.columns, row))
                 .collect::<Option<Vec<_>>>()
-                .filter(|_| !key.is_empty())
                 .ok_or_else(|| StorageError::ImageWithoutKey {
                     table: rows.table.clone(),
                 })?;

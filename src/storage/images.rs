@@ -104,18 +104,6 @@ fn collect(
     })
 }
 
-/// The values of `row` (whose columns are `columns`) at the key columns of `table`.
-pub fn key_of(table: &str, columns: &[String], row: &[Datum]) -> Option<Vec<Datum>> {
-    user_table(table)?
-        .key
-        .iter()
-        .map(|k| {
-            let i = columns.iter().position(|c| c == k)?;
-            row.get(i).cloned()
-        })
-        .collect()
-}
-
 /// `k1 = ? AND k2 = ?` over `columns` of a table.
 pub fn equals_where(columns: &[&str]) -> String {
     columns
@@ -123,20 +111,6 @@ pub fn equals_where(columns: &[&str]) -> String {
         .map(|c| format!("{} = ?", quote_ident(c)))
         .collect::<Vec<_>>()
         .join(" AND ")
-}
-
-/// The row of `table` whose key is `key` (no rows if there is none, or `table` is not a user
-/// table).
-pub fn row_by_key(
-    conn: &Connection,
-    table: &str,
-    key: &[Datum],
-) -> Result<TableRows, StorageError> {
-    let Some(def) = user_table(table) else {
-        return Ok(TableRows::default());
-    };
-    let params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
-    read_rows(conn, table, &equals_where(def.key), &params)
 }
 
 /// Rows per statement of the batched lookups and inserts: one statement per table instead of
@@ -211,25 +185,6 @@ pub fn rows_matching(
 ) -> Result<TableRows, StorageError> {
     let params: Vec<&dyn ToSql> = values.iter().map(|v| *v as &dyn ToSql).collect();
     read_rows(conn, table, &equals_where(columns), &params)
-}
-
-/// Whether `table` has a row whose `columns` equal `values`.
-pub fn exists_where(
-    conn: &Connection,
-    table: &str,
-    columns: &[&str],
-    values: &[Datum],
-) -> Result<bool, StorageError> {
-    let sql = format!(
-        "SELECT count(*) FROM {} WHERE {}",
-        quote_ident(table),
-        equals_where(columns)
-    );
-    let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).collect();
-    let n: i64 = conn
-        .prepare_cached(&sql)?
-        .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
-    Ok(n > 0)
 }
 
 /// Every row of each of `tables` that the database has (an older database may predate one).
