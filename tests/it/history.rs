@@ -1154,3 +1154,73 @@ async fn a_compacted_delete_is_undone_by_its_snapshot() {
         .into_inner();
     assert_eq!(e.conflicts[0].kind, "ALREADY_UNDELETED", "{e:?}");
 }
+
+/// An undelete from a snapshot assembles that snapshot (about the cost of a restore's
+/// assembly); that work happens off the single writer, so other writes go on meanwhile. The
+/// assembly is held open by a fail point that delays it (`delay(3000)`), and a write made
+/// while it is held must finish first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undelete_from_a_snapshot_does_not_hold_other_writes() {
+    use crate::common::{ops, ChildServer};
+    let tmp = crate::common::data_dir_with_reference();
+    let s = ChildServer::start(
+        tmp.path(),
+        "127.0.0.1:0",
+        &[],
+        &[
+            (
+                "LNRS_FAILPOINTS",
+                "snapshot.assemble_before_sync=delay(3000)",
+            ),
+            ("LNRS_EVENT_RETENTION_KEEP_LAST", "5"),
+        ],
+    )
+    .await;
+    let deleted = ops::entity(&s.channel)
+        .delete_measure(pb::DeleteMeasureRequest {
+            measure_id: 54,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    // Compact the delete's event away: its rows must come from the snapshot.
+    for i in 0..12 {
+        ops::habitat(&s.channel, &format!("filler {i}"))
+            .await
+            .unwrap();
+    }
+    let mut client = ops::entity(&s.channel);
+    let undo = tokio::spawn(async move {
+        client
+            .undelete(undelete_req(Delete::SnapshotId(deleted.snapshot_id), false))
+            .await
+    });
+    let tmp_dir = tmp.path().join("snapshots").join("tmp");
+    ops::eventually(
+        "the undelete is assembling its snapshot",
+        std::time::Duration::from_secs(30),
+        || {
+            let dir = tmp_dir.clone();
+            async move {
+                std::fs::read_dir(&dir).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("assembled-"))
+                })
+            }
+        },
+    )
+    .await;
+    ops::habitat(&s.channel, "written during the undelete")
+        .await
+        .unwrap();
+    assert!(
+        !undo.is_finished(),
+        "the write had to wait for the undelete's assembly"
+    );
+    let out = undo.await.unwrap().unwrap().into_inner();
+    assert_eq!(out.source, "snapshot");
+}
