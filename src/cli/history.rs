@@ -267,7 +267,7 @@ pub async fn history(ctx: &Ctx, c: HistoryCommand) -> Result<(), Failure> {
         async move {
             let r = client.get_entity_history(req).await?.into_inner();
             Ok(Page {
-                total_size: r.events.len() as i64,
+                total_size: 0, // a history has no total; the footer is not printed
                 rows: r.events,
                 next_page_token: r.next_page_token,
             })
