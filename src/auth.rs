@@ -32,7 +32,7 @@ pub enum Role {
     Reader,
     /// + create/update/delete/undelete of entities and links, CreateSnapshot, UpdateSnapshot.
     Editor,
-    /// + RestoreSnapshot, DeleteSnapshot, ApplyRetention.
+    /// + RestoreSnapshot, DeleteSnapshot, ApplyRetention, DrillReplica, ApplyReplicaRetention.
     Admin,
 }
 
@@ -115,6 +115,8 @@ pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
             ("RestoreSnapshot", Admin),
             ("DeleteSnapshot", Admin),
             ("ApplyRetention", Admin),
+            ("DrillReplica", Admin),
+            ("ApplyReplicaRetention", Admin),
             ("GetStatus", Reader),
             ("DiffSnapshots", Reader),
             ("UpdateSnapshot", Editor),
@@ -583,7 +585,11 @@ mod tests {
         for (service, methods) in RPC_ROLES {
             for (m, role) in *methods {
                 let expected = match *m {
-                    "RestoreSnapshot" | "DeleteSnapshot" | "ApplyRetention" => Admin,
+                    "RestoreSnapshot"
+                    | "DeleteSnapshot"
+                    | "ApplyRetention"
+                    | "DrillReplica"
+                    | "ApplyReplicaRetention" => Admin,
                     _ if ["Get", "List", "Watch", "Preview", "Verify", "Diff"]
                         .iter()
                         .any(|p| m.starts_with(p)) =>

@@ -23,6 +23,55 @@ pub enum SnapshotPolicy {
     Disabled,
 }
 
+/// How deletes wait for the replica (see `replica_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ReplicaMode {
+    /// A background uploader ships snapshots and the log; nothing waits for it.
+    Async,
+    /// A delete is acknowledged only once its pre-delete snapshot and its event are in the
+    /// object store (else UNAVAILABLE, REPLICA_NOT_CONFIRMED; the delete stands locally).
+    Sync,
+    /// As `sync`, and the pre-delete snapshot is uploaded before the delete commits: with the
+    /// store unreachable the delete is refused and nothing changes.
+    Required,
+}
+
+/// The replica on object storage (set when `replica_url` is).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaConfig {
+    /// `s3://bucket/prefix`, `gs://…`, `az://…` or `file:///dir`.
+    pub url: String,
+    /// S3-compatible endpoint (else `AWS_ENDPOINT_URL` / AWS's own).
+    pub endpoint: Option<String>,
+    pub mode: ReplicaMode,
+    /// Past this lag, health `lnrs.v1.Replica` is NOT_SERVING.
+    pub max_lag: Duration,
+    /// A log segment is cut every this many events…
+    pub segment_events: u64,
+    /// …or this long after its first event, whichever comes first.
+    pub segment_interval: Duration,
+    /// The fencing lease's time to live.
+    pub lease_ttl: Duration,
+    /// How long a `sync` delete waits for the replica.
+    pub sync_timeout: Duration,
+    /// Remote retention: snapshots kept (newest N) and kept by age.
+    pub retention_keep_last: usize,
+    pub retention_keep_within: Option<Duration>,
+    /// Unreferenced remote blocks younger than this are never collected.
+    pub gc_grace: Duration,
+    /// How often remote retention and GC run.
+    pub gc_interval: Duration,
+    /// Share of remote blocks one drill run reads (percent).
+    pub drill_share_percent: u32,
+    /// How often the drill runs (`None`: only on request).
+    pub drill_interval: Option<Duration>,
+    /// On an empty data directory, recover from the replica instead of loading the reference
+    /// dataset.
+    pub bootstrap: bool,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -168,6 +217,8 @@ pub struct Config {
     pub scratch_reserve_bytes: u64,
     /// How often background upkeep runs (storage probe, log compaction, request-log pruning).
     pub maintenance_interval: Duration,
+    /// The replica on object storage, if any.
+    pub replica: Option<ReplicaConfig>,
 }
 
 impl Config {
@@ -208,6 +259,7 @@ impl Config {
             max_concurrent_assemblies: 2,
             scratch_reserve_bytes: 256 * 1024 * 1024,
             maintenance_interval: Duration::from_secs(15),
+            replica: None,
         }
     }
 
@@ -287,6 +339,9 @@ impl Config {
         if self.max_concurrent_assemblies == 0 {
             return bad("max_concurrent_assemblies", "must be at least 1");
         }
+        if let Some(r) = &self.replica {
+            r.validate()?;
+        }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1");
         }
@@ -295,6 +350,61 @@ impl Config {
             .is_some_and(|m| m == self.listen && m.port() != 0)
         {
             return bad("metrics_listen", "must differ from listen");
+        }
+        Ok(())
+    }
+}
+
+impl ReplicaConfig {
+    /// The defaults for a replica at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        ReplicaConfig {
+            url: url.into(),
+            endpoint: None,
+            mode: ReplicaMode::Async,
+            max_lag: Duration::from_secs(60),
+            segment_events: 1000,
+            segment_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(30),
+            sync_timeout: Duration::from_secs(10),
+            retention_keep_last: 30,
+            retention_keep_within: Some(Duration::from_secs(7 * 24 * 3600)),
+            gc_grace: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(600),
+            drill_share_percent: 10,
+            drill_interval: Some(Duration::from_secs(24 * 3600)),
+            bootstrap: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting: &'static str, why: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                why: why.to_string(),
+            })
+        };
+        let scheme = self.url.split_once("://").map(|(s, _)| s);
+        if !matches!(
+            scheme,
+            Some("s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "file")
+        ) {
+            return bad("replica_url", "must be s3://, gs://, az:// or file:// URL");
+        }
+        if self.segment_events == 0 {
+            return bad("replica_segment_events", "must be at least 1");
+        }
+        if self.segment_interval < Duration::from_millis(10) {
+            return bad("replica_segment_interval", "must be at least 10ms");
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return bad("replica_lease_ttl", "must be at least 1s");
+        }
+        if self.retention_keep_last == 0 {
+            return bad("replica_retention_keep_last", "must be at least 1");
+        }
+        if !(1..=100).contains(&self.drill_share_percent) {
+            return bad("replica_drill_share_percent", "must be in 1..=100");
         }
         Ok(())
     }
@@ -472,6 +582,51 @@ settings! {
     /// How often background upkeep runs [default: 15s].
     #[arg(long, env = "LNRS_MAINTENANCE_INTERVAL")]
     maintenance_interval: HumanDuration,
+    /// Replica on object storage: s3://bucket/prefix, gs://…, az://…, file:///dir [default: none].
+    #[arg(long, env = "LNRS_REPLICA_URL")]
+    replica_url: String,
+    /// S3-compatible endpoint for the replica [default: AWS_ENDPOINT_URL or AWS's].
+    #[arg(long, env = "LNRS_REPLICA_ENDPOINT")]
+    replica_endpoint: String,
+    /// async, sync or required [default: async].
+    #[arg(long, env = "LNRS_REPLICA_MODE", value_enum)]
+    replica_mode: ReplicaMode,
+    /// Lag past which health lnrs.v1.Replica is NOT_SERVING [default: 60s].
+    #[arg(long, env = "LNRS_REPLICA_MAX_LAG")]
+    replica_max_lag: HumanDuration,
+    /// Events per shipped log segment, at most [default: 1000].
+    #[arg(long, env = "LNRS_REPLICA_SEGMENT_EVENTS")]
+    replica_segment_events: u64,
+    /// A segment is cut this long after its first event at the latest [default: 1s].
+    #[arg(long, env = "LNRS_REPLICA_SEGMENT_INTERVAL")]
+    replica_segment_interval: HumanDuration,
+    /// Time to live of the replica lease (fencing) [default: 30s].
+    #[arg(long, env = "LNRS_REPLICA_LEASE_TTL")]
+    replica_lease_ttl: HumanDuration,
+    /// How long a sync-mode delete waits for the replica [default: 10s].
+    #[arg(long, env = "LNRS_REPLICA_SYNC_TIMEOUT")]
+    replica_sync_timeout: HumanDuration,
+    /// Remote retention: newest snapshots kept [default: 30].
+    #[arg(long, env = "LNRS_REPLICA_RETENTION_KEEP_LAST")]
+    replica_retention_keep_last: usize,
+    /// Remote retention: snapshots kept by age [default: 7d].
+    #[arg(long, env = "LNRS_REPLICA_RETENTION_KEEP_WITHIN")]
+    replica_retention_keep_within: HumanDuration,
+    /// Unreferenced remote blocks younger than this are kept [default: 1h].
+    #[arg(long, env = "LNRS_REPLICA_GC_GRACE")]
+    replica_gc_grace: HumanDuration,
+    /// How often remote retention and GC run [default: 10m].
+    #[arg(long, env = "LNRS_REPLICA_GC_INTERVAL")]
+    replica_gc_interval: HumanDuration,
+    /// Percent of remote blocks one drill run reads [default: 10].
+    #[arg(long, env = "LNRS_REPLICA_DRILL_SHARE_PERCENT")]
+    replica_drill_share_percent: u32,
+    /// How often the read drill runs [default: 24h].
+    #[arg(long, env = "LNRS_REPLICA_DRILL_INTERVAL")]
+    replica_drill_interval: HumanDuration,
+    /// On an empty data directory, recover from the replica before serving [default: false].
+    #[arg(long, env = "LNRS_BOOTSTRAP_FROM_REPLICA")]
+    bootstrap_from_replica: bool,
 }
 
 /// Puts `value` in `slot` if it is set.
@@ -538,6 +693,34 @@ impl Settings {
         );
         set(&mut c.scratch_reserve_bytes, self.scratch_reserve_bytes);
         set(&mut c.maintenance_interval, self.maintenance_interval);
+        c.replica = self.replica_url.clone().map(|url| {
+            let mut r = ReplicaConfig::new(url);
+            r.endpoint = self.replica_endpoint.clone();
+            set(&mut r.mode, self.replica_mode);
+            set(&mut r.max_lag, self.replica_max_lag);
+            set(&mut r.segment_events, self.replica_segment_events);
+            set(&mut r.segment_interval, self.replica_segment_interval);
+            set(&mut r.lease_ttl, self.replica_lease_ttl);
+            set(&mut r.sync_timeout, self.replica_sync_timeout);
+            set(&mut r.retention_keep_last, self.replica_retention_keep_last);
+            if let Some(d) = self.replica_retention_keep_within {
+                r.retention_keep_within = Some(d.into());
+            }
+            set(&mut r.gc_grace, self.replica_gc_grace);
+            set(&mut r.gc_interval, self.replica_gc_interval);
+            set(&mut r.drill_share_percent, self.replica_drill_share_percent);
+            if let Some(d) = self.replica_drill_interval {
+                r.drill_interval = Some(d.into());
+            }
+            set(&mut r.bootstrap, self.bootstrap_from_replica);
+            r
+        });
+        if c.replica.is_none() && self.bootstrap_from_replica == Some(true) {
+            return Err(ConfigError::Invalid {
+                setting: "bootstrap_from_replica",
+                why: "needs replica_url".into(),
+            });
+        }
         c.validate()?;
         Ok(c)
     }

@@ -11,6 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::domain::rows::Conflict;
 use crate::domain::{DomainError, FieldViolation};
 use crate::events::EventError;
+use crate::replica::ReplicaError;
 use crate::snapshot::SnapshotError;
 use crate::storage::StorageError;
 
@@ -28,6 +29,8 @@ pub enum Error {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Events(#[from] EventError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     /// A request field is malformed (beyond entity validation): page tokens, order_by, filters.
     #[error("invalid {field}: {message}")]
     InvalidArgument {
@@ -132,6 +135,7 @@ impl Error {
             Error::Storage(e) => e.public_message(),
             Error::Snapshot(e) => e.public_message(),
             Error::Events(e) => e.public_message(),
+            Error::Replica(e) => e.public_message(),
             Error::Internal(_) => "internal error".into(),
             other => other.to_string(),
         }
@@ -272,6 +276,7 @@ fn map(e: Error) -> Mapped {
         Error::Storage(s) => map_storage(s),
         Error::Snapshot(s) => map_snapshot(s),
         Error::Events(ev) => map_events(ev),
+        Error::Replica(r) => map_replica(r),
         Error::InvalidArgument {
             field,
             reason,
@@ -485,6 +490,34 @@ fn map_storage(e: StorageError) -> Mapped {
             "the database is not open",
         )
         .retry(Duration::from_secs(1)),
+    }
+}
+
+fn map_replica(e: ReplicaError) -> Mapped {
+    let reason = e.reason();
+    let message = e.public_message();
+    match e {
+        ReplicaError::Snapshot(s) => map_snapshot(s),
+        ReplicaError::Storage(s) => map_storage(s),
+        ReplicaError::Event(ev) => map_events(ev),
+        ReplicaError::Config(_) | ReplicaError::NotConfigured | ReplicaError::DataDirNotEmpty => {
+            Mapped::new(Code::FailedPrecondition, reason, message)
+        }
+        ReplicaError::Unreachable(_) => {
+            Mapped::new(Code::Unavailable, reason, message).retry(Duration::from_secs(5))
+        }
+        ReplicaError::NotConfirmed { seq, .. } => Mapped::new(Code::Unavailable, reason, message)
+            .meta("committed_event_seq", &seq.to_string())
+            .retry(Duration::from_secs(5)),
+        ReplicaError::Fenced { generation, .. } => {
+            Mapped::new(Code::FailedPrecondition, reason, message)
+                .meta("lease_generation", &generation.to_string())
+        }
+        ReplicaError::Diverged(_) => Mapped::new(Code::FailedPrecondition, reason, message),
+        ReplicaError::NotFound(_) => Mapped::new(Code::NotFound, reason, message),
+        ReplicaError::Corrupt { .. }
+        | ReplicaError::Gap { .. }
+        | ReplicaError::ReplayDiverged(_) => Mapped::new(Code::DataLoss, reason, message),
     }
 }
 

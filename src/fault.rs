@@ -32,6 +32,8 @@ pub enum Path {
     Retention,
     /// Event-log compaction.
     Compaction,
+    /// Uploads to the replica (exercised by the replica tests against a real S3 server).
+    Replica,
 }
 
 /// One fail point.
@@ -149,6 +151,21 @@ pub const REGISTRY: &[FailPoint] = &[
         "snapshot.gc_mid_sweep",
         Path::Retention,
         "half the unreferenced blocks removed",
+    ),
+    fp(
+        "replica.after_block",
+        Path::Replica,
+        "one block uploaded, the snapshot's manifest not yet",
+    ),
+    fp(
+        "replica.before_manifest",
+        Path::Replica,
+        "every block of a snapshot uploaded, manifest not yet",
+    ),
+    fp(
+        "replica.before_segment",
+        Path::Replica,
+        "a log segment encoded, not yet uploaded",
     ),
     fp(
         "events.before_compact",

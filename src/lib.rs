@@ -10,6 +10,8 @@
 //!   inspection, file primitives.
 //! - [`snapshot`]: capture, block store, manifests, catalog, verify, assemble, retention, GC.
 //! - [`events`]: the durable event log and the subscriber fan-out.
+//! - [`replica`]: the snapshot history and the event log on object storage: uploader, lease,
+//!   segments, remote retention, verify, drill, reading back for disaster recovery.
 //! - [`app`]: use cases composing storage, snapshots and events (deletes, restores, …).
 //! - [`error`]: the application error and its one mapping to `tonic::Status`.
 //! - [`service`]: the tonic services (EntityService, SnapshotService, EventService).
@@ -36,14 +38,15 @@
 //! | `storage` | `domain`, `fault` |
 //! | `snapshot` | `storage`, `domain`, `fault` |
 //! | `events` | `storage`, `domain`, `metrics` |
+//! | `replica` | `snapshot`, `events`, `storage`, `domain`, `metrics`, `fault` |
 //! | `refdata` | `storage`, `domain` |
-//! | `error` | `snapshot`, `events`, `storage`, `domain` |
-//! | `app` | `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
-//! | `service` | `app`, `error`, `snapshot`, `events`, `tls`, `config`, `domain`, `pb` |
+//! | `error` | `replica`, `snapshot`, `events`, `storage`, `domain` |
+//! | `app` | `error`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
+//! | `service` | `app`, `error`, `replica`, `snapshot`, `events`, `tls`, `config`, `domain`, `pb` |
 //! | `tls` | `config` |
 //! | `auth` | `service`, `error`, `config`, `pb` |
 //! | `server` | `auth`, `tls`, `service`, `app`, `error`, `config`, `metrics`, `pb` |
-//! | `cli` | `server`, `auth`, `service`, `app`, `error`, `refdata`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
+//! | `cli` | `server`, `auth`, `service`, `app`, `error`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
 //!
 //! Modules below `error` never use tonic or prost: gRPC is the service's transport, not its
 //! model.
@@ -58,6 +61,7 @@ pub mod events;
 pub mod fault;
 pub mod metrics;
 pub mod refdata;
+pub mod replica;
 pub mod server;
 pub mod service;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use lnrs::cli::replica::ReplicaAction;
 use lnrs::cli::{serve, Cli, Command};
 
 fn main() -> ExitCode {
@@ -21,6 +22,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Replica(lnrs::cli::replica::ReplicaCommand {
+            action:
+                ReplicaAction::Restore {
+                    snapshot,
+                    json,
+                    serve,
+                },
+        }) => {
+            lnrs::cli::serve::init_logging(lnrs::config::LogFormat::Auto, "warn");
+            lnrs::cli::replica::restore(snapshot, json, serve)
+        }
         client => lnrs::cli::client::run(client),
     }
 }

@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -162,6 +163,11 @@ struct AppMetrics {
     retention: Histogram,
     retention_freed: Counter,
     lag: Histogram,
+    replica_uploaded: Counter,
+    replica_failures: Counter,
+    replica_lag_seconds: Gauge<f64, AtomicU64>,
+    replica_lag_events: Gauge,
+    replica_lag_bytes: Gauge,
 }
 
 static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
@@ -175,6 +181,11 @@ static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
     retention: op_histogram(),
     retention_freed: Counter::default(),
     lag: Histogram::new(LAG_BUCKETS),
+    replica_uploaded: Counter::default(),
+    replica_failures: Counter::default(),
+    replica_lag_seconds: Gauge::default(),
+    replica_lag_events: Gauge::default(),
+    replica_lag_bytes: Gauge::default(),
 });
 
 impl AppMetrics {
@@ -229,7 +240,49 @@ impl AppMetrics {
             "For each event delivered to a subscriber, how many events it was behind the head.",
             self.lag.clone(),
         );
+        r.register(
+            "lnrs_replica_uploaded_bytes",
+            "Bytes uploaded to the replica (blocks, manifests, log segments).",
+            self.replica_uploaded.clone(),
+        );
+        r.register(
+            "lnrs_replica_upload_failures",
+            "Replica upload cycles that failed (each is retried with backoff).",
+            self.replica_failures.clone(),
+        );
+        r.register(
+            "lnrs_replica_lag_seconds",
+            "How long the replica has been behind the primary (0 when caught up).",
+            self.replica_lag_seconds.clone(),
+        );
+        r.register(
+            "lnrs_replica_lag_events",
+            "Committed events not yet in the replica.",
+            self.replica_lag_events.clone(),
+        );
+        r.register(
+            "lnrs_replica_lag_bytes",
+            "Bytes (blocks and log) not yet in the replica, estimated.",
+            self.replica_lag_bytes.clone(),
+        );
     }
+}
+
+/// Records bytes uploaded to the replica.
+pub fn replica_uploaded(bytes: u64) {
+    APP.replica_uploaded.inc_by(bytes);
+}
+
+/// Records a failed replica upload cycle.
+pub fn replica_upload_failed() {
+    APP.replica_failures.inc();
+}
+
+/// Records the replica's lag.
+pub fn replica_lag(seconds: f64, events: u64, bytes: u64) {
+    APP.replica_lag_seconds.set(seconds);
+    APP.replica_lag_events.set(events as i64);
+    APP.replica_lag_bytes.set(bytes as i64);
 }
 
 /// Records a committed snapshot: how long the commit took, its logical size and the bytes it

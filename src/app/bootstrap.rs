@@ -33,7 +33,17 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
     std::fs::create_dir_all(&data_dir).map_err(|e| StorageError::io(&data_dir, e))?;
     let _ = std::fs::remove_dir_all(data_dir.join(LEGACY_SCRATCH));
     let db_path = config.database_path();
-    if !db_path.exists() && config.load_reference_data {
+    let from_replica = config.replica.as_ref().is_some_and(|r| r.bootstrap);
+    if !db_path.exists() && from_replica {
+        let r = super::replica::recover(&config, None)?;
+        tracing::info!(
+            snapshot = %r.snapshot_id,
+            head = r.head_seq,
+            events_replayed = r.events_replayed,
+            elapsed_ms = r.elapsed.as_millis() as u64,
+            "bootstrapped from the replica"
+        );
+    } else if !db_path.exists() && config.load_reference_data {
         load_reference(&db_path, config.reference_scale)?;
     }
     let store = open_store(&config);
@@ -58,12 +68,19 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         },
         _ => SnapshotHealth::enabled(),
     };
+    let store = store.ok();
+    let tip = crate::replica::Tip {
+        seq: bounds.head,
+        fingerprints: fps.clone(),
+    };
+    let replica = super::replica::start(&config, store.as_ref(), &reads, &hub, tip)?;
     let shared = Arc::new(Shared {
+        replica,
         db_path,
         reads,
         records: Default::default(),
         hub,
-        store: RwLock::new(store.ok()),
+        store: RwLock::new(store),
         status: StorageStatus::new(initial),
         database: Default::default(),
         restoring: AtomicBool::new(false),

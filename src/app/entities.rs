@@ -210,6 +210,8 @@ impl App {
         if !out.replayed && out.value.snapshot_id.is_some() {
             self.retention_in_background();
         }
+        self.wait_for_replica(out.value.event_seq, out.value.snapshot_id.as_deref())
+            .await?;
         Ok(out)
     }
 
@@ -451,11 +453,17 @@ impl WriterState {
         let mut snapshot = self.start_pre_delete_snapshot(ctx, target)?;
         phases.mark("capture");
         let required = self.shared.config.snapshot_policy == SnapshotPolicy::Required;
+        let shared = self.shared.clone();
         let committed = self.commit_change(ctx, |conn, changes, seq| {
             cascade::execute(conn, &plan, changes)?;
             phases.mark("cascade");
             let (taken, snapshot_skipped_reason) = snapshot.join(required)?;
             phases.mark("snapshot_wait");
+            if let Some(m) = &taken {
+                // Replica mode `required`: in the object store before anything commits.
+                super::replica::upload_before_commit(&shared, &m.id)?;
+                phases.mark("replica_upload");
+            }
             if crate::fault::hit("delete.before_commit") {
                 return Err(Error::Injected("delete.before_commit"));
             }

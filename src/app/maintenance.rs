@@ -1,6 +1,7 @@
 //! Background upkeep, each step a writer job: re-probe a degraded snapshot store (so it
 //! recovers by itself and says so in an event), compact the event log to its retention, and
-//! forget AIP-155 request ids past their age or beyond their count.
+//! forget AIP-155 request ids past their age or beyond their count, and run the replica's read
+//! drill every `replica_drill_interval`.
 
 use super::status::SnapshotState;
 use super::{App, RequestCtx};
@@ -11,8 +12,22 @@ use crate::storage::requests;
 pub async fn run(app: App) {
     let mut tick = tokio::time::interval(app.config().maintenance_interval);
     tick.tick().await;
+    let mut last_drill = std::time::Instant::now();
     loop {
         tick.tick().await;
+        let drill_every = app.config().replica.as_ref().and_then(|r| r.drill_interval);
+        if drill_every.is_some_and(|d| last_drill.elapsed() >= d) {
+            last_drill = std::time::Instant::now();
+            match app.drill_replica(None).await {
+                Ok(d) => tracing::info!(
+                    run = d.run,
+                    read = d.blocks_read,
+                    damaged = d.bad.len(),
+                    "replica drill"
+                ),
+                Err(e) => tracing::warn!(error = %e, "replica drill failed"),
+            }
+        }
         if app.shared.status.get().state == SnapshotState::Degraded {
             let ctx = RequestCtx::internal("storage-probe");
             let _ = app

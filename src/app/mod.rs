@@ -8,6 +8,7 @@ pub mod entities;
 pub mod history;
 pub mod maintenance;
 pub mod reads;
+pub mod replica;
 pub mod restore;
 pub mod snapshots;
 pub mod state;
@@ -107,6 +108,8 @@ pub struct Shared {
     /// both snapshots it compares are immutable), while computing it assembles two snapshots.
     pub restore_changed: parking_lot::Mutex<std::collections::HashMap<(u64, String), bool>>,
     pub duckdb_version: String,
+    /// The replica uploader, when a replica is configured (and the snapshot store opened).
+    pub replica: Option<Arc<crate::replica::Replicator>>,
 }
 
 impl Shared {
@@ -190,6 +193,9 @@ impl App {
         shared.hub.shut_down();
         if let Some(mut st) = writer.shutdown() {
             st.close();
+        }
+        if let Some(r) = &shared.replica {
+            r.shutdown();
         }
     }
 }

@@ -610,6 +610,7 @@ impl WriterState {
         self.shared.hub.set_first(bounds.first);
         self.next_seq = bounds.head + 1;
         self.shared.hub.publish([event]);
+        self.tell_replica();
         debug_assert_eq!(journal.target, run.target.id.as_str());
         crate::metrics::restore_finished(outcome.duration, outcome.rolled_back);
         Ok(outcome)

@@ -177,7 +177,18 @@ impl WriterState {
             self.next_seq = last.seq + 1;
         }
         self.shared.hub.publish(events);
+        self.tell_replica();
         self.compact_if_over();
+    }
+
+    /// Tells the replica uploader the new head and the fingerprints right after it.
+    pub(crate) fn tell_replica(&self) {
+        if let Some(r) = &self.shared.replica {
+            r.committed(crate::replica::Tip {
+                seq: self.next_seq - 1,
+                fingerprints: self.fps.clone(),
+            });
+        }
     }
 
     /// Keeps the log within `event_retention_keep_last` (+1/8 slack, so the DELETE runs once
@@ -203,7 +214,9 @@ impl WriterState {
         min_time_us: Option<i64>,
     ) -> Result<u64, Error> {
         let removed = self.db.transaction(|conn| {
-            let removed = event_log::compact(conn, keep_last, min_time_us)?;
+            // Events the replica has not confirmed stay (they are still to be shipped).
+            let keep_after = self.shared.replica.as_ref().map(|r| r.replicated_seq());
+            let removed = event_log::compact(conn, keep_last, min_time_us, keep_after)?;
             if crate::fault::hit("events.before_compact") {
                 return Err(Error::Injected("events.before_compact"));
             }

@@ -369,6 +369,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let ctx = Ctx::new(c.client.clone())?;
             watch::run(&ctx, c).await
         }
+        Command::Replica(c) => super::replica::run(c.action).await,
         Command::Serve(_) | Command::Refdata { .. } => Err(Failure::usage("not a client command")),
     }
 }

@@ -9,6 +9,7 @@ pub mod json;
 pub mod link;
 pub mod output;
 pub mod pager;
+pub mod replica;
 pub mod serve;
 pub mod snapshot;
 pub mod watch;
@@ -67,6 +68,8 @@ pub enum Command {
     History(history::HistoryCommand),
     /// Tail the event log; reconnects by itself and never skips or repeats an event.
     Watch(watch::WatchCommand),
+    /// The replica on object storage: disaster recovery, read drill, retention.
+    Replica(replica::ReplicaCommand),
 }
 
 /// Builds a tokio runtime for a process entry point (server, client, benchmark); on failure the

@@ -66,6 +66,9 @@ pub enum SnapshotAction {
         /// Also assemble, open and scan the database, and compare every table.
         #[arg(long)]
         deep: bool,
+        /// Verify the replica's copy (object storage) instead of the local one.
+        #[arg(long)]
+        replica: bool,
     },
     /// Replace the live database with a snapshot (verified; rolled back on any failure).
     Restore {
@@ -190,7 +193,7 @@ pub(crate) async fn run(ctx: &Ctx, action: SnapshotAction) -> Result<(), Failure
         SnapshotAction::List(args) => list(ctx, args).await,
         SnapshotAction::Show { id } => show(ctx, &id).await,
         SnapshotAction::Preview { id, table, limit } => preview(ctx, id, table, limit).await,
-        SnapshotAction::Verify { id, deep } => verify(ctx, &id, deep).await,
+        SnapshotAction::Verify { id, deep, replica } => verify(ctx, &id, deep, replica).await,
         SnapshotAction::Restore { id, yes } => restore(ctx, &id, yes).await,
         SnapshotAction::Pin { id } => update(ctx, &id, pin_change(true)).await,
         SnapshotAction::Unpin { id } => update(ctx, &id, pin_change(false)).await,
@@ -357,7 +360,7 @@ fn rows_table<'a>(tables: impl Iterator<Item = (&'a String, i64)>) -> String {
     t.render()
 }
 
-async fn verify(ctx: &Ctx, id: &str, deep: bool) -> Result<(), Failure> {
+async fn verify(ctx: &Ctx, id: &str, deep: bool, replica: bool) -> Result<(), Failure> {
     let mode = if deep {
         pb::VerifyMode::Deep
     } else {
@@ -366,9 +369,15 @@ async fn verify(ctx: &Ctx, id: &str, deep: bool) -> Result<(), Failure> {
     let req = pb::VerifySnapshotRequest {
         snapshot_id: id.to_string(),
         mode: mode as i32,
+        source: if replica {
+            pb::VerifySource::Replica
+        } else {
+            pb::VerifySource::Local
+        } as i32,
     };
     let label = format!(
-        "verifying snapshot {id} ({})",
+        "verifying snapshot {id}{} ({})",
+        if replica { " in the replica" } else { "" },
         if deep { "deep" } else { "quick" }
     );
     let mut client = ctx.snapshots();
@@ -932,5 +941,31 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
                 s.duckdb_library_version, s.storage_version
             ),
         ),
+        ("replica", replica_line(s.replica.as_ref())),
     ]))
+}
+
+/// One line for the replica: where, how, how far behind.
+fn replica_line(r: Option<&pb::ReplicaStatus>) -> String {
+    let Some(r) = r else {
+        return "none configured".into();
+    };
+    let state = short_enum(&enum_json!(pb::ReplicaState, r.state), "REPLICA_STATE_");
+    let reason = if r.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.reason)
+    };
+    format!(
+        "{} {}, {state}{reason}; replicated to seq {} of {}, lag {} events / {:.1}s / {}; {} snapshot(s) there, {} pending",
+        r.url,
+        r.mode,
+        r.replicated_seq,
+        r.head_seq,
+        r.lag_events,
+        r.lag_seconds,
+        bytes(r.lag_bytes),
+        r.snapshots_replicated,
+        r.snapshots_pending
+    )
 }

@@ -261,10 +261,12 @@ pub fn read_history_candidates(
 
 /// Drops events beyond the retention bounds: keep at most `keep_last` newest events and none
 /// older than `min_time_us`. The newest event is always kept so the head survives restarts.
+/// Never removes events after `keep_after` (those a replica has not confirmed yet).
 pub fn compact(
     conn: &Connection,
     keep_last: Option<u64>,
     min_time_us: Option<i64>,
+    keep_after: Option<u64>,
 ) -> Result<u64, EventError> {
     let b = bounds(conn)?;
     if b.head == 0 {
@@ -281,7 +283,7 @@ pub fn compact(
             cut = cut.max(o as u64 + 1);
         }
     }
-    let cut = cut.min(b.head);
+    let cut = cut.min(b.head).min(keep_after.map_or(u64::MAX, |k| k + 1));
     if cut <= b.first {
         return Ok(0);
     }

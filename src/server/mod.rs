@@ -52,6 +52,11 @@ pub const SERVICE_NAMES: [&str; 3] = [
     "lnrs.v1.EventService",
 ];
 pub const SNAPSHOT_STORAGE_HEALTH: &str = "lnrs.v1.SnapshotStorage";
+/// Health name of the replica (registered when one is configured): NOT_SERVING past
+/// `replica_max_lag`, and while fenced or diverged.
+pub const REPLICA_HEALTH: &str = "lnrs.v1.Replica";
+/// How often the replica's lag is re-evaluated for health (a stalled upload must show).
+const REPLICA_HEALTH_TICK: Duration = Duration::from_millis(500);
 
 /// Longest part of the grace period kept for the writer to finish its queue after the
 /// remaining connections are cut.
@@ -166,6 +171,7 @@ pub async fn serve_on(
     set_all(&reporter, ServingStatus::Serving).await;
     let follow = tokio::spawn(follow_snapshot_health(app.clone(), reporter.clone()));
     let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
+    let replica_health = tokio::spawn(follow_replica_health(app.clone(), reporter.clone()));
 
     let stages = Stages::default();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -198,6 +204,7 @@ pub async fn serve_on(
     drain.abort();
     follow.abort();
     maintenance.abort();
+    replica_health.abort();
     // The scrape closure holds the app: the listener must be gone before the writer can stop.
     metrics_stop.cancel();
     if let Some(t) = metrics_task {
@@ -422,6 +429,41 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
         reporter
             .set_service_status(SNAPSHOT_STORAGE_HEALTH, status)
             .await;
+        reporter.set_service_status(REPLICA_HEALTH, status).await;
+    }
+}
+
+/// Keeps `lnrs.v1.Replica` in step with the replica's lag and lease (nothing when no replica
+/// is configured), and makes sure the replica has a snapshot to recover from. Stops once shutdown has begun: from then on every name stays NOT_SERVING.
+async fn follow_replica_health(app: App, reporter: HealthReporter) {
+    let Some(replica) = app.shared.replica.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(REPLICA_HEALTH_TICK);
+    let mut last = None;
+    let mut based = false;
+    loop {
+        tick.tick().await;
+        if app
+            .shared
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        if !based {
+            based = app.ensure_replica_base().await;
+        }
+        replica.refresh_status();
+        let healthy = replica.status().healthy;
+        if last != Some(healthy) {
+            let status = match healthy {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            reporter.set_service_status(REPLICA_HEALTH, status).await;
+            last = Some(healthy);
+        }
     }
 }
 

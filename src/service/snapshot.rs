@@ -247,7 +247,20 @@ impl SnapshotService for SnapshotApi {
                 )
             }
         };
-        let report = self.app.verify_snapshot(&r.snapshot_id, deep).await?;
+        let report = match pb::VerifySource::try_from(r.source) {
+            Ok(pb::VerifySource::Replica) => {
+                self.app.verify_in_replica(&r.snapshot_id, deep).await?
+            }
+            Ok(_) => self.app.verify_snapshot(&r.snapshot_id, deep).await?,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "source",
+                    "INVALID_VERIFY_SOURCE",
+                    "must be LOCAL or REPLICA",
+                )
+                .into())
+            }
+        };
         Ok(Response::new(pb::VerifySnapshotResponse {
             report: Some(convert::report(&report)),
         }))
@@ -420,7 +433,43 @@ impl SnapshotService for SnapshotApi {
             table_rows: convert::row_counts(&s.table_rows),
             database_available: s.database_unavailable.is_none(),
             database_reason: s.database_unavailable.unwrap_or_default(),
+            replica: self
+                .app
+                .replica_status()
+                .map(|r| convert::replica_status(&r)),
             ..Default::default()
+        }))
+    }
+
+    async fn drill_replica(
+        &self,
+        req: Request<pb::DrillReplicaRequest>,
+    ) -> R<pb::DrillReplicaResponse> {
+        let share = req.into_inner().share_percent;
+        let d = self.app.drill_replica((share > 0).then_some(share)).await?;
+        Ok(Response::new(pb::DrillReplicaResponse {
+            run: d.run,
+            cycle: d.cycle,
+            blocks_total: d.blocks_total,
+            blocks_read: d.blocks_read,
+            bytes_read: d.bytes_read,
+            damaged: d.bad,
+        }))
+    }
+
+    async fn apply_replica_retention(
+        &self,
+        req: Request<pb::ApplyReplicaRetentionRequest>,
+    ) -> R<pb::ApplyReplicaRetentionResponse> {
+        let g = self.app.replica_retention(req.into_inner().dry_run).await?;
+        let ids =
+            |v: &[crate::snapshot::SnapshotId]| v.iter().rev().map(|i| i.to_string()).collect();
+        Ok(Response::new(pb::ApplyReplicaRetentionResponse {
+            kept_snapshot_ids: ids(&g.kept),
+            removed_snapshot_ids: ids(&g.removed),
+            blocks_removed: g.blocks_removed,
+            bytes_freed: g.bytes_freed,
+            segments_removed: g.segments_removed,
         }))
     }
 }

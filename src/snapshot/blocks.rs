@@ -113,24 +113,17 @@ impl BlockStore {
 
     /// Reads, decompresses and checks one block.
     pub fn get(&self, r: &BlockRef) -> Result<Vec<u8>, BlockFault> {
-        let zst = match fs::read(self.path(&r.hash)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlockFault::Missing),
-            Err(e) => return Err(BlockFault::Unreadable(e.to_string())),
-        };
-        let frame = unseal(&zst)?;
-        let data = decompress(frame, r.len)?;
-        if data.len() as u64 != r.len {
-            return Err(BlockFault::WrongLength {
-                expected: r.len,
-                actual: data.len() as u64,
-            });
+        decode_file(&self.file(&r.hash)?, r)
+    }
+
+    /// The stored (sealed, compressed) bytes of a block file, unchecked: what a replica
+    /// uploads, byte for byte.
+    pub fn file(&self, hash: &blake3::Hash) -> Result<Vec<u8>, BlockFault> {
+        match fs::read(self.path(hash)) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlockFault::Missing),
+            Err(e) => Err(BlockFault::Unreadable(e.to_string())),
         }
-        let actual = blake3::hash(&data);
-        if actual != r.hash {
-            return Err(BlockFault::WrongHash { actual });
-        }
-        Ok(data)
     }
 
     /// Every block file on disk with its size.
@@ -194,6 +187,38 @@ pub(crate) fn compress(data: &[u8]) -> Result<Vec<u8>, SnapshotError> {
     zst.extend_from_slice(&SEAL_HEADER);
     zst.extend_from_slice(seal.as_bytes());
     Ok(zst)
+}
+
+/// The content of a block file's bytes, after every check a reader can make: sealed,
+/// decodable, the length `r` says and the BLAKE3 it is named by. Blocks fetched from a replica
+/// go through the same checks as local ones.
+pub fn decode_file(file: &[u8], r: &BlockRef) -> Result<Vec<u8>, BlockFault> {
+    let frame = unseal(file)?;
+    let data = decompress(frame, r.len)?;
+    if data.len() as u64 != r.len {
+        return Err(BlockFault::WrongLength {
+            expected: r.len,
+            actual: data.len() as u64,
+        });
+    }
+    let actual = blake3::hash(&data);
+    if actual != r.hash {
+        return Err(BlockFault::WrongHash { actual });
+    }
+    Ok(data)
+}
+
+/// Checks a block file's bytes knowing only the hash it is named by (a drill over a listing:
+/// no manifest says its length): sealed, decodable within the largest block, and hashing to
+/// `hash`.
+pub fn check_named(file: &[u8], hash: &blake3::Hash) -> Result<(), BlockFault> {
+    let frame = unseal(file)?;
+    let data = decompress(frame, super::manifest::BLOCK_LEN as u64)?;
+    let actual = blake3::hash(&data);
+    if actual != *hash {
+        return Err(BlockFault::WrongHash { actual });
+    }
+    Ok(())
 }
 
 /// The zstd frame of a block file whose seal matches.

@@ -50,6 +50,9 @@ use super::retention::{self, GcOutcome, RetentionOutcome, RetentionPolicy, Reten
 use super::verify::{check_database, IntegrityReport, VerifyKind, VerifyRecord};
 use crate::storage::files;
 
+mod transfer;
+pub use transfer::manifest_id_of_name;
+
 /// Threads for block writes: fsyncs block rather than compute, and concurrent fsyncs share
 /// journal commits, so more threads than cores pays off (measured ~16 ms vs ~27 ms for ten
 /// 100 KB files on this project's disks).

@@ -133,6 +133,36 @@ impl Changes {
         Ok(())
     }
 
+    /// Deletes the rows a before-image names, by key (replaying a shipped change). Returns how
+    /// many went; fewer than the image holds means the database is not where the image was.
+    pub fn delete_rows(
+        &mut self,
+        conn: &Connection,
+        rows: &TableRows,
+    ) -> Result<i64, StorageError> {
+        use super::images::{any_equals_where, BATCH_ROWS};
+        use crate::domain::rows::key_of;
+        let key = crate::domain::tables::user_table(&rows.table).map_or(&[][..], |t| t.key);
+        let mut n = 0;
+        for chunk in rows.rows.chunks(BATCH_ROWS) {
+            let keys = chunk
+                .iter()
+                .map(|row| key_of(&rows.table, &rows.columns, row))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| StorageError::ImageWithoutKey {
+                    table: rows.table.clone(),
+                })?;
+            let params: Vec<&dyn ToSql> = keys.iter().flatten().map(|k| k as &dyn ToSql).collect();
+            n += self.delete(
+                conn,
+                &rows.table,
+                &any_equals_where(key, chunk.len()),
+                &params,
+            )?;
+        }
+        Ok(n)
+    }
+
     /// Inserts one row; `key_where` selects exactly that row afterwards (by primary key). The
     /// row's image is what was inserted (every column of the user tables is written).
     pub fn insert(

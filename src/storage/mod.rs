@@ -212,6 +212,32 @@ pub fn copy_tables_into<E: From<StorageError>>(
     Ok(())
 }
 
+/// Replaces the rows of `tables` in the connection's main database with those of the database
+/// file `other`, in one transaction (replaying a restore from a shipped log: the tables become
+/// the restored snapshot's).
+pub fn replace_tables_from(
+    conn: &Connection,
+    other: &Path,
+    tables: &[&str],
+) -> Result<(), StorageError> {
+    const ALIAS: &str = "lnrs_replay_source";
+    let path = other.to_string_lossy().replace('\'', "''");
+    conn.execute_batch(&format!("ATTACH '{path}' AS {ALIAS} (READ_ONLY)"))?;
+    let copied = in_transaction(conn, |c| {
+        for t in tables {
+            let t = crate::domain::tables::quote_ident(t);
+            c.execute_batch(&format!(
+                "DELETE FROM main.{t}; INSERT INTO main.{t} BY NAME SELECT * FROM {ALIAS}.{t};"
+            ))?;
+        }
+        Ok::<_, StorageError>(())
+    });
+    let detached = conn.execute_batch(&format!("DETACH {ALIAS}"));
+    copied?;
+    detached?;
+    Ok(())
+}
+
 /// BLAKE3 of a whole file, memory-mapped and hashed on every core: no file-sized allocation
 /// (its page faults cost more than the hashing) and no copy.
 pub fn hash_file(path: &Path) -> Result<blake3::Hash, StorageError> {

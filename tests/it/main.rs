@@ -19,4 +19,5 @@ mod powercut;
 mod process;
 mod production;
 mod recovery;
+mod replica;
 mod snapshots;

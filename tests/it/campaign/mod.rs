@@ -43,6 +43,23 @@ const FLAGS: &[&str] = &[
     "50ms",
 ];
 
+/// The campaign's flags for a server on `dir`: [`FLAGS`] plus a replica in a local directory
+/// (`file://`) inside it, so every case also checks what the replica may never show.
+fn flags(dir: &Path) -> Vec<String> {
+    let mut f: Vec<String> = FLAGS.iter().map(|s| s.to_string()).collect();
+    f.extend([
+        "--replica-url".to_string(),
+        format!("file://{}", model::replica_dir(dir).display()),
+        "--replica-segment-interval".to_string(),
+        "50ms".to_string(),
+    ]);
+    f
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// What an armed fail point does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -123,10 +140,11 @@ pub async fn run_case(case: &Case) -> Report {
     }
     let mut report = Report::default();
     let spec = failpoints(case);
+    let flags = flags(dir.path());
     let server = match ChildServer::try_start(
         dir.path(),
         "127.0.0.1:0",
-        FLAGS,
+        &as_strs(&flags),
         &[("LNRS_FAILPOINTS", &spec)],
     )
     .await
@@ -186,12 +204,15 @@ async fn stop_or_reap(mut server: ChildServer, report: &mut Report) -> String {
 
 /// Restarts on the same directory with nothing armed and checks every invariant.
 async fn restart_and_check(r: &mut Runner, dir: &Path, report: &mut Report) {
-    match ChildServer::try_start(dir, "127.0.0.1:0", FLAGS, &[]).await {
+    match ChildServer::try_start(dir, "127.0.0.1:0", &as_strs(&flags(dir)), &[]).await {
         Ok(s) => {
             r.ch = s.channel.clone();
             report
                 .violations
                 .extend(model::check(&mut r.model, &s.channel, dir).await);
+            report
+                .violations
+                .extend(model::check_replica(&s.channel, dir).await);
             crate::common::ops::stop(s).await;
         }
         Err(f) => report.violations.push(format!(
@@ -274,6 +295,8 @@ fn directed(path: FaultPath) -> Vec<Op> {
             Op::CreateHabitat,
         ],
         FaultPath::Compaction => vec![Op::Burst, Op::Burst, Op::Burst],
+        // The uploader ships snapshots (blocks, then the manifest) and log segments.
+        FaultPath::Replica => vec![Op::Snapshot, Op::Burst, Op::DeleteHabitat, Op::Burst],
         FaultPath::Startup => vec![],
     }
 }

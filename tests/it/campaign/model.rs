@@ -314,6 +314,7 @@ async fn check_deletes(model: &mut Model, ch: &Channel, v: &mut Vec<String>) {
         }
         let verified = snaps
             .verify_snapshot(pb::VerifySnapshotRequest {
+                source: pb::VerifySource::Local as i32,
                 snapshot_id: d.snapshot_id.clone(),
                 mode: pb::VerifyMode::Deep as i32,
             })
@@ -351,4 +352,96 @@ async fn check_deletes(model: &mut Model, ch: &Channel, v: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// Where a campaign server's `file://` replica lives.
+pub fn replica_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("replica-remote")
+}
+
+/// The replica catches up after the restart, and at no point holds a manifest naming a
+/// missing block or a log with a gap; its head is the server's.
+pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<String> {
+    use lnrs::replica::{layout, segment::Segment};
+    let mut v = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (head, replicated) = loop {
+        let s = crate::common::ops::status(ch).await;
+        let Some(r) = s.replica else {
+            return vec!["no replica status".into()];
+        };
+        if r.lag_events == 0
+            && r.snapshots_pending == 0
+            && r.state == pb::ReplicaState::Replicating as i32
+        {
+            break (s.event_head_seq, r.replicated_seq);
+        }
+        if std::time::Instant::now() > deadline {
+            return vec![format!(
+                "the replica did not catch up after the restart: {r:?}"
+            )];
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    if head != replicated {
+        v.push(format!("replicated head {replicated}, server head {head}"));
+    }
+    let root = replica_dir(data_dir);
+    let mut segs = Vec::new();
+    for entry in walk(&root) {
+        let name = entry
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        if let Some(id) = layout::parse_manifest(&name) {
+            match lnrs::snapshot::Manifest::decode(&bytes) {
+                Err(e) => v.push(format!("manifest {id}: {e}")),
+                Ok(m) => {
+                    for b in &m.blocks {
+                        if !root.join(layout::block(&b.hash)).exists() {
+                            v.push(format!("manifest {id} names a missing block {}", b.hash));
+                        }
+                    }
+                }
+            }
+        } else if let Some((a, b)) = layout::parse_segment(&name) {
+            if let Err(e) = Segment::decode(&bytes, &name, (a, b)) {
+                v.push(e.to_string());
+            }
+            segs.push((a, b));
+        }
+    }
+    segs.sort();
+    for w in segs.windows(2) {
+        if w[1].0 != w[0].1 + 1 {
+            v.push(format!(
+                "replica log gap/overlap: {:?} then {:?}",
+                w[0], w[1]
+            ));
+        }
+    }
+    if segs.last().map_or(0, |s| s.1) != replicated {
+        v.push(format!(
+            "the last segment ends at {:?}, replicated head {replicated}",
+            segs.last()
+        ));
+    }
+    v
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

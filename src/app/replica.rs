@@ -1,0 +1,511 @@
+//! The replica from the application's side: starting the uploader with the server, what
+//! deletes wait for in modes `sync` and `required`, status, remote verify, drill and retention
+//! — and disaster recovery: a database rebuilt from the replica alone (its newest snapshot, or
+//! a chosen one, plus the shipped log replayed up to the replicated head and checked against
+//! the primary's fingerprints), for `lnrs replica restore` and `--bootstrap-from-replica`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{App, Shared};
+use crate::config::{Config, ReplicaConfig, ReplicaMode};
+use crate::domain::fingerprint::Fingerprints;
+use crate::domain::tables::USER_TABLES;
+use crate::error::Error;
+use crate::events::{log as event_log, Event, EventHub, EventKind};
+use crate::replica::fetch::{self, DrillReport};
+use crate::replica::gc::RemoteGc;
+use crate::replica::segment::Segment;
+use crate::replica::ship::{Settings, Sources};
+use crate::replica::{lease, Mode, Remote, ReplicaError, ReplicaStatus, Replicator, Tip};
+use crate::snapshot::retention::RetentionPolicy;
+use crate::snapshot::{IntegrityReport, Manifest, SnapshotId, SnapshotStore};
+use crate::storage::changes::Changes;
+use crate::storage::pool::ReadPool;
+use crate::storage::{self, files, inspect};
+
+/// The replica layer's settings from the configuration.
+pub fn settings(rc: &ReplicaConfig) -> Settings {
+    Settings {
+        url: rc.url.clone(),
+        endpoint: rc.endpoint.clone(),
+        mode: match rc.mode {
+            ReplicaMode::Async => Mode::Async,
+            ReplicaMode::Sync => Mode::Sync,
+            ReplicaMode::Required => Mode::Required,
+        },
+        max_lag: rc.max_lag,
+        segment_events: rc.segment_events,
+        segment_interval: rc.segment_interval,
+        lease_ttl: rc.lease_ttl,
+        sync_timeout: rc.sync_timeout,
+        retention: RetentionPolicy {
+            keep_last: rc.retention_keep_last,
+            keep_within: rc.retention_keep_within,
+        },
+        gc_grace: rc.gc_grace,
+        gc_interval: rc.gc_interval,
+        drill_share_percent: rc.drill_share_percent,
+    }
+}
+
+/// Starts the uploader when a replica is configured. A replica that cannot start (bad URL,
+/// no snapshot store) is logged and left off: the server still serves, and status says why.
+pub(crate) fn start(
+    config: &Config,
+    store: Option<&Arc<SnapshotStore>>,
+    reads: &Arc<ReadPool>,
+    hub: &Arc<EventHub>,
+    tip: Tip,
+) -> Result<Option<Arc<Replicator>>, Error> {
+    let Some(rc) = &config.replica else {
+        return Ok(None);
+    };
+    let Some(store) = store else {
+        tracing::error!("replica: the snapshot store is not open; nothing can be replicated");
+        return Ok(None);
+    };
+    let sources = Sources {
+        store: store.clone(),
+        reads: reads.clone(),
+        hub: hub.clone(),
+        tip,
+        node: lease::node_id(&config.data_dir)?,
+    };
+    let r = Replicator::start(settings(rc), sources)?;
+    tracing::info!(url = %r.remote().url(), mode = rc.mode_name(), "replica: uploader started");
+    Ok(Some(r))
+}
+
+/// Mode `required`: the pre-delete snapshot goes to the object store before the delete
+/// commits; failing that, the delete fails and nothing changes.
+pub(crate) fn upload_before_commit(shared: &Shared, id: &SnapshotId) -> Result<(), Error> {
+    match &shared.replica {
+        Some(r) if r.settings().mode == Mode::Required => {
+            r.upload_snapshot_blocking(id).map_err(Error::from)
+        }
+        _ => Ok(()),
+    }
+}
+
+impl ReplicaConfig {
+    /// The mode's name, for logs.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            ReplicaMode::Async => "async",
+            ReplicaMode::Sync => "sync",
+            ReplicaMode::Required => "required",
+        }
+    }
+}
+
+impl App {
+    /// Modes `sync` and `required`: returns once the delete's event (and its pre-delete
+    /// snapshot) are in the object store, or fails with REPLICA_NOT_CONFIRMED.
+    pub(crate) async fn wait_for_replica(
+        &self,
+        seq: u64,
+        snapshot_id: Option<&str>,
+    ) -> Result<(), Error> {
+        let Some(r) = &self.shared.replica else {
+            return Ok(());
+        };
+        if r.settings().mode == Mode::Async {
+            return Ok(());
+        }
+        let id = snapshot_id.map(SnapshotId::parse).transpose()?;
+        r.wait_replicated(seq, id.as_ref())
+            .await
+            .map_err(Error::from)
+    }
+
+    /// A replica needs a snapshot to recover from: when the object store has none and neither
+    /// has the local store, takes one ("replica base"). Returns true once the replica has a
+    /// base (or none is needed: no replica).
+    pub async fn ensure_replica_base(&self) -> bool {
+        let Some(r) = &self.shared.replica else {
+            return true;
+        };
+        let s = r.status();
+        if s.snapshots_replicated > 0 || s.snapshots_pending > 0 {
+            return true;
+        }
+        if s.state != crate::replica::ReplicaState::Replicating {
+            return false;
+        }
+        let ctx = super::RequestCtx::internal("replica-base");
+        match self
+            .create_snapshot(ctx, "Replica base snapshot".into(), Default::default())
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(snapshot = %c.value.snapshot_id, "replica: base snapshot taken");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "replica: could not take the base snapshot");
+                false
+            }
+        }
+    }
+
+    /// The replica's status, when one is configured.
+    pub fn replica_status(&self) -> Option<ReplicaStatus> {
+        self.shared.replica.as_ref().map(|r| r.status())
+    }
+
+    fn replicator(&self) -> Result<Arc<Replicator>, Error> {
+        self.shared
+            .replica
+            .clone()
+            .ok_or(Error::Replica(ReplicaError::NotConfigured))
+    }
+
+    /// Verifies a snapshot's copy in the replica (quick: manifest and blocks present; deep:
+    /// every block downloaded and checked, then assembled and checked like a local deep verify).
+    pub async fn verify_in_replica(&self, id: &str, deep: bool) -> Result<IntegrityReport, Error> {
+        let id = SnapshotId::parse(id)?;
+        let r = self.replicator()?;
+        let scratch = scratch_dir(&self.shared.config.data_dir, "verify");
+        let remote = r.remote().clone();
+        let report = r
+            .handle()
+            .spawn(async move {
+                let out = fetch::verify(&remote, &id, deep, &scratch).await;
+                let _ = std::fs::remove_dir_all(&scratch);
+                out
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("replica verify task: {e}")))??;
+        Ok(report)
+    }
+
+    /// One run of the rotating read drill (`share_percent`: the configured share if `None`).
+    pub async fn drill_replica(&self, share_percent: Option<u32>) -> Result<DrillReport, Error> {
+        let r = self.replicator()?;
+        let share = share_percent.unwrap_or(r.settings().drill_share_percent);
+        if !(1..=100).contains(&share) {
+            return Err(Error::invalid(
+                "share_percent",
+                "INVALID_SHARE",
+                "must be in 1..=100",
+            ));
+        }
+        let remote = r.remote().clone();
+        let report = r
+            .handle()
+            .spawn(async move { fetch::drill(&remote, share).await })
+            .await
+            .map_err(|e| Error::Internal(format!("replica drill task: {e}")))??;
+        if !report.bad.is_empty() {
+            tracing::error!(bad = ?report.bad, "replica drill found damaged blocks");
+        }
+        Ok(report)
+    }
+
+    /// Remote retention and GC now.
+    pub async fn replica_retention(&self, dry_run: bool) -> Result<RemoteGc, Error> {
+        let r = self.replicator()?;
+        let rr = r.clone();
+        Ok(r.handle()
+            .spawn(async move { rr.apply_retention(dry_run).await })
+            .await
+            .map_err(|e| Error::Internal(format!("replica retention task: {e}")))??)
+    }
+}
+
+/// A scratch directory of its own under the data directory.
+fn scratch_dir(data_dir: &Path, what: &str) -> std::path::PathBuf {
+    data_dir.join(format!("replica-{what}-{:016x}.tmp", rand::random::<u64>()))
+}
+
+/// What a disaster recovery did.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub snapshot_id: String,
+    /// The snapshot's event head, and the head after replaying the shipped log.
+    pub snapshot_seq: u64,
+    pub head_seq: u64,
+    pub events_replayed: u64,
+    pub segments: u64,
+    pub elapsed: Duration,
+    /// The deep verify of the snapshot before anything was replayed onto it.
+    pub snapshot_report: IntegrityReport,
+    pub fingerprints: Fingerprints,
+}
+
+/// Rebuilds the database of `config.data_dir` (which must hold none) from the replica:
+/// snapshot `snapshot` (the newest if `None`) fetched with every block checked, assembled and
+/// deep verified, then the shipped log after it replayed up to the replicated head — each
+/// segment's fingerprints compared with the primary's, and the whole database scanned at the
+/// end. Only then is the file published; on any error nothing is left at the database path.
+pub fn recover(config: &Config, snapshot: Option<&str>) -> Result<Recovered, Error> {
+    let rc = config
+        .replica
+        .clone()
+        .ok_or(Error::Replica(ReplicaError::NotConfigured))?;
+    let db = config.database_path();
+    if db.exists() {
+        return Err(ReplicaError::DataDirNotEmpty.into());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| storage::StorageError::io(&config.data_dir, e))?;
+    let wanted = snapshot.map(SnapshotId::parse).transpose()?;
+    let config = config.clone();
+    // Its own thread and runtime: callers may be inside the server's runtime.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Internal(format!("recovery runtime: {e}")))?;
+            rt.block_on(recover_async(&config, &rc, wanted))
+        })
+        .join()
+        .map_err(|_| Error::Internal("the recovery thread panicked".into()))?
+    })
+}
+
+async fn recover_async(
+    config: &Config,
+    rc: &ReplicaConfig,
+    wanted: Option<SnapshotId>,
+) -> Result<Recovered, Error> {
+    let started = Instant::now();
+    let remote = Remote::open(&rc.url, rc.endpoint.as_deref())?;
+    let store = Arc::new(SnapshotStore::open(&config.snapshot_dir())?);
+    let id = match wanted {
+        Some(id) => id,
+        None => fetch::snapshot_ids(&remote)
+            .await?
+            .pop()
+            .ok_or_else(|| ReplicaError::NotFound("any snapshot (the replica is empty)".into()))?,
+    };
+    let m = fetch::import_snapshot(&remote, &store, &id).await?;
+    let report = {
+        let (store, id) = (store.clone(), id.clone());
+        blocking(move || Ok(store.verify_deep(&id)?)).await?
+    };
+    if !report.passed() {
+        return Err(
+            ReplicaError::corrupt(format!("snapshot {id}"), "its deep verify failed").into(),
+        );
+    }
+    let segments = fetch::read_log(&remote, m.meta.event_head_seq, None).await?;
+    // Snapshots a replayed restore swapped in: fetched before the replay starts.
+    for e in segments.iter().flat_map(|s| &s.events) {
+        if let Some(target) = restored_snapshot(e) {
+            fetch::import_snapshot(&remote, &store, &SnapshotId::parse(target)?).await?;
+        }
+    }
+    let db = config.database_path();
+    let tmp = files::with_suffix(&db, ".recover-tmp");
+    let _ = files::remove_database(&tmp);
+    let replayed = {
+        let (store, m, tmp) = (store.clone(), m.clone(), tmp.clone());
+        blocking(move || rebuild(&store, &m, &segments, &tmp)).await
+    };
+    let (head, events, n_segments, fingerprints) = match replayed {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = files::remove_database(&tmp);
+            return Err(e);
+        }
+    };
+    files::publish_new(&tmp, &db).map_err(|e| storage::StorageError::io(&db, e))?;
+    restore_annotations(&remote, &store).await;
+    store.persist_index()?;
+    Ok(Recovered {
+        snapshot_id: id.to_string(),
+        snapshot_seq: m.meta.event_head_seq,
+        head_seq: head,
+        events_replayed: events,
+        segments: n_segments,
+        elapsed: started.elapsed(),
+        snapshot_report: report,
+        fingerprints,
+    })
+}
+
+/// The snapshot a completed restore event swapped in.
+fn restored_snapshot(e: &Event) -> Option<&str> {
+    (e.body.kind == EventKind::RestorePerformed)
+        .then_some(e.body.restore.as_ref())
+        .flatten()
+        .filter(|r| !r.rolled_back)
+        .map(|r| r.snapshot_id.as_str())
+}
+
+/// Assembles the base snapshot into `tmp` and replays `segments` onto it. Returns the head,
+/// the events and segments replayed, and the final fingerprints.
+fn rebuild(
+    store: &SnapshotStore,
+    base: &Manifest,
+    segments: &[Segment],
+    tmp: &Path,
+) -> Result<(u64, u64, u64, Fingerprints), Error> {
+    store.assemble(&base.id, tmp)?;
+    storage::migrate_file(tmp)?;
+    let conn = storage::open(tmp)?;
+    let mut fps = base.fingerprints.clone();
+    let mut head = base.meta.event_head_seq;
+    let mut events = 0;
+    for seg in segments {
+        // A restore swaps whole tables: it cannot share a transaction with ATTACH.
+        for run in seg
+            .events
+            .split_inclusive(|e| restored_snapshot(e).is_some())
+        {
+            storage::in_transaction(&conn, |c| {
+                for e in run {
+                    replay_event(c, e, &mut fps)?;
+                    event_log::append(c, e)?;
+                }
+                Ok::<_, Error>(())
+            })?;
+            if let Some(target) = run.last().and_then(restored_snapshot) {
+                fps = replay_restore(store, &conn, target)?;
+            }
+        }
+        head = seg.last;
+        events += seg.events.len() as u64;
+        if let Some(expected) = &seg.fingerprints {
+            if *expected != fps {
+                return Err(ReplicaError::ReplayDiverged(format!(
+                    "after event {}: {}",
+                    seg.last,
+                    describe_difference(expected, &fps)
+                ))
+                .into());
+            }
+        }
+    }
+    let scanned = inspect::user_fingerprints(&conn)?;
+    if scanned != fps {
+        return Err(ReplicaError::ReplayDiverged(format!(
+            "the rebuilt file does not scan as replayed: {}",
+            describe_difference(&fps, &scanned)
+        ))
+        .into());
+    }
+    conn.execute_batch("CHECKPOINT")
+        .map_err(storage::StorageError::from)?;
+    conn.close()
+        .map_err(|(_, e)| storage::StorageError::Db(e))?;
+    Ok((head, events, segments.len() as u64, fps))
+}
+
+/// Applies one shipped event's row images: before-images leave (by key), after-images arrive.
+fn replay_event(conn: &duckdb::Connection, e: &Event, fps: &mut Fingerprints) -> Result<(), Error> {
+    let b = &e.body;
+    if !b.kind.changes_data() {
+        return Ok(());
+    }
+    if b.rows.is_empty() {
+        return Err(ReplicaError::ReplayDiverged(format!(
+            "event {} ({}) was logged without row images and cannot be replayed",
+            e.seq,
+            b.kind.as_str()
+        ))
+        .into());
+    }
+    let mut changes = Changes::new();
+    for t in &b.rows.before {
+        let n = changes.delete_rows(conn, t)?;
+        if n != t.rows.len() as i64 {
+            return Err(ReplicaError::ReplayDiverged(format!(
+                "event {}: {} of {} {} rows to remove were there",
+                e.seq,
+                n,
+                t.rows.len(),
+                t.table
+            ))
+            .into());
+        }
+    }
+    for t in &b.rows.after {
+        changes.insert_rows(conn, t)?;
+    }
+    changes.apply_to(fps);
+    Ok(())
+}
+
+/// Replays a restore: the user tables become the restored snapshot's.
+fn replay_restore(
+    store: &SnapshotStore,
+    conn: &duckdb::Connection,
+    target: &str,
+) -> Result<Fingerprints, Error> {
+    let id = SnapshotId::parse(target)?;
+    let tables: Vec<&str> = USER_TABLES.iter().map(|t| t.name).collect();
+    store.with_assembled(&id, |file| {
+        storage::replace_tables_from(conn, file, &tables).map_err(Error::from)
+    })?;
+    Ok(store.get(&id)?.fingerprints)
+}
+
+fn describe_difference(expected: &Fingerprints, actual: &Fingerprints) -> String {
+    let tables: std::collections::BTreeSet<&String> =
+        expected.keys().chain(actual.keys()).collect();
+    let diffs: Vec<String> = tables
+        .into_iter()
+        .filter(|t| expected.get(*t) != actual.get(*t))
+        .map(|t| {
+            format!(
+                "{t}: expected {}, got {}",
+                expected.get(t).map_or("none".into(), |f| f.to_string()),
+                actual.get(t).map_or("none".into(), |f| f.to_string())
+            )
+        })
+        .collect();
+    diffs.join("; ")
+}
+
+/// Users' pins, labels and descriptions back from the replica (best effort: a pin that
+/// cannot be read is logged, the recovery stands).
+async fn restore_annotations(remote: &Remote, store: &SnapshotStore) {
+    let listed = match remote.list(crate::replica::layout::ANNOTATIONS).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "recovery: could not list the replica's annotations");
+            return;
+        }
+    };
+    for o in listed {
+        let Some(id) = crate::replica::layout::parse_annotation(&o.name) else {
+            continue;
+        };
+        if !store.contains(&id) {
+            continue;
+        }
+        let a = match remote
+            .get_bytes(&o.name)
+            .await
+            .map(|b| serde_json::from_slice::<crate::snapshot::Annotation>(&b))
+        {
+            Ok(Ok(a)) => a,
+            _ => {
+                tracing::warn!(snapshot = %id, "recovery: an annotation could not be read");
+                continue;
+            }
+        };
+        let update = crate::snapshot::AnnotationUpdate {
+            pinned: Some(a.pinned),
+            labels: a.labels,
+            description: a.description,
+        };
+        if let Err(e) = store.annotate(&id, update) {
+            tracing::warn!(snapshot = %id, error = %e, "recovery: an annotation could not be applied");
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
+}

@@ -1,0 +1,130 @@
+//! A shipped piece of the event log: events `first..=last` (dense), the primary's fingerprints
+//! right after `last` when it knew them, zstd-compressed JSON lines, sealed with the BLAKE3 of
+//! the compressed bytes. A segment that decodes is complete and unaltered.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ReplicaError;
+use crate::domain::fingerprint::Fingerprints;
+use crate::events::Event;
+
+const FORMAT: u32 = 1;
+const MAGIC: &[u8; 8] = b"LNRSSEG1";
+const TRAILER: usize = MAGIC.len() + blake3::OUT_LEN;
+/// Largest decompressed segment accepted (a damaged length cannot make us allocate more).
+const MAX_DECODED: usize = 1 << 30;
+
+/// One segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub first: u64,
+    pub last: u64,
+    /// Per-table fingerprints of the primary's database right after `last`, when known.
+    pub fingerprints: Option<Fingerprints>,
+    pub written_at: DateTime<Utc>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    first: u64,
+    last: u64,
+    count: u64,
+    fingerprints: Option<Fingerprints>,
+    written_at: DateTime<Utc>,
+}
+
+impl Segment {
+    /// A segment of `events` (dense, oldest first, at least one).
+    pub fn new(events: Vec<Event>, fingerprints: Option<Fingerprints>) -> Self {
+        let first = events.first().map_or(0, |e| e.seq);
+        let last = events.last().map_or(0, |e| e.seq);
+        Segment {
+            first,
+            last,
+            fingerprints,
+            written_at: Utc::now(),
+            events,
+        }
+    }
+
+    /// The sealed bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, ReplicaError> {
+        let header = Header {
+            format: FORMAT,
+            first: self.first,
+            last: self.last,
+            count: self.events.len() as u64,
+            fingerprints: self.fingerprints.clone(),
+            written_at: self.written_at,
+        };
+        let json = |e: serde_json::Error| ReplicaError::corrupt("segment", e.to_string());
+        let mut text = serde_json::to_vec(&header).map_err(json)?;
+        text.push(b'\n');
+        for e in &self.events {
+            serde_json::to_writer(&mut text, e).map_err(json)?;
+            text.push(b'\n');
+        }
+        let mut out = zstd::bulk::compress(&text, 3)
+            .map_err(|e| ReplicaError::corrupt("segment", e.to_string()))?;
+        let seal = blake3::hash(&out);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(seal.as_bytes());
+        Ok(out)
+    }
+
+    /// Decodes and checks a segment named `name`: sealed, its header matches `expected` (the
+    /// range its name says), every event present, dense and in order.
+    pub fn decode(bytes: &[u8], name: &str, expected: (u64, u64)) -> Result<Segment, ReplicaError> {
+        let bad = |why: String| ReplicaError::corrupt(name, why);
+        let split = bytes
+            .len()
+            .checked_sub(TRAILER)
+            .ok_or_else(|| bad("too short".into()))?;
+        let (body, trailer) = bytes.split_at(split);
+        if &trailer[..MAGIC.len()] != MAGIC
+            || blake3::hash(body).as_bytes() != &trailer[MAGIC.len()..]
+        {
+            return Err(bad("seal does not match (changed or truncated)".into()));
+        }
+        let text = zstd::bulk::decompress(body, MAX_DECODED).map_err(|e| bad(e.to_string()))?;
+        let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        let header: Header =
+            serde_json::from_slice(lines.next().ok_or_else(|| bad("empty".into()))?)
+                .map_err(|e| bad(format!("header: {e}")))?;
+        if header.format > FORMAT {
+            return Err(bad(format!(
+                "format {} is newer than this build",
+                header.format
+            )));
+        }
+        if (header.first, header.last) != expected {
+            return Err(bad(format!(
+                "holds {}..={}, named {}..={}",
+                header.first, header.last, expected.0, expected.1
+            )));
+        }
+        let events = lines
+            .map(|l| serde_json::from_slice::<Event>(l).map_err(|e| bad(format!("event: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dense = events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == header.first + i as u64);
+        if !dense
+            || events.len() as u64 != header.count
+            || header.count != header.last - header.first + 1
+        {
+            return Err(bad("events missing or out of order".into()));
+        }
+        Ok(Segment {
+            first: header.first,
+            last: header.last,
+            fingerprints: header.fingerprints,
+            written_at: header.written_at,
+            events,
+        })
+    }
+}
