@@ -507,11 +507,11 @@ fn map_replica(e: ReplicaError) -> Mapped {
             Mapped::new(Code::Unavailable, reason, message).retry(Duration::from_secs(5))
         }
         ReplicaError::NotConfirmed { seq, .. } => Mapped::new(Code::Unavailable, reason, message)
-            .meta("committed_event_seq", &seq.to_string())
+            .meta("committed_event_seq", seq)
             .retry(Duration::from_secs(5)),
         ReplicaError::Fenced { generation, .. } => {
             Mapped::new(Code::FailedPrecondition, reason, message)
-                .meta("lease_generation", &generation.to_string())
+                .meta("lease_generation", generation)
         }
         ReplicaError::Diverged(_) => Mapped::new(Code::FailedPrecondition, reason, message),
         ReplicaError::NotFound(_) => Mapped::new(Code::NotFound, reason, message),

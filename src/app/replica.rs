@@ -13,10 +13,10 @@ use crate::config::{Config, ReplicaConfig, ReplicaMode};
 use crate::domain::fingerprint::Fingerprints;
 use crate::domain::tables::USER_TABLES;
 use crate::error::Error;
-use crate::events::{log as event_log, Event, EventHub, EventKind};
+use crate::events::{log as event_log, Event, EventHub};
 use crate::replica::fetch::{self, DrillReport};
 use crate::replica::gc::RemoteGc;
-use crate::replica::segment::Segment;
+use crate::replica::segment::{restored_snapshot, Segment};
 use crate::replica::ship::{Settings, Sources};
 use crate::replica::{lease, Mode, Remote, ReplicaError, ReplicaStatus, Replicator, Tip};
 use crate::snapshot::retention::RetentionPolicy;
@@ -327,15 +327,6 @@ async fn recover_async(
         snapshot_report: report,
         fingerprints,
     })
-}
-
-/// The snapshot a completed restore event swapped in.
-fn restored_snapshot(e: &Event) -> Option<&str> {
-    (e.body.kind == EventKind::RestorePerformed)
-        .then_some(e.body.restore.as_ref())
-        .flatten()
-        .filter(|r| !r.rolled_back)
-        .map(|r| r.snapshot_id.as_str())
 }
 
 /// Assembles the base snapshot into `tmp` and replays `segments` onto it. Returns the head,

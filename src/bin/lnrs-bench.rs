@@ -35,10 +35,16 @@ mod profile;
 mod prom;
 #[path = "lnrs-bench/reads.rs"]
 mod reads;
+#[path = "lnrs-bench/replica.rs"]
+mod replica;
 #[path = "lnrs-bench/report.rs"]
 mod report;
 #[path = "lnrs-bench/restore.rs"]
 mod restore;
+/// The replica tests' S3 API server (moto) and its venv, shared with the benchmark.
+#[allow(dead_code)]
+#[path = "../../tests/it/common/s3.rs"]
+mod s3;
 #[path = "lnrs-bench/stats.rs"]
 mod stats;
 
@@ -63,6 +69,7 @@ enum Scenario {
     Reads,
     Catchup,
     History,
+    Replica,
     All,
 }
 
@@ -139,6 +146,9 @@ enum Child {
     /// Internal: the fan-out subscriber process (parameters in LNRS_BENCH_FANOUT_CHILD).
     #[command(hide = true)]
     FanoutChild,
+    /// Internal: a server with a replica, to kill -9 (parameters in LNRS_BENCH_SERVE_CHILD).
+    #[command(hide = true)]
+    ServeChild,
 }
 
 impl Args {
@@ -155,6 +165,7 @@ fn main() -> ExitCode {
     };
     let result = match args.child {
         Some(Child::FanoutChild) => runtime.block_on(fanout::child_from_env()),
+        Some(Child::ServeChild) => runtime.block_on(replica::serve_child_from_env()),
         None => runtime.block_on(bench(&args)),
     };
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -252,6 +263,13 @@ async fn bench(args: &Args) -> Res<()> {
         None
     };
 
+    let replica = if args.wants(Scenario::Replica) {
+        eprintln!("replica: sync deletes, RPO after kill -9, upload and recovery …");
+        Some(replica::run(&work, &args.scale).await?)
+    } else {
+        None
+    };
+
     let mut results = Results {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: command_line(),
@@ -263,6 +281,7 @@ async fn bench(args: &Args) -> Res<()> {
         reads,
         catchup,
         history,
+        replica,
         targets: Vec::new(),
     };
     results.targets = report::targets(&results);

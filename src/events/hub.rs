@@ -369,17 +369,9 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{EventDraft, EventKind, Origin};
     use tokio_stream::StreamExt;
 
-    fn event(seq: u64) -> Event {
-        Event {
-            seq,
-            time: Utc::now(),
-            origin: Origin::default(),
-            body: EventDraft::new(EventKind::EntityCreated, "habitat", seq.to_string()),
-        }
-    }
+    use crate::events::model::test_event as event;
 
     /// A subscriber that reads nothing fills its buffer; the shutdown status must still reach
     /// it, after the buffered events, naming the last of them. (It was `try_send` into the full

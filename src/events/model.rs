@@ -191,6 +191,17 @@ pub struct Origin {
     pub peer: Option<String>,
 }
 
+/// A habitat-created event with seq `seq` (tests of the log, the hub and the replica).
+#[cfg(test)]
+pub(crate) fn test_event(seq: u64) -> Event {
+    Event {
+        seq,
+        time: Utc::now(),
+        origin: Origin::default(),
+        body: EventDraft::new(EventKind::EntityCreated, "habitat", seq.to_string()),
+    }
+}
+
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

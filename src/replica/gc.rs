@@ -3,7 +3,8 @@
 //! never a pinned one) over the replica's manifests and deletes the manifests it drops; the
 //! sweep then deletes blocks no remaining manifest references — but only blocks older than the
 //! grace period, so a block uploaded for a manifest still in flight (its manifest comes last)
-//! is never collected. Log segments wholly before the oldest kept snapshot go too: nothing can
+//! is never collected. A snapshot that a restore in the replayable log swapped in is kept too:
+//! a recovery across that restore needs it. Log segments wholly before the oldest kept snapshot go too: nothing can
 //! replay from before it.
 
 use std::collections::HashSet;
@@ -47,6 +48,14 @@ pub(crate) async fn run(
         retention::plan(&snapshots, None, &pinned, &r.settings.retention, Utc::now());
     out.kept = kept.into_iter().map(|d| d.id).collect();
     out.removed = planned.into_iter().map(|d| d.id).collect();
+    // A snapshot that a restore after the oldest kept snapshot swapped in is needed to replay
+    // the log across that restore: it stays.
+    let needed = replay_needs(r, st, &out.kept).await?;
+    let (keep_too, removed): (Vec<_>, Vec<_>) =
+        out.removed.drain(..).partition(|id| needed.contains(id));
+    out.kept.extend(keep_too);
+    out.kept.sort();
+    out.removed = removed;
     if dry_run {
         return Ok(out);
     }
@@ -60,6 +69,35 @@ pub(crate) async fn run(
     out.bytes_freed = bytes;
     out.segments_removed = sweep_segments(r, st).await?;
     Ok(out)
+}
+
+/// The snapshots completed restores after the oldest of `kept` swapped in (reads the shipped
+/// segments not read yet: each once, they never change).
+async fn replay_needs(
+    r: &Replicator,
+    st: &mut ShipState,
+    kept: &[SnapshotId],
+) -> Result<HashSet<SnapshotId>, ReplicaError> {
+    for (first, last, name) in fetch::segments(&r.remote).await? {
+        if st.scanned.contains(&name) {
+            continue;
+        }
+        let bytes = r.remote.get_bytes(&name).await?;
+        let seg = crate::replica::segment::Segment::decode(&bytes, &name, (first, last))?;
+        super::ship::note_restores(st, &name, &seg);
+    }
+    let Some(oldest) = kept.iter().min() else {
+        return Ok(HashSet::new());
+    };
+    let floor = fetch::manifest(&r.remote, oldest)
+        .await?
+        .meta
+        .event_head_seq;
+    Ok(st
+        .restores
+        .range(floor + 1..)
+        .map(|(_, id)| id.clone())
+        .collect())
 }
 
 /// Snapshots pinned locally or in the replica's annotations.

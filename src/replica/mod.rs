@@ -30,6 +30,9 @@ pub mod remote;
 pub mod segment;
 pub mod ship;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 pub use remote::Remote;

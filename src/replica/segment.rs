@@ -128,3 +128,54 @@ impl Segment {
         })
     }
 }
+
+/// The snapshot a completed restore event swapped in: replaying the log across that event
+/// needs it (recovery fetches it; remote retention keeps it).
+pub fn restored_snapshot(e: &Event) -> Option<&str> {
+    (e.body.kind == crate::events::EventKind::RestorePerformed)
+        .then_some(e.body.restore.as_ref())
+        .flatten()
+        .filter(|r| !r.rolled_back)
+        .map(|r| r.snapshot_id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::events::model::test_event as event;
+
+    #[test]
+    fn a_segment_round_trips_and_any_damage_is_detected() {
+        let seg = Segment::new((5..=9).map(event).collect(), Some(Fingerprints::new()));
+        let bytes = seg.encode().unwrap();
+        let back = Segment::decode(&bytes, "s", (5, 9)).unwrap();
+        assert_eq!(back.events, seg.events);
+        assert_eq!(back.fingerprints, seg.fingerprints);
+        assert!(
+            Segment::decode(&bytes, "s", (5, 10)).is_err(),
+            "named range must match"
+        );
+        for i in [0, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(Segment::decode(&bad, "s", (5, 9)).is_err(), "flip at {i}");
+        }
+        assert!(Segment::decode(&bytes[..bytes.len() - 1], "s", (5, 9)).is_err());
+    }
+
+    #[test]
+    fn a_segment_with_a_hole_is_refused() {
+        let mut events: Vec<Event> = (1..=4).map(event).collect();
+        events.remove(2);
+        let seg = Segment {
+            first: 1,
+            last: 4,
+            fingerprints: None,
+            written_at: Utc::now(),
+            events,
+        };
+        let bytes = seg.encode().unwrap();
+        assert!(Segment::decode(&bytes, "s", (1, 4)).is_err());
+    }
+}

@@ -148,6 +148,10 @@ pub(crate) struct ShipState {
     uploaded_bytes: u64,
     last_upload: Option<DateTime<Utc>>,
     pub(crate) last_gc: Option<Instant>,
+    /// Completed restores in the shipped log (event seq → the snapshot restored), and the
+    /// segments already read for them: remote retention keeps what a replay needs.
+    pub(crate) restores: BTreeMap<u64, SnapshotId>,
+    pub(crate) scanned: HashSet<String>,
     error: Option<ReplicaError>,
 }
 
@@ -336,11 +340,15 @@ impl Replicator {
                 }
             }
         };
-        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
-        if !in_runtime {
-            let _ =
-                rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), release).await });
-        }
+        // On a thread of its own: the caller may be inside another runtime, where blocking
+        // on this one is not allowed.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), release).await;
+                })
+            });
+        });
         rt.shutdown_background();
     }
 
@@ -693,6 +701,7 @@ impl Replicator {
         Self::check_lease(st)?;
         let name = layout::segment(first, last);
         let n = bytes.len() as u64;
+        note_restores(st, &name, &segment);
         if self.remote.put_create(&name, Bytes::from(bytes)).await? == Put::Existed {
             // Shipped before a crash, not yet known: it must be the same events.
             let there =
@@ -810,4 +819,16 @@ impl Replicator {
     pub fn node(&self) -> &str {
         &self.node
     }
+}
+
+/// Records the completed restores `segment` holds (see [`ShipState::restores`]).
+pub(crate) fn note_restores(st: &mut ShipState, name: &str, segment: &Segment) {
+    for e in &segment.events {
+        if let Some(id) =
+            super::segment::restored_snapshot(e).and_then(|t| SnapshotId::parse(t).ok())
+        {
+            st.restores.insert(e.seq, id);
+        }
+    }
+    st.scanned.insert(name.to_string());
 }

@@ -655,6 +655,36 @@ fn summary(s: &crate::snapshot::SnapshotSummary) -> pb::Snapshot {
     }
 }
 
+/// The replica's status.
+pub fn replica_status(r: &crate::replica::ReplicaStatus) -> pb::ReplicaStatus {
+    use crate::replica::ReplicaState as S;
+    pb::ReplicaStatus {
+        url: r.url.clone(),
+        mode: r.mode.as_str().into(),
+        state: match r.state {
+            S::Starting => pb::ReplicaState::Starting,
+            S::Replicating => pb::ReplicaState::Replicating,
+            S::Lagging => pb::ReplicaState::Lagging,
+            S::Unreachable => pb::ReplicaState::Unreachable,
+            S::Fenced => pb::ReplicaState::Fenced,
+            S::Diverged => pb::ReplicaState::Diverged,
+        } as i32,
+        reason: r.reason.clone().unwrap_or_default(),
+        replicated_seq: r.replicated_seq,
+        head_seq: r.head_seq,
+        lag_events: r.lag_events,
+        lag_seconds: r.lag_seconds,
+        lag_bytes: r.lag_bytes,
+        snapshots_replicated: r.snapshots_replicated,
+        snapshots_pending: r.snapshots_pending,
+        uploaded_bytes: r.uploaded_bytes,
+        last_upload_time: r.last_upload.map(timestamp),
+        lease_generation: r.lease_generation,
+        lease_holder: r.lease_holder.clone(),
+        healthy: r.healthy,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! pb ↔ domain round trips for every entity and link kind, over arbitrary values.
@@ -846,35 +876,5 @@ mod tests {
             pb::Habitat::from_record(&short),
             Err(Error::Internal(_))
         ));
-    }
-}
-
-/// The replica's status.
-pub fn replica_status(r: &crate::replica::ReplicaStatus) -> pb::ReplicaStatus {
-    use crate::replica::ReplicaState as S;
-    pb::ReplicaStatus {
-        url: r.url.clone(),
-        mode: r.mode.as_str().into(),
-        state: match r.state {
-            S::Starting => pb::ReplicaState::Starting,
-            S::Replicating => pb::ReplicaState::Replicating,
-            S::Lagging => pb::ReplicaState::Lagging,
-            S::Unreachable => pb::ReplicaState::Unreachable,
-            S::Fenced => pb::ReplicaState::Fenced,
-            S::Diverged => pb::ReplicaState::Diverged,
-        } as i32,
-        reason: r.reason.clone().unwrap_or_default(),
-        replicated_seq: r.replicated_seq,
-        head_seq: r.head_seq,
-        lag_events: r.lag_events,
-        lag_seconds: r.lag_seconds,
-        lag_bytes: r.lag_bytes,
-        snapshots_replicated: r.snapshots_replicated,
-        snapshots_pending: r.snapshots_pending,
-        uploaded_bytes: r.uploaded_bytes,
-        last_upload_time: r.last_upload.map(timestamp),
-        lease_generation: r.lease_generation,
-        lease_holder: r.lease_holder.clone(),
-        healthy: r.healthy,
     }
 }

@@ -208,6 +208,12 @@ pub fn decode_file(file: &[u8], r: &BlockRef) -> Result<Vec<u8>, BlockFault> {
     Ok(data)
 }
 
+/// A sealed block file of `data` (other modules' tests).
+#[cfg(test)]
+pub(crate) fn compress_for_tests(data: &[u8]) -> Vec<u8> {
+    compress(data).expect("compress")
+}
+
 /// Checks a block file's bytes knowing only the hash it is named by (a drill over a listing:
 /// no manifest says its length): sealed, decodable within the largest block, and hashing to
 /// `hash`.

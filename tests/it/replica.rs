@@ -37,7 +37,12 @@ const FAST: &[&str] = &[
 
 async fn start(dir: &Path, s3: &S3, prefix: &str, extra: &[&str]) -> ChildServer {
     let mut args: Vec<String> = s3.flags(prefix);
-    args.extend(FAST.iter().map(|s| s.to_string()));
+    // FAST's values, unless `extra` gives its own (a flag may appear once).
+    for pair in FAST.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend(pair.iter().map(|s| s.to_string()));
+        }
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ChildServer::start(dir, "127.0.0.1:0", &args, &S3::env()).await
@@ -209,7 +214,10 @@ async fn mixed_workload(ch: &Channel, tag: &str) {
 async fn recovery_from_the_replica_equals_the_primary_and_seqs_continue() {
     let s3 = S3::start("round-trip");
     let primary_dir = tempfile::tempdir().unwrap();
-    let primary = start(primary_dir.path(), &s3, "prod", &[]).await;
+    // A lease far longer than the test: the recovered server can take over only because a
+    // clean shutdown releases it.
+    let long_lease = ["--replica-lease-ttl", "300s"];
+    let primary = start(primary_dir.path(), &s3, "prod", &long_lease).await;
     mixed_workload(&primary.channel, "rt").await;
     let replicated = caught_up(&primary.channel).await;
     assert_eq!(
@@ -247,7 +255,12 @@ async fn recovery_from_the_replica_equals_the_primary_and_seqs_continue() {
         boot.path(),
         &s3,
         "prod",
-        &["--bootstrap-from-replica", "true"],
+        &[
+            "--bootstrap-from-replica",
+            "true",
+            "--replica-lease-ttl",
+            "300s",
+        ],
     )
     .await;
     assert_eq!(ops::status(&server.channel).await.event_head_seq, head);
@@ -326,16 +339,36 @@ async fn kill_9_at_every_upload_step_leaves_a_consistent_bucket_and_a_restart_re
 async fn s3_cut_async_lags_and_catches_up_and_required_refuses_deletes() {
     let s3 = S3::start("outage");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &s3, "async", &["--replica-max-lag", "1s"]).await;
+    // A short event log: compaction must still keep what the replica has not confirmed.
+    let server = start(
+        dir.path(),
+        &s3,
+        "async",
+        &[
+            "--replica-max-lag",
+            "1s",
+            "--event-retention-keep-last",
+            "4",
+        ],
+    )
+    .await;
     let ch = server.channel.clone();
     caught_up(&ch).await;
-    assert_eq!(ops::health(&ch, "lnrs.v1.Replica").await, 1, "SERVING");
+    eventually("lnrs.v1.Replica SERVING", WAIT, || async {
+        ops::health(&ch, "lnrs.v1.Replica").await == 1
+    })
+    .await;
 
     s3.set_down(true);
     let (id, _) = ops::habitat(&ch, "written while S3 is down").await.unwrap();
     delete_habitat(&ch, id)
         .await
         .expect("async deletes go on while S3 is down");
+    for i in 0..12 {
+        ops::habitat(&ch, &format!("burst {i}")).await.unwrap();
+    }
+    // Upkeep compacts every 200 ms: a few rounds with S3 still down.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     eventually(
         "health lnrs.v1.Replica NOT_SERVING past the max lag",
         WAIT,
@@ -363,6 +396,44 @@ async fn s3_cut_async_lags_and_catches_up_and_required_refuses_deletes() {
     .await;
     ops::stop(server).await;
     assert_eq!(bucket_violations(&s3, "async"), Vec::<String>::new());
+    // Nothing written during the outage was compacted away before it was shipped.
+    let (fps, rows, _) = file_state(&dir.path().join("lnrs.duckdb"));
+    let dr = tempfile::tempdir().unwrap();
+    let out = recover(&s3, "async", dr.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(file_state(&dr.path().join("lnrs.duckdb")).0, fps);
+    assert_eq!(file_state(&dr.path().join("lnrs.duckdb")).1, rows);
+
+    // Mode sync: with S3 cut the delete stands here, but is not acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &s3,
+        "sync",
+        &["--replica-mode", "sync", "--replica-sync-timeout", "1s"],
+    )
+    .await;
+    let ch = server.channel.clone();
+    caught_up(&ch).await;
+    let (id, _) = ops::habitat(&ch, "sync victim").await.unwrap();
+    s3.set_down(true);
+    let err = delete_habitat(&ch, id).await.unwrap_err();
+    assert_refused(&err, Code::Unavailable, "REPLICA_NOT_CONFIRMED");
+    let seq: u64 = crate::common::error_meta(&err, "committed_event_seq")
+        .expect("the committed seq")
+        .parse()
+        .unwrap();
+    assert!(
+        !ops::habitat_names(&ch).await.contains("sync victim"),
+        "committed here"
+    );
+    s3.set_down(false);
+    assert!(caught_up(&ch).await >= seq, "shipped once S3 is back");
+    ops::stop(server).await;
 
     // Mode required: with S3 cut a delete is refused and nothing changes.
     let dir = tempfile::tempdir().unwrap();
@@ -388,11 +459,7 @@ async fn s3_cut_async_lags_and_catches_up_and_required_refuses_deletes() {
     );
     assert!(
         lnrs::replica::layout::parse_segment(
-            listing
-                .iter()
-                .filter(|k| k.starts_with("log/"))
-                .last()
-                .unwrap()
+            listing.iter().rfind(|k| k.starts_with("log/")).unwrap()
         )
         .unwrap()
         .1 >= acknowledged.event_seq,
@@ -562,6 +629,9 @@ async fn remote_retention_keeps_pins_and_the_grace_period_spares_in_flight_block
         })
         .await
         .unwrap();
+    // A restore of r1: recovering across it needs r1, whatever retention says.
+    assert!(!ops::restore(&ch, &ids[1]).await.unwrap().rolled_back);
+    ops::habitat(&ch, "after the restore").await.unwrap();
     caught_up(&ch).await;
     eventually("the pin is in the replica", WAIT, || async {
         s3.get("r", &format!("annotations/{}.json", ids[0]))
@@ -588,12 +658,19 @@ async fn remote_retention_keeps_pins_and_the_grace_period_spares_in_flight_block
         manifests.iter().any(|k| k.contains(&ids[0])),
         "pinned kept: {manifests:?}"
     );
-    assert!(manifests.iter().any(|k| k.contains(&ids[3])), "newest kept");
     assert!(
-        !manifests.iter().any(|k| k.contains(&ids[1])),
+        manifests.iter().any(|k| k.contains(&ids[3])),
+        "kept: keep_last"
+    );
+    assert!(
+        manifests.iter().any(|k| k.contains(&ids[1])),
+        "kept: a later restore restored it: {first:?}"
+    );
+    assert!(
+        !manifests.iter().any(|k| k.contains(&ids[2])),
         "beyond keep_last removed: {first:?}"
     );
-    assert!(first.removed_snapshot_ids.contains(&ids[1]));
+    assert!(first.removed_snapshot_ids.contains(&ids[2]));
     assert!(
         s3.get("r", &stray).is_some(),
         "a young unreferenced block survives the sweep"
@@ -631,4 +708,16 @@ async fn remote_retention_keeps_pins_and_the_grace_period_spares_in_flight_block
         "four quarter runs read every block exactly once"
     );
     ops::stop(server).await;
+
+    // What retention left still recovers the primary, across its restore.
+    let (fps, rows, _) = file_state(&dir.path().join("lnrs.duckdb"));
+    let dr = tempfile::tempdir().unwrap();
+    let out = recover(&s3, "r", dr.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (dr_fps, dr_rows, _) = file_state(&dr.path().join("lnrs.duckdb"));
+    assert_eq!((dr_fps, dr_rows), (fps, rows));
 }

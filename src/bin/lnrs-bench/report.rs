@@ -12,6 +12,7 @@ use crate::harness::{Dataset, Machine};
 use crate::history::HistoryResult;
 use crate::profile::PhaseProfile;
 use crate::reads::ReadsResult;
+use crate::replica::ReplicaResult;
 use crate::restore::RestoreRun;
 use crate::stats::Summary;
 
@@ -56,6 +57,7 @@ pub struct Results {
     pub reads: Option<ReadsResult>,
     pub catchup: Option<CatchupResult>,
     pub history: Option<HistoryResult>,
+    pub replica: Option<ReplicaResult>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -226,7 +228,36 @@ pub fn targets(r: &Results) -> Vec<TargetCheck> {
             None => unmeasured(name),
         });
     }
+    out.extend(replica_targets(r.replica.as_ref()));
     out
+}
+
+/// [replica]: no acknowledged delete lost in sync mode; async loses at most the max lag.
+fn replica_targets(r: Option<&ReplicaResult>) -> Vec<TargetCheck> {
+    const SYNC: &str = "replica sync: acknowledged deletes lost after kill -9 = 0";
+    const ASYNC: &str = "replica async: writes lost after kill -9 within replica_max_lag";
+    let find = |mode: &str| r.and_then(|r| r.rpo.iter().find(|p| p.mode == mode));
+    vec![
+        match find("sync") {
+            Some(p) => check(
+                SYNC,
+                format!("{} of {}", p.lost, p.acknowledged),
+                Some(p.lost == 0),
+            ),
+            None => unmeasured(SYNC),
+        },
+        match find("async") {
+            Some(p) => check(
+                ASYNC,
+                format!(
+                    "{} of {} ({:.2} s of writes)",
+                    p.lost, p.acknowledged, p.lost_window_secs
+                ),
+                Some(p.lost_window_secs <= p.max_lag_secs),
+            ),
+            None => unmeasured(ASYNC),
+        },
+    ]
 }
 
 /// Writer blocked p50 ≤ 15 ms: the fraction of the server's captures in its ≤ 15 ms bucket
@@ -363,6 +394,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(h) = &r.history {
         history_md(w, h);
+    }
+    if let Some(rr) = &r.replica {
+        replica_md(w, rr);
     }
     let _ = writeln!(w, "\n## Methods\n\n{}", METHODS.trim());
     s
@@ -778,9 +812,79 @@ const METHODS: &str = r#"
   round of deletes are removed, as the log of a release before row images holds them. A
   restarted server undeletes each of those, reading the rows from the pre-delete snapshot;
   the benchmark checks the `source` of every undelete.
+- **Replica**: moto (`moto[server]`, the replica tests' S3 API server, from `scripts/test-venv`)
+  on 127.0.0.1; the servers reach it directly (no proxy). Sync vs local only: the same 40
+  habitat creates (untimed) then deletes, on two fresh copies. RPO: a server of this binary
+  (hidden `serve-child`) with `replica_segment_interval = 200ms` takes writes for 3 s (sync:
+  create + delete pairs, counting acknowledged deletes; async: creates), is killed with
+  SIGKILL while a write is in flight, and `lnrs::app::replica::recover` rebuilds a database from
+  the replica alone; an acknowledged write whose seq is above the recovered head is lost. The
+  lost window is from the oldest lost acknowledgement to the kill. Upload: from the start of a
+  fresh primary (no snapshots) until GetStatus says the replica holds its base snapshot and
+  log; recovery: `recover` into an empty directory, wall time.
 - Percentiles are nearest-rank over raw client samples; server histogram quantiles are
   interpolated like Prometheus' `histogram_quantile`.
 "#;
+
+fn replica_md(w: &mut String, r: &ReplicaResult) {
+    let _ = writeln!(
+        w,
+        "\n## 8. Replica on object storage (moto S3 on 127.0.0.1)\n"
+    );
+    let _ = writeln!(
+        w,
+        "{} habitat deletes (each with its pre-delete snapshot), the same on two copies of the \
+         scale-{} data: without a replica, and in mode `sync` (acknowledged once the snapshot and \
+         the event are in S3).\n",
+        r.deletes,
+        r.scales.first().map_or(1, |s| s.scale)
+    );
+    let _ = writeln!(w, "| | p50 | p99 | mean |\n|---|---|---|---|");
+    for (k, s) in [("local only", &r.local_only), ("sync", &r.sync)] {
+        let _ = writeln!(
+            w,
+            "| {k} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            s.p50_ms, s.p99_ms, s.mean_ms
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nSync adds {:.1} ms at p50 ({:.2}×).\n",
+        r.sync.p50_ms - r.local_only.p50_ms,
+        r.sync.p50_ms / r.local_only.p50_ms.max(1e-9)
+    );
+    let _ = writeln!(
+        w,
+        "RPO: writes for 3 s, then SIGKILL with a write in flight; the database recovered from the \
+         replica alone is compared with what was acknowledged (sync: deletes; async: creates).\n"
+    );
+    let _ = writeln!(w, "| mode | acknowledged | lost after kill -9 | lost window | max lag |\n|---|---|---|---|---|");
+    for p in &r.rpo {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.2} s | {:.0} s |",
+            p.mode, p.acknowledged, p.lost, p.lost_window_secs, p.max_lag_secs
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nUpload of a fresh primary's base snapshot, then disaster recovery into an empty \
+         directory (fetch, check every block, assemble, deep verify, replay, scan):\n"
+    );
+    let _ = writeln!(w, "| scale | database | uploaded | upload | throughput | recovery |\n|---|---|---|---|---|---|");
+    for d in &r.scales {
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} MB | {:.1} MB | {:.2} s | {:.1} MB/s | {:.2} s |",
+            d.scale,
+            d.database_bytes as f64 / 1e6,
+            d.uploaded_bytes as f64 / 1e6,
+            d.upload_secs,
+            d.upload_mb_per_s,
+            d.recover_secs
+        );
+    }
+}
 
 #[cfg(test)]
 mod tests {
