@@ -381,15 +381,16 @@ fn rebuild(
         ))
         .into());
     }
-    conn.execute_batch("CHECKPOINT")
-        .map_err(storage::StorageError::from)?;
-    conn.close()
-        .map_err(|(_, e)| storage::StorageError::Db(e))?;
+    storage::checkpoint_and_close(conn)?;
     Ok((head, events, segments.len() as u64, fps))
 }
 
 /// Applies one shipped event's row images: before-images leave (by key), after-images arrive.
-fn replay_event(conn: &duckdb::Connection, e: &Event, fps: &mut Fingerprints) -> Result<(), Error> {
+fn replay_event(
+    conn: &storage::Connection,
+    e: &Event,
+    fps: &mut Fingerprints,
+) -> Result<(), Error> {
     let b = &e.body;
     if !b.kind.changes_data() {
         return Ok(());
@@ -426,7 +427,7 @@ fn replay_event(conn: &duckdb::Connection, e: &Event, fps: &mut Fingerprints) ->
 /// Replays a restore: the user tables become the restored snapshot's.
 fn replay_restore(
     store: &SnapshotStore,
-    conn: &duckdb::Connection,
+    conn: &storage::Connection,
     target: &str,
 ) -> Result<Fingerprints, Error> {
     let id = SnapshotId::parse(target)?;

@@ -134,6 +134,12 @@ struct Args {
     /// Measures deleted and undeleted by the history scenario (twice each).
     #[arg(long, default_value_t = 30)]
     undeletes: usize,
+    /// Habitat deletes per mode in the replica scenario (local only vs sync).
+    #[arg(long, default_value_t = 40)]
+    replica_deletes: usize,
+    /// How long writes run before the kill -9 of the replica scenario's RPO runs.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    replica_write_for: Duration,
     /// Server log filter (logs go to server.log in the work dir).
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -265,7 +271,15 @@ async fn bench(args: &Args) -> Res<()> {
 
     let replica = if args.wants(Scenario::Replica) {
         eprintln!("replica: sync deletes, RPO after kill -9, upload and recovery …");
-        Some(replica::run(&work, &args.scale).await?)
+        Some(
+            replica::run(
+                &work,
+                &args.scale,
+                args.replica_deletes,
+                args.replica_write_for,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -319,6 +333,8 @@ fn settings(args: &Args) -> serde_json::Value {
         "concurrency": args.concurrency,
         "read_window_secs": args.read_window.as_secs_f64(),
         "read_rounds": args.read_rounds,
+        "replica_deletes": args.replica_deletes,
+        "replica_write_for_secs": args.replica_write_for.as_secs_f64(),
         "log_filter": args.log_filter,
     })
 }

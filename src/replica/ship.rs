@@ -152,7 +152,6 @@ pub(crate) struct ShipState {
     /// segments already read for them: remote retention keeps what a replay needs.
     pub(crate) restores: BTreeMap<u64, SnapshotId>,
     pub(crate) scanned: HashSet<String>,
-    error: Option<ReplicaError>,
 }
 
 /// The replica uploader of one server.
@@ -358,10 +357,6 @@ impl Replicator {
             let outcome = {
                 let mut st = self.ship.lock().await;
                 let r = self.cycle(&mut st).await;
-                st.error = r
-                    .as_ref()
-                    .err()
-                    .map(|e| ReplicaError::Unreachable(e.to_string()));
                 if let Err(e) = &r {
                     crate::metrics::replica_upload_failed();
                     tracing::warn!(error = %e, "replica: upload cycle failed; retrying");
@@ -738,7 +733,7 @@ impl Replicator {
                 )),
             )
         } else if let Some(e) = error {
-            (ReplicaState::Unreachable, Some(e.to_string()))
+            (ReplicaState::Unreachable, Some(e.public_message()))
         } else if !st.initialized {
             (ReplicaState::Starting, None)
         } else {

@@ -171,13 +171,18 @@ pub fn in_transaction<T, E: From<StorageError>>(
     }
 }
 
+/// CHECKPOINT, then close: the file alone holds everything committed on `conn`.
+pub fn checkpoint_and_close(conn: Connection) -> Result<(), StorageError> {
+    conn.execute_batch("CHECKPOINT")?;
+    conn.close().map_err(|(_, e)| StorageError::Db(e))
+}
+
 /// Opens the database file `path` read-write and brings its schema up to date (an assembled
 /// snapshot may predate a migration), then closes it with a checkpoint.
 pub fn migrate_file(path: &Path) -> Result<(), StorageError> {
     let conn = open(path)?;
     schema::migrate(&conn)?;
-    conn.execute_batch("CHECKPOINT")?;
-    conn.close().map_err(|(_, e)| StorageError::Db(e))
+    checkpoint_and_close(conn)
 }
 
 /// Copies the rows of `tables` from the connection's main database into the database file

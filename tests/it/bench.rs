@@ -44,6 +44,10 @@ async fn a_small_run_measures_every_scenario() {
             "1",
             "--undeletes",
             "3",
+            "--replica-deletes",
+            "4",
+            "--replica-write-for",
+            "1s",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,6 +117,20 @@ async fn a_small_run_measures_every_scenario() {
         .expect("delete events measured");
     assert!(deleted["with_images"].as_f64() > deleted["without_images"].as_f64());
 
+    let r = &json["replica"];
+    assert_eq!(r["local_only"]["n"], 4);
+    assert_eq!(r["sync"]["n"], 4);
+    let sync = r["rpo"]
+        .as_array()
+        .expect("rpo")
+        .iter()
+        .find(|p| p["mode"] == "sync")
+        .expect("sync rpo");
+    assert!(sync["acknowledged"].as_u64() > Some(0));
+    assert_eq!(sync["lost"], 0, "an acknowledged sync delete was lost");
+    assert!(r["scales"][0]["recover_secs"].as_f64() > Some(0.0));
+    assert!(r["scales"][0]["uploaded_bytes"].as_u64() > Some(0));
+
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [
         "## Machine",
@@ -124,11 +142,12 @@ async fn a_small_run_measures_every_scenario() {
         "## 5.",
         "## 6.",
         "## 7.",
+        "## 8.",
     ] {
         assert!(md.contains(section), "{section} missing");
     }
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 14);
+    assert_eq!(targets.len(), 16);
     // Not measured: the two scale-10 comparisons, and storage after 100 (12 deletes).
     let unmeasured = targets.iter().filter(|t| t["met"].is_null()).count();
     assert_eq!(unmeasured, 3, "{targets:#?}");

@@ -26,10 +26,6 @@ use crate::harness::{self, fail, BenchServer, Res, Work};
 use crate::s3::S3;
 use crate::stats::Summary;
 
-/// Habitat deletes per mode in the latency comparison.
-const DELETES: usize = 40;
-/// How long writes run before the kill.
-const WRITE_FOR: Duration = Duration::from_secs(3);
 const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// Item 8 results.
@@ -79,7 +75,12 @@ fn replica_config(s3: &S3, prefix: &str, mode: ReplicaMode) -> ReplicaConfig {
 }
 
 /// Runs item 8 at `scales` (the first for latency and RPO).
-pub async fn run(work: &Work, scales: &[u32]) -> Res<ReplicaResult> {
+pub async fn run(
+    work: &Work,
+    scales: &[u32],
+    n_deletes: usize,
+    write_for: Duration,
+) -> Res<ReplicaResult> {
     for (k, v) in S3::env() {
         // Read by the object store's AWS builder in this process; nothing else reads them.
         std::env::set_var(k, v);
@@ -88,18 +89,19 @@ pub async fn run(work: &Work, scales: &[u32]) -> Res<ReplicaResult> {
         .await
         .map_err(|e| fail(format!("moto: {e}")))?;
     let first = work.reference(scales[0])?;
-    eprintln!("replica: {DELETES} deletes without a replica and in mode sync …");
-    let local_only = deletes(work, &first.path, None).await?;
+    eprintln!("replica: {n_deletes} deletes without a replica and in mode sync …");
+    let local_only = deletes(work, &first.path, None, n_deletes).await?;
     let sync = deletes(
         work,
         &first.path,
         Some(replica_config(&s3, "latency", ReplicaMode::Sync)),
+        n_deletes,
     )
     .await?;
     let mut rpo = Vec::new();
     for mode in [ReplicaMode::Sync, ReplicaMode::Async] {
         eprintln!("replica: RPO after kill -9 in mode {mode:?} …");
-        rpo.push(kill_and_recover(work, &first.path, &s3, mode).await?);
+        rpo.push(kill_and_recover(work, &first.path, &s3, mode, write_for).await?);
     }
     let mut points = Vec::new();
     for &scale in scales {
@@ -107,7 +109,7 @@ pub async fn run(work: &Work, scales: &[u32]) -> Res<ReplicaResult> {
         points.push(upload_and_recover(work, scale, &s3).await?);
     }
     Ok(ReplicaResult {
-        deletes: DELETES,
+        deletes: n_deletes,
         local_only,
         sync,
         rpo,
@@ -168,8 +170,8 @@ async fn delete_habitat(
     .map(|r| r.into_inner().outcome.map_or(0, |o| o.event_seq))
 }
 
-/// Latency of `DELETES` habitat deletes (habitats created first, not timed).
-async fn deletes(work: &Work, db: &Path, replica: Option<ReplicaConfig>) -> Res<Summary> {
+/// Latency of `n` habitat deletes (habitats created first, not timed).
+async fn deletes(work: &Work, db: &Path, replica: Option<ReplicaConfig>, n: usize) -> Res<Summary> {
     let name = if replica.is_some() {
         "replica-sync"
     } else {
@@ -183,7 +185,7 @@ async fn deletes(work: &Work, db: &Path, replica: Option<ReplicaConfig>) -> Res<
     }
     let mut c = EntityServiceClient::new(ch.clone());
     let mut ids = Vec::new();
-    for i in 0..DELETES {
+    for i in 0..n {
         ids.push(
             create_habitat(&mut c, format!("bench replica {i}"))
                 .await?
@@ -276,8 +278,14 @@ pub async fn serve_child_from_env() -> Res<()> {
         .map_err(|e| fail(e.to_string()))
 }
 
-/// Writes for [`WRITE_FOR`], SIGKILL, recover from the replica, count what was lost.
-async fn kill_and_recover(work: &Work, db: &Path, s3: &S3, mode: ReplicaMode) -> Res<Rpo> {
+/// Writes for `write_for`, SIGKILL, recover from the replica, count what was lost.
+async fn kill_and_recover(
+    work: &Work,
+    db: &Path,
+    s3: &S3,
+    mode: ReplicaMode,
+    write_for: Duration,
+) -> Res<Rpo> {
     let prefix = format!("rpo-{}", mode_name(mode));
     let dir = work.data_dir_with(&prefix, db)?;
     let mut child = Child::start(&dir, s3, &prefix, mode).await?;
@@ -287,7 +295,7 @@ async fn kill_and_recover(work: &Work, db: &Path, s3: &S3, mode: ReplicaMode) ->
     let mut acked: Vec<(u64, Instant)> = Vec::new();
     let started = Instant::now();
     let mut i = 0;
-    while started.elapsed() < WRITE_FOR {
+    while started.elapsed() < write_for {
         i += 1;
         let Ok((id, seq)) = create_habitat(&mut c, format!("rpo {i}")).await else {
             break;
