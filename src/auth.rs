@@ -32,7 +32,8 @@ pub enum Role {
     Reader,
     /// + create/update/delete/undelete of entities and links, CreateSnapshot, UpdateSnapshot.
     Editor,
-    /// + RestoreSnapshot, DeleteSnapshot, ApplyRetention, DrillReplica, ApplyReplicaRetention.
+    /// + RestoreSnapshot, RestoreToPoint, DeleteSnapshot, ApplyRetention, DrillReplica,
+    ///   ApplyReplicaRetention.
     Admin,
 }
 
@@ -113,6 +114,7 @@ pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
             ("PreviewSnapshot", Reader),
             ("VerifySnapshot", Reader),
             ("RestoreSnapshot", Admin),
+            ("RestoreToPoint", Admin),
             ("DeleteSnapshot", Admin),
             ("ApplyRetention", Admin),
             ("DrillReplica", Admin),
@@ -586,6 +588,7 @@ mod tests {
             for (m, role) in *methods {
                 let expected = match *m {
                     "RestoreSnapshot"
+                    | "RestoreToPoint"
                     | "DeleteSnapshot"
                     | "ApplyRetention"
                     | "DrillReplica"

@@ -102,6 +102,13 @@ pub enum Error {
     /// events compacted, or events without row images).
     #[error("{0}")]
     StateNotRebuildable(String),
+    /// A point-in-time restore to a point the retained snapshots and log do not cover.
+    #[error("{point} is not reachable: the retained history covers events {earliest}..={head}")]
+    PointNotReachable {
+        point: String,
+        earliest: u64,
+        head: u64,
+    },
     /// A paged diff against the live database whose later page finds it changed since the
     /// first: the pages would not describe one diff.
     #[error("the live database moved from event {pinned} to {head} during a paged diff")]
@@ -336,6 +343,20 @@ fn map(e: Error) -> Mapped {
         Error::StateNotRebuildable(why) => {
             Mapped::new(Code::FailedPrecondition, "STATE_NOT_REBUILDABLE", why)
         }
+        Error::PointNotReachable {
+            point,
+            earliest,
+            head,
+        } => Mapped::new(
+            Code::OutOfRange,
+            "POINT_NOT_REACHABLE",
+            format!(
+                "{point} is not reachable: the retained snapshots and log cover events \
+                 {earliest}..={head}"
+            ),
+        )
+        .meta("earliest_reachable_seq", earliest)
+        .meta("head_seq", head),
         Error::LiveStateMoved { pinned, head } => Mapped::new(
             Code::Aborted,
             "LIVE_STATE_MOVED",

@@ -427,7 +427,11 @@ fn snapshot_state(
 
 /// The events after `after` up to and including `last`, oldest first — all of them, or an
 /// error when the log no longer has some.
-fn events_between(conn: &Connection, after: u64, last: u64) -> Result<Vec<Event>, Error> {
+pub(crate) fn events_between(
+    conn: &Connection,
+    after: u64,
+    last: u64,
+) -> Result<Vec<Event>, Error> {
     let bounds = event_log::bounds(conn)?;
     if after + 1 < bounds.first && after < last {
         return Err(Error::StateNotRebuildable(format!(

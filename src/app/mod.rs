@@ -8,11 +8,13 @@ pub mod entities;
 pub mod history;
 pub mod maintenance;
 pub mod reads;
+mod replay;
 pub mod replica;
 pub mod restore;
 pub mod snapshots;
 pub mod state;
 pub mod status;
+pub mod timeline;
 pub mod undelete;
 
 use std::path::PathBuf;

@@ -11,19 +11,17 @@ use std::time::{Duration, Instant};
 use super::{App, Shared};
 use crate::config::{Config, ReplicaConfig, ReplicaMode};
 use crate::domain::fingerprint::Fingerprints;
-use crate::domain::tables::USER_TABLES;
 use crate::error::Error;
-use crate::events::{log as event_log, Event, EventHub};
+use crate::events::EventHub;
 use crate::replica::fetch::{self, DrillReport};
 use crate::replica::gc::RemoteGc;
-use crate::replica::segment::{restored_snapshot, Segment};
+use crate::replica::segment::restored_snapshot;
 use crate::replica::ship::{Settings, Sources};
 use crate::replica::{lease, Mode, Remote, ReplicaError, ReplicaStatus, Replicator, Tip};
 use crate::snapshot::retention::RetentionPolicy;
-use crate::snapshot::{IntegrityReport, Manifest, SnapshotId, SnapshotStore};
-use crate::storage::changes::Changes;
+use crate::snapshot::{IntegrityReport, SnapshotId, SnapshotStore};
 use crate::storage::pool::ReadPool;
-use crate::storage::{self, files, inspect};
+use crate::storage::{self, files};
 
 /// The replica layer's settings from the configuration.
 pub fn settings(rc: &ReplicaConfig) -> Settings {
@@ -155,7 +153,7 @@ impl App {
         self.shared.replica.as_ref().map(|r| r.status())
     }
 
-    fn replicator(&self) -> Result<Arc<Replicator>, Error> {
+    pub(crate) fn replicator(&self) -> Result<Arc<Replicator>, Error> {
         self.shared
             .replica
             .clone()
@@ -286,7 +284,7 @@ async fn recover_async(
     let m = fetch::import_snapshot(&remote, &store, &id).await?;
     let report = {
         let (store, id) = (store.clone(), id.clone());
-        blocking(move || Ok(store.verify_deep(&id)?)).await?
+        super::snapshots::blocking(move || Ok(store.verify_deep(&id)?)).await?
     };
     if !report.passed() {
         return Err(
@@ -305,9 +303,16 @@ async fn recover_async(
     let _ = files::remove_database(&tmp);
     let replayed = {
         let (store, m, tmp) = (store.clone(), m.clone(), tmp.clone());
-        blocking(move || rebuild(&store, &m, &segments, &tmp)).await
+        super::snapshots::blocking(move || super::replay::rebuild(&store, &m, &segments, &tmp))
+            .await
     };
-    let (head, events, n_segments, fingerprints) = match replayed {
+    let super::replay::Rebuilt {
+        head,
+        events,
+        segments: n_segments,
+        fingerprints,
+        ..
+    } = match replayed {
         Ok(v) => v,
         Err(e) => {
             let _ = files::remove_database(&tmp);
@@ -327,132 +332,6 @@ async fn recover_async(
         snapshot_report: report,
         fingerprints,
     })
-}
-
-/// Assembles the base snapshot into `tmp` and replays `segments` onto it. Returns the head,
-/// the events and segments replayed, and the final fingerprints.
-fn rebuild(
-    store: &SnapshotStore,
-    base: &Manifest,
-    segments: &[Segment],
-    tmp: &Path,
-) -> Result<(u64, u64, u64, Fingerprints), Error> {
-    store.assemble(&base.id, tmp)?;
-    storage::migrate_file(tmp)?;
-    let conn = storage::open(tmp)?;
-    let mut fps = base.fingerprints.clone();
-    let mut head = base.meta.event_head_seq;
-    let mut events = 0;
-    for seg in segments {
-        // A restore swaps whole tables: it cannot share a transaction with ATTACH.
-        for run in seg
-            .events
-            .split_inclusive(|e| restored_snapshot(e).is_some())
-        {
-            storage::in_transaction(&conn, |c| {
-                for e in run {
-                    replay_event(c, e, &mut fps)?;
-                    event_log::append(c, e)?;
-                }
-                Ok::<_, Error>(())
-            })?;
-            if let Some(target) = run.last().and_then(restored_snapshot) {
-                fps = replay_restore(store, &conn, target)?;
-            }
-        }
-        head = seg.last;
-        events += seg.events.len() as u64;
-        if let Some(expected) = &seg.fingerprints {
-            if *expected != fps {
-                return Err(ReplicaError::ReplayDiverged(format!(
-                    "after event {}: {}",
-                    seg.last,
-                    describe_difference(expected, &fps)
-                ))
-                .into());
-            }
-        }
-    }
-    let scanned = inspect::user_fingerprints(&conn)?;
-    if scanned != fps {
-        return Err(ReplicaError::ReplayDiverged(format!(
-            "the rebuilt file does not scan as replayed: {}",
-            describe_difference(&fps, &scanned)
-        ))
-        .into());
-    }
-    storage::checkpoint_and_close(conn)?;
-    Ok((head, events, segments.len() as u64, fps))
-}
-
-/// Applies one shipped event's row images: before-images leave (by key), after-images arrive.
-fn replay_event(
-    conn: &storage::Connection,
-    e: &Event,
-    fps: &mut Fingerprints,
-) -> Result<(), Error> {
-    let b = &e.body;
-    if !b.kind.changes_data() {
-        return Ok(());
-    }
-    if b.rows.is_empty() {
-        return Err(ReplicaError::ReplayDiverged(format!(
-            "event {} ({}) was logged without row images and cannot be replayed",
-            e.seq,
-            b.kind.as_str()
-        ))
-        .into());
-    }
-    let mut changes = Changes::new();
-    for t in &b.rows.before {
-        let n = changes.delete_rows(conn, t)?;
-        if n != t.rows.len() as i64 {
-            return Err(ReplicaError::ReplayDiverged(format!(
-                "event {}: {} of {} {} rows to remove were there",
-                e.seq,
-                n,
-                t.rows.len(),
-                t.table
-            ))
-            .into());
-        }
-    }
-    for t in &b.rows.after {
-        changes.insert_rows(conn, t)?;
-    }
-    changes.apply_to(fps);
-    Ok(())
-}
-
-/// Replays a restore: the user tables become the restored snapshot's.
-fn replay_restore(
-    store: &SnapshotStore,
-    conn: &storage::Connection,
-    target: &str,
-) -> Result<Fingerprints, Error> {
-    let id = SnapshotId::parse(target)?;
-    let tables: Vec<&str> = USER_TABLES.iter().map(|t| t.name).collect();
-    store.with_assembled(&id, |file| {
-        storage::replace_tables_from(conn, file, &tables).map_err(Error::from)
-    })?;
-    Ok(store.get(&id)?.fingerprints)
-}
-
-fn describe_difference(expected: &Fingerprints, actual: &Fingerprints) -> String {
-    let tables: std::collections::BTreeSet<&String> =
-        expected.keys().chain(actual.keys()).collect();
-    let diffs: Vec<String> = tables
-        .into_iter()
-        .filter(|t| expected.get(*t) != actual.get(*t))
-        .map(|t| {
-            format!(
-                "{t}: expected {}, got {}",
-                expected.get(t).map_or("none".into(), |f| f.to_string()),
-                actual.get(t).map_or("none".into(), |f| f.to_string())
-            )
-        })
-        .collect();
-    diffs.join("; ")
 }
 
 /// Users' pins, labels and descriptions back from the replica (best effort: a pin that
@@ -492,12 +371,4 @@ async fn restore_annotations(remote: &Remote, store: &SnapshotStore) {
             tracing::warn!(snapshot = %id, error = %e, "recovery: an annotation could not be applied");
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
 }

@@ -231,6 +231,27 @@ impl ToJson for pb::RestoreSnapshotResponse {
     }
 }
 
+impl ToJson for pb::RestorePlan {
+    fn to_json(&self) -> Value {
+        json!({
+            "base_snapshot_id": self.base_snapshot_id,
+            "base_event_seq": self.base_event_seq,
+            "target_event_seq": self.target_event_seq,
+            "target_time": self.target_time.to_json(),
+            "events_to_replay": self.events_to_replay,
+            "bytes_to_fetch": self.bytes_to_fetch,
+            "earliest_reachable_seq": self.earliest_reachable_seq,
+            "head_seq": self.head_seq,
+        })
+    }
+}
+
+impl ToJson for pb::RestoreToPointResponse {
+    fn to_json(&self) -> Value {
+        json!({ "plan": self.plan.to_json(), "restore": self.restore.to_json() })
+    }
+}
+
 impl ToJson for pb::RetentionDecision {
     fn to_json(&self) -> Value {
         json!({ "snapshot_id": self.snapshot_id, "removed": self.removed, "reason": self.reason })
@@ -289,6 +310,30 @@ impl ToJson for pb::GetStatusResponse {
             "retention_keep_within": self.retention_keep_within.to_json(),
             "database_bytes": self.database_bytes,
             "table_rows": self.table_rows.to_json(),
+            "replica": self.replica.to_json(),
+        })
+    }
+}
+
+impl ToJson for pb::ReplicaStatus {
+    fn to_json(&self) -> Value {
+        json!({
+            "url": self.url,
+            "mode": self.mode,
+            "state": enum_json!(pb::ReplicaState, self.state),
+            "reason": self.reason,
+            "replicated_seq": self.replicated_seq,
+            "head_seq": self.head_seq,
+            "lag_events": self.lag_events,
+            "lag_seconds": self.lag_seconds,
+            "lag_bytes": self.lag_bytes,
+            "snapshots_replicated": self.snapshots_replicated,
+            "snapshots_pending": self.snapshots_pending,
+            "uploaded_bytes": self.uploaded_bytes,
+            "last_upload_time": self.last_upload_time.to_json(),
+            "lease_generation": self.lease_generation,
+            "lease_holder": self.lease_holder,
+            "healthy": self.healthy,
         })
     }
 }

@@ -72,8 +72,21 @@ pub enum SnapshotAction {
     },
     /// Replace the live database with a snapshot (verified; rolled back on any failure).
     Restore {
-        /// The snapshot id.
-        id: String,
+        /// The snapshot id (or give --seq / --time for a point in time).
+        #[arg(required_unless_present_any = ["seq", "time"], conflicts_with_all = ["seq", "time"])]
+        id: Option<String>,
+        /// Restore the data as it was right after this event seq.
+        #[arg(long, conflicts_with = "time")]
+        seq: Option<u64>,
+        /// Restore the data as it was at this time (RFC 3339, e.g. 2026-12-01T14:30:00Z).
+        #[arg(long)]
+        time: Option<String>,
+        /// With --seq/--time: read the replica's snapshots and log instead of the local ones.
+        #[arg(long)]
+        replica: bool,
+        /// With --seq/--time: only show the plan (base snapshot, events to replay, bytes).
+        #[arg(long)]
+        dry_run: bool,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
@@ -194,7 +207,18 @@ pub(crate) async fn run(ctx: &Ctx, action: SnapshotAction) -> Result<(), Failure
         SnapshotAction::Show { id } => show(ctx, &id).await,
         SnapshotAction::Preview { id, table, limit } => preview(ctx, id, table, limit).await,
         SnapshotAction::Verify { id, deep, replica } => verify(ctx, &id, deep, replica).await,
-        SnapshotAction::Restore { id, yes } => restore(ctx, &id, yes).await,
+        SnapshotAction::Restore {
+            id,
+            seq,
+            time,
+            replica,
+            dry_run,
+            yes,
+        } => match (id, point(seq, time)?) {
+            (Some(id), None) => restore(ctx, &id, yes).await,
+            (_, Some(point)) => restore_to_point(ctx, point, replica, dry_run, yes).await,
+            (None, None) => Err(Failure::usage("give a snapshot id, --seq or --time")),
+        },
         SnapshotAction::Pin { id } => update(ctx, &id, pin_change(true)).await,
         SnapshotAction::Unpin { id } => update(ctx, &id, pin_change(false)).await,
         SnapshotAction::Update(args) => {
@@ -370,9 +394,9 @@ async fn verify(ctx: &Ctx, id: &str, deep: bool, replica: bool) -> Result<(), Fa
         snapshot_id: id.to_string(),
         mode: mode as i32,
         source: if replica {
-            pb::VerifySource::Replica
+            pb::HistorySource::Replica
         } else {
-            pb::VerifySource::Local
+            pb::HistorySource::Local
         } as i32,
     };
     let label = format!(
@@ -837,6 +861,119 @@ async fn restore(ctx: &Ctx, id: &str, yes: bool) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// The point of `--seq` / `--time`.
+fn point(
+    seq: Option<u64>,
+    time: Option<String>,
+) -> Result<Option<pb::restore_to_point_request::Point>, Failure> {
+    use pb::restore_to_point_request::Point;
+    Ok(match (seq, time) {
+        (Some(s), _) => Some(Point::EventSeq(s)),
+        (None, Some(t)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| {
+                Failure::usage(format!("--time: {e} (RFC 3339, e.g. 2026-12-01T14:30:00Z)"))
+            })?;
+            Some(Point::Time(prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            }))
+        }
+        (None, None) => None,
+    })
+}
+
+/// `lnrs snapshot restore --seq N | --time T`: shows the plan, asks, restores.
+async fn restore_to_point(
+    ctx: &Ctx,
+    point: pb::restore_to_point_request::Point,
+    replica: bool,
+    dry_run: bool,
+    yes: bool,
+) -> Result<(), Failure> {
+    let source = if replica {
+        pb::HistorySource::Replica
+    } else {
+        pb::HistorySource::Local
+    } as i32;
+    let req = |dry_run: bool| pb::RestoreToPointRequest {
+        point: Some(point),
+        source,
+        dry_run,
+        request_id: if dry_run {
+            String::new()
+        } else {
+            ctx.request_id()
+        },
+    };
+    let mut client = ctx.snapshots();
+    let planned = client
+        .restore_to_point(ctx.long_req(req(true)))
+        .await?
+        .into_inner();
+    let plan = planned.plan.unwrap_or_default();
+    if dry_run {
+        if ctx.json() {
+            return output::print_json(&plan.to_json());
+        }
+        return output::print(&plan_text(&plan));
+    }
+    if !ctx.json() {
+        output::print(&plan_text(&plan))?;
+    }
+    if !yes {
+        confirm_word(
+            &format!(
+                "This replaces the live database with its state right after event {}.",
+                plan.target_event_seq
+            ),
+            "RESTORE",
+        )?;
+    }
+    let label = format!("restoring to event {}", plan.target_event_seq);
+    let call = client.restore_to_point(ctx.long_req(req(false)));
+    let r = with_progress(ctx, &label, call).await?.into_inner();
+    let restored = r.restore.clone().unwrap_or_default();
+    if ctx.json() {
+        output::print_json(&r.to_json())?;
+    } else {
+        let id = restored
+            .restored
+            .as_ref()
+            .map_or("", |s| s.snapshot_id.as_str());
+        output::print(&restored_text(id, &restored))?;
+    }
+    if restored.rolled_back {
+        return Err(Failure::Integrity(format!(
+            "the restore was rolled back ({}); the live database is as it was before",
+            restored.rollback_reason
+        )));
+    }
+    Ok(())
+}
+
+/// A point-in-time plan, for people.
+fn plan_text(p: &pb::RestorePlan) -> String {
+    key_values(&[
+        (
+            "target",
+            format!("right after event {}", p.target_event_seq),
+        ),
+        (
+            "from snapshot",
+            format!(
+                "{} (state after event {})",
+                p.base_snapshot_id, p.base_event_seq
+            ),
+        ),
+        ("events to replay", p.events_to_replay.to_string()),
+        ("bytes to fetch", bytes(p.bytes_to_fetch)),
+        (
+            "reachable",
+            format!("events {}..={}", p.earliest_reachable_seq, p.head_seq),
+        ),
+    ])
 }
 
 /// The integrity report of a restore, whether it rolled back, and how to undo it.

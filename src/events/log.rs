@@ -178,6 +178,15 @@ pub fn undelete_of(
     Ok(None)
 }
 
+/// The newest event committed at or before `time_us`, if the log still has one.
+pub fn last_at_or_before(conn: &Connection, time_us: i64) -> Result<Option<u64>, EventError> {
+    let sql = format!("SELECT max(seq) FROM {EVENT_LOG_TABLE} WHERE time_us <= ?");
+    let seq: Option<i64> = conn
+        .prepare_cached(&sql)?
+        .query_row([time_us], |r| r.get(0))?;
+    Ok(seq.map(|s| s as u64))
+}
+
 /// Up to `limit` events with seq > `after` matching `filter`, oldest first.
 pub fn read_after(
     conn: &Connection,

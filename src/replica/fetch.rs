@@ -68,9 +68,11 @@ pub async fn read_log(
         let bytes = remote.get_bytes(&name).await?;
         let mut seg = Segment::decode(&bytes, &name, (first, last))?;
         seg.events.retain(|e| e.seq >= next && e.seq <= upto);
+        seg.first = seg.first.max(next);
         if last > upto {
             // Cut short: the fingerprints describe the segment's end, not `upto`.
             seg.fingerprints = None;
+            seg.last = upto;
         }
         next = last.min(upto) + 1;
         out.push(seg);

@@ -39,6 +39,24 @@ impl SnapshotApi {
         let item = self.app.snapshot_listing(m.id.as_str()).await?;
         Ok(convert::snapshot(m, item.as_ref()))
     }
+
+    /// The response of a restore (RestoreSnapshot, RestoreToPoint).
+    async fn restored(
+        &self,
+        out: &crate::app::Replayable<crate::app::restore::RestoreOutcome>,
+    ) -> Result<pb::RestoreSnapshotResponse, Error> {
+        let o = &out.value;
+        Ok(pb::RestoreSnapshotResponse {
+            safety_snapshot_id: o.safety_snapshot_id.clone(),
+            report: Some(convert::report(&o.report)),
+            rolled_back: o.rolled_back,
+            rollback_reason: o.rollback_reason.clone().unwrap_or_default(),
+            event_seq: o.event_seq,
+            restored: Some(self.listed(&o.restored).await?),
+            duration: Some(convert::duration(o.duration)),
+            replayed: out.replayed,
+        })
+    }
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -247,8 +265,8 @@ impl SnapshotService for SnapshotApi {
                 )
             }
         };
-        let report = match pb::VerifySource::try_from(r.source) {
-            Ok(pb::VerifySource::Replica) => {
+        let report = match pb::HistorySource::try_from(r.source) {
+            Ok(pb::HistorySource::Replica) => {
                 self.app.verify_in_replica(&r.snapshot_id, deep).await?
             }
             Ok(_) => self.app.verify_snapshot(&r.snapshot_id, deep).await?,
@@ -276,16 +294,56 @@ impl SnapshotService for SnapshotApi {
             .app
             .restore(c, &r.snapshot_id, &r.confirm_snapshot_id)
             .await?;
-        let o = &out.value;
-        Ok(Response::new(pb::RestoreSnapshotResponse {
-            safety_snapshot_id: o.safety_snapshot_id.clone(),
-            report: Some(convert::report(&o.report)),
-            rolled_back: o.rolled_back,
-            rollback_reason: o.rollback_reason.clone().unwrap_or_default(),
-            event_seq: o.event_seq,
-            restored: Some(self.listed(&o.restored).await?),
-            duration: Some(convert::duration(o.duration)),
-            replayed: out.replayed,
+        Ok(Response::new(self.restored(&out).await?))
+    }
+
+    async fn restore_to_point(
+        &self,
+        req: Request<pb::RestoreToPointRequest>,
+    ) -> R<pb::RestoreToPointResponse> {
+        use crate::app::timeline::{Point, Source};
+        let c = ctx(&req, &req.get_ref().request_id)?;
+        let r = req.into_inner();
+        let point = match r.point {
+            Some(pb::restore_to_point_request::Point::EventSeq(s)) => Point::Seq(s),
+            Some(pb::restore_to_point_request::Point::Time(t)) => {
+                Point::Time(convert::from_timestamp("time", t)?)
+            }
+            None => {
+                return Err(
+                    Error::invalid("point", "POINT_REQUIRED", "set event_seq or time").into(),
+                )
+            }
+        };
+        let source = match pb::HistorySource::try_from(r.source) {
+            Ok(pb::HistorySource::Replica) => Source::Replica,
+            Ok(_) => Source::Local,
+            Err(_) => {
+                return Err(
+                    Error::invalid("source", "INVALID_SOURCE", "must be LOCAL or REPLICA").into(),
+                )
+            }
+        };
+        let (plan, out) = self
+            .app
+            .restore_to_point(c, point, source, r.dry_run)
+            .await?;
+        let restore = match &out {
+            Some(out) => Some(self.restored(out).await?),
+            None => None,
+        };
+        Ok(Response::new(pb::RestoreToPointResponse {
+            plan: Some(pb::RestorePlan {
+                base_snapshot_id: plan.base.to_string(),
+                base_event_seq: plan.base_seq,
+                target_event_seq: plan.target_seq,
+                target_time: plan.target_time.map(convert::timestamp),
+                events_to_replay: plan.events_to_replay,
+                bytes_to_fetch: plan.bytes_to_fetch,
+                earliest_reachable_seq: plan.earliest_seq,
+                head_seq: plan.head_seq,
+            }),
+            restore,
         }))
     }
 

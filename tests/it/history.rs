@@ -157,7 +157,7 @@ async fn verify_deep_after_snapshot(s: &TestServer) {
     let report = s
         .snapshots()
         .verify_snapshot(pb::VerifySnapshotRequest {
-            source: pb::VerifySource::Local as i32,
+            source: pb::HistorySource::Local as i32,
             snapshot_id: id,
             mode: pb::VerifyMode::Deep as i32,
         })

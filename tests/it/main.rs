@@ -21,3 +21,4 @@ mod production;
 mod recovery;
 mod replica;
 mod snapshots;
+mod timeline;

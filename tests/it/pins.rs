@@ -81,7 +81,7 @@ async fn delete(s: &TestServer, id: &str, force: bool) -> Result<u64, tonic::Sta
 async fn verify(s: &TestServer, id: &str) -> bool {
     s.snapshots()
         .verify_snapshot(pb::VerifySnapshotRequest {
-            source: pb::VerifySource::Local as i32,
+            source: pb::HistorySource::Local as i32,
             snapshot_id: id.into(),
             mode: pb::VerifyMode::Quick as i32,
         })

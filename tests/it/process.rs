@@ -73,7 +73,7 @@ async fn kill_9_during_a_burst_of_deletes_loses_nothing_acknowledged() {
         assert_eq!(snap.entity_id, id.to_string());
         let v = snaps
             .verify_snapshot(pb::VerifySnapshotRequest {
-                source: pb::VerifySource::Local as i32,
+                source: pb::HistorySource::Local as i32,
                 snapshot_id: out.snapshot_id.clone(),
                 mode: pb::VerifyMode::Quick as i32,
             })

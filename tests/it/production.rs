@@ -544,7 +544,7 @@ async fn metrics_after_a_scripted_workload() {
         .unwrap();
     snaps
         .verify_snapshot(pb::VerifySnapshotRequest {
-            source: pb::VerifySource::Local as i32,
+            source: pb::HistorySource::Local as i32,
             snapshot_id: snap.snapshot_id.clone(),
             mode: pb::VerifyMode::Quick as i32,
         })
@@ -817,7 +817,7 @@ async fn call_class(
                 "VerifySnapshot",
                 ok(s.verify_snapshot(with_token(
                     pb::VerifySnapshotRequest {
-                        source: pb::VerifySource::Local as i32,
+                        source: pb::HistorySource::Local as i32,
                         snapshot_id: snapshot_id.into(),
                         mode: pb::VerifyMode::Quick as i32,
                     },

@@ -600,7 +600,7 @@ async fn no_path_or_sql_reaches_a_client_when_storage_breaks() {
         record(
             "verify",
             sn.verify_snapshot(pb::VerifySnapshotRequest {
-                source: pb::VerifySource::Local as i32,
+                source: pb::HistorySource::Local as i32,
                 snapshot_id: target.clone(),
                 mode: mode as i32,
             })

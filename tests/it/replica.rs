@@ -35,7 +35,7 @@ const FAST: &[&str] = &[
     "50ms",
 ];
 
-async fn start(dir: &Path, s3: &S3, prefix: &str, extra: &[&str]) -> ChildServer {
+pub(crate) async fn start(dir: &Path, s3: &S3, prefix: &str, extra: &[&str]) -> ChildServer {
     let mut args: Vec<String> = s3.flags(prefix);
     // FAST's values, unless `extra` gives its own (a flag may appear once).
     for pair in FAST.chunks(2) {
@@ -48,7 +48,7 @@ async fn start(dir: &Path, s3: &S3, prefix: &str, extra: &[&str]) -> ChildServer
     ChildServer::start(dir, "127.0.0.1:0", &args, &S3::env()).await
 }
 
-async fn replica_status(ch: &Channel) -> pb::ReplicaStatus {
+pub(crate) async fn replica_status(ch: &Channel) -> pb::ReplicaStatus {
     ops::status(ch)
         .await
         .replica
@@ -56,7 +56,7 @@ async fn replica_status(ch: &Channel) -> pb::ReplicaStatus {
 }
 
 /// Waits until everything committed is in the store. Returns the replicated head.
-async fn caught_up(ch: &Channel) -> u64 {
+pub(crate) async fn caught_up(ch: &Channel) -> u64 {
     eventually("the replica caught up", WAIT, || async {
         let r = replica_status(ch).await;
         r.state == pb::ReplicaState::Replicating as i32
@@ -69,7 +69,7 @@ async fn caught_up(ch: &Channel) -> u64 {
 }
 
 /// Fingerprints, every user table's rows and the log head of a database file.
-fn file_state(db: &Path) -> (Fingerprints, Vec<TableRows>, u64) {
+pub(crate) fn file_state(db: &Path) -> (Fingerprints, Vec<TableRows>, u64) {
     let conn = lnrs::storage::open_read_only(db).unwrap();
     let tables: Vec<&str> = lnrs::domain::tables::USER_TABLES
         .iter()
@@ -136,7 +136,7 @@ fn bucket_violations(s3: &S3, prefix: &str) -> Vec<String> {
     bad
 }
 
-fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
+pub(crate) fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
     pb::CreateHabitatRequest {
         habitat: Some(pb::Habitat {
             habitat: name.into(),
@@ -146,7 +146,10 @@ fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
     }
 }
 
-async fn delete_habitat(ch: &Channel, id: i32) -> Result<pb::DeleteOutcome, tonic::Status> {
+pub(crate) async fn delete_habitat(
+    ch: &Channel,
+    id: i32,
+) -> Result<pb::DeleteOutcome, tonic::Status> {
     entity(ch)
         .delete_habitat(pb::DeleteHabitatRequest {
             habitat_id: id,
@@ -538,7 +541,7 @@ async fn a_damaged_remote_block_is_reported_and_never_used() {
                     } else {
                         pb::VerifyMode::Quick
                     } as i32,
-                    source: pb::VerifySource::Replica as i32,
+                    source: pb::HistorySource::Replica as i32,
                 })
                 .await
                 .unwrap()

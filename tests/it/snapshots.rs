@@ -642,7 +642,7 @@ async fn corrupt_block_is_reported_and_the_live_database_is_untouched() {
     for mode in [pb::VerifyMode::Quick, pb::VerifyMode::Deep] {
         let v = snaps
             .verify_snapshot(pb::VerifySnapshotRequest {
-                source: pb::VerifySource::Local as i32,
+                source: pb::HistorySource::Local as i32,
                 snapshot_id: id.clone(),
                 mode: mode as i32,
             })

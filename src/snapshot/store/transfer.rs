@@ -173,6 +173,11 @@ impl SnapshotStore {
 }
 
 impl SnapshotStore {
+    /// Every snapshot's summary, oldest first.
+    pub fn summaries(&self) -> Vec<crate::snapshot::SnapshotSummary> {
+        self.state().catalog.summaries().cloned().collect()
+    }
+
     /// Every snapshot id, oldest first.
     pub fn ids(&self) -> Vec<SnapshotId> {
         self.state().catalog.ids().cloned().collect()

@@ -314,7 +314,7 @@ async fn check_deletes(model: &mut Model, ch: &Channel, v: &mut Vec<String>) {
         }
         let verified = snaps
             .verify_snapshot(pb::VerifySnapshotRequest {
-                source: pb::VerifySource::Local as i32,
+                source: pb::HistorySource::Local as i32,
                 snapshot_id: d.snapshot_id.clone(),
                 mode: pb::VerifyMode::Deep as i32,
             })

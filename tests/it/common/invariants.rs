@@ -300,7 +300,7 @@ async fn verify(
 ) -> Option<String> {
     let r = snaps
         .verify_snapshot(pb::VerifySnapshotRequest {
-            source: pb::VerifySource::Local as i32,
+            source: pb::HistorySource::Local as i32,
             snapshot_id: id.to_string(),
             mode: mode as i32,
         })
