@@ -219,6 +219,19 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// The replica on object storage, if any.
     pub replica: Option<ReplicaConfig>,
+    /// Read-only follower of a primary's replica, if set.
+    pub follow: Option<FollowConfig>,
+}
+
+/// A read-only follower: bootstraps from a primary's replica, then tails its shipped log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowConfig {
+    /// The primary's replica URL (as its `replica_url`).
+    pub url: String,
+    /// S3-compatible endpoint (`replica_endpoint`).
+    pub endpoint: Option<String>,
+    /// How often the replica is polled for new log segments.
+    pub interval: Duration,
 }
 
 impl Config {
@@ -260,6 +273,7 @@ impl Config {
             scratch_reserve_bytes: 256 * 1024 * 1024,
             maintenance_interval: Duration::from_secs(15),
             replica: None,
+            follow: None,
         }
     }
 
@@ -341,6 +355,11 @@ impl Config {
         }
         if let Some(r) = &self.replica {
             r.validate()?;
+        }
+        if let Some(f) = &self.follow {
+            if f.interval < Duration::from_millis(10) {
+                return bad("follow_interval", "must be at least 10ms");
+            }
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1");
@@ -627,6 +646,12 @@ settings! {
     /// On an empty data directory, recover from the replica before serving [default: false].
     #[arg(long, env = "LNRS_BOOTSTRAP_FROM_REPLICA")]
     bootstrap_from_replica: bool,
+    /// Serve as a read-only follower of the primary whose replica is at this URL [default: none].
+    #[arg(long, env = "LNRS_FOLLOW")]
+    follow: String,
+    /// How often a follower polls the replica for new log segments [default: 1s].
+    #[arg(long, env = "LNRS_FOLLOW_INTERVAL")]
+    follow_interval: HumanDuration,
 }
 
 /// Puts `value` in `slot` if it is set.
@@ -715,6 +740,19 @@ impl Settings {
             set(&mut r.bootstrap, self.bootstrap_from_replica);
             r
         });
+        c.follow = self.follow.clone().map(|url| FollowConfig {
+            url,
+            endpoint: self.replica_endpoint.clone(),
+            interval: self
+                .follow_interval
+                .map_or(Duration::from_secs(1), Into::into),
+        });
+        if c.follow.is_some() && c.replica.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "follow",
+                why: "a follower does not replicate: set follow or replica_url, not both".into(),
+            });
+        }
         if c.replica.is_none() && self.bootstrap_from_replica == Some(true) {
             return Err(ConfigError::Invalid {
                 setting: "bootstrap_from_replica",

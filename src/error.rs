@@ -102,6 +102,11 @@ pub enum Error {
     /// events compacted, or events without row images).
     #[error("{0}")]
     StateNotRebuildable(String),
+    /// A write sent to a read-only follower.
+    #[error(
+        "this server is a read-only follower of {primary_replica}; send writes to the primary"
+    )]
+    ReadOnlyFollower { primary_replica: String },
     /// A point-in-time restore to a point the retained snapshots and log do not cover.
     #[error("{point} is not reachable: the retained history covers events {earliest}..={head}")]
     PointNotReachable {
@@ -343,6 +348,15 @@ fn map(e: Error) -> Mapped {
         Error::StateNotRebuildable(why) => {
             Mapped::new(Code::FailedPrecondition, "STATE_NOT_REBUILDABLE", why)
         }
+        Error::ReadOnlyFollower { primary_replica } => Mapped::new(
+            Code::FailedPrecondition,
+            "READ_ONLY_FOLLOWER",
+            format!(
+                "this server is a read-only follower of {primary_replica}; send writes to the \
+                 primary"
+            ),
+        )
+        .meta("follows", primary_replica),
         Error::PointNotReachable {
             point,
             earliest,

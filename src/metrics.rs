@@ -168,6 +168,7 @@ struct AppMetrics {
     replica_lag_seconds: Gauge<f64, AtomicU64>,
     replica_lag_events: Gauge,
     replica_lag_bytes: Gauge,
+    follower_staleness: Gauge<f64, AtomicU64>,
 }
 
 static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
@@ -186,6 +187,7 @@ static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
     replica_lag_seconds: Gauge::default(),
     replica_lag_events: Gauge::default(),
     replica_lag_bytes: Gauge::default(),
+    follower_staleness: Gauge::default(),
 });
 
 impl AppMetrics {
@@ -261,6 +263,11 @@ impl AppMetrics {
             self.replica_lag_events.clone(),
         );
         r.register(
+            "lnrs_follower_staleness_seconds",
+            "A follower: seconds since it last had everything its source replica had.",
+            self.follower_staleness.clone(),
+        );
+        r.register(
             "lnrs_replica_lag_bytes",
             "Bytes (blocks and log) not yet in the replica, estimated.",
             self.replica_lag_bytes.clone(),
@@ -271,6 +278,11 @@ impl AppMetrics {
 /// Records bytes uploaded to the replica.
 pub fn replica_uploaded(bytes: u64) {
     APP.replica_uploaded.inc_by(bytes);
+}
+
+/// Records a follower's staleness.
+pub fn follower_staleness(seconds: f64) {
+    APP.follower_staleness.set(seconds);
 }
 
 /// Records a failed replica upload cycle.

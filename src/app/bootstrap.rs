@@ -34,8 +34,12 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
     let _ = std::fs::remove_dir_all(data_dir.join(LEGACY_SCRATCH));
     let db_path = config.database_path();
     let from_replica = config.replica.as_ref().is_some_and(|r| r.bootstrap);
-    if !db_path.exists() && from_replica {
-        let r = super::replica::recover(&config, None)?;
+    if !db_path.exists() && (from_replica || config.follow.is_some()) {
+        let source = match &config.follow {
+            Some(f) => super::follower::recovery_config(&config, f),
+            None => config.clone(),
+        };
+        let r = super::replica::recover(&source, None)?;
         tracing::info!(
             snapshot = %r.snapshot_id,
             head = r.head_seq,
@@ -74,8 +78,10 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         fingerprints: fps.clone(),
     };
     let replica = super::replica::start(&config, store.as_ref(), &reads, &hub, tip)?;
+    let follower = super::follower::Follower::open(&config)?;
     let shared = Arc::new(Shared {
         replica,
+        follower,
         db_path,
         reads,
         records: Default::default(),

@@ -5,6 +5,7 @@
 mod bootstrap;
 pub mod cache;
 pub mod entities;
+pub mod follower;
 pub mod history;
 pub mod maintenance;
 pub mod reads;
@@ -58,10 +59,13 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The prefix of the `rpc` of work the service starts by itself.
+    pub const INTERNAL: &'static str = "internal/";
+
     /// The context of work the service starts by itself (retention, probes, upkeep).
     pub fn internal(what: &str) -> Self {
         Self {
-            rpc: format!("internal/{what}"),
+            rpc: format!("{}{what}", Self::INTERNAL),
             principal: "lnrs".into(),
             ..Default::default()
         }
@@ -112,6 +116,8 @@ pub struct Shared {
     pub duckdb_version: String,
     /// The replica uploader, when a replica is configured (and the snapshot store opened).
     pub replica: Option<Arc<crate::replica::Replicator>>,
+    /// The follower side, when this server follows a primary's replica (read-only).
+    pub follower: Option<Arc<follower::Follower>>,
 }
 
 impl Shared {
@@ -181,6 +187,14 @@ impl App {
         T: Send + 'static,
         F: FnOnce(&mut WriterState) -> Result<T, Error> + Send + 'static,
     {
+        if let Some(f) = &self.shared.follower {
+            // The service's own upkeep (the follower's apply included) runs; requests do not.
+            if !ctx.rpc.starts_with(RequestCtx::INTERNAL) {
+                return Err(Error::ReadOnlyFollower {
+                    primary_replica: f.url().to_string(),
+                });
+            }
+        }
         self.writer.run(ctx.deadline, f).await
     }
 

@@ -44,20 +44,15 @@ pub(crate) fn rebuild(
     let mut head = base.meta.event_head_seq;
     let mut events = 0;
     for seg in segments {
-        // A restore swaps whole tables: it cannot share a transaction with ATTACH.
-        for run in seg
-            .events
-            .split_inclusive(|e| restored_snapshot(e).is_some())
-        {
+        for run in runs(&seg.events) {
             storage::in_transaction(&conn, |c| {
-                for e in run {
-                    replay_event(c, e, &mut fps)?;
-                    event_log::append(c, e)?;
-                }
+                let mut changes = Changes::new();
+                apply_run(c, run.data, &mut changes)?;
+                changes.apply_to(&mut fps);
                 Ok::<_, Error>(())
             })?;
-            if let Some(target) = run.last().and_then(restored_snapshot) {
-                fps = replay_restore(store, &conn, target)?;
+            if let Some(restore) = run.restore {
+                fps = replay_restore(store, &conn, restore)?;
             }
         }
         head = seg.last;
@@ -92,11 +87,50 @@ pub(crate) fn rebuild(
     })
 }
 
+/// A stretch of events up to a completed restore: the data events before it (applied in one
+/// transaction), then the restore (a table swap with the restore's event appended in the swap's
+/// own transaction: ATTACH cannot share one, and no reader sees the restore's event next to
+/// the data before it).
+pub(crate) struct Run<'a> {
+    pub data: &'a [Event],
+    pub restore: Option<&'a Event>,
+}
+
+/// `events` cut at each completed restore.
+pub(crate) fn runs(events: &[Event]) -> Vec<Run<'_>> {
+    events
+        .split_inclusive(|e| restored_snapshot(e).is_some())
+        .map(|chunk| match chunk.split_last() {
+            Some((last, data)) if restored_snapshot(last).is_some() => Run {
+                data,
+                restore: Some(last),
+            },
+            _ => Run {
+                data: chunk,
+                restore: None,
+            },
+        })
+        .collect()
+}
+
+/// Applies `events`' row images and appends them to the log (inside the caller's transaction).
+pub(crate) fn apply_run(
+    conn: &storage::Connection,
+    events: &[Event],
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    for e in events {
+        replay_event(conn, e, changes)?;
+        event_log::append(conn, e)?;
+    }
+    Ok(())
+}
+
 /// Applies one shipped event's row images: before-images leave (by key), after-images arrive.
-fn replay_event(
+pub(crate) fn replay_event(
     conn: &storage::Connection,
     e: &Event,
-    fps: &mut Fingerprints,
+    changes: &mut Changes,
 ) -> Result<(), Error> {
     let b = &e.body;
     if !b.kind.changes_data() {
@@ -110,7 +144,6 @@ fn replay_event(
         ))
         .into());
     }
-    let mut changes = Changes::new();
     for t in &b.rows.before {
         let n = changes.delete_rows(conn, t)?;
         if n != t.rows.len() as i64 {
@@ -127,25 +160,28 @@ fn replay_event(
     for t in &b.rows.after {
         changes.insert_rows(conn, t)?;
     }
-    changes.apply_to(fps);
     Ok(())
 }
 
-/// Replays a restore: the user tables become the restored snapshot's.
-fn replay_restore(
+/// Replays a restore event: the user tables become the restored snapshot's (which `store`
+/// must hold) and the event is appended, in one transaction. Returns the new fingerprints.
+pub(crate) fn replay_restore(
     store: &SnapshotStore,
     conn: &storage::Connection,
-    target: &str,
+    restore: &Event,
 ) -> Result<Fingerprints, Error> {
+    let target = restored_snapshot(restore).unwrap_or_default();
     let id = SnapshotId::parse(target)?;
     let tables: Vec<&str> = USER_TABLES.iter().map(|t| t.name).collect();
     store.with_assembled(&id, |file| {
-        storage::replace_tables_from(conn, file, &tables).map_err(Error::from)
+        storage::replace_tables_from(conn, file, &tables, |c| {
+            event_log::append(c, restore).map_err(Error::from)
+        })
     })?;
     Ok(store.get(&id)?.fingerprints)
 }
 
-fn describe_difference(expected: &Fingerprints, actual: &Fingerprints) -> String {
+pub(crate) fn describe_difference(expected: &Fingerprints, actual: &Fingerprints) -> String {
     let tables: std::collections::BTreeSet<&String> =
         expected.keys().chain(actual.keys()).collect();
     let diffs: Vec<String> = tables

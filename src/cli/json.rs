@@ -311,6 +311,13 @@ impl ToJson for pb::GetStatusResponse {
             "database_bytes": self.database_bytes,
             "table_rows": self.table_rows.to_json(),
             "replica": self.replica.to_json(),
+            "follower": self.follower.as_ref().map(|f| json!({
+                "url": f.url,
+                "applied_seq": f.applied_seq,
+                "source_head_seq": f.source_head_seq,
+                "staleness_seconds": f.staleness_seconds,
+                "error": f.error,
+            })),
         })
     }
 }

@@ -1079,6 +1079,29 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
             ),
         ),
         ("replica", replica_line(s.replica.as_ref())),
+        (
+            "follower",
+            s.follower
+                .as_ref()
+                .map_or("no (this server takes writes)".into(), |f| {
+                    format!(
+                        "of {}: applied to seq {} of {}, staleness {}{}",
+                        f.url,
+                        f.applied_seq,
+                        f.source_head_seq,
+                        if f.staleness_seconds < 0.0 {
+                            "unknown (not caught up yet)".to_string()
+                        } else {
+                            format!("{:.1}s", f.staleness_seconds)
+                        },
+                        if f.error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (last poll failed: {})", f.error)
+                        }
+                    )
+                }),
+        ),
     ]))
 }
 

@@ -172,6 +172,7 @@ pub async fn serve_on(
     let follow = tokio::spawn(follow_snapshot_health(app.clone(), reporter.clone()));
     let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
     let replica_health = tokio::spawn(follow_replica_health(app.clone(), reporter.clone()));
+    let follower = tokio::spawn(crate::app::follower::run(app.clone()));
 
     let stages = Stages::default();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -205,6 +206,7 @@ pub async fn serve_on(
     follow.abort();
     maintenance.abort();
     replica_health.abort();
+    follower.abort();
     // The scrape closure holds the app: the listener must be gone before the writer can stop.
     metrics_stop.cancel();
     if let Some(t) = metrics_task {

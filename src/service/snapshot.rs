@@ -495,6 +495,13 @@ impl SnapshotService for SnapshotApi {
                 .app
                 .replica_status()
                 .map(|r| convert::replica_status(&r)),
+            follower: self.app.follower_status().map(|f| pb::FollowerStatus {
+                url: f.url.clone(),
+                applied_seq: f.applied_seq,
+                source_head_seq: f.source_head_seq,
+                staleness_seconds: f.staleness_secs().unwrap_or(-1.0),
+                error: f.error.clone().unwrap_or_default(),
+            }),
             ..Default::default()
         }))
     }

@@ -218,28 +218,31 @@ pub fn copy_tables_into<E: From<StorageError>>(
 }
 
 /// Replaces the rows of `tables` in the connection's main database with those of the database
-/// file `other`, in one transaction (replaying a restore from a shipped log: the tables become
-/// the restored snapshot's).
-pub fn replace_tables_from(
+/// file `other`, then runs `more`, in one transaction (replaying a restore from a shipped log:
+/// the tables become the restored snapshot's, and the restore's event is appended with them).
+pub fn replace_tables_from<E: From<StorageError>>(
     conn: &Connection,
     other: &Path,
     tables: &[&str],
-) -> Result<(), StorageError> {
+    more: impl FnOnce(&Connection) -> Result<(), E>,
+) -> Result<(), E> {
     const ALIAS: &str = "lnrs_replay_source";
     let path = other.to_string_lossy().replace('\'', "''");
-    conn.execute_batch(&format!("ATTACH '{path}' AS {ALIAS} (READ_ONLY)"))?;
+    conn.execute_batch(&format!("ATTACH '{path}' AS {ALIAS} (READ_ONLY)"))
+        .map_err(StorageError::from)?;
     let copied = in_transaction(conn, |c| {
         for t in tables {
             let t = crate::domain::tables::quote_ident(t);
             c.execute_batch(&format!(
                 "DELETE FROM main.{t}; INSERT INTO main.{t} BY NAME SELECT * FROM {ALIAS}.{t};"
-            ))?;
+            ))
+            .map_err(StorageError::from)?;
         }
-        Ok::<_, StorageError>(())
+        more(c)
     });
     let detached = conn.execute_batch(&format!("DETACH {ALIAS}"));
     copied?;
-    detached?;
+    detached.map_err(StorageError::from)?;
     Ok(())
 }
 

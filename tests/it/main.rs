@@ -11,6 +11,7 @@ mod campaign;
 mod cli;
 mod entities;
 mod events;
+mod follower;
 mod fuzz;
 mod history;
 mod layers;
