@@ -47,6 +47,8 @@ mod restore;
 mod s3;
 #[path = "lnrs-bench/stats.rs"]
 mod stats;
+#[path = "lnrs-bench/timeline.rs"]
+mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -270,13 +272,16 @@ async fn bench(args: &Args) -> Res<()> {
     };
 
     let replica = if args.wants(Scenario::Replica) {
-        eprintln!("replica: sync deletes, RPO after kill -9, upload and recovery …");
+        eprintln!(
+            "replica and timeline: sync deletes, RPO after kill -9, recovery, PITR, followers …"
+        );
         Some(
             replica::run(
                 &work,
                 &args.scale,
                 args.replica_deletes,
                 args.replica_write_for,
+                (args.read_window, args.read_rounds),
             )
             .await?,
         )

@@ -130,6 +130,12 @@ async fn a_small_run_measures_every_scenario() {
     assert_eq!(sync["lost"], 0, "an acknowledged sync delete was lost");
     assert!(r["scales"][0]["recover_secs"].as_f64() > Some(0.0));
     assert!(r["scales"][0]["uploaded_bytes"].as_u64() > Some(0));
+    let t = &r["timeline"];
+    assert!(t["pitr"][0]["local_secs"].as_f64() > Some(0.0));
+    assert!(t["pitr"][0]["replica_secs"].as_f64() > Some(0.0));
+    assert!(t["pitr"][0]["events_replayed"].as_u64() >= Some(30));
+    assert!(t["follower_staleness"]["n"].as_u64() > Some(0));
+    assert!(t["reads_primary_and_two_followers"].as_f64() > Some(0.0));
 
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [
@@ -143,6 +149,7 @@ async fn a_small_run_measures_every_scenario() {
         "## 6.",
         "## 7.",
         "## 8.",
+        "## 9.",
     ] {
         assert!(md.contains(section), "{section} missing");
     }

@@ -38,6 +38,8 @@ pub struct ReplicaResult {
     pub sync: Summary,
     pub rpo: Vec<Rpo>,
     pub scales: Vec<DrPoint>,
+    /// Item 9, run on the same S3 server.
+    pub timeline: crate::timeline::TimelineResult,
 }
 
 /// What a kill -9 lost.
@@ -65,7 +67,7 @@ pub struct DrPoint {
     pub events_replayed: u64,
 }
 
-fn replica_config(s3: &S3, prefix: &str, mode: ReplicaMode) -> ReplicaConfig {
+pub fn replica_config(s3: &S3, prefix: &str, mode: ReplicaMode) -> ReplicaConfig {
     let mut r = ReplicaConfig::new(s3.url(prefix));
     r.endpoint = Some(s3.endpoint());
     r.mode = mode;
@@ -80,6 +82,7 @@ pub async fn run(
     scales: &[u32],
     n_deletes: usize,
     write_for: Duration,
+    reads: (Duration, usize),
 ) -> Res<ReplicaResult> {
     for (k, v) in S3::env() {
         // Read by the object store's AWS builder in this process; nothing else reads them.
@@ -108,7 +111,9 @@ pub async fn run(
         eprintln!("replica: upload and disaster recovery at scale {scale} …");
         points.push(upload_and_recover(work, scale, &s3).await?);
     }
+    let timeline = crate::timeline::run(work, &s3, scales, reads.0, reads.1).await?;
     Ok(ReplicaResult {
+        timeline,
         deletes: n_deletes,
         local_only,
         sync,
@@ -124,7 +129,7 @@ async fn start(dir: &Path, replica: Option<ReplicaConfig>) -> Res<BenchServer> {
 }
 
 /// Waits until the replica holds everything committed. Returns the uploaded bytes.
-async fn caught_up(ch: &Channel) -> Res<u64> {
+pub async fn caught_up(ch: &Channel) -> Res<u64> {
     let deadline = Instant::now() + CATCH_UP;
     loop {
         let s = harness::status(ch).await?;
