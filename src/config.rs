@@ -747,11 +747,18 @@ impl Settings {
                 .follow_interval
                 .map_or(Duration::from_secs(1), Into::into),
         });
-        if c.follow.is_some() && c.replica.is_some() {
-            return Err(ConfigError::Invalid {
-                setting: "follow",
-                why: "a follower does not replicate: set follow or replica_url, not both".into(),
-            });
+        // A follower never uploads: a replica_url beside follow may only name the same replica
+        // (one template for every pod of a deployment), and is then the follower's source.
+        if let (Some(f), Some(r)) = (&c.follow, &c.replica) {
+            if f.url != r.url {
+                return Err(ConfigError::Invalid {
+                    setting: "follow",
+                    why: "a follower does not replicate: replica_url, if set, must be the \
+                          replica it follows"
+                        .into(),
+                });
+            }
+            c.replica = None;
         }
         if c.replica.is_none() && self.bootstrap_from_replica == Some(true) {
             return Err(ConfigError::Invalid {
@@ -894,6 +901,22 @@ mod tests {
             (3, 9, Duration::from_secs(60))
         );
         assert_eq!(c.write_queue, Config::new("data").write_queue, "a default");
+    }
+
+    #[test]
+    fn a_follower_uploads_nothing_and_follows_only_the_replica_it_names() {
+        let both = |replica: &str| Settings {
+            follow: Some("s3://b/prod".into()),
+            replica_url: Some(replica.into()),
+            ..Default::default()
+        };
+        let c = both("s3://b/prod").resolve().unwrap();
+        assert!(c.replica.is_none(), "a follower never uploads");
+        assert_eq!(c.follow.unwrap().url, "s3://b/prod");
+        match both("s3://b/other").resolve() {
+            Err(ConfigError::Invalid { setting, .. }) => assert_eq!(setting, "follow"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

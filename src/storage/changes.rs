@@ -88,7 +88,6 @@ impl Changes {
     /// INSERT and one fingerprint read per chunk of rows, not per row.
     pub fn insert_rows(&mut self, conn: &Connection, rows: &TableRows) -> Result<(), StorageError> {
         use super::images::{any_equals_where, BATCH_ROWS};
-        use crate::domain::rows::key_of;
         let key = crate::domain::tables::user_table(&rows.table).map_or(&[][..], |t| t.key);
         let cols = rows
             .columns
@@ -98,13 +97,7 @@ impl Changes {
             .join(", ");
         let one = format!("({})", vec!["?"; rows.columns.len()].join(", "));
         for chunk in rows.rows.chunks(BATCH_ROWS) {
-            let keys = chunk
-                .iter()
-                .map(|row| key_of(&rows.table, &rows.columns, row))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| StorageError::ImageWithoutKey {
-                    table: rows.table.clone(),
-                })?;
+            let keys = chunk_keys(rows, chunk)?;
             let sql = format!(
                 "INSERT INTO {} ({cols}) VALUES {}",
                 quote_ident(&rows.table),
@@ -141,17 +134,10 @@ impl Changes {
         rows: &TableRows,
     ) -> Result<i64, StorageError> {
         use super::images::{any_equals_where, BATCH_ROWS};
-        use crate::domain::rows::key_of;
         let key = crate::domain::tables::user_table(&rows.table).map_or(&[][..], |t| t.key);
         let mut n = 0;
         for chunk in rows.rows.chunks(BATCH_ROWS) {
-            let keys = chunk
-                .iter()
-                .map(|row| key_of(&rows.table, &rows.columns, row))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| StorageError::ImageWithoutKey {
-                    table: rows.table.clone(),
-                })?;
+            let keys = chunk_keys(rows, chunk)?;
             let params: Vec<&dyn ToSql> = keys.iter().flatten().map(|k| k as &dyn ToSql).collect();
             n += self.delete(
                 conn,
@@ -287,4 +273,16 @@ impl Changes {
         self.add(table, after);
         Ok(())
     }
+}
+
+/// The key of every row of `chunk` (rows of `rows`' table): an image of a table without a
+/// declared key cannot be matched row by row.
+fn chunk_keys(rows: &TableRows, chunk: &[Vec<Datum>]) -> Result<Vec<Vec<Datum>>, StorageError> {
+    chunk
+        .iter()
+        .map(|row| crate::domain::rows::key_of(&rows.table, &rows.columns, row))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| StorageError::ImageWithoutKey {
+            table: rows.table.clone(),
+        })
 }

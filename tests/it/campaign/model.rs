@@ -388,7 +388,7 @@ pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<Stri
     }
     let root = replica_dir(data_dir);
     let mut segs = Vec::new();
-    for entry in walk(&root) {
+    for entry in crate::snapshots::walk(&root) {
         let name = entry
             .strip_prefix(&root)
             .unwrap()
@@ -429,19 +429,4 @@ pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<Stri
         ));
     }
     v
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
