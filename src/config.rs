@@ -38,6 +38,17 @@ pub enum ReplicaMode {
     Required,
 }
 
+impl ReplicaMode {
+    /// The name in flags, the file and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaMode::Async => "async",
+            ReplicaMode::Sync => "sync",
+            ReplicaMode::Required => "required",
+        }
+    }
+}
+
 /// The replica on object storage (set when `replica_url` is).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaConfig {

@@ -4,7 +4,6 @@
 //! a chosen one, plus the shipped log replayed up to the replicated head and checked against
 //! the primary's fingerprints), for `lnrs replica restore` and `--bootstrap-from-replica`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,7 +71,7 @@ pub(crate) fn start(
         node: lease::node_id(&config.data_dir)?,
     };
     let r = Replicator::start(settings(rc), sources)?;
-    tracing::info!(url = %r.remote().url(), mode = rc.mode_name(), "replica: uploader started");
+    tracing::info!(url = %r.remote().url(), mode = rc.mode.as_str(), "replica: uploader started");
     Ok(Some(r))
 }
 
@@ -84,17 +83,6 @@ pub(crate) fn upload_before_commit(shared: &Shared, id: &SnapshotId) -> Result<(
             r.upload_snapshot_blocking(id).map_err(Error::from)
         }
         _ => Ok(()),
-    }
-}
-
-impl ReplicaConfig {
-    /// The mode's name, for logs.
-    pub fn mode_name(&self) -> &'static str {
-        match self.mode {
-            ReplicaMode::Async => "async",
-            ReplicaMode::Sync => "sync",
-            ReplicaMode::Required => "required",
-        }
     }
 }
 
@@ -165,7 +153,7 @@ impl App {
     pub async fn verify_in_replica(&self, id: &str, deep: bool) -> Result<IntegrityReport, Error> {
         let id = SnapshotId::parse(id)?;
         let r = self.replicator()?;
-        let scratch = scratch_dir(&self.shared.config.data_dir, "verify");
+        let scratch = self.shared.store()?.scratch_path("replica-verify");
         let remote = r.remote().clone();
         let report = r
             .handle()
@@ -211,11 +199,6 @@ impl App {
             .await
             .map_err(|e| Error::Internal(format!("replica retention task: {e}")))??)
     }
-}
-
-/// A scratch directory of its own under the data directory.
-fn scratch_dir(data_dir: &Path, what: &str) -> std::path::PathBuf {
-    data_dir.join(format!("replica-{what}-{:016x}.tmp", rand::random::<u64>()))
 }
 
 /// What a disaster recovery did.

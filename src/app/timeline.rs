@@ -18,8 +18,9 @@ use super::restore::RestoreOutcome;
 use super::{App, Replayable, RequestCtx};
 use crate::error::Error;
 use crate::events::log as event_log;
+use crate::replica::fetch::{self, SegmentRef};
 use crate::replica::segment::{restored_snapshot, Segment};
-use crate::replica::{fetch, Remote};
+use crate::replica::Remote;
 use crate::snapshot::{Manifest, NewSnapshot, Operation, SnapshotId, SnapshotMeta, SnapshotStore};
 use crate::storage::files;
 
@@ -216,10 +217,7 @@ impl App {
         store: &Arc<SnapshotStore>,
         p: &Planned,
     ) -> Result<SnapshotId, Error> {
-        let tmp = self.shared.config.data_dir.join(format!(
-            "point-in-time-{:016x}.tmp.duckdb",
-            rand::random::<u64>()
-        ));
+        let tmp = store.scratch_path("point-in-time.duckdb");
         let (store, base, segments, target, path) = (
             store.clone(),
             p.base.clone(),
@@ -268,7 +266,7 @@ async fn plan_remote(
     dry_run: bool,
 ) -> Result<Planned, Error> {
     let segments = fetch::segments(remote).await?;
-    let head = segments.iter().map(|s| s.1).max().unwrap_or(0);
+    let head = fetch::head_of(&segments);
     let ids = fetch::snapshot_ids(remote).await?;
     // Manifests newest first, until the base is found (each read once).
     let mut manifests: Vec<Manifest> = Vec::new();
@@ -296,14 +294,12 @@ async fn plan_remote(
         .find(|m| m.meta.event_head_seq <= target && m.meta.event_head_seq >= earliest)
         .cloned()
         .ok_or_else(|| unreachable(earliest))?;
-    let read = fetch::read_log(remote, base.meta.event_head_seq, Some(target)).await?;
-    let segment_bytes: u64 = remote
-        .list(crate::replica::layout::LOG)
-        .await?
+    let read =
+        fetch::read_listed(remote, &segments, base.meta.event_head_seq, Some(target)).await?;
+    let segment_bytes: u64 = segments
         .iter()
-        .filter_map(|o| crate::replica::layout::parse_segment(&o.name).map(|r| (r, o.size)))
-        .filter(|((a, b), _)| *b > base.meta.event_head_seq && *a <= target)
-        .map(|(_, size)| size)
+        .filter(|s| s.last > base.meta.event_head_seq && s.first <= target)
+        .map(|s| s.size)
         .sum();
     let mut bytes: u64 = store
         .missing_blocks(&base)
@@ -346,18 +342,14 @@ async fn plan_remote(
 }
 
 /// The oldest snapshot head from which the shipped segments run without a gap to `head`.
-fn earliest_remote(
-    manifests: &[Manifest],
-    segments: &[(u64, u64, String)],
-    head: u64,
-) -> Option<u64> {
+fn earliest_remote(manifests: &[Manifest], segments: &[SegmentRef], head: u64) -> Option<u64> {
     // The start of the last gap-free run of segments that ends at the head.
     let mut run_start = head + 1;
-    for (a, b, _) in segments.iter().rev() {
-        if *b + 1 < run_start {
+    for s in segments.iter().rev() {
+        if s.last + 1 < run_start {
             break;
         }
-        run_start = run_start.min(*a);
+        run_start = run_start.min(s.first);
     }
     manifests
         .iter()
@@ -370,11 +362,15 @@ fn earliest_remote(
 /// at or before it).
 async fn remote_seq_at(
     remote: &Remote,
-    segments: &[(u64, u64, String)],
+    segments: &[SegmentRef],
     t: DateTime<Utc>,
 ) -> Result<Option<u64>, Error> {
-    for (a, b, name) in segments.iter().rev() {
-        let seg = Segment::decode(&remote.get_bytes(name).await?, name, (*a, *b))?;
+    for s in segments.iter().rev() {
+        let seg = Segment::decode(
+            &remote.get_bytes(&s.name).await?,
+            &s.name,
+            (s.first, s.last),
+        )?;
         if let Some(e) = seg.events.iter().rev().find(|e| e.time <= t) {
             return Ok(Some(e.seq));
         }

@@ -21,26 +21,43 @@ use crate::snapshot::{IntegrityReport, Manifest, SnapshotId, SnapshotStore};
 /// Block downloads in flight at once.
 const FETCH_CONCURRENCY: usize = 8;
 
-/// Shipped segments, ordered by first seq: `(first, last, name)`.
-pub async fn segments(remote: &Remote) -> Result<Vec<(u64, u64, String)>, ReplicaError> {
-    let mut out: Vec<(u64, u64, String)> = remote
+/// One shipped segment as listed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegmentRef {
+    pub first: u64,
+    pub last: u64,
+    pub name: String,
+    pub size: u64,
+}
+
+/// Shipped segments, ordered by first seq.
+pub async fn segments(remote: &Remote) -> Result<Vec<SegmentRef>, ReplicaError> {
+    let mut out: Vec<SegmentRef> = remote
         .list(layout::LOG)
         .await?
         .into_iter()
-        .filter_map(|o| layout::parse_segment(&o.name).map(|(a, b)| (a, b, o.name)))
+        .filter_map(|o| {
+            let (first, last) = layout::parse_segment(&o.name)?;
+            Some(SegmentRef {
+                first,
+                last,
+                name: o.name,
+                size: o.size,
+            })
+        })
         .collect();
     out.sort();
     Ok(out)
 }
 
+/// The newest event in `segments` (0: none).
+pub fn head_of(segments: &[SegmentRef]) -> u64 {
+    segments.iter().map(|s| s.last).max().unwrap_or(0)
+}
+
 /// The newest event in the shipped log (0: none).
 pub async fn log_head(remote: &Remote) -> Result<u64, ReplicaError> {
-    Ok(segments(remote)
-        .await?
-        .iter()
-        .map(|s| s.1)
-        .max()
-        .unwrap_or(0))
+    Ok(head_of(&segments(remote).await?))
 }
 
 /// The segments holding the events after `after`, up to `upto` (the shipped head when
@@ -50,12 +67,21 @@ pub async fn read_log(
     after: u64,
     upto: Option<u64>,
 ) -> Result<Vec<Segment>, ReplicaError> {
-    let all = segments(remote).await?;
-    let head = all.iter().map(|s| s.1).max().unwrap_or(0);
-    let upto = upto.unwrap_or(head);
+    read_listed(remote, &segments(remote).await?, after, upto).await
+}
+
+/// [`read_log`] over a listing the caller already has.
+pub async fn read_listed(
+    remote: &Remote,
+    all: &[SegmentRef],
+    after: u64,
+    upto: Option<u64>,
+) -> Result<Vec<Segment>, ReplicaError> {
+    let upto = upto.unwrap_or_else(|| head_of(all));
     let mut next = after + 1;
     let mut out = Vec::new();
-    for (first, last, name) in all {
+    for r in all {
+        let (first, last) = (r.first, r.last);
         if last < next || next > upto {
             continue;
         }
@@ -65,8 +91,8 @@ pub async fn read_log(
                 to: first - 1,
             });
         }
-        let bytes = remote.get_bytes(&name).await?;
-        let mut seg = Segment::decode(&bytes, &name, (first, last))?;
+        let bytes = remote.get_bytes(&r.name).await?;
+        let mut seg = Segment::decode(&bytes, &r.name, (first, last))?;
         seg.events.retain(|e| e.seq >= next && e.seq <= upto);
         seg.first = seg.first.max(next);
         if last > upto {
@@ -215,7 +241,11 @@ pub async fn verify(
         start.elapsed(),
     );
     if deep && faults.is_empty() {
-        let scratch_store = std::sync::Arc::new(SnapshotStore::open(scratch)?);
+        let dir = scratch.to_path_buf();
+        let scratch_store = tokio::task::spawn_blocking(move || SnapshotStore::open(&dir))
+            .await
+            .map_err(|e| ReplicaError::Unreachable(format!("scratch store task: {e}")))??;
+        let scratch_store = std::sync::Arc::new(scratch_store);
         import_snapshot(remote, &scratch_store, id).await?;
         let id = id.clone();
         let deep_report = tokio::task::spawn_blocking(move || scratch_store.verify_deep(&id))

@@ -78,13 +78,13 @@ async fn replay_needs(
     st: &mut ShipState,
     kept: &[SnapshotId],
 ) -> Result<HashSet<SnapshotId>, ReplicaError> {
-    for (first, last, name) in fetch::segments(&r.remote).await? {
-        if st.scanned.contains(&name) {
+    for s in fetch::segments(&r.remote).await? {
+        if st.scanned.contains(&s.name) {
             continue;
         }
-        let bytes = r.remote.get_bytes(&name).await?;
-        let seg = crate::replica::segment::Segment::decode(&bytes, &name, (first, last))?;
-        super::ship::note_restores(st, &name, &seg);
+        let bytes = r.remote.get_bytes(&s.name).await?;
+        let seg = crate::replica::segment::Segment::decode(&bytes, &s.name, (s.first, s.last))?;
+        super::ship::note_restores(st, &s.name, &seg);
     }
     let Some(oldest) = kept.iter().min() else {
         return Ok(HashSet::new());
@@ -170,11 +170,11 @@ async fn sweep_segments(r: &Replicator, st: &ShipState) -> Result<u64, ReplicaEr
         .event_head_seq;
     let segments = fetch::segments(&r.remote).await?;
     // The newest segment stays whatever it holds: it is where the shipped head is read from.
-    let newest = segments.iter().map(|s| s.1).max().unwrap_or(0);
+    let newest = fetch::head_of(&segments);
     let mut n = 0;
-    for (_, last, name) in segments {
-        if last <= floor && last != newest {
-            r.remote.delete(&name).await?;
+    for s in segments {
+        if s.last <= floor && s.last != newest {
+            r.remote.delete(&s.name).await?;
             n += 1;
         }
     }

@@ -809,11 +809,6 @@ impl Replicator {
         };
         self.status.send_replace(self.with_lag(s, per_event));
     }
-
-    /// The lease holder's node id of this server.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
 }
 
 /// Records the completed restores `segment` holds (see [`ShipState::restores`]).

@@ -13,7 +13,6 @@ use lnrs::domain::fingerprint::Fingerprints;
 use lnrs::domain::rows::TableRows;
 use lnrs::pb;
 use lnrs::replica::layout;
-use lnrs::replica::segment::Segment;
 use lnrs::snapshot::Manifest;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -97,43 +96,7 @@ fn recover(s3: &S3, prefix: &str, dir: &Path, extra: &[&str]) -> std::process::O
 /// What must hold of the bucket at every moment: every manifest decodes and names only blocks
 /// that are there; every segment decodes, and the segments are dense (no gap, no overlap).
 fn bucket_violations(s3: &S3, prefix: &str) -> Vec<String> {
-    let keys = s3.list(prefix);
-    let present: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
-    let mut bad = Vec::new();
-    for k in keys.iter().filter(|k| k.starts_with(layout::MANIFESTS)) {
-        let Some(bytes) = s3.get(prefix, k) else {
-            continue;
-        };
-        match Manifest::decode(&bytes) {
-            Err(e) => bad.push(format!("{k}: {e}")),
-            Ok(m) => {
-                for b in &m.blocks {
-                    if !present.contains(layout::block(&b.hash).as_str()) {
-                        bad.push(format!("{k} names missing block {}", b.hash));
-                    }
-                }
-            }
-        }
-    }
-    let mut segs: Vec<(u64, u64, &String)> = keys
-        .iter()
-        .filter_map(|k| layout::parse_segment(k).map(|(a, b)| (a, b, k)))
-        .collect();
-    segs.sort();
-    for w in segs.windows(2) {
-        if w[1].0 != w[0].1 + 1 {
-            bad.push(format!(
-                "log gap or overlap between {} and {}",
-                w[0].2, w[1].2
-            ));
-        }
-    }
-    for (a, b, k) in segs {
-        if let Err(e) = Segment::decode(&s3.get(prefix, k).unwrap_or_default(), k, (a, b)) {
-            bad.push(e.to_string());
-        }
-    }
-    bad
+    crate::common::replica_check::violations(&s3.list(prefix), |k| s3.get(prefix, k)).0
 }
 
 pub(crate) fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
@@ -381,6 +344,11 @@ async fn s3_cut_async_lags_and_catches_up_and_required_refuses_deletes() {
     let r = replica_status(&ch).await;
     assert!(r.lag_events >= 2 && r.lag_seconds >= 1.0, "{r:?}");
     assert!(!r.healthy);
+    assert!(
+        !r.reason.contains("127.0.0.1") && !r.reason.contains("blocks/"),
+        "the status reason names no host or object key: {}",
+        r.reason
+    );
     assert!(
         [
             pb::ReplicaState::Unreachable as i32,

@@ -226,7 +226,7 @@ impl Child {
                     dir.display(),
                     s3.url(prefix),
                     s3.endpoint(),
-                    mode_name(mode)
+                    mode.as_str()
                 ),
             )
             .envs(S3::env())
@@ -246,14 +246,6 @@ impl Child {
             .to_string();
         let channel = harness::connect(&format!("http://{addr}")).await?;
         Ok(Child { proc, channel })
-    }
-}
-
-fn mode_name(m: ReplicaMode) -> &'static str {
-    match m {
-        ReplicaMode::Async => "async",
-        ReplicaMode::Sync => "sync",
-        ReplicaMode::Required => "required",
     }
 }
 
@@ -291,7 +283,7 @@ async fn kill_and_recover(
     mode: ReplicaMode,
     write_for: Duration,
 ) -> Res<Rpo> {
-    let prefix = format!("rpo-{}", mode_name(mode));
+    let prefix = format!("rpo-{}", mode.as_str());
     let dir = work.data_dir_with(&prefix, db)?;
     let mut child = Child::start(&dir, s3, &prefix, mode).await?;
     let ch = child.channel.clone();
@@ -341,7 +333,7 @@ async fn kill_and_recover(
     std::fs::remove_dir_all(&dir)?;
     std::fs::remove_dir_all(&dr)?;
     Ok(Rpo {
-        mode: mode_name(mode).into(),
+        mode: mode.as_str().into(),
         max_lag_secs: ReplicaConfig::new("s3://x").max_lag.as_secs_f64(),
         acknowledged: acked.len(),
         lost: lost.len(),

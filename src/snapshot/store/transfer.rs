@@ -173,6 +173,13 @@ impl SnapshotStore {
 }
 
 impl SnapshotStore {
+    /// A fresh path under the store's `tmp/` for scratch work of other layers (a rebuilt
+    /// point-in-time file, a replica's verify store): emptied at every open, so a crash never
+    /// leaves it behind.
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        fsio::temp_path(&self.layout.tmp, name)
+    }
+
     /// Every snapshot's summary, oldest first.
     pub fn summaries(&self) -> Vec<crate::snapshot::SnapshotSummary> {
         self.state().catalog.summaries().cloned().collect()

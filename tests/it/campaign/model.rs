@@ -362,7 +362,6 @@ pub fn replica_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
 /// The replica catches up after the restart, and at no point holds a manifest naming a
 /// missing block or a log with a gap; its head is the server's.
 pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<String> {
-    use lnrs::replica::{layout, segment::Segment};
     let mut v = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let (head, replicated) = loop {
@@ -387,45 +386,16 @@ pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<Stri
         v.push(format!("replicated head {replicated}, server head {head}"));
     }
     let root = replica_dir(data_dir);
-    let mut segs = Vec::new();
-    for entry in crate::snapshots::walk(&root) {
-        let name = entry
-            .strip_prefix(&root)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        let bytes = std::fs::read(&entry).unwrap_or_default();
-        if let Some(id) = layout::parse_manifest(&name) {
-            match lnrs::snapshot::Manifest::decode(&bytes) {
-                Err(e) => v.push(format!("manifest {id}: {e}")),
-                Ok(m) => {
-                    for b in &m.blocks {
-                        if !root.join(layout::block(&b.hash)).exists() {
-                            v.push(format!("manifest {id} names a missing block {}", b.hash));
-                        }
-                    }
-                }
-            }
-        } else if let Some((a, b)) = layout::parse_segment(&name) {
-            if let Err(e) = Segment::decode(&bytes, &name, (a, b)) {
-                v.push(e.to_string());
-            }
-            segs.push((a, b));
-        }
-    }
-    segs.sort();
-    for w in segs.windows(2) {
-        if w[1].0 != w[0].1 + 1 {
-            v.push(format!(
-                "replica log gap/overlap: {:?} then {:?}",
-                w[0], w[1]
-            ));
-        }
-    }
-    if segs.last().map_or(0, |s| s.1) != replicated {
+    let keys: Vec<String> = crate::snapshots::walk(&root)
+        .iter()
+        .filter_map(|p| Some(p.strip_prefix(&root).ok()?.to_string_lossy().to_string()))
+        .collect();
+    let (bad, last) =
+        crate::common::replica_check::violations(&keys, |k| std::fs::read(root.join(k)).ok());
+    v.extend(bad);
+    if last != replicated {
         v.push(format!(
-            "the last segment ends at {:?}, replicated head {replicated}",
-            segs.last()
+            "the last segment ends at {last}, replicated head {replicated}"
         ));
     }
     v
