@@ -122,7 +122,14 @@ pub const RPC_ROLES: &[(&str, &[(&str, Role)])] = &[
             ("GetStatus", Reader),
             ("DiffSnapshots", Reader),
             ("UpdateSnapshot", Editor),
+            // A snapshot file holds every row: the same as reading them all.
+            ("ExportSnapshot", Reader),
+            ("ImportSnapshot", Admin),
         ],
+    ),
+    (
+        "lnrs.v1.DataService",
+        &[("ImportDatabase", Admin), ("ExportData", Reader)],
     ),
     (
         "lnrs.v1.EventService",

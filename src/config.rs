@@ -226,6 +226,11 @@ pub struct Config {
     pub max_concurrent_assemblies: usize,
     /// Free bytes an assembly or restore must leave on the volume it writes to.
     pub scratch_reserve_bytes: u64,
+    /// Largest upload ImportDatabase / ImportSnapshot accept, in bytes.
+    pub import_max_bytes: u64,
+    /// Most bytes the CSV files of an import archive may unpack to (an archive bomb is refused
+    /// before it fills the disk).
+    pub import_max_unpacked_bytes: u64,
     /// How often background upkeep runs (storage probe, log compaction, request-log pruning).
     pub maintenance_interval: Duration,
     /// The replica on object storage, if any.
@@ -234,15 +239,26 @@ pub struct Config {
     pub follow: Option<FollowConfig>,
 }
 
-/// A read-only follower: bootstraps from a primary's replica, then tails its shipped log.
+/// A read-only follower: bootstraps from a primary's replica, then tails its shipped log — or,
+/// when `url` is the primary's own gRPC address (`http://host:port`), bootstraps from the
+/// primary's newest snapshot (ExportSnapshot) and tails its WatchEvents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FollowConfig {
-    /// The primary's replica URL (as its `replica_url`).
+    /// The primary's replica URL (as its `replica_url`), or the primary's gRPC address.
     pub url: String,
+    /// Bearer token for the primary (a reader's is enough), when it follows a primary directly.
+    pub token: Option<Secret>,
     /// S3-compatible endpoint (`replica_endpoint`).
     pub endpoint: Option<String>,
     /// How often the replica is polled for new log segments.
     pub interval: Duration,
+}
+
+impl FollowConfig {
+    /// True when the follower tails the primary itself rather than its replica.
+    pub fn tails_primary(&self) -> bool {
+        self.url.starts_with("http://") || self.url.starts_with("https://")
+    }
 }
 
 impl Config {
@@ -282,6 +298,8 @@ impl Config {
             request_log_keep_last: 100_000,
             max_concurrent_assemblies: 2,
             scratch_reserve_bytes: 256 * 1024 * 1024,
+            import_max_bytes: 1 << 30,
+            import_max_unpacked_bytes: 4 << 30,
             maintenance_interval: Duration::from_secs(15),
             replica: None,
             follow: None,
@@ -361,6 +379,9 @@ impl Config {
         if self.maintenance_interval < Duration::from_millis(10) {
             return bad("maintenance_interval", "must be at least 10ms");
         }
+        if self.import_max_bytes == 0 || self.import_max_unpacked_bytes == 0 {
+            return bad("import_max_bytes", "import limits must be at least 1 byte");
+        }
         if self.max_concurrent_assemblies == 0 {
             return bad("max_concurrent_assemblies", "must be at least 1");
         }
@@ -370,6 +391,13 @@ impl Config {
         if let Some(f) = &self.follow {
             if f.interval < Duration::from_millis(10) {
                 return bad("follow_interval", "must be at least 10ms");
+            }
+            if f.url.starts_with("https://") {
+                return bad(
+                    "follow",
+                    "a primary is followed over plain http:// (in-cluster; a mesh sidecar adds \
+                     TLS); https:// is not supported",
+                );
             }
         }
         if self.max_concurrent_streams == 0 {
@@ -609,6 +637,12 @@ settings! {
     /// Free bytes an assembly or restore must leave on its volume [default: 268435456].
     #[arg(long, env = "LNRS_SCRATCH_RESERVE_BYTES")]
     scratch_reserve_bytes: u64,
+    /// Largest upload ImportDatabase / ImportSnapshot accept, in bytes [default: 1073741824].
+    #[arg(long, env = "LNRS_IMPORT_MAX_BYTES")]
+    import_max_bytes: u64,
+    /// Most bytes an import archive's CSV files may unpack to [default: 4294967296].
+    #[arg(long, env = "LNRS_IMPORT_MAX_UNPACKED_BYTES")]
+    import_max_unpacked_bytes: u64,
     /// How often background upkeep runs [default: 15s].
     #[arg(long, env = "LNRS_MAINTENANCE_INTERVAL")]
     maintenance_interval: HumanDuration,
@@ -657,9 +691,13 @@ settings! {
     /// On an empty data directory, recover from the replica before serving [default: false].
     #[arg(long, env = "LNRS_BOOTSTRAP_FROM_REPLICA")]
     bootstrap_from_replica: bool,
-    /// Serve as a read-only follower of the primary whose replica is at this URL [default: none].
+    /// Serve as a read-only follower of the primary whose replica is at this URL, or of the
+    /// primary itself at http://host:port (tailing its WatchEvents) [default: none].
     #[arg(long, env = "LNRS_FOLLOW")]
     follow: String,
+    /// Bearer token a follower presents to the primary it tails directly [default: none].
+    #[arg(long, env = "LNRS_FOLLOW_TOKEN")]
+    follow_token: String,
     /// How often a follower polls the replica for new log segments [default: 1s].
     #[arg(long, env = "LNRS_FOLLOW_INTERVAL")]
     follow_interval: HumanDuration,
@@ -728,6 +766,11 @@ impl Settings {
             self.max_concurrent_assemblies,
         );
         set(&mut c.scratch_reserve_bytes, self.scratch_reserve_bytes);
+        set(&mut c.import_max_bytes, self.import_max_bytes);
+        set(
+            &mut c.import_max_unpacked_bytes,
+            self.import_max_unpacked_bytes,
+        );
         set(&mut c.maintenance_interval, self.maintenance_interval);
         c.replica = self.replica_url.clone().map(|url| {
             let mut r = ReplicaConfig::new(url);
@@ -753,6 +796,7 @@ impl Settings {
         });
         c.follow = self.follow.clone().map(|url| FollowConfig {
             url,
+            token: self.follow_token.clone().map(Secret::from),
             endpoint: self.replica_endpoint.clone(),
             interval: self
                 .follow_interval

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::dataio::DataIoError;
 use crate::domain::rows::Conflict;
 use crate::domain::{DomainError, FieldViolation};
 use crate::events::EventError;
@@ -31,6 +32,8 @@ pub enum Error {
     Events(#[from] EventError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    DataIo(#[from] DataIoError),
     /// A request field is malformed (beyond entity validation): page tokens, order_by, filters.
     #[error("invalid {field}: {message}")]
     InvalidArgument {
@@ -148,6 +151,7 @@ impl Error {
             Error::Snapshot(e) => e.public_message(),
             Error::Events(e) => e.public_message(),
             Error::Replica(e) => e.public_message(),
+            Error::DataIo(e) => e.public_message(),
             Error::Internal(_) => "internal error".into(),
             other => other.to_string(),
         }
@@ -289,6 +293,7 @@ fn map(e: Error) -> Mapped {
         Error::Snapshot(s) => map_snapshot(s),
         Error::Events(ev) => map_events(ev),
         Error::Replica(r) => map_replica(r),
+        Error::DataIo(d) => map_dataio(d),
         Error::InvalidArgument {
             field,
             reason,
@@ -528,6 +533,43 @@ fn map_storage(e: StorageError) -> Mapped {
     }
 }
 
+fn map_dataio(e: DataIoError) -> Mapped {
+    let reason = e.reason();
+    let message = e.public_message();
+    match e {
+        DataIoError::UploadTooLarge { limit } | DataIoError::ArchiveTooLarge { limit } => {
+            Mapped::new(
+                Code::ResourceExhausted,
+                reason,
+                format!("{message}; nothing was changed"),
+            )
+            .meta("limit_bytes", limit)
+        }
+        DataIoError::UploadTruncated { expected, got } => Mapped::new(
+            Code::InvalidArgument,
+            reason,
+            format!("{message}; nothing was changed"),
+        )
+        .meta("expected_bytes", expected)
+        .meta("received_bytes", got),
+        DataIoError::Storage(s) => map_storage(s),
+        DataIoError::Io(_) | DataIoError::Db(_) | DataIoError::Parquet(_) => internal(reason, &e),
+        DataIoError::UploadOptionsMissing
+        | DataIoError::UnsupportedFileType(_)
+        | DataIoError::UnsupportedEngineVersion(_)
+        | DataIoError::NotLnrsSchema(_)
+        | DataIoError::CsvColumns { .. }
+        | DataIoError::CsvEncoding { .. }
+        | DataIoError::CsvMalformed { .. }
+        | DataIoError::ArchiveInvalid(_)
+        | DataIoError::BadRequest(_) => Mapped::new(
+            Code::InvalidArgument,
+            reason,
+            format!("{message}; nothing was changed"),
+        ),
+    }
+}
+
 fn map_replica(e: ReplicaError) -> Mapped {
     let reason = e.reason();
     let message = e.public_message();
@@ -616,6 +658,11 @@ fn map_snapshot(e: SnapshotError) -> Mapped {
             .meta("available_bytes", available)
         }
         SnapshotError::Source(StorageError::Closed) => map_storage(StorageError::Closed),
+        SnapshotError::ArchiveInvalid(detail) => Mapped::new(
+            Code::InvalidArgument,
+            reason,
+            format!("invalid snapshot archive: {detail}; nothing was added"),
+        ),
         SnapshotError::Injected(point) => Mapped::new(
             Code::Unavailable,
             "INJECTED_FAULT",

@@ -12,6 +12,9 @@
 //! - [`events`]: the durable event log and the subscriber fan-out.
 //! - [`replica`]: the snapshot history and the event log on object storage: uploader, lease,
 //!   segments, remote retention, verify, drill, reading back for disaster recovery.
+//! - [`dataio`]: the users' data in and out as files: staged uploads, the import of the
+//!   original app's DuckDB file or CSV archive into a validated staged database, exports as
+//!   CSV, Parquet, DuckDB or GeoJSON.
 //! - [`app`]: use cases composing storage, snapshots and events (deletes, restores, …).
 //! - [`error`]: the application error and its one mapping to `tonic::Status`.
 //! - [`service`]: the tonic services (EntityService, SnapshotService, EventService).
@@ -40,13 +43,14 @@
 //! | `events` | `storage`, `domain`, `metrics` |
 //! | `replica` | `snapshot`, `events`, `storage`, `domain`, `metrics`, `fault` |
 //! | `refdata` | `storage`, `domain` |
-//! | `error` | `replica`, `snapshot`, `events`, `storage`, `domain` |
-//! | `app` | `error`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
+//! | `dataio` | `snapshot`, `storage`, `domain` |
+//! | `error` | `dataio`, `replica`, `snapshot`, `events`, `storage`, `domain` |
+//! | `app` | `error`, `dataio`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
 //! | `service` | `app`, `error`, `replica`, `snapshot`, `events`, `tls`, `config`, `domain`, `pb` |
 //! | `tls` | `config` |
 //! | `auth` | `service`, `error`, `config`, `pb` |
 //! | `server` | `auth`, `tls`, `service`, `app`, `error`, `config`, `metrics`, `pb` |
-//! | `cli` | `server`, `auth`, `service`, `app`, `error`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
+//! | `cli` | `server`, `auth`, `service`, `app`, `error`, `dataio`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault`, `pb` |
 //!
 //! Modules below `error` never use tonic or prost: gRPC is the service's transport, not its
 //! model.
@@ -55,6 +59,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dataio;
 pub mod domain;
 pub mod error;
 pub mod events;

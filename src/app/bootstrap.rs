@@ -34,6 +34,13 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
     let _ = std::fs::remove_dir_all(data_dir.join(LEGACY_SCRATCH));
     let db_path = config.database_path();
     let from_replica = config.replica.as_ref().is_some_and(|r| r.bootstrap);
+    let tails_primary = config.follow.as_ref().is_some_and(|f| f.tails_primary());
+    if !db_path.exists() && tails_primary {
+        // The server layer bootstraps it from the primary's ExportSnapshot before opening.
+        return Err(Error::RecoveryBlocked(
+            "a follower of a primary needs its bootstrap from the primary first".into(),
+        ));
+    }
     if !db_path.exists() && (from_replica || config.follow.is_some()) {
         let source = match &config.follow {
             Some(f) => super::follower::recovery_config(&config, f),

@@ -94,7 +94,7 @@ impl App {
                     entity_type: &entity_type,
                     entity_id: &entity_id,
                     tables: &tables,
-                    kinds: &[EventKind::RestorePerformed],
+                    kinds: &[EventKind::RestorePerformed, EventKind::Imported],
                 };
                 history_page(conn, &restores, &scan, &subject, before, limit)
             })
@@ -353,7 +353,7 @@ fn touches(e: &Event, scan: &HistoryScan<'_>, subject: &Subject, restores: &Rest
     let b = &e.body;
     let names_it = b.entity_type.as_deref() == Some(scan.entity_type)
         && b.entity_id.as_deref() == Some(scan.entity_id);
-    let restore = b.kind == EventKind::RestorePerformed
+    let restore = b.kind.swaps_tables()
         && b.restore
             .as_ref()
             .is_some_and(|r| !r.rolled_back && restores.changed(e.seq, r, subject));

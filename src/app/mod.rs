@@ -16,6 +16,7 @@ pub mod snapshots;
 pub mod state;
 pub mod status;
 pub mod timeline;
+pub mod transfer;
 pub mod undelete;
 
 use std::path::PathBuf;

@@ -205,3 +205,33 @@ impl App {
             .await
     }
 }
+
+/// An area's geometry (GetArea with include_geometry).
+#[derive(Debug, Clone, Default)]
+pub struct AreaGeometry {
+    pub geom_ids: Vec<i32>,
+    /// The stored WKB of each row, in geom_id order.
+    pub shapes: Vec<Vec<u8>>,
+    /// GeoJSON of the whole (None without rows).
+    pub geojson: Option<String>,
+}
+
+impl App {
+    /// The area_geom rows of an area, decoded to GeoJSON.
+    pub async fn area_geometry(&self, area_id: i32) -> Result<AreaGeometry, Error> {
+        let rows = self
+            .shared
+            .reads
+            .read(move |conn| Ok::<_, Error>(entities::area_shapes(conn, area_id)?))
+            .await?;
+        let (geom_ids, shapes): (Vec<i32>, Vec<Vec<u8>>) = rows.into_iter().unzip();
+        let geojson = crate::domain::geometry::area_geometry(&shapes)
+            .map_err(|e| Error::Internal(format!("stored geometry of area {area_id}: {e}")))?
+            .map(|g| g.to_string());
+        Ok(AreaGeometry {
+            geom_ids,
+            shapes,
+            geojson,
+        })
+    }
+}

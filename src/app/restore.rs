@@ -103,8 +103,25 @@ impl App {
     }
 }
 
+/// What a swap puts in place: a snapshot (RestoreSnapshot), or a staged database (an import,
+/// committed as an IMPORT snapshot first, so that undoing, replaying and following it are a
+/// restore's).
+pub(crate) enum SwapTarget {
+    Snapshot(SnapshotId),
+    Import(Box<StagedImport>),
+}
+
+/// A validated staged database, checkpointed and closed, ready to be swapped in.
+pub(crate) struct StagedImport {
+    pub path: PathBuf,
+    /// The IMPORT snapshot's metadata (description, fingerprints, schema of the staged file).
+    pub snapshot: crate::snapshot::NewSnapshot,
+}
+
 /// One restore in progress.
 struct Run {
+    /// RestorePerformed or Imported: the event the swap records.
+    kind: EventKind,
     started: Instant,
     store: Arc<SnapshotStore>,
     target: Manifest,
@@ -146,15 +163,37 @@ impl WriterState {
         if let Some(r) = self.replay(ctx)? {
             return Ok(r);
         }
+        Ok(Replayable {
+            value: self.swap_in(ctx, SwapTarget::Snapshot(id.clone()))?,
+            replayed: false,
+        })
+    }
+
+    /// Restores a snapshot or imports a staged database (see [`SwapTarget`]).
+    pub(crate) fn swap_in(
+        &mut self,
+        ctx: &RequestCtx,
+        target: SwapTarget,
+    ) -> Result<RestoreOutcome, Error> {
         let shared = self.shared.clone();
         let _flag = shared.begin_restore()?;
         let store = shared.store()?;
-        let target = store.get(id)?;
+        let (target, kind) = match target {
+            SwapTarget::Snapshot(id) => (store.get(&id)?, EventKind::RestorePerformed),
+            SwapTarget::Import(staged) => {
+                let capture = store.capture(&staged.path)?;
+                let m = super::state::commit_snapshot(&store, capture, staged.snapshot)?;
+                (m, EventKind::Imported)
+            }
+        };
+        let id = &target.id;
         store.check_restorable(&target)?;
         let pins = vec![store.pin(id)];
         let mut report = IntegrityReport::default();
-        let safety = self.verified_safety_snapshot(ctx, id, &store, &mut report)?;
+        let safety = self.verified_safety_snapshot(ctx, id, kind, &store, &mut report)?;
+        let id = id.clone();
         let mut run = Run {
+            kind,
             started: Instant::now(),
             pins,
             info: RestoreInfo {
@@ -176,20 +215,16 @@ impl WriterState {
         if crate::fault::hit("restore.after_safety") {
             return Err(Error::Injected("restore.after_safety"));
         }
-        let event = self.stamp(ctx, vec![restore_event(&run.info, &run.report)]);
+        let event = self.stamp(ctx, vec![restore_event(run.kind, &run.info, &run.report)]);
         let event = event.into_iter().next().expect("one event");
-        let outcome = match self.prepare(&mut run, &event) {
-            Ok(prepared) => self.swap(ctx, &mut run, prepared, since_safety, event)?,
+        match self.prepare(&mut run, &event) {
+            Ok(prepared) => self.swap(ctx, &mut run, prepared, since_safety, event),
             Err(reason) => {
                 // Nothing was touched: the live database is the safety state already.
                 let _ = files::remove_database(&run.tmp);
-                self.not_restored(ctx, &mut run, reason)?
+                self.not_restored(ctx, &mut run, reason)
             }
-        };
-        Ok(Replayable {
-            value: outcome,
-            replayed: false,
-        })
+        }
     }
 
     /// Takes the safety snapshot and checks it can be read back: a rollback depends on it, and
@@ -200,6 +235,7 @@ impl WriterState {
         &mut self,
         ctx: &RequestCtx,
         id: &SnapshotId,
+        kind: EventKind,
         store: &SnapshotStore,
         report: &mut IntegrityReport,
     ) -> Result<Manifest, Error> {
@@ -208,7 +244,10 @@ impl WriterState {
         for _ in 0..2 {
             let mut meta = self.new_snapshot(
                 Operation::PreRestore,
-                format!("Before restore of {id}"),
+                match kind {
+                    EventKind::Imported => format!("Before import (staged as {id})"),
+                    _ => format!("Before restore of {id}"),
+                },
                 ctx,
             );
             meta.meta.entity_type = Some("snapshot".into());
@@ -411,7 +450,7 @@ impl WriterState {
             "the server stopped during the restore; the live database was put back as it was"
                 .into(),
         );
-        rolled_back_event.body = restore_event(&info, &run.report);
+        rolled_back_event.body = restore_event(run.kind, &info, &run.report);
         let journal = Journal {
             target: run.target.id.as_str().into(),
             safety: run.safety.id.as_str().into(),
@@ -572,7 +611,7 @@ impl WriterState {
             }
         }
         let event = Event {
-            body: restore_event(&run.info, &run.report),
+            body: restore_event(run.kind, &run.info, &run.report),
             ..event
         };
         match live {
@@ -625,7 +664,7 @@ impl WriterState {
     ) -> Result<RestoreOutcome, Error> {
         run.info.rolled_back = true;
         run.info.rollback_reason = Some(reason);
-        let draft = restore_event(&run.info, &run.report);
+        let draft = restore_event(run.kind, &run.info, &run.report);
         let outcome = self.outcome(run, self.next_seq);
         self.commit_change(ctx, |_, _, _| Ok((outcome.clone(), vec![draft])))?;
         crate::metrics::restore_finished(outcome.duration, true);
@@ -805,12 +844,8 @@ fn journal_remove(data_dir: &Path) -> Result<(), Error> {
     files::remove_durably(&path).map_err(|e| StorageError::io(&path, e).into())
 }
 
-fn restore_event(info: &RestoreInfo, report: &IntegrityReport) -> EventDraft {
-    let mut ev = EventDraft::new(
-        EventKind::RestorePerformed,
-        "snapshot",
-        info.snapshot_id.clone(),
-    );
+fn restore_event(kind: EventKind, info: &RestoreInfo, report: &IntegrityReport) -> EventDraft {
+    let mut ev = EventDraft::new(kind, "snapshot", info.snapshot_id.clone());
     ev.restore = Some(RestoreInfo {
         checks_run: report.checks.len() as u32,
         checks_failed: report.failures().map(|c| c.name.clone()).collect(),

@@ -287,6 +287,11 @@ impl Ctx {
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     }
 
+    pub fn data(&self) -> crate::pb::data_service_client::DataServiceClient<Channel> {
+        crate::pb::data_service_client::DataServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+    }
+
     pub fn events(&self) -> EventServiceClient<Channel> {
         EventServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)

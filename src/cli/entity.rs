@@ -256,7 +256,8 @@ macro_rules! cli_entity {
             }
 
             async fn get(ctx: &Ctx, probe: &Self) -> Result<Self, Status> {
-                let req = pb::$getreq { $id: probe.$id.clone() };
+                let mut req = pb::$getreq::default();
+                req.$id = probe.$id.clone();
                 let r = ctx.entity().$get(ctx.req(req)).await?.into_inner();
                 r.$field.ok_or_else(|| missing(stringify!($field)))
             }

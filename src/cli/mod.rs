@@ -12,6 +12,7 @@ pub mod pager;
 pub mod replica;
 pub mod serve;
 pub mod snapshot;
+pub mod transfer;
 pub mod watch;
 
 use std::path::PathBuf;

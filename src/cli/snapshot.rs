@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -116,6 +117,18 @@ pub enum SnapshotAction {
     },
     /// Apply a retention policy now (or only show what it would remove).
     Retention(RetentionArgs),
+    /// Save one snapshot as a portable file (manifest + blocks, self-checking).
+    Save {
+        /// The snapshot id ("latest": the newest of the server's own history).
+        id: String,
+        /// The file to write (must not exist).
+        file: PathBuf,
+    },
+    /// Load a file written by `snapshot save` into the server's catalog (deep-verified first).
+    Load {
+        /// The file to upload.
+        file: PathBuf,
+    },
 }
 
 /// Flags of `lnrs snapshot list`.
@@ -227,6 +240,8 @@ pub(crate) async fn run(ctx: &Ctx, action: SnapshotAction) -> Result<(), Failure
         }
         SnapshotAction::Delete { id, yes, force } => delete(ctx, &id, yes, force).await,
         SnapshotAction::Retention(args) => retention(ctx, args).await,
+        SnapshotAction::Save { id, file } => super::transfer::save(ctx, &id, &file).await,
+        SnapshotAction::Load { file } => super::transfer::load(ctx, &file).await,
     }
 }
 

@@ -139,6 +139,7 @@ async fn follow(ctx: &Ctx, w: &WatchCommand, cur: &mut Cursor) -> Result<Stop, F
         kinds: w.kinds.iter().map(|k| k.0 as i32).collect(),
         entity_types: w.entity_types.clone(),
         heartbeat_interval: None,
+        include_log_record: false,
     };
     let mut stream = ctx
         .events()
@@ -257,7 +258,7 @@ pub(super) fn detail(e: &pb::Event) -> String {
             .snapshot
             .as_ref()
             .map_or(String::new(), |s| format!("{:?}", s.description)),
-        K::RestorePerformed => e.restore.as_ref().map_or(String::new(), |r| {
+        K::RestorePerformed | K::Imported => e.restore.as_ref().map_or(String::new(), |r| {
             if r.rolled_back {
                 format!(
                     "snapshot {} ROLLED BACK: {}",

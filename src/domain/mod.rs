@@ -3,6 +3,7 @@
 
 pub mod entity;
 pub mod fingerprint;
+pub mod geometry;
 pub mod link;
 pub mod query;
 pub mod record;

@@ -212,6 +212,29 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Key columns that may hold NULL: the original app allowed MAPG rows without a grant (an
+/// unfunded row), and imports keep them. The API shows and addresses such a NULL as "".
+pub const NULLABLE_KEY_COLUMNS: &[&str] = &["grant_id"];
+
+/// A key column as the API sees it: a NULL in a nullable key column reads as "".
+pub fn key_expr(column: &str) -> String {
+    if NULLABLE_KEY_COLUMNS.contains(&column) {
+        format!("coalesce({}, '')", quote_ident(column))
+    } else {
+        quote_ident(column)
+    }
+}
+
+/// `column = ?` for a value bound exactly as stored (row images): a NULL bound to a nullable
+/// key column matches the NULL stored there.
+pub fn column_equals(column: &str) -> String {
+    if NULLABLE_KEY_COLUMNS.contains(&column) {
+        format!("{} IS NOT DISTINCT FROM ?", quote_ident(column))
+    } else {
+        format!("{} = ?", quote_ident(column))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ pub enum EventKind {
     EntityUndeleted,
     LinkUndeleted,
     SnapshotUpdated,
+    /// ImportDatabase swapped imported data in (through a restore of its IMPORT snapshot).
+    Imported,
 }
 
 impl EventKind {
@@ -41,6 +43,12 @@ impl EventKind {
                 | EventKind::EntityUndeleted
                 | EventKind::LinkUndeleted
         )
+    }
+
+    /// Whether events of this kind swap the user tables for a snapshot's (restore, import):
+    /// replaying one needs that snapshot.
+    pub fn swaps_tables(self) -> bool {
+        matches!(self, EventKind::RestorePerformed | EventKind::Imported)
     }
 
     /// The stable name stored in the `kind` column.
@@ -60,6 +68,7 @@ impl EventKind {
             EventKind::EntityUndeleted => "entity_undeleted",
             EventKind::LinkUndeleted => "link_undeleted",
             EventKind::SnapshotUpdated => "snapshot_updated",
+            EventKind::Imported => "imported",
         }
     }
 }

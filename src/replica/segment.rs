@@ -132,7 +132,9 @@ impl Segment {
 /// The snapshot a completed restore event swapped in: replaying the log across that event
 /// needs it (recovery fetches it; remote retention keeps it).
 pub fn restored_snapshot(e: &Event) -> Option<&str> {
-    (e.body.kind == crate::events::EventKind::RestorePerformed)
+    e.body
+        .kind
+        .swaps_tables()
         .then_some(e.body.restore.as_ref())
         .flatten()
         .filter(|r| !r.rolled_back)

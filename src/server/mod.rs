@@ -17,9 +17,11 @@
 //!
 //! - [`observe`]: the request-id / log / metrics layer.
 //! - `conn`: connections that can be cut when the grace period ends.
+//! - `primary`: a follower of the primary itself (bootstrap from its snapshot, tail its events).
 
 mod conn;
 pub mod observe;
+mod primary;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -96,6 +98,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    primary::bootstrap(&config)
+        .await
+        .map_err(ServeError::Open)?;
     let app = tokio::task::spawn_blocking(move || App::open(config))
         .await
         .map_err(|e| ServeError::Join(e.to_string()))?
@@ -173,6 +178,7 @@ pub async fn serve_on(
     let maintenance = tokio::spawn(crate::app::maintenance::run(app.clone()));
     let replica_health = tokio::spawn(follow_replica_health(app.clone(), reporter.clone()));
     let follower = tokio::spawn(crate::app::follower::run(app.clone()));
+    let tail_primary = tokio::spawn(primary::tail(app.clone()));
 
     let stages = Stages::default();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -207,6 +213,7 @@ pub async fn serve_on(
     maintenance.abort();
     replica_health.abort();
     follower.abort();
+    tail_primary.abort();
     // The scrape closure holds the app: the listener must be gone before the writer can stop.
     metrics_stop.cancel();
     if let Some(t) = metrics_task {

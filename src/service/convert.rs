@@ -366,6 +366,7 @@ pub fn event_kind_out(k: ev::EventKind) -> pb::EventKind {
         K::EntityUndeleted => P::EntityUndeleted,
         K::LinkUndeleted => P::LinkUndeleted,
         K::SnapshotUpdated => P::SnapshotUpdated,
+        K::Imported => P::Imported,
     }
 }
 
@@ -387,6 +388,7 @@ pub fn event_kind_in(k: i32) -> Result<ev::EventKind, Error> {
         Ok(P::EntityUndeleted) => K::EntityUndeleted,
         Ok(P::LinkUndeleted) => K::LinkUndeleted,
         Ok(P::SnapshotUpdated) => K::SnapshotUpdated,
+        Ok(P::Imported) => K::Imported,
         Ok(P::Unspecified) | Err(_) => {
             return Err(Error::invalid(
                 "kinds",
@@ -403,6 +405,7 @@ pub fn operation_out(o: Operation) -> pb::SnapshotOperation {
         Operation::DeleteLink => pb::SnapshotOperation::DeleteLink,
         Operation::Manual => pb::SnapshotOperation::Manual,
         Operation::PreRestore => pb::SnapshotOperation::PreRestore,
+        Operation::Import => pb::SnapshotOperation::Import,
     }
 }
 
@@ -414,6 +417,7 @@ pub fn operation_in(o: i32) -> Result<Option<Operation>, Error> {
         Ok(P::DeleteLink) => Some(Operation::DeleteLink),
         Ok(P::Manual) => Some(Operation::Manual),
         Ok(P::PreRestore) => Some(Operation::PreRestore),
+        Ok(P::Import) => Some(Operation::Import),
         Err(_) => {
             return Err(Error::invalid(
                 "operation",
@@ -470,6 +474,7 @@ pub fn event(e: &ev::Event) -> Result<pb::Event, Error> {
         }),
         principal: e.origin.principal.clone().unwrap_or_default(),
         peer: e.origin.peer.clone().unwrap_or_default(),
+        log_record: Vec::new(),
     })
 }
 

@@ -28,6 +28,17 @@ pub struct Principal(pub String);
 
 /// The context of a request; `request_id` is the message's idempotency key ("" = none).
 pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<RequestCtx, Error> {
+    let fingerprint = blake3::hash(&req.get_ref().encode_to_vec());
+    ctx_with(req, request_id, fingerprint)
+}
+
+/// The context of a client-streaming call: its request id comes from its first message and
+/// its fingerprint from what identifies the upload (the stream itself cannot be re-encoded).
+pub fn ctx_with<T>(
+    req: &Request<T>,
+    request_id: &str,
+    fingerprint: blake3::Hash,
+) -> Result<RequestCtx, Error> {
     let idempotency_key = if request_id.is_empty() {
         None
     } else {
@@ -41,9 +52,7 @@ pub fn ctx<T: prost::Message>(req: &Request<T>, request_id: &str) -> Result<Requ
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string);
     Ok(RequestCtx {
-        request_fingerprint: blake3::hash(&req.get_ref().encode_to_vec())
-            .to_hex()
-            .to_string(),
+        request_fingerprint: fingerprint.to_hex().to_string(),
         request_id: idempotency_key.clone().or(header_id),
         idempotency_key,
         rpc: rpc_name(req),

@@ -155,8 +155,12 @@ macro_rules! entity_handlers {
             Self: 'async_trait,
         {
             Box::pin(async move {
-                let m: pb::$msg = self.get($key_in(req.into_inner().$key)).await?;
-                Ok(Response::new(pb::$GetRes { $field: Some(m) }))
+                let r = req.into_inner();
+                let m: pb::$msg = self.get($key_in(r.$key.clone())).await?;
+                let mut res = pb::$GetRes::default();
+                res.$field = Some(m);
+                r.fill(&self.app, &mut res).await?;
+                Ok(Response::new(res))
             })
         }
 
@@ -240,6 +244,37 @@ macro_rules! entity_handlers {
             })
         }
     };
+}
+
+/// What a Get request asks for besides the entity (GetArea: its geometry).
+trait GetExtras<Res> {
+    async fn fill(&self, _app: &crate::app::App, _res: &mut Res) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl GetExtras<pb::GetMeasureResponse> for pb::GetMeasureRequest {}
+impl GetExtras<pb::GetPriorityResponse> for pb::GetPriorityRequest {}
+impl GetExtras<pb::GetSpeciesResponse> for pb::GetSpeciesRequest {}
+impl GetExtras<pb::GetHabitatResponse> for pb::GetHabitatRequest {}
+impl GetExtras<pb::GetGrantResponse> for pb::GetGrantRequest {}
+
+impl GetExtras<pb::GetAreaResponse> for pb::GetAreaRequest {
+    async fn fill(
+        &self,
+        app: &crate::app::App,
+        res: &mut pb::GetAreaResponse,
+    ) -> Result<(), Error> {
+        if self.include_geometry {
+            let g = app.area_geometry(self.area_id).await?;
+            res.geometry = Some(pb::AreaGeometry {
+                geojson: g.geojson.unwrap_or_default(),
+                wkb: g.shapes,
+                geom_ids: g.geom_ids,
+            });
+        }
+        Ok(())
+    }
 }
 
 type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = R<T>> + Send + 'a>>;

@@ -62,10 +62,18 @@ fn filter(kinds: &[i32], entity_types: &[String]) -> Result<EventFilter, Error> 
     })
 }
 
-fn item(i: StreamItem) -> Result<pb::WatchEventsResponse, Error> {
+fn item(i: StreamItem, log_record: bool) -> Result<pb::WatchEventsResponse, Error> {
     use pb::watch_events_response::Item;
     let item = match i {
-        StreamItem::Event(e) => Item::Event(convert::event(&e)?),
+        StreamItem::Event(e) => {
+            let mut m = convert::event(&e)?;
+            if log_record {
+                // The log's own encoding: what a follower tailing this server replays.
+                m.log_record = serde_json::to_vec(&*e)
+                    .map_err(|e| Error::Internal(format!("event encoding: {e}")))?;
+            }
+            Item::Event(m)
+        }
         StreamItem::Heartbeat { head, time } => Item::Heartbeat(pb::Heartbeat {
             head_seq: head,
             time: Some(convert::timestamp(time)),
@@ -93,6 +101,7 @@ impl EventService for EventApi {
                 convert::from_duration("heartbeat_interval", d)?.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT)
             }
         };
+        let log_record = r.include_log_record;
         let sub = Subscription {
             start_after: r.start_after_seq,
             filter: filter(&r.kinds, &r.entity_types)?,
@@ -111,7 +120,11 @@ impl EventService for EventApi {
             permit,
             STREAM_BUFFER,
         )
-        .map(|r| r.map_err(Error::from).and_then(item).map_err(Status::from));
+        .map(move |r| {
+            r.map_err(Error::from)
+                .and_then(|i| item(i, log_record))
+                .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

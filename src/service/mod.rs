@@ -7,6 +7,7 @@ pub mod convert;
 pub mod ctx;
 pub mod entity;
 pub mod events;
+pub mod files;
 pub mod paging;
 pub mod snapshot;
 

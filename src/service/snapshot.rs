@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, from_duration, from_timestamp};
 use super::ctx::ctx;
+use super::files;
 use super::paging::{bad_token, page_size, PageQuery};
 use crate::app::status::SnapshotState;
 use crate::app::App;
@@ -535,6 +536,52 @@ impl SnapshotService for SnapshotApi {
             blocks_removed: g.blocks_removed,
             bytes_freed: g.bytes_freed,
             segments_removed: g.segments_removed,
+        }))
+    }
+
+    type ExportSnapshotStream = files::FileStream<pb::ExportSnapshotResponse>;
+
+    async fn export_snapshot(
+        &self,
+        req: Request<pb::ExportSnapshotRequest>,
+    ) -> R<Self::ExportSnapshotStream> {
+        let id = req.into_inner().snapshot_id;
+        let (file, written) = self.app.save_snapshot(Some(&id)).await?;
+        let snapshot_id = written.manifest.id.to_string();
+        let total_bytes = written.bytes;
+        let piece = move |offset, data| pb::ExportSnapshotResponse {
+            snapshot_id: snapshot_id.clone(),
+            total_bytes,
+            offset,
+            data,
+            file_blake3: String::new(),
+        };
+        let last = pb::ExportSnapshotResponse {
+            snapshot_id: written.manifest.id.to_string(),
+            total_bytes,
+            offset: total_bytes,
+            data: Vec::new(),
+            file_blake3: written.blake3.to_hex().to_string(),
+        };
+        Ok(Response::new(files::send(file, piece, Some(last))))
+    }
+
+    async fn import_snapshot(
+        &self,
+        req: Request<tonic::Streaming<pb::ImportSnapshotRequest>>,
+    ) -> R<pb::ImportSnapshotResponse> {
+        let c = super::ctx::ctx_with(&req, "", blake3::hash(b"ImportSnapshot"))?;
+        let stream = req.into_inner();
+        let first =
+            |m: &pb::ImportSnapshotRequest| Ok(((), Some(m.total_bytes).filter(|n| *n > 0)));
+        let ((), file) =
+            files::receive(&self.app, "load.lnrs-snapshot", stream, first, |m| m.data).await?;
+        let loaded = self.app.load_snapshot(c, file).await?;
+        Ok(Response::new(pb::ImportSnapshotResponse {
+            snapshot: Some(self.listed(&loaded.manifest).await?),
+            report: Some(convert::report(&loaded.report)),
+            already_present: loaded.already_present,
+            file_blake3: loaded.blake3.to_hex().to_string(),
         }))
     }
 }

@@ -31,6 +31,10 @@ pub struct Annotation {
     pub description: Option<String>,
     /// When the user last changed it (`None` for the default).
     pub updated_at: Option<DateTime<Utc>>,
+    /// Set when the snapshot was loaded from an archive (another server's history): its
+    /// `event_head_seq` counts another log, so it is never the base of a point-in-time state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_at: Option<DateTime<Utc>>,
 }
 
 /// A change to an annotation: every `Some` field replaces the current value.
@@ -75,12 +79,16 @@ impl Annotation {
             labels: update.labels.or_else(|| self.labels.clone()),
             description: update.description.or_else(|| self.description.clone()),
             updated_at: Some(now),
+            loaded_at: self.loaded_at,
         }
     }
 
     /// True when it neither pins nor replaces anything (its record can go).
     pub fn is_empty(&self) -> bool {
-        !self.pinned && self.labels.is_none() && self.description.is_none()
+        !self.pinned
+            && self.labels.is_none()
+            && self.description.is_none()
+            && self.loaded_at.is_none()
     }
 
     /// The snapshot's metadata as users see it: the manifest's, with what this replaces.
@@ -178,6 +186,7 @@ mod tests {
             labels: Some(BTreeMap::from([("who".into(), "q\"uoted".into())])),
             description: Some("keep".into()),
             updated_at: Some(Utc::now()),
+            loaded_at: Some(Utc::now()),
         };
         let bytes = a.encode(&id).expect("encode");
         assert_eq!(Annotation::decode(&bytes, &id).expect("decode"), a);

@@ -241,11 +241,16 @@ impl Catalog {
 
     /// The newest snapshot captured at or before event `seq` (largest event head ≤ `seq`;
     /// among equal heads, the newest id): the base a point-in-time state is rebuilt from.
-    pub fn newest_at_or_before(&self, seq: u64) -> Option<&SnapshotSummary> {
+    /// Snapshots `excluded` says are no base (imports, loaded ones) are skipped.
+    pub fn newest_at_or_before(
+        &self,
+        seq: u64,
+        excluded: impl Fn(&SnapshotSummary) -> bool,
+    ) -> Option<&SnapshotSummary> {
         self.entries
             .values()
             .map(|e| &e.summary)
-            .filter(|s| s.meta.event_head_seq <= seq)
+            .filter(|s| s.meta.event_head_seq <= seq && !excluded(s))
             .max_by(|a, b| (a.meta.event_head_seq, &a.id).cmp(&(b.meta.event_head_seq, &b.id)))
     }
 
@@ -441,6 +446,7 @@ mod tests {
                 description: Some("before the spring import".into()),
                 labels: Some(BTreeMap::from([("ticket".into(), "7".into())])),
                 updated_at: Some(Utc::now()),
+                loaded_at: None,
             },
         )]);
         let (verified, held) = (HashMap::new(), HashSet::from([ids[2].clone()]));

@@ -109,6 +109,9 @@ pub enum SnapshotError {
     /// Assembling would leave less free space than the configured reserve.
     #[error("not enough free space to assemble: {needed} bytes needed beyond the reserve, {available} available")]
     NoScratchSpace { needed: u64, available: u64 },
+    /// A snapshot archive (`lnrs snapshot save` file) that cannot be loaded.
+    #[error("invalid snapshot archive: {0}")]
+    ArchiveInvalid(String),
 }
 
 impl SnapshotError {
@@ -144,6 +147,7 @@ impl SnapshotError {
             Self::Panicked => "SNAPSHOT_THREAD_PANICKED",
             Self::Busy { .. } => "SNAPSHOT_ASSEMBLY_BUSY",
             Self::NoScratchSpace { .. } => "SNAPSHOT_SCRATCH_SPACE_LOW",
+            Self::ArchiveInvalid(_) => "SNAPSHOT_ARCHIVE_INVALID",
         }
     }
 

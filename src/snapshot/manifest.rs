@@ -41,15 +41,18 @@ pub enum Operation {
     Manual,
     /// Safety snapshot taken by a restore before it replaces the live file.
     PreRestore,
+    /// The staged database of an import: restoring it is what the import did.
+    Import,
 }
 
 impl Operation {
     /// Every operation, for parsing and for documentation.
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 5] = [
         Operation::Delete,
         Operation::DeleteLink,
         Operation::Manual,
         Operation::PreRestore,
+        Operation::Import,
     ];
 
     /// The snake_case name used in JSON.
@@ -59,6 +62,7 @@ impl Operation {
             Operation::DeleteLink => "delete_link",
             Operation::Manual => "manual",
             Operation::PreRestore => "pre_restore",
+            Operation::Import => "import",
         }
     }
 

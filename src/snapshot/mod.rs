@@ -17,6 +17,7 @@
 //! - [`blocks`]: the content-addressed, compressed block files.
 //! - [`manifest`]: the manifest, its sealed encoding, the DuckDB file layout.
 //! - [`catalog`]: in-memory catalog, listing/filtering/sizes, the index cache.
+//! - [`archive`]: the portable one-file form of a snapshot (save / load between servers).
 //! - [`annotation`]: what users change after a snapshot is taken (pin, labels, description),
 //!   one sealed record per snapshot.
 //! - [`verify`]: integrity reports and [`check_database`].
@@ -28,6 +29,7 @@
 //! `snapshot.*` in [`crate::fault::REGISTRY`].
 
 pub mod annotation;
+pub mod archive;
 pub mod blocks;
 pub mod capture;
 pub mod catalog;

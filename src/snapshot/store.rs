@@ -578,7 +578,36 @@ impl SnapshotStore {
 
     /// See [`Catalog::newest_at_or_before`].
     pub fn newest_at_or_before(&self, seq: u64) -> Option<SnapshotSummary> {
-        self.state().catalog.newest_at_or_before(seq).cloned()
+        let st = self.state();
+        st.catalog
+            .newest_at_or_before(seq, |s| {
+                // An IMPORT snapshot is the state after its IMPORTED event, which replays by
+                // swapping it in; a loaded one counts another log.
+                s.meta.operation == super::manifest::Operation::Import
+                    || st
+                        .annotations
+                        .get(&s.id)
+                        .is_some_and(|a| a.loaded_at.is_some())
+            })
+            .cloned()
+    }
+
+    /// Marks a snapshot as loaded from another history (see [`Annotation::loaded_at`]).
+    pub fn mark_loaded(&self, id: &SnapshotId) -> Result<(), SnapshotError> {
+        let _holds = self.holds();
+        let mut next = self
+            .state()
+            .annotations
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        if next.loaded_at.is_some() {
+            return Ok(());
+        }
+        next.loaded_at = Some(Utc::now());
+        self.write_annotation(id, &next)?;
+        self.state().annotations.insert(id.clone(), next);
+        Ok(())
     }
 
     /// Store-wide counts and sizes.

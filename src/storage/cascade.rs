@@ -23,7 +23,7 @@ pub struct RowSet {
 pub fn root(table: &'static str, key_cols: &[&str], key_values: Vec<Value>) -> RowSet {
     let where_sql = key_cols
         .iter()
-        .map(|c| format!("{} = ?", quote_ident(c)))
+        .map(|c| format!("{} = ?", crate::domain::tables::key_expr(c)))
         .collect::<Vec<_>>()
         .join(" AND ");
     RowSet {
@@ -95,7 +95,7 @@ pub fn impact(conn: &Connection, plan: &[RowSet]) -> Result<Vec<TableImpact>, St
             let key = user_table(set.table).map_or(&[][..], |t| t.key);
             let cols = key
                 .iter()
-                .map(|c| format!("CAST({} AS VARCHAR)", quote_ident(c)))
+                .map(|c| format!("coalesce(CAST({} AS VARCHAR), '')", quote_ident(c)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let order = key

@@ -428,3 +428,13 @@ pub fn lookup(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// The `(geom_id, geo_shape)` rows of an area, in geom_id order (rows without a shape skipped).
+pub fn area_shapes(conn: &Connection, area_id: i32) -> Result<Vec<(i32, Vec<u8>)>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT geom_id, geo_shape FROM area_geom \
+         WHERE area_id = ? AND geo_shape IS NOT NULL ORDER BY geom_id",
+    )?;
+    let rows = stmt.query_map([area_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -108,7 +108,7 @@ fn collect(
 pub fn equals_where(columns: &[&str]) -> String {
     columns
         .iter()
-        .map(|c| format!("{} = ?", quote_ident(c)))
+        .map(|c| crate::domain::tables::column_equals(c))
         .collect::<Vec<_>>()
         .join(" AND ")
 }

@@ -7,13 +7,13 @@ use super::changes::Changes;
 use super::entities::exists;
 use super::StorageError;
 use crate::domain::rows::Datum;
-use crate::domain::tables::{parents_of, quote_ident};
+use crate::domain::tables::{key_expr, parents_of, quote_ident};
 use crate::domain::{Key, Link, LinkKind, Value};
 
 fn key_where(kind: LinkKind) -> String {
     kind.columns()
         .iter()
-        .map(|c| format!("{} = ?", quote_ident(c.name)))
+        .map(|c| format!("{} = ?", key_expr(c.name)))
         .collect::<Vec<_>>()
         .join(" AND ")
 }
@@ -105,7 +105,7 @@ pub fn list(conn: &Connection, q: &LinkQuery) -> Result<(Vec<Link>, i64, bool), 
     let mut filter: Vec<String> = q
         .filters
         .iter()
-        .map(|(c, _)| format!("{} = ?", quote_ident(c)))
+        .map(|(c, _)| format!("{} = ?", key_expr(c)))
         .collect();
     let mut params: Vec<Value> = q.filters.iter().map(|(_, k)| key_value(k)).collect();
     let table = quote_ident(q.kind.table());
@@ -127,7 +127,7 @@ pub fn list(conn: &Connection, q: &LinkQuery) -> Result<(Vec<Link>, i64, bool), 
         }
         let tuple = cols
             .iter()
-            .map(|c| quote_ident(c))
+            .map(|c| key_expr(c))
             .collect::<Vec<_>>()
             .join(", ");
         filter.push(format!(
@@ -138,7 +138,7 @@ pub fn list(conn: &Connection, q: &LinkQuery) -> Result<(Vec<Link>, i64, bool), 
     }
     let order = cols
         .iter()
-        .map(|c| quote_ident(c))
+        .map(|c| key_expr(c))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
@@ -154,7 +154,7 @@ pub fn list(conn: &Connection, q: &LinkQuery) -> Result<(Vec<Link>, i64, bool), 
             .enumerate()
             .map(|(i, c)| {
                 Ok(if c.name == "grant_id" {
-                    Key::Text(r.get(i)?)
+                    Key::Text(r.get::<_, Option<String>>(i)?.unwrap_or_default())
                 } else {
                     Key::Int(r.get(i)?)
                 })

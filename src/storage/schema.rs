@@ -25,6 +25,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "request log keyed by (principal, request_id)",
         sql: include_str!("schema_v2.sql"),
     },
+    Migration {
+        version: 3,
+        name:
+            "the original's data as it is: NULLs in API-required columns, MAPG rows without a grant",
+        sql: include_str!("schema_v3.sql"),
+    },
 ];
 
 /// Latest schema version this build knows.

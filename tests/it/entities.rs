@@ -109,12 +109,15 @@ async fn crud_round_trip_for_every_entity() {
         .area
         .unwrap();
     assert_eq!(
-        c.get_area(pb::GetAreaRequest { area_id: a.area_id })
-            .await
-            .unwrap()
-            .into_inner()
-            .area
-            .unwrap(),
+        c.get_area(pb::GetAreaRequest {
+            area_id: a.area_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .area
+        .unwrap(),
         a
     );
     let a2 = c
@@ -422,12 +425,18 @@ async fn validation_names_every_bad_field() {
         (Code::InvalidArgument, "UNKNOWN_FIELD_IN_MASK")
     );
     let missing = c
-        .get_area(pb::GetAreaRequest { area_id: 999_999 })
+        .get_area(pb::GetAreaRequest {
+            area_id: 999_999,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     let zero = c
-        .get_area(pb::GetAreaRequest { area_id: 0 })
+        .get_area(pb::GetAreaRequest {
+            area_id: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(zero.code(), Code::InvalidArgument);

@@ -50,6 +50,7 @@ fn watch(start: Option<u64>) -> pb::WatchEventsRequest {
         kinds: vec![],
         entity_types: vec![],
         heartbeat_interval: None,
+        include_log_record: false,
     }
 }
 
@@ -313,6 +314,7 @@ async fn filters_deliver_exactly_the_matching_events() {
             kinds: vec![pb::EventKind::EntityDeleted as i32],
             entity_types: vec!["habitat".into()],
             heartbeat_interval: None,
+            include_log_record: false,
         })
         .await
         .unwrap()
@@ -382,6 +384,7 @@ async fn filters_deliver_exactly_the_matching_events() {
             kinds: vec![],
             entity_types: vec!["dragons".into()],
             heartbeat_interval: None,
+            include_log_record: false,
         })
         .await
         .unwrap_err();
@@ -443,6 +446,7 @@ async fn live_only_heartbeats_and_caught_up() {
                 seconds: 1,
                 nanos: 0,
             }),
+            include_log_record: false,
         })
         .await
         .unwrap()

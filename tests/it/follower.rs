@@ -2,7 +2,8 @@
 //! from the primary's replica, sees a write within its staleness, serves reads and
 //! WatchEvents, refuses writes, survives the primary's restart and follows a restore; killed
 //! with SIGKILL mid-apply it restarts and converges, and none of its reads ever showed a state
-//! the primary never had.
+//! the primary never had. The same scenario runs for a follower of the primary itself (no
+//! replica: bootstrap from its ExportSnapshot, tail its WatchEvents).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -38,6 +39,54 @@ async fn follower(dir: &Path, s3: &S3, prefix: &str) -> ChildServer {
     ChildServer::start(dir, "127.0.0.1:0", &args, &S3::env()).await
 }
 
+/// Where the followers of a scenario read the primary's history.
+enum Source {
+    Replica(S3),
+    /// The primary's fixed address (it keeps it across restarts).
+    Primary(String),
+}
+
+impl Source {
+    async fn primary(&self, dir: &Path) -> ChildServer {
+        match self {
+            Source::Replica(s3) => start(dir, s3, "p", &[]).await,
+            Source::Primary(addr) => {
+                let args = [
+                    "--maintenance-interval",
+                    "200ms",
+                    "--shutdown-drain-delay",
+                    "50ms",
+                ];
+                ChildServer::start(dir, addr, &args, &[]).await
+            }
+        }
+    }
+
+    async fn follower(&self, dir: &Path) -> ChildServer {
+        match self {
+            Source::Replica(s3) => follower(dir, s3, "p").await,
+            Source::Primary(addr) => {
+                let url = format!("http://{addr}");
+                let args = ["--follow", url.as_str(), "--shutdown-drain-delay", "50ms"];
+                ChildServer::start(dir, "127.0.0.1:0", &args, &[]).await
+            }
+        }
+    }
+
+    /// Waits until the primary's history is where the follower reads it.
+    async fn published(&self, primary: &ChildServer) {
+        if let Source::Replica(_) = self {
+            caught_up(&primary.channel).await;
+        }
+    }
+}
+
+/// A free loopback address (bound and released: the primary binds it next).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
 async fn head(ch: &Channel) -> u64 {
     ops::status(ch).await.event_head_seq
 }
@@ -52,12 +101,20 @@ async fn same_head(follower: &Channel, primary: &Channel) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_serves_reads_and_events_refuses_writes_and_follows_restarts_and_restores() {
-    let s3 = S3::start("follow");
+    follows_everything(Source::Replica(S3::start("follow"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_the_primary_itself_does_the_same_without_a_replica() {
+    follows_everything(Source::Primary(free_addr())).await;
+}
+
+async fn follows_everything(source: Source) {
     let pdir = tempfile::tempdir().unwrap();
-    let mut primary = start(pdir.path(), &s3, "p", &[]).await;
-    caught_up(&primary.channel).await;
+    let mut primary = source.primary(pdir.path()).await;
+    source.published(&primary).await;
     let fdir = tempfile::tempdir().unwrap();
-    let f = follower(fdir.path(), &s3, "p").await;
+    let f = source.follower(fdir.path()).await;
     same_head(&f.channel, &primary.channel).await;
 
     // A write on the primary reaches the follower's reads and its event stream.
@@ -119,11 +176,11 @@ async fn a_follower_serves_reads_and_events_refuses_writes_and_follows_restarts_
 
     // The primary restarts: the follower goes on.
     ops::stop(primary).await;
-    primary = start(pdir.path(), &s3, "p", &[]).await;
+    primary = source.primary(pdir.path()).await;
     ops::habitat(&primary.channel, "after the primary restarted")
         .await
         .unwrap();
-    caught_up(&primary.channel).await;
+    source.published(&primary).await;
     same_head(&f.channel, &primary.channel).await;
 
     // A restore on the primary: the follower follows it.
@@ -140,7 +197,7 @@ async fn a_follower_serves_reads_and_events_refuses_writes_and_follows_restarts_
     ops::habitat(&primary.channel, "after the restore")
         .await
         .unwrap();
-    caught_up(&primary.channel).await;
+    source.published(&primary).await;
     same_head(&f.channel, &primary.channel).await;
     let names = ops::habitat_names(&f.channel).await;
     assert!(!names.contains("undone by the restore") && names.contains("after the restore"));
@@ -159,12 +216,20 @@ async fn a_follower_serves_reads_and_events_refuses_writes_and_follows_restarts_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_killed_mid_apply_converges_and_never_showed_a_state_that_did_not_exist() {
-    let s3 = S3::start("follow-kill");
+    killed_mid_apply(Source::Replica(S3::start("follow-kill"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_the_primary_killed_mid_apply_converges_the_same() {
+    killed_mid_apply(Source::Primary(free_addr())).await;
+}
+
+async fn killed_mid_apply(source: Source) {
     let pdir = tempfile::tempdir().unwrap();
-    let primary = start(pdir.path(), &s3, "p", &[]).await;
-    caught_up(&primary.channel).await;
+    let primary = source.primary(pdir.path()).await;
+    source.published(&primary).await;
     let fdir = tempfile::tempdir().unwrap();
-    let mut f = follower(fdir.path(), &s3, "p").await;
+    let mut f = source.follower(fdir.path()).await;
     same_head(&f.channel, &primary.channel).await;
     let base_names = ops::habitat_names(&primary.channel).await;
     let s0 = head(&primary.channel).await;
@@ -197,7 +262,7 @@ async fn a_follower_killed_mid_apply_converges_and_never_showed_a_state_that_did
             f = {
                 let _ = f.kill();
                 killed_at = Some(applied);
-                follower(fdir.path(), &s3, "p").await
+                source.follower(fdir.path()).await
             };
         }
     }
@@ -206,7 +271,7 @@ async fn a_follower_killed_mid_apply_converges_and_never_showed_a_state_that_did
         sample(&f.channel, &mut samples).await;
     }
     writer.await.unwrap();
-    caught_up(&primary.channel).await;
+    source.published(&primary).await;
     let target = head(&primary.channel).await;
     while head(&f.channel).await < target {
         sample(&f.channel, &mut samples).await;

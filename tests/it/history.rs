@@ -879,6 +879,7 @@ async fn link_delete_snapshots_are_delete_link_and_every_snapshot_has_its_event(
             kinds: vec![pb::EventKind::SnapshotCreated as i32],
             entity_types: vec![],
             heartbeat_interval: None,
+            include_log_record: false,
         })
         .await
         .unwrap()

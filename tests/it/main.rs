@@ -5,6 +5,7 @@
 
 mod common;
 
+mod archive;
 mod audit;
 mod bench;
 mod campaign;

@@ -152,6 +152,7 @@ async fn followers(
         let fdir = work.fresh_dir(&format!("follower-{i}"))?;
         let mut fc = harness::config(&fdir, SnapshotPolicy::Required);
         fc.follow = Some(FollowConfig {
+            token: None,
             url: s3.url("follow"),
             endpoint: Some(s3.endpoint()),
             interval: Duration::from_millis(200),
