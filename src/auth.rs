@@ -599,8 +599,10 @@ mod tests {
                     | "DeleteSnapshot"
                     | "ApplyRetention"
                     | "DrillReplica"
-                    | "ApplyReplicaRetention" => Admin,
-                    _ if ["Get", "List", "Watch", "Preview", "Verify", "Diff"]
+                    | "ApplyReplicaRetention"
+                    | "ImportSnapshot"
+                    | "ImportDatabase" => Admin,
+                    _ if ["Get", "List", "Watch", "Preview", "Verify", "Diff", "Export"]
                         .iter()
                         .any(|p| m.starts_with(p)) =>
                     {

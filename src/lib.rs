@@ -46,7 +46,7 @@
 //! | `dataio` | `snapshot`, `storage`, `domain` |
 //! | `error` | `dataio`, `replica`, `snapshot`, `events`, `storage`, `domain` |
 //! | `app` | `error`, `dataio`, `refdata`, `replica`, `snapshot`, `events`, `storage`, `config`, `domain`, `metrics`, `fault` |
-//! | `service` | `app`, `error`, `replica`, `snapshot`, `events`, `tls`, `config`, `domain`, `pb` |
+//! | `service` | `app`, `error`, `dataio`, `replica`, `snapshot`, `events`, `tls`, `config`, `domain`, `pb` |
 //! | `tls` | `config` |
 //! | `auth` | `service`, `error`, `config`, `pb` |
 //! | `server` | `auth`, `tls`, `service`, `app`, `error`, `config`, `metrics`, `pb` |

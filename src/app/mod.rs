@@ -4,6 +4,7 @@
 
 mod bootstrap;
 pub mod cache;
+pub mod data;
 pub mod entities;
 pub mod follower;
 pub mod history;

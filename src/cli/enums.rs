@@ -2,10 +2,26 @@
 //! The values are read from the generated enum itself, so the CLI never re-types its variants
 //! and a variant added to the proto is accepted at once.
 
+/// Numbers a proto enum may skip: retired values stay reserved, never reused.
+const MAX_RESERVED_GAP: i32 = 4;
+
 /// Every variant of a proto enum but UNSPECIFIED (0), in number order. Proto enums here are
-/// numbered densely from 1 (a unit test checks this against the descriptors).
+/// numbered from 1 with gaps only where a retired value is reserved (a unit test checks this
+/// against the descriptors).
 pub fn variants<E: TryFrom<i32>>() -> Vec<E> {
-    (1..).map_while(|i| E::try_from(i).ok()).collect()
+    let mut out = Vec::new();
+    let mut gap = 0;
+    for i in 1.. {
+        match E::try_from(i) {
+            Ok(e) => {
+                out.push(e);
+                gap = 0;
+            }
+            Err(_) if gap < MAX_RESERVED_GAP => gap += 1,
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 /// The command-line value of a proto enum name: without `prefix`, lower case, dashes.
@@ -85,8 +101,11 @@ mod tests {
         let ours = set.file.iter().filter(|f| f.package() == "lnrs.v1");
         for e in ours.flat_map(|f| &f.enum_type) {
             let numbers: Vec<i32> = e.value.iter().map(|v| v.number()).collect();
-            let dense: Vec<i32> = (0..numbers.len() as i32).collect();
-            assert_eq!(numbers, dense, "{}", e.name());
+            let reserved: Vec<i32> = e.reserved_range.iter().flat_map(|r| r.start()..=r.end()).collect();
+            let max = numbers.iter().copied().max().unwrap_or(0);
+            let dense: Vec<i32> = (0..=max).filter(|n| !reserved.contains(n)).collect();
+            assert_eq!(numbers, dense, "{}: dense but for reserved numbers", e.name());
+            assert!(reserved.len() < MAX_RESERVED_GAP as usize, "{}", e.name());
             if e.name() == "EventKind" {
                 assert_eq!(variants::<pb::EventKind>().len(), numbers.len() - 1);
             }

@@ -71,6 +71,10 @@ pub enum Command {
     Watch(watch::WatchCommand),
     /// The replica on object storage: disaster recovery, read drill, retention.
     Replica(replica::ReplicaCommand),
+    /// Import the original app's database (its DuckDB file, or a ZIP of its CSV exports).
+    Import(transfer::ImportCommand),
+    /// Export tables as CSV, Parquet, a DuckDB file or GeoJSON, live or from a snapshot.
+    Export(transfer::ExportCommand),
 }
 
 /// Builds a tokio runtime for a process entry point (server, client, benchmark); on failure the

@@ -14,6 +14,9 @@
 
 pub mod detect;
 pub mod error;
+pub mod export;
+pub mod source;
+pub mod stage;
 pub mod upload;
 
 pub use error::DataIoError;

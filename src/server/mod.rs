@@ -1,6 +1,6 @@
 //! The server: checks the tokens and TLS files the configuration names ([`check`], before
 //! anything is opened), opens the application, builds the router (EntityService,
-//! SnapshotService, EventService, grpc.health.v1, reflection v1 + v1alpha) behind the observe
+//! SnapshotService, EventService, DataService, grpc.health.v1, reflection v1 + v1alpha) behind the observe
 //! layer (request ids, logs, metrics) and the auth layer, serves it on a given listener
 //! (plaintext or TLS), serves `/metrics` on its own listener, and shuts down gracefully within a
 //! hard bound.
@@ -44,14 +44,15 @@ use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::metrics::{self, Exposition, GrpcMetrics, Live};
 use crate::pb;
-use crate::service::{EntityApi, EventApi, SnapshotApi};
+use crate::service::{DataApi, EntityApi, EventApi, SnapshotApi};
 
 /// Health names registered besides "": every service, and the snapshot storage, which goes
 /// NOT_SERVING while snapshots cannot be taken.
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
     "lnrs.v1.EntityService",
     "lnrs.v1.SnapshotService",
     "lnrs.v1.EventService",
+    "lnrs.v1.DataService",
 ];
 pub const SNAPSHOT_STORAGE_HEALTH: &str = "lnrs.v1.SnapshotStorage";
 /// Health name of the replica (registered when one is configured): NOT_SERVING past
@@ -274,12 +275,16 @@ fn routes(app: &App, max: usize) -> Result<(HealthReporter, Routes), ServeError>
     let events = configured!(pb::event_service_server::EventServiceServer::new(
         EventApi::new(app.clone())
     ));
+    let data = configured!(pb::data_service_server::DataServiceServer::new(
+        DataApi::new(app.clone())
+    ));
     let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(entity)
         .add_service(snapshots)
-        .add_service(events);
+        .add_service(events)
+        .add_service(data);
     Ok((reporter, routes))
 }
 

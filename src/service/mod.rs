@@ -5,12 +5,14 @@
 pub mod codec;
 pub mod convert;
 pub mod ctx;
+pub mod data;
 pub mod entity;
 pub mod events;
 pub mod files;
 pub mod paging;
 pub mod snapshot;
 
+pub use data::DataApi;
 pub use entity::EntityApi;
 pub use events::EventApi;
 pub use snapshot::SnapshotApi;

@@ -157,8 +157,15 @@ fn orphan_sql(r: &Reference) -> String {
         .map(|(c, p)| format!("c.{} = p.{}", quote_ident(c), quote_ident(p)))
         .collect::<Vec<_>>()
         .join(" AND ");
+    // A NULL reference (a legacy MAPG row without a grant) references nothing: not an orphan.
+    let set = r
+        .child_cols
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     format!(
-        "SELECT count(*) FROM {} AS c LEFT JOIN {} AS p ON {on} WHERE p.{} IS NULL",
+        "SELECT count(*) FROM {} AS c LEFT JOIN {} AS p ON {on} WHERE p.{} IS NULL AND {set}",
         quote_ident(r.child),
         quote_ident(r.parent),
         quote_ident(r.parent_cols[0]),

@@ -10,6 +10,7 @@ mod audit;
 mod bench;
 mod campaign;
 mod cli;
+mod dataio;
 mod entities;
 mod events;
 mod follower;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The venv holding moto, made once per test process.
-fn venv() -> PathBuf {
+/// The test venv (moto, and DuckDB 1.4 for tests/tools/original_db.py), made once per test
+/// process.
+pub fn venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/test-venv");
