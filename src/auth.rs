@@ -602,9 +602,11 @@ mod tests {
                     | "ApplyReplicaRetention"
                     | "ImportSnapshot"
                     | "ImportDatabase" => Admin,
-                    _ if ["Get", "List", "Watch", "Preview", "Verify", "Diff", "Export"]
-                        .iter()
-                        .any(|p| m.starts_with(p)) =>
+                    _ if [
+                        "Get", "List", "Watch", "Preview", "Verify", "Diff", "Export",
+                    ]
+                    .iter()
+                    .any(|p| m.starts_with(p)) =>
                     {
                         Reader
                     }

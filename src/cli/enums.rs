@@ -101,10 +101,19 @@ mod tests {
         let ours = set.file.iter().filter(|f| f.package() == "lnrs.v1");
         for e in ours.flat_map(|f| &f.enum_type) {
             let numbers: Vec<i32> = e.value.iter().map(|v| v.number()).collect();
-            let reserved: Vec<i32> = e.reserved_range.iter().flat_map(|r| r.start()..=r.end()).collect();
+            let reserved: Vec<i32> = e
+                .reserved_range
+                .iter()
+                .flat_map(|r| r.start()..=r.end())
+                .collect();
             let max = numbers.iter().copied().max().unwrap_or(0);
             let dense: Vec<i32> = (0..=max).filter(|n| !reserved.contains(n)).collect();
-            assert_eq!(numbers, dense, "{}: dense but for reserved numbers", e.name());
+            assert_eq!(
+                numbers,
+                dense,
+                "{}: dense but for reserved numbers",
+                e.name()
+            );
             assert!(reserved.len() < MAX_RESERVED_GAP as usize, "{}", e.name());
             if e.name() == "EventKind" {
                 assert_eq!(variants::<pb::EventKind>().len(), numbers.len() - 1);

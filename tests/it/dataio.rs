@@ -478,11 +478,14 @@ async fn bad_uploads_get_their_reason_and_change_nothing() {
         })
         .await
         .unwrap();
-        tx.send(pb::ImportDatabaseRequest {
-            part: Some(Part::Data(good[..good.len() / 2].to_vec())),
-        })
-        .await
-        .unwrap();
+        // Half the file, in pieces under the message size limit; the call stays open.
+        for piece in good[..good.len() / 2].chunks(1 << 20) {
+            tx.send(pb::ImportDatabaseRequest {
+                part: Some(Part::Data(piece.to_vec())),
+            })
+            .await
+            .unwrap();
+        }
         let tmp = dir.path().join("snapshots/tmp");
         crate::common::ops::eventually(
             "the upload is staged",
