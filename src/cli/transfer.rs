@@ -14,6 +14,11 @@ use super::client::{Ctx, Failure};
 use super::output;
 use crate::pb;
 
+/// Prints `text` as the command's result, ending its line.
+fn say(text: &str) -> Result<(), Failure> {
+    output::print(&format!("{text}\n"))
+}
+
 /// Upload chunk size.
 const CHUNK: usize = 1 << 20;
 
@@ -166,7 +171,7 @@ pub(crate) async fn save(ctx: &Ctx, id: &str, file: &Path) -> Result<(), Failure
             "bytes": size, "blake3": hash,
         }));
     }
-    output::print(&format!(
+    say(&format!(
         "saved snapshot {snapshot_id} to {} ({}, blake3 {hash})",
         file.display(),
         output::bytes(size)
@@ -198,7 +203,7 @@ pub(crate) async fn load(ctx: &Ctx, file: &Path) -> Result<(), Failure> {
             "checks_passed": checks, "blake3": r.file_blake3,
         }));
     }
-    output::print(&if r.already_present {
+    say(&if r.already_present {
         format!("snapshot {id} was already in the catalog (identical); nothing added")
     } else {
         format!("loaded snapshot {id}: deep verification passed ({checks} checks)")
@@ -269,7 +274,7 @@ pub(crate) async fn import(ctx: &Ctx, c: ImportCommand) -> Result<(), Failure> {
     if ctx.json() {
         return output::print_json(&import_json(&r));
     }
-    output::print(&import_report(&r))
+    say(&import_report(&r))
 }
 
 fn import_json(r: &pb::ImportDatabaseResponse) -> serde_json::Value {
@@ -435,7 +440,7 @@ pub(crate) async fn export(ctx: &Ctx, c: ExportCommand) -> Result<(), Failure> {
         "" => format!("the live database at event {}", s.event_head_seq),
         id => format!("snapshot {id}"),
     };
-    output::print(&format!(
+    say(&format!(
         "{}exported {what} into {}",
         t.render(),
         c.out.display()
