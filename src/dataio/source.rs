@@ -8,27 +8,18 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use duckdb::types::ValueRef;
-
 use super::DataIoError;
 use crate::domain::entity::EntityKind;
+use crate::domain::rows::Datum;
 use crate::domain::tables::{quote_ident, USER_TABLES};
-
-/// One value as the source holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Null,
-    Int(i64),
-    Text(String),
-    Blob(Vec<u8>),
-}
+use crate::storage::images::datum;
 
 /// One table of the source.
 #[derive(Debug, Clone, Default)]
 pub struct SourceTable {
     pub columns: Vec<String>,
     /// In file order: row `i` is the user's row `i + 1`.
-    pub rows: Vec<Vec<Cell>>,
+    pub rows: Vec<Vec<Datum>>,
 }
 
 /// What an upload holds, table by table.
@@ -95,32 +86,11 @@ fn read_table(conn: &duckdb::Connection, name: &str) -> Result<SourceTable, Data
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let cells = (0..columns.len())
-            .map(|i| row.get_ref(i).map(cell))
+            .map(|i| row.get_ref(i).map(datum))
             .collect::<Result<Vec<_>, _>>()?;
         out.push(cells);
     }
     Ok(SourceTable { columns, rows: out })
-}
-
-fn cell(v: ValueRef<'_>) -> Cell {
-    match v {
-        ValueRef::Null => Cell::Null,
-        ValueRef::Boolean(b) => Cell::Int(i64::from(b)),
-        ValueRef::TinyInt(i) => Cell::Int(i.into()),
-        ValueRef::SmallInt(i) => Cell::Int(i.into()),
-        ValueRef::Int(i) => Cell::Int(i.into()),
-        ValueRef::BigInt(i) => Cell::Int(i),
-        ValueRef::UTinyInt(i) => Cell::Int(i.into()),
-        ValueRef::USmallInt(i) => Cell::Int(i.into()),
-        ValueRef::UInt(i) => Cell::Int(i.into()),
-        ValueRef::UBigInt(i) => i64::try_from(i).map_or(Cell::Text(i.to_string()), Cell::Int),
-        ValueRef::HugeInt(i) => i64::try_from(i).map_or(Cell::Text(i.to_string()), Cell::Int),
-        ValueRef::Float(f) => Cell::Text(f.to_string()),
-        ValueRef::Double(f) => Cell::Text(f.to_string()),
-        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
-        other => Cell::Text(format!("{:?}", other.to_owned())),
-    }
 }
 
 /// A source without any of the six entity tables is not an LNRS database.
@@ -229,8 +199,8 @@ pub fn parse_csv(file: &str, bytes: &[u8]) -> Result<SourceTable, DataIoError> {
             .into_iter()
             .map(|(f, quoted)| {
                 Ok(match (f.is_empty(), quoted) {
-                    (true, false) => Cell::Null,
-                    _ => Cell::Text(text(file, row, f)?),
+                    (true, false) => Datum::Null,
+                    _ => Datum::Text(text(file, row, f)?),
                 })
             })
             .collect::<Result<Vec<_>, DataIoError>>()?;
@@ -340,14 +310,14 @@ mod tests {
             t.rows,
             vec![
                 vec![
-                    Cell::Text("1".into()),
-                    Cell::Text("x;\"y\"\nz".into()),
-                    Cell::Null
+                    Datum::Text("1".into()),
+                    Datum::Text("x;\"y\"\nz".into()),
+                    Datum::Null
                 ],
                 vec![
-                    Cell::Text("2".into()),
-                    Cell::Text(String::new()),
-                    Cell::Text("plain".into())
+                    Datum::Text("2".into()),
+                    Datum::Text(String::new()),
+                    Datum::Text("plain".into())
                 ],
             ]
         );

@@ -11,11 +11,12 @@ use std::path::Path;
 
 use duckdb::types::Value;
 
-use super::source::{Cell, Source, SourceTable};
+use super::source::{Source, SourceTable};
 use super::DataIoError;
 use crate::domain::entity::EntityKind;
 use crate::domain::fingerprint::Fingerprints;
 use crate::domain::geometry;
+use crate::domain::rows::Datum;
 use crate::domain::tables::{TableDef, REFERENCES, USER_TABLES};
 use crate::storage::{self, inspect::SchemaInventory};
 
@@ -237,7 +238,7 @@ fn reject(report: &mut TableReport, r: Rejected) {
 fn convert_row(
     columns: &[Column],
     from: &[From],
-    cells: &[Cell],
+    cells: &[Datum],
     row: u64,
 ) -> Result<Vec<Value>, Rejected> {
     columns
@@ -255,39 +256,39 @@ fn convert_row(
         .collect()
 }
 
-fn convert(c: &Column, cell: &Cell) -> Result<Value, (&'static str, String)> {
+fn convert(c: &Column, cell: &Datum) -> Result<Value, (&'static str, String)> {
     let wrong = |what: &str| ("type", format!("{} is not {what}", describe(cell)));
     Ok(match (c.ty.as_str(), cell) {
-        (_, Cell::Null) => Value::Null,
-        ("INTEGER", Cell::Int(i)) => {
+        (_, Datum::Null) => Value::Null,
+        ("INTEGER", Datum::Int(i)) => {
             Value::Int(i32::try_from(*i).map_err(|_| wrong("a 32-bit integer"))?)
         }
-        ("INTEGER", Cell::Text(s)) => {
+        ("INTEGER", Datum::Text(s)) => {
             Value::Int(s.trim().parse().map_err(|_| wrong("an integer"))?)
         }
-        ("BIGINT", Cell::Int(i)) => Value::BigInt(*i),
-        ("BIGINT", Cell::Text(s)) => {
+        ("BIGINT", Datum::Int(i)) => Value::BigInt(*i),
+        ("BIGINT", Datum::Text(s)) => {
             Value::BigInt(s.trim().parse().map_err(|_| wrong("an integer"))?)
         }
-        ("VARCHAR", Cell::Text(s)) => Value::Text(s.clone()),
-        ("VARCHAR", Cell::Int(i)) => Value::Text(i.to_string()),
-        ("BLOB", Cell::Blob(b)) => {
+        ("VARCHAR", Datum::Text(s)) => Value::Text(s.clone()),
+        ("VARCHAR", Datum::Int(i)) => Value::Text(i.to_string()),
+        ("BLOB", Datum::Blob(b)) => {
             geometry::from_wkb(b).map_err(|e| ("geometry", e.to_string()))?;
             Value::Blob(b.clone())
         }
-        ("BLOB", Cell::Text(s)) => {
+        ("BLOB", Datum::Text(s)) => {
             Value::Blob(geometry::wkt_to_wkb(s).map_err(|e| ("geometry", e.to_string()))?)
         }
         _ => return Err(wrong(&format!("a {} value", c.ty))),
     })
 }
 
-fn describe(cell: &Cell) -> String {
+fn describe(cell: &Datum) -> String {
     match cell {
-        Cell::Null => "NULL".into(),
-        Cell::Int(i) => i.to_string(),
-        Cell::Text(s) => format!("{:?}", s.chars().take(40).collect::<String>()),
-        Cell::Blob(b) => format!("{} bytes", b.len()),
+        Datum::Null => "NULL".into(),
+        Datum::Int(i) => i.to_string(),
+        Datum::Text(s) => format!("{:?}", s.chars().take(40).collect::<String>()),
+        Datum::Blob(b) => format!("{} bytes", b.len()),
     }
 }
 

@@ -44,12 +44,8 @@ impl StagedFile {
 
 impl Drop for StagedFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        // DuckDB files opened on a staged path leave their WAL next to it.
-        let _ = std::fs::remove_file(self.path.with_extension("duckdb.wal"));
-        let mut wal = self.path.clone().into_os_string();
-        wal.push(".wal");
-        let _ = std::fs::remove_file(PathBuf::from(wal));
+        // A DuckDB file opened on a staged path may leave WAL side files next to it.
+        let _ = crate::storage::files::remove_database(&self.path);
     }
 }
 

@@ -21,7 +21,7 @@ impl ToSql for Datum {
 }
 
 /// A stored value as a [`Datum`] (the user tables hold integers, text and blobs).
-fn datum(v: ValueRef<'_>) -> Datum {
+pub fn datum(v: ValueRef<'_>) -> Datum {
     match v {
         ValueRef::Null => Datum::Null,
         ValueRef::Boolean(b) => Datum::Int(i64::from(b)),
