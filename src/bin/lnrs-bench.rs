@@ -11,9 +11,13 @@
 //! 3. `restore`: RestoreSnapshot end to end ([`restore`]);
 //! 4. `fanout`: 1,000 subscribers × 1,000 events, latency, losses, memory ([`fanout`]);
 //! 5. `reads`: Get / List requests/s vs the health check ([`reads`]);
-//! 6. `catchup`: replay of a 1,000,000-event fixture log ([`catchup`]).
+//! 6. `catchup`: replay of a 1,000,000-event fixture log ([`catchup`]);
+//! 7. `history`: undelete, diff, entity history ([`history`]);
+//! 8. `replica`: the replica on S3, RPO, recovery; 9. PITR and followers ([`replica`],
+//!    [`timeline`]);
+//! 10. `data-io`: import of the original's files and exports in every format ([`dataio`]).
 //!
-//! Items 1–3 run at every `--scale` (default 1 and 10); 4–6 at the first one.
+//! Items 1–3, 8 and 10 run at every `--scale` (default 1 and 10); the others at the first one.
 //!
 //! Modules: [`harness`] (work dir, datasets, server, machine), [`prom`] (the server's metrics),
 //! [`stats`] (percentiles), [`report`] (targets, JSON, markdown). They live in
@@ -21,6 +25,8 @@
 
 #[path = "lnrs-bench/catchup.rs"]
 mod catchup;
+#[path = "lnrs-bench/dataio.rs"]
+mod dataio;
 #[path = "lnrs-bench/delete.rs"]
 mod delete;
 #[path = "lnrs-bench/fanout.rs"]
@@ -72,6 +78,7 @@ enum Scenario {
     Catchup,
     History,
     Replica,
+    DataIo,
     All,
 }
 
@@ -142,6 +149,9 @@ struct Args {
     /// How long writes run before the kill -9 of the replica scenario's RPO runs.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     replica_write_for: Duration,
+    /// Imports and exports of each kind per scale in the data-io scenario.
+    #[arg(long, default_value_t = 3)]
+    dataio_reps: usize,
     /// Server log filter (logs go to server.log in the work dir).
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -154,7 +164,8 @@ enum Child {
     /// Internal: the fan-out subscriber process (parameters in LNRS_BENCH_FANOUT_CHILD).
     #[command(hide = true)]
     FanoutChild,
-    /// Internal: a server with a replica, to kill -9 (parameters in LNRS_BENCH_SERVE_CHILD).
+    /// Internal: a server in its own process, to kill -9 or to measure its memory alone
+    /// (parameters in LNRS_BENCH_SERVE_CHILD).
     #[command(hide = true)]
     ServeChild,
 }
@@ -173,7 +184,7 @@ fn main() -> ExitCode {
     };
     let result = match args.child {
         Some(Child::FanoutChild) => runtime.block_on(fanout::child_from_env()),
-        Some(Child::ServeChild) => runtime.block_on(replica::serve_child_from_env()),
+        Some(Child::ServeChild) => runtime.block_on(harness::serve_child_from_env()),
         None => runtime.block_on(bench(&args)),
     };
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -289,6 +300,13 @@ async fn bench(args: &Args) -> Res<()> {
         None
     };
 
+    let dataio = if args.wants(Scenario::DataIo) {
+        eprintln!("data-io: imports of the original's files, exports in every format …");
+        Some(dataio::run(&work, &args.scale, args.dataio_reps).await?)
+    } else {
+        None
+    };
+
     let mut results = Results {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: command_line(),
@@ -301,6 +319,7 @@ async fn bench(args: &Args) -> Res<()> {
         catchup,
         history,
         replica,
+        dataio,
         targets: Vec::new(),
     };
     results.targets = report::targets(&results);
@@ -340,6 +359,7 @@ fn settings(args: &Args) -> serde_json::Value {
         "read_rounds": args.read_rounds,
         "replica_deletes": args.replica_deletes,
         "replica_write_for_secs": args.replica_write_for.as_secs_f64(),
+        "dataio_reps": args.dataio_reps,
         "log_filter": args.log_filter,
     })
 }

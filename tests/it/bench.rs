@@ -48,6 +48,8 @@ async fn a_small_run_measures_every_scenario() {
             "4",
             "--replica-write-for",
             "1s",
+            "--dataio-reps",
+            "1",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -137,6 +139,26 @@ async fn a_small_run_measures_every_scenario() {
     assert!(t["follower_staleness"]["n"].as_u64() > Some(0));
     assert!(t["reads_primary_and_two_followers"].as_f64() > Some(0.0));
 
+    let d = &json["dataio"]["scales"][0];
+    assert!(d["rows_accepted"].as_u64() > Some(1000), "{d:#}");
+    assert_eq!(d["import_duckdb"]["n"], 1);
+    assert_eq!(d["import_csv_zip"]["n"], 1);
+    let formats: Vec<&str> = d["exports"]
+        .as_array()
+        .expect("exports")
+        .iter()
+        .map(|e| {
+            assert!(e["bytes"].as_u64() > Some(0), "{e:#}");
+            assert!(e["mb_per_s"].as_f64() > Some(0.0), "{e:#}");
+            assert!(
+                e["server_peak_rss_kib"].as_u64() > Some(0),
+                "the server's own memory is read: {e:#}"
+            );
+            e["format"].as_str().expect("format")
+        })
+        .collect();
+    assert_eq!(formats, ["CSV", "Parquet", "DuckDB", "GeoJSON"]);
+
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [
         "## Machine",
@@ -150,6 +172,7 @@ async fn a_small_run_measures_every_scenario() {
         "## 7.",
         "## 8.",
         "## 9.",
+        "## 10.",
     ] {
         assert!(md.contains(section), "{section} missing");
     }

@@ -212,6 +212,101 @@ impl BenchServer {
     }
 }
 
+/// A `lnrs serve`-equivalent child process (this binary, hidden `serve-child`): killable with
+/// SIGKILL, and its memory is the server's alone (the in-process server shares the clients').
+pub struct ChildServer {
+    pub proc: tokio::process::Child,
+    pub channel: Channel,
+}
+
+/// The child's parameters: `DATA_DIR [REPLICA_URL ENDPOINT MODE]`, space-separated.
+const CHILD_ENV: &str = "LNRS_BENCH_SERVE_CHILD";
+
+impl ChildServer {
+    /// Starts a child serving `spec` (see [`CHILD_ENV`]) with `envs` set; returns once it listens.
+    pub async fn start(
+        spec: &str,
+        envs: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> Res<ChildServer> {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let exe = std::env::current_exe()?;
+        let mut proc = tokio::process::Command::new(exe)
+            .arg("serve-child")
+            .env(CHILD_ENV, spec)
+            .envs(envs)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = proc.stdout.take().ok_or_else(|| fail("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| fail("the child did not start"))??
+            .unwrap_or_default();
+        let addr = line
+            .strip_prefix("listening ")
+            .ok_or_else(|| fail(format!("child said {line:?}")))?
+            .to_string();
+        let channel = connect(&format!("http://{addr}")).await?;
+        Ok(ChildServer { proc, channel })
+    }
+
+    /// A `kB` field (`VmRSS:`, `VmHWM:`) of the child's /proc status.
+    pub fn memory_kib(&self, field: &str) -> Option<u64> {
+        let pid = self.proc.id()?;
+        proc_status_kib(
+            &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+            field,
+        )
+    }
+
+    /// Resets the child's peak RSS (VmHWM) to its current RSS, so the next read of VmHWM is
+    /// the peak of what ran in between (Linux `clear_refs` value 5).
+    pub fn reset_peak_memory(&self) -> Res<()> {
+        let pid = self.proc.id().ok_or_else(|| fail("the child has exited"))?;
+        fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+        Ok(())
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub async fn kill(mut self) -> Res<()> {
+        self.proc.start_kill()?;
+        let _ = self.proc.wait().await;
+        Ok(())
+    }
+}
+
+/// The child side: serves the data dir of [`CHILD_ENV`] (with its replica, when given) and
+/// prints `listening <addr>`.
+pub async fn serve_child_from_env() -> Res<()> {
+    use lnrs::config::{ReplicaConfig, ReplicaMode};
+    let spec = std::env::var(CHILD_ENV).map_err(|_| fail(format!("{CHILD_ENV} is not set")))?;
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let (dir, replica) = match parts[..] {
+        [dir] => (dir, None),
+        [dir, url, endpoint, mode] => {
+            let mut r = ReplicaConfig::new(url);
+            r.endpoint = Some(endpoint.to_string());
+            r.mode = match mode {
+                "sync" => ReplicaMode::Sync,
+                _ => ReplicaMode::Async,
+            };
+            r.segment_interval = Duration::from_millis(200);
+            r.lease_ttl = Duration::from_secs(5);
+            (dir, Some(r))
+        }
+        _ => return Err(fail(format!("bad {CHILD_ENV}: {spec}"))),
+    };
+    let mut cfg = config(Path::new(dir), SnapshotPolicy::Required);
+    cfg.replica = replica;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    lnrs::server::run(listener, cfg, std::future::pending())
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
 /// A lazily connected channel to `url`: one HTTP/2 connection.
 pub async fn connect(url: &str) -> Res<Channel> {
     Ok(Endpoint::from_shared(url.to_string())?

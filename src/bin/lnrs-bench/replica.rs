@@ -12,14 +12,12 @@
 //!   into an empty directory (fetch, check every block, assemble, deep verify, replay, scan).
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lnrs::config::{Config, ReplicaConfig, ReplicaMode, SnapshotPolicy};
+use lnrs::config::{ReplicaConfig, ReplicaMode, SnapshotPolicy};
 use lnrs::pb;
 use lnrs::pb::entity_service_client::EntityServiceClient;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
 use crate::harness::{self, fail, BenchServer, Res, Work};
@@ -208,71 +206,21 @@ async fn deletes(work: &Work, db: &Path, replica: Option<ReplicaConfig>, n: usiz
     Ok(Summary::of_ms(&ms))
 }
 
-/// A `lnrs serve`-equivalent child process (this binary), killable with SIGKILL.
-struct Child {
-    proc: tokio::process::Child,
-    channel: Channel,
-}
-
-impl Child {
-    async fn start(dir: &Path, s3: &S3, prefix: &str, mode: ReplicaMode) -> Res<Child> {
-        let exe = std::env::current_exe()?;
-        let mut proc = tokio::process::Command::new(exe)
-            .arg("serve-child")
-            .env(
-                CHILD_ENV,
-                format!(
-                    "{} {} {} {}",
-                    dir.display(),
-                    s3.url(prefix),
-                    s3.endpoint(),
-                    mode.as_str()
-                ),
-            )
-            .envs(S3::env())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = proc.stdout.take().ok_or_else(|| fail("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
-            .await
-            .map_err(|_| fail("the child did not start"))??
-            .unwrap_or_default();
-        let addr = line
-            .strip_prefix("listening ")
-            .ok_or_else(|| fail(format!("child said {line:?}")))?
-            .to_string();
-        let channel = harness::connect(&format!("http://{addr}")).await?;
-        Ok(Child { proc, channel })
-    }
-}
-
-const CHILD_ENV: &str = "LNRS_BENCH_SERVE_CHILD";
-
-/// The child side: serves `data_dir` with the replica, prints `listening <addr>`.
-pub async fn serve_child_from_env() -> Res<()> {
-    let spec = std::env::var(CHILD_ENV).map_err(|_| fail(format!("{CHILD_ENV} is not set")))?;
-    let parts: Vec<&str> = spec.split_whitespace().collect();
-    let [dir, url, endpoint, mode] = parts[..] else {
-        return Err(fail(format!("bad {CHILD_ENV}: {spec}")));
-    };
-    let mut cfg: Config = harness::config(Path::new(dir), SnapshotPolicy::Required);
-    let mut r = ReplicaConfig::new(url);
-    r.endpoint = Some(endpoint.to_string());
-    r.mode = match mode {
-        "sync" => ReplicaMode::Sync,
-        _ => ReplicaMode::Async,
-    };
-    r.segment_interval = Duration::from_millis(200);
-    r.lease_ttl = Duration::from_secs(5);
-    cfg.replica = Some(r);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("listening {}", listener.local_addr()?);
-    lnrs::server::run(listener, cfg, std::future::pending())
-        .await
-        .map_err(|e| fail(e.to_string()))
+/// A child server replicating to `prefix` on `s3` in `mode`.
+async fn start_child(
+    dir: &Path,
+    s3: &S3,
+    prefix: &str,
+    mode: ReplicaMode,
+) -> Res<harness::ChildServer> {
+    let spec = format!(
+        "{} {} {} {}",
+        dir.display(),
+        s3.url(prefix),
+        s3.endpoint(),
+        mode.as_str()
+    );
+    harness::ChildServer::start(&spec, S3::env()).await
 }
 
 /// Writes for `write_for`, SIGKILL, recover from the replica, count what was lost.
@@ -285,7 +233,7 @@ async fn kill_and_recover(
 ) -> Res<Rpo> {
     let prefix = format!("rpo-{}", mode.as_str());
     let dir = work.data_dir_with(&prefix, db)?;
-    let mut child = Child::start(&dir, s3, &prefix, mode).await?;
+    let mut child = start_child(&dir, s3, &prefix, mode).await?;
     let ch = child.channel.clone();
     caught_up(&ch).await?;
     let mut c = EntityServiceClient::new(ch.clone());

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::catchup::CatchupResult;
+use crate::dataio::DataIoResult;
 use crate::delete::DeleteRun;
 use crate::fanout::FanoutResult;
 use crate::harness::{Dataset, Machine};
@@ -58,6 +59,7 @@ pub struct Results {
     pub catchup: Option<CatchupResult>,
     pub history: Option<HistoryResult>,
     pub replica: Option<ReplicaResult>,
+    pub dataio: Option<DataIoResult>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -398,6 +400,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(rr) = &r.replica {
         replica_md(w, rr);
         timeline_md(w, &rr.timeline);
+    }
+    if let Some(d) = &r.dataio {
+        dataio_md(w, d);
     }
     let _ = writeln!(w, "\n## Methods\n\n{}", METHODS.trim());
     s
@@ -823,9 +828,82 @@ const METHODS: &str = r#"
   lost window is from the oldest lost acknowledgement to the kill. Upload: from the start of a
   fresh primary (no snapshots) until GetStatus says the replica holds its base snapshot and
   log; recovery: `recover` into an empty directory, wall time.
+- **Import and export**: the server is a child process of this binary (hidden `serve-child`)
+  on a fresh copy of the reference dataset, so its /proc status is the server's memory alone.
+  The uploads are written by DuckDB 1.4.5 for Python (`tests/tools/original_db.py make-db` and
+  `make-csv-zip`, from `scripts/test-venv`) with the legacy quirks the import test checks. Each
+  import is client wall time from the first message of the upload (1 MiB pieces, held in
+  memory) to the response: upload, staging, validation and, unless a dry run, the restore swap
+  with its safety snapshot and integrity checks. Exports are of everything, from the live
+  database, counting every byte received against the sizes announced (not written to disk);
+  "first byte" is the server writing the files to its scratch directory, MB/s is bytes ÷ p50
+  total time. Peak RSS is VmHWM, reset (`clear_refs` 5) before each format's exports. The
+  baselines are durable full copies (copy + fsync) of the uploaded file and of the live
+  database after the imports.
 - Percentiles are nearest-rank over raw client samples; server histogram quantiles are
   interpolated like Prometheus' `histogram_quantile`.
 "#;
+
+fn dataio_md(w: &mut String, d: &DataIoResult) {
+    let _ = writeln!(w, "\n## 10. Import and export\n");
+    let _ = writeln!(
+        w,
+        "Imports of an original-schema file written by DuckDB 1.4 and of its CSV archive ({} of \
+         each kind per scale; p50, see Methods):\n",
+        d.reps
+    );
+    let _ = writeln!(
+        w,
+        "| scale | DuckDB file | CSV archive | rows | dry run | import DuckDB | import CSV | \
+         durable copy of the file | import ÷ copy |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for s in &d.scales {
+        let _ = writeln!(
+            w,
+            "| {} | {} MB | {} MB | {} | {:.2} s | {:.2} s | {:.2} s | {:.1} ms | {:.0}× |",
+            s.scale,
+            mb(s.original_bytes),
+            mb(s.csv_zip_bytes),
+            s.rows_accepted,
+            s.import_dry_run.p50_ms / 1e3,
+            s.import_duckdb.p50_ms / 1e3,
+            s.import_csv_zip.p50_ms / 1e3,
+            s.copy_original.p50_ms,
+            s.import_duckdb.p50_ms / s.copy_original.p50_ms.max(1e-9)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nExports of everything from the live database, and the server's peak memory while \
+         exporting:\n"
+    );
+    let _ = writeln!(
+        w,
+        "| scale | format | files | size | first byte | total | throughput | durable copy of \
+         the database | server RSS before → peak |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for s in &d.scales {
+        let copy_mb_s = s.live_bytes as f64 / 1e6 / (s.copy_live.p50_ms / 1e3).max(1e-9);
+        for e in &s.exports {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} MB | {:.0} ms | {:.0} ms | {:.1} MB/s | {:.1} MB/s ({} MB) \
+                 | {:.0} → {:.0} MiB |",
+                s.scale,
+                e.format,
+                e.files,
+                mb(e.bytes),
+                e.first_byte.p50_ms,
+                e.total.p50_ms,
+                e.mb_per_s,
+                copy_mb_s,
+                mb(s.live_bytes),
+                s.server_rss_before_exports_kib as f64 / 1024.0,
+                e.server_peak_rss_kib as f64 / 1024.0
+            );
+        }
+    }
+}
 
 fn timeline_md(w: &mut String, t: &crate::timeline::TimelineResult) {
     let _ = writeln!(
