@@ -179,6 +179,13 @@ pub struct Config {
     pub reference_scale: u32,
 
     pub snapshot_policy: SnapshotPolicy,
+    /// Capture the committed state in the background once the writer has been idle for
+    /// `snapshot_capture_idle`, so the next delete's snapshot is already taken.
+    pub snapshot_capture_ahead: bool,
+    pub snapshot_capture_idle: Duration,
+    /// Before a delete reuses a capture taken ahead, read the file again and compare (costs the
+    /// read the reuse saves; for audits and tests).
+    pub snapshot_capture_verify: bool,
     pub retention_keep_last: usize,
     pub retention_keep_within: Option<Duration>,
 
@@ -271,6 +278,9 @@ impl Config {
             load_reference_data: true,
             reference_scale: 1,
             snapshot_policy: SnapshotPolicy::Required,
+            snapshot_capture_ahead: true,
+            snapshot_capture_idle: Duration::from_millis(20),
+            snapshot_capture_verify: false,
             retention_keep_last: 10,
             retention_keep_within: None,
             event_retention_keep_last: None,

@@ -15,9 +15,11 @@
 //! 7. `history`: undelete, diff, entity history ([`history`]);
 //! 8. `replica`: the replica on S3, RPO, recovery; 9. PITR and followers ([`replica`],
 //!    [`timeline`]);
-//! 10. `data-io`: import of the original's files and exports in every format ([`dataio`]).
+//! 10. `data-io`: import of the original's files and exports in every format ([`dataio`]);
+//! 11. `spaced`: deletes 200 ms apart with and without snapshots ([`speed`]);
+//! 12. `write-mix`: create/rename writes/s with and without capture ahead ([`speed`]).
 //!
-//! Items 1–3, 8 and 10 run at every `--scale` (default 1 and 10); the others at the first one.
+//! Items 1–3, 8, 10 and 11 run at every `--scale` (default 1 and 10); the others at the first one.
 //!
 //! Modules: [`harness`] (work dir, datasets, server, machine), [`prom`] (the server's metrics),
 //! [`stats`] (percentiles), [`report`] (targets, JSON, markdown). They live in
@@ -51,6 +53,8 @@ mod restore;
 #[allow(dead_code)]
 #[path = "../../tests/it/common/s3.rs"]
 mod s3;
+#[path = "lnrs-bench/speed.rs"]
+mod speed;
 #[path = "lnrs-bench/stats.rs"]
 mod stats;
 #[path = "lnrs-bench/timeline.rs"]
@@ -79,6 +83,8 @@ enum Scenario {
     History,
     Replica,
     DataIo,
+    Spaced,
+    WriteMix,
     All,
 }
 
@@ -152,6 +158,21 @@ struct Args {
     /// Imports and exports of each kind per scale in the data-io scenario.
     #[arg(long, default_value_t = 3)]
     dataio_reps: usize,
+    /// Deletes per run of the spaced-delete scenario.
+    #[arg(long, default_value_t = 40)]
+    spaced_deletes: usize,
+    /// Pause between those deletes.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    spaced_gap: Duration,
+    /// Concurrent writers of the write mix.
+    #[arg(long, default_value_t = 2)]
+    mix_clients: usize,
+    /// Length of each write-mix window.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    mix_window: Duration,
+    /// Rounds of write-mix windows (each round runs both servers).
+    #[arg(long, default_value_t = 3)]
+    mix_rounds: usize,
     /// Server log filter (logs go to server.log in the work dir).
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -307,6 +328,34 @@ async fn bench(args: &Args) -> Res<()> {
         None
     };
 
+    let mut spaced = Vec::new();
+    if args.wants(Scenario::Spaced) {
+        for &scale in &args.scale {
+            eprintln!(
+                "spaced deletes: scale {scale}, {} deletes {:?} apart …",
+                args.spaced_deletes, args.spaced_gap
+            );
+            let dataset = work.reference(scale)?;
+            spaced
+                .push(speed::spaced(&work, &dataset, args.spaced_deletes, args.spaced_gap).await?);
+        }
+    }
+    let write_mix = if args.wants(Scenario::WriteMix) {
+        eprintln!("write mix: {} writers …", args.mix_clients);
+        Some(
+            speed::write_mix(
+                &work,
+                &first,
+                args.mix_clients,
+                args.mix_window,
+                args.mix_rounds,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     let mut results = Results {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: command_line(),
@@ -320,6 +369,8 @@ async fn bench(args: &Args) -> Res<()> {
         history,
         replica,
         dataio,
+        spaced,
+        write_mix,
         targets: Vec::new(),
     };
     results.targets = report::targets(&results);
@@ -360,6 +411,11 @@ fn settings(args: &Args) -> serde_json::Value {
         "replica_deletes": args.replica_deletes,
         "replica_write_for_secs": args.replica_write_for.as_secs_f64(),
         "dataio_reps": args.dataio_reps,
+        "spaced_deletes": args.spaced_deletes,
+        "spaced_gap_ms": args.spaced_gap.as_secs_f64() * 1e3,
+        "mix_clients": args.mix_clients,
+        "mix_window_secs": args.mix_window.as_secs_f64(),
+        "mix_rounds": args.mix_rounds,
         "log_filter": args.log_filter,
     })
 }
@@ -403,7 +459,15 @@ async fn run_scale(
     }
     let targets = delete::pick_targets(&channel, n).await?;
     eprintln!("scale {scale}: {n} deletes with snapshots …");
-    let run = delete::run(&channel, &targets, n, "required", &storage_at).await?;
+    let run = delete::run(
+        &channel,
+        &targets,
+        n,
+        "required",
+        &storage_at,
+        Duration::ZERO,
+    )
+    .await?;
     let restore = if want_restore {
         eprintln!("scale {scale}: {} restores …", args.restores);
         Some(restore::run(&channel, args.restores).await?)
@@ -430,7 +494,7 @@ async fn run_scale(
         let dir = work.data_dir_with(&format!("s{scale}-no-snapshots"), &dataset.path)?;
         let server = BenchServer::start(harness::config(&dir, SnapshotPolicy::Disabled)).await?;
         let channel = server.channel().await?;
-        let base = delete::run(&channel, &run.done, n, "disabled", &[]).await?;
+        let base = delete::run(&channel, &run.done, n, "disabled", &[], Duration::ZERO).await?;
         server.stop().await?;
         std::fs::remove_dir_all(&dir)?;
         Some(base)

@@ -51,6 +51,16 @@ async fn a_small_run_measures_every_scenario() {
             "--dataio-reps",
             "1",
         ])
+        .args([
+            "--spaced-deletes",
+            "4",
+            "--spaced-gap",
+            "50ms",
+            "--mix-window",
+            "1s",
+            "--mix-rounds",
+            "1",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -159,6 +169,16 @@ async fn a_small_run_measures_every_scenario() {
         .collect();
     assert_eq!(formats, ["CSV", "Parquet", "DuckDB", "GeoJSON"]);
 
+    let spaced = &json["spaced"][0];
+    assert_eq!(spaced["with_snapshots"]["snapshots_taken"], 4);
+    assert_eq!(spaced["without_snapshots"]["snapshots_taken"], 0);
+    assert!(spaced["ratio"].as_f64() > Some(0.0));
+    let mix = &json["write_mix"];
+    for run in ["with_ahead", "without_ahead"] {
+        assert!(mix[run]["writes_per_sec"].as_f64() > Some(0.0), "{mix:#}");
+        assert_eq!(mix[run]["errors"], 0, "{mix:#}");
+    }
+
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [
         "## Machine",
@@ -173,12 +193,14 @@ async fn a_small_run_measures_every_scenario() {
         "## 8.",
         "## 9.",
         "## 10.",
+        "## 11.",
+        "## 12.",
     ] {
         assert!(md.contains(section), "{section} missing");
     }
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 16);
-    // Not measured: the two scale-10 comparisons, and storage after 100 (12 deletes).
+    assert_eq!(targets.len(), 22);
+    // Not measured: the three scale-10 comparisons, and storage after 100 (12 deletes).
     let unmeasured = targets.iter().filter(|t| t["met"].is_null()).count();
-    assert_eq!(unmeasured, 3, "{targets:#?}");
+    assert_eq!(unmeasured, 4, "{targets:#?}");
 }

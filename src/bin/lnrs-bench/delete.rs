@@ -317,14 +317,16 @@ pub struct DeleteRun {
     pub done: Vec<Target>,
 }
 
-/// Deletes targets in order until `n` succeeded. `storage_at` lists delete counts after
-/// which GetStatus is read.
+/// Deletes targets in order until `n` succeeded, `gap` apart (zero: back to back; a gap
+/// models people editing, and gives the server idle time). `storage_at` lists delete counts
+/// after which GetStatus is read.
 pub async fn run(
     channel: &Channel,
     targets: &[Target],
     n: usize,
     policy: &str,
     storage_at: &[usize],
+    gap: Duration,
 ) -> Res<DeleteRun> {
     let mut client = EntityServiceClient::new(channel.clone());
     let before = prom::scrape();
@@ -338,6 +340,9 @@ pub async fn run(
     for t in targets {
         if run.deleted >= n {
             break;
+        }
+        if run.deleted > 0 && !gap.is_zero() {
+            tokio::time::sleep(gap).await;
         }
         let t0 = Instant::now();
         let outcome = delete_one(&mut client, t).await;
