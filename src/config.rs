@@ -562,6 +562,17 @@ settings! {
     /// What a delete does when its snapshot cannot be taken [default: required].
     #[arg(long, env = "LNRS_SNAPSHOT_POLICY", value_enum)]
     snapshot_policy: SnapshotPolicy,
+    /// Capture the committed state in the background while the writer is idle, so a delete's
+    /// snapshot writes only its manifest [default: true].
+    #[arg(long, env = "LNRS_SNAPSHOT_CAPTURE_AHEAD")]
+    snapshot_capture_ahead: bool,
+    /// How long the writer must be idle after a change before capturing ahead [default: 20ms].
+    #[arg(long, env = "LNRS_SNAPSHOT_CAPTURE_IDLE")]
+    snapshot_capture_idle: HumanDuration,
+    /// Check every reused capture against a fresh read of the file (costs what reuse saves;
+    /// for audits) [default: false].
+    #[arg(long, env = "LNRS_SNAPSHOT_CAPTURE_VERIFY")]
+    snapshot_capture_verify: bool,
     /// Snapshots kept by retention [default: 10].
     #[arg(long, env = "LNRS_RETENTION_KEEP_LAST")]
     retention_keep_last: usize,
@@ -740,6 +751,9 @@ impl Settings {
         set(&mut c.load_reference_data, self.load_reference_data);
         set(&mut c.reference_scale, self.reference_scale);
         set(&mut c.snapshot_policy, self.snapshot_policy);
+        set(&mut c.snapshot_capture_ahead, self.snapshot_capture_ahead);
+        set(&mut c.snapshot_capture_idle, self.snapshot_capture_idle);
+        set(&mut c.snapshot_capture_verify, self.snapshot_capture_verify);
         set(&mut c.retention_keep_last, self.retention_keep_last);
         c.retention_keep_within = self.retention_keep_within.map(Into::into);
         c.event_retention_keep_last = self.event_retention_keep_last;

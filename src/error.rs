@@ -669,7 +669,7 @@ fn map_snapshot(e: SnapshotError) -> Mapped {
             format!("injected fault at {point}"),
         )
         .retry(Duration::from_millis(100)),
-        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::SourceChanged | SnapshotError::Db(_) | SnapshotError::Source(_) | SnapshotError::Panicked => {
+        SnapshotError::NotADatabase(_) | SnapshotError::WalNotEmpty(_) | SnapshotError::SourceChanged | SnapshotError::Cancelled | SnapshotError::Db(_) | SnapshotError::Source(_) | SnapshotError::Panicked => {
             internal(reason, &e)
         }
     }

@@ -34,6 +34,8 @@ pub enum Path {
     Compaction,
     /// Uploads to the replica (exercised by the replica tests against a real S3 server).
     Replica,
+    /// The capture taken ahead of a delete while the writer is idle, and its reuse.
+    CaptureAhead,
 }
 
 /// One fail point.
@@ -76,6 +78,16 @@ pub const REGISTRY: &[FailPoint] = &[
         "snapshot.assemble_before_sync",
         Path::Assemble,
         "file assembled, not yet fsynced",
+    ),
+    fp(
+        "ahead.after_read",
+        Path::CaptureAhead,
+        "file read in the background, not yet prepared",
+    ),
+    fp(
+        "ahead.before_reuse",
+        Path::CaptureAhead,
+        "a delete's capture taken ahead checked, manifest not written",
     ),
     fp(
         "delete.before_commit",

@@ -169,6 +169,7 @@ struct AppMetrics {
     replica_lag_events: Gauge,
     replica_lag_bytes: Gauge,
     follower_staleness: Gauge<f64, AtomicU64>,
+    capture_ahead: Family<OutcomeLabels, Counter>,
 }
 
 static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
@@ -188,6 +189,7 @@ static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
     replica_lag_events: Gauge::default(),
     replica_lag_bytes: Gauge::default(),
     follower_staleness: Gauge::default(),
+    capture_ahead: Family::default(),
 });
 
 impl AppMetrics {
@@ -268,6 +270,13 @@ impl AppMetrics {
             self.follower_staleness.clone(),
         );
         r.register(
+            "lnrs_snapshot_capture_ahead",
+            "Captures taken ahead of deletes, by outcome: started, reused (a delete's snapshot), \
+             fallback (a delete captured itself), cancelled (a request needed the file), failed, \
+             verified and mismatch (snapshot_capture_verify).",
+            self.capture_ahead.clone(),
+        );
+        r.register(
             "lnrs_replica_lag_bytes",
             "Bytes (blocks and log) not yet in the replica, estimated.",
             self.replica_lag_bytes.clone(),
@@ -315,6 +324,13 @@ pub fn restore_finished(elapsed: Duration, rolled_back: bool) {
     APP.restore
         .get_or_create(&OutcomeLabels { outcome })
         .observe(elapsed.as_secs_f64());
+}
+
+/// Counts a capture-ahead outcome (see `lnrs_snapshot_capture_ahead`).
+pub fn capture_ahead(outcome: &'static str) {
+    APP.capture_ahead
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
 }
 
 /// Records bytes freed by a retention run.

@@ -101,6 +101,7 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         journal_pins: Default::default(),
         retention_scheduled: AtomicBool::new(false),
         restore_changed: Default::default(),
+        capture_ahead: Default::default(),
         duckdb_version,
         config,
     });
@@ -110,8 +111,10 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
         schema: inventory,
         next_seq: bounds.head + 1,
         issued_ids: Default::default(),
+        ahead: Default::default(),
         shared: shared.clone(),
     };
+    state.announce_ahead();
     let writer = Writer::start(state, shared.config.write_queue)?;
     // The first probe runs on the writer so a degraded store is announced as an event.
     writer.run_blocking(|st: &mut WriterState| {

@@ -2,6 +2,7 @@
 //! transaction, event with before-image and per-table counts), link create/delete and the bulk
 //! MAP product.
 
+use std::sync::Arc;
 use std::thread;
 
 use serde::{Deserialize, Serialize};
@@ -443,6 +444,9 @@ impl WriterState {
         ctx: &RequestCtx,
         target: &DeleteTarget,
     ) -> Result<Replayable<Deleted>, Error> {
+        // Before anything uses the write connection, which would cancel it: the capture taken
+        // ahead of exactly this state, if there is one.
+        let ahead = self.adopt_ahead();
         if let Some(r) = self.replay(ctx)? {
             return Ok(r);
         }
@@ -450,7 +454,7 @@ impl WriterState {
         let row = target.load(self.conn()?)?;
         let plan = cascade::plan(target.root());
         phases.mark("load");
-        let mut snapshot = self.start_pre_delete_snapshot(ctx, target)?;
+        let mut snapshot = self.start_pre_delete_snapshot(ctx, target, ahead)?;
         phases.mark("capture");
         let required = self.shared.config.snapshot_policy == SnapshotPolicy::Required;
         let shared = self.shared.clone();
@@ -499,11 +503,14 @@ impl WriterState {
         })
     }
 
-    /// Captures under the writer and starts the durable commit on its own thread.
+    /// Starts the pre-delete snapshot on its own thread: from the capture taken ahead when
+    /// there is one (only its manifest is left to write), else CHECKPOINT here and capture
+    /// and commit there.
     fn start_pre_delete_snapshot(
         &mut self,
         ctx: &RequestCtx,
         target: &DeleteTarget,
+        ahead: Option<super::ahead::Pending>,
     ) -> Result<PreDeleteSnapshot, Error> {
         if self.shared.config.snapshot_policy == SnapshotPolicy::Disabled {
             return Ok(PreDeleteSnapshot::done(Snap::Skipped(
@@ -525,6 +532,9 @@ impl WriterState {
         );
         meta.meta.entity_type = Some(target.type_name().to_string());
         meta.meta.entity_id = Some(target.id_string());
+        if let Some(pending) = ahead {
+            return self.commit_adopted_alongside(pending, meta);
+        }
         let store = match self.checkpoint_for_capture() {
             Ok(s) => s,
             Err(e) => return Ok(PreDeleteSnapshot::done(Snap::Failed(e))),
@@ -538,6 +548,32 @@ impl WriterState {
                 let capture = store.capture(&db_path)?;
                 super::state::commit_snapshot(&store, capture, meta)
             })
+            .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
+        Ok(PreDeleteSnapshot {
+            thread: Some(handle),
+            outcome: None,
+        })
+    }
+}
+
+impl WriterState {
+    /// The snapshot thread of a delete that adopted a capture taken ahead: it joins the capture
+    /// (still running, maybe) and writes the manifest while this thread runs the cascade.
+    fn commit_adopted_alongside(
+        &self,
+        pending: super::ahead::Pending,
+        meta: crate::snapshot::NewSnapshot,
+    ) -> Result<PreDeleteSnapshot, Error> {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return Ok(PreDeleteSnapshot::done(Snap::Failed(e))),
+        };
+        let adopted = self.adopted(&store, pending);
+        let board = Arc::clone(&self.shared.capture_ahead);
+        let db_path = self.db.path().to_path_buf();
+        let handle = thread::Builder::new()
+            .name("lnrs-snapshot-commit".into())
+            .spawn(move || super::ahead::commit_adopted(&store, &db_path, adopted, meta, &board))
             .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
         Ok(PreDeleteSnapshot {
             thread: Some(handle),

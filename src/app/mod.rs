@@ -2,6 +2,7 @@
 //! share. Every mutation runs on the single writer ([`state::WriterState`]); reads run on the
 //! read pool. gRPC handlers in [`crate::service`] are thin wrappers over these functions.
 
+pub mod ahead;
 mod bootstrap;
 pub mod cache;
 pub mod data;
@@ -116,6 +117,8 @@ pub struct Shared {
     /// both snapshots it compares are immutable), while computing it assembles two snapshots.
     pub restore_changed: parking_lot::Mutex<std::collections::HashMap<(u64, String), bool>>,
     pub duckdb_version: String,
+    /// Capture ahead as GetStatus reports it (see [`ahead`]).
+    pub capture_ahead: Arc<ahead::AheadBoard>,
     /// The replica uploader, when a replica is configured (and the snapshot store opened).
     pub replica: Option<Arc<crate::replica::Replicator>>,
     /// The follower side, when this server follows a primary's replica (read-only).

@@ -35,6 +35,8 @@ pub struct WriterState {
     /// Per entity table, the highest integer id ever given out or named by the log (loaded on
     /// the table's first create; cleared by a restore, which changes the tables under it).
     pub(crate) issued_ids: std::collections::HashMap<&'static str, i32>,
+    /// The capture taken ahead of the next delete (see [`super::ahead`]).
+    pub(crate) ahead: super::ahead::Ahead,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -286,12 +288,25 @@ impl WriterState {
         }
     }
 
-    /// Takes a complete snapshot synchronously on the writer (manual and safety snapshots).
+    /// Takes a complete snapshot synchronously on the writer (manual and safety snapshots),
+    /// from the capture taken ahead when there is one of this state.
     pub(crate) fn snapshot_now(&mut self, meta: NewSnapshot) -> Result<Manifest, Error> {
-        let result = self.checkpoint_for_capture().and_then(|store| {
-            let capture = store.capture(self.db.path())?;
-            commit_snapshot(&store, capture, meta)
-        });
+        let result = match self.adopt_ahead() {
+            Some(pending) => self.store().and_then(|store| {
+                let prepared = self.adopted(&store, pending);
+                super::ahead::commit_adopted(
+                    &store,
+                    self.db.path(),
+                    prepared,
+                    meta,
+                    &self.shared.capture_ahead,
+                )
+            }),
+            None => self.checkpoint_for_capture().and_then(|store| {
+                let capture = store.capture(self.db.path())?;
+                commit_snapshot(&store, capture, meta)
+            }),
+        };
         self.note_snapshot_result(result.as_ref().err());
         Ok(result?)
     }

@@ -660,6 +660,29 @@ fn summary(s: &crate::snapshot::SnapshotSummary) -> pb::Snapshot {
     }
 }
 
+/// Capture ahead's status.
+pub fn capture_ahead(r: &crate::app::ahead::AheadReport) -> pb::CaptureAheadStatus {
+    use crate::app::ahead::AheadState as S;
+    pb::CaptureAheadStatus {
+        state: match r.state {
+            S::Off => pb::CaptureAheadState::Off,
+            S::Idle => pb::CaptureAheadState::Idle,
+            S::Capturing => pb::CaptureAheadState::Capturing,
+            S::Ready => pb::CaptureAheadState::Ready,
+            S::Failed => pb::CaptureAheadState::Failed,
+        } as i32,
+        event_seq: r.event_seq,
+        started: r.started,
+        reused: r.reused,
+        fallbacks: r.fallbacks,
+        cancelled: r.cancelled,
+        failed: r.failed,
+        verified: r.verified,
+        mismatches: r.mismatches,
+        last_error: r.last_error.clone().unwrap_or_default(),
+    }
+}
+
 /// The replica's status.
 pub fn replica_status(r: &crate::replica::ReplicaStatus) -> pb::ReplicaStatus {
     use crate::replica::ReplicaState as S;

@@ -503,6 +503,7 @@ impl SnapshotService for SnapshotApi {
                 staleness_seconds: f.staleness_secs().unwrap_or(-1.0),
                 error: f.error.clone().unwrap_or_default(),
             }),
+            capture_ahead: Some(convert::capture_ahead(&self.app.shared.capture_ahead.get())),
             ..Default::default()
         }))
     }

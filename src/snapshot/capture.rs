@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use super::error::{fail_point, io_err, SnapshotError};
 use super::manifest::{parse_storage_version, HEADER_LEN};
+use crate::storage::gate::ReadTicket;
 
 /// At most this many idle buffers are kept: one being committed while the next is captured.
 const MAX_POOLED: usize = 2;
@@ -65,8 +66,13 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Reads `path` into a pooled buffer and checks it is a DuckDB file.
-    pub(crate) fn read(path: &Path, pool: &Arc<BufferPool>) -> Result<Capture, SnapshotError> {
+    /// Reads `path` into a pooled buffer and checks it is a DuckDB file. A background read
+    /// passes its gate ticket: it stops between chunks once the ticket is cancelled.
+    pub(crate) fn read(
+        path: &Path,
+        pool: &Arc<BufferPool>,
+        ticket: Option<&ReadTicket>,
+    ) -> Result<Capture, SnapshotError> {
         let captured_at = Utc::now();
         let file = File::open(path).map_err(|e| io_err(path, e))?;
         let len = file.metadata().map_err(|e| io_err(path, e))?.len();
@@ -82,7 +88,7 @@ impl Capture {
         if capture.buf.len() < len {
             capture.buf.resize(len, 0);
         }
-        read_parallel(&file, &mut capture.buf[..len]).map_err(|e| io_err(path, e))?;
+        read_parallel(&file, &mut capture.buf[..len], ticket)?.map_err(|e| io_err(path, e))?;
         let head = len.min(HEADER_LEN);
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header[..head], 0)
@@ -135,14 +141,49 @@ impl Capture {
     pub fn captured_at(&self) -> DateTime<Utc> {
         self.captured_at
     }
+
+    /// The file's first bytes as read (the DuckDB headers every checkpoint rewrites).
+    pub fn header(&self) -> &[u8] {
+        &self.bytes()[..self.len.min(HEADER_LEN)]
+    }
+}
+
+/// Whether the file at `path` still has `len` bytes and begins with `header`: a checkpoint
+/// since the capture would have written a new header.
+pub(crate) fn same_header(path: &Path, len: u64, header: &[u8]) -> Result<bool, SnapshotError> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    if file.metadata().map_err(|e| io_err(path, e))?.len() != len {
+        return Ok(false);
+    }
+    let mut now = vec![0u8; header.len()];
+    file.read_exact_at(&mut now, 0)
+        .map_err(|e| io_err(path, e))?;
+    Ok(now == header)
 }
 
 /// Fills `buf` from the start of `file` with positional reads in parallel: copying from the
 /// page cache is bound by one core's copy speed, and this runs under the writer barrier.
-fn read_parallel(file: &File, buf: &mut [u8]) -> std::io::Result<()> {
-    buf.par_chunks_mut(READ_CHUNK)
+/// `Err(Cancelled)` when `ticket` is cancelled before every chunk is read.
+fn read_parallel(
+    file: &File,
+    buf: &mut [u8],
+    ticket: Option<&ReadTicket>,
+) -> Result<std::io::Result<()>, SnapshotError> {
+    let cancelled = std::sync::atomic::AtomicBool::new(false);
+    let read = buf
+        .par_chunks_mut(READ_CHUNK)
         .enumerate()
-        .try_for_each(|(i, chunk)| file.read_exact_at(chunk, (i * READ_CHUNK) as u64))
+        .try_for_each(|(i, chunk)| {
+            if ticket.is_some_and(ReadTicket::cancelled) {
+                cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+            file.read_exact_at(chunk, (i * READ_CHUNK) as u64)
+        });
+    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(SnapshotError::Cancelled);
+    }
+    Ok(read)
 }
 
 impl Drop for Capture {

@@ -82,6 +82,9 @@ pub enum SnapshotError {
     /// The database file changed while it was copied (a checkpoint raced the capture).
     #[error("the database file changed while it was being captured")]
     SourceChanged,
+    /// A capture taken ahead was stopped because the writer needed the file.
+    #[error("the capture was cancelled: the writer needed the database file")]
+    Cancelled,
     /// CHECKPOINT left data in the WAL, so the file alone would miss commits.
     #[error("the WAL is not empty after CHECKPOINT ({0})")]
     WalNotEmpty(String),
@@ -135,6 +138,7 @@ impl SnapshotError {
             Self::NotADatabase(_) => "SNAPSHOT_SOURCE_INVALID",
             Self::WalNotEmpty(_) => "SNAPSHOT_WAL_NOT_EMPTY",
             Self::SourceChanged => "SNAPSHOT_SOURCE_CHANGED",
+            Self::Cancelled => "SNAPSHOT_CAPTURE_CANCELLED",
             Self::Locked(_) => "SNAPSHOT_STORE_LOCKED",
             Self::Injected(_) => "SNAPSHOT_INJECTED_FAULT",
             Self::Db(_) => "SNAPSHOT_DATABASE_ERROR",

@@ -54,7 +54,7 @@ pub use manifest::{BlockRef, Manifest, NewSnapshot, Operation, SnapshotMeta};
 pub use retention::{
     GcOutcome, RetentionDecision, RetentionOutcome, RetentionPolicy, RetentionReason,
 };
-pub use store::{CommitTimings, PinGuard, SnapshotStore, StoreLimits, StoreStats};
+pub use store::{CommitTimings, PinGuard, Prepared, SnapshotStore, StoreLimits, StoreStats};
 pub use verify::{
     check_database, check_replaced, Check, IntegrityReport, VerifyKind, VerifyRecord,
 };

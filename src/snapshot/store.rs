@@ -31,7 +31,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -237,7 +237,7 @@ impl Drop for PinGuard {
 pub struct SnapshotStore {
     layout: Layout,
     blocks: BlockStore,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     pins: Arc<Mutex<HashMap<SnapshotId, usize>>>,
     pool: Arc<BufferPool>,
     limits: Mutex<StoreLimits>,
@@ -249,15 +249,17 @@ pub struct SnapshotStore {
     _lock: File,
 }
 
-/// Unregisters a commit's in-flight blocks however the commit ends.
-struct Inflight<'a> {
-    store: &'a SnapshotStore,
+/// Unregisters a commit's in-flight blocks however the commit ends (a [`Prepared`] capture
+/// holds its blocks this way until it is dropped).
+#[derive(Debug)]
+struct Inflight {
+    state: Arc<Mutex<State>>,
     hashes: Vec<blake3::Hash>,
 }
 
-impl Drop for Inflight<'_> {
+impl Drop for Inflight {
     fn drop(&mut self) {
-        let mut st = self.store.state();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for h in &self.hashes {
             if let Some(n) = st.inflight.get_mut(h) {
                 *n -= 1;
@@ -309,7 +311,7 @@ impl SnapshotStore {
         let store = SnapshotStore {
             layout,
             blocks,
-            state: Mutex::new(state),
+            state: Arc::new(Mutex::new(state)),
             pins: Arc::default(),
             pool: Arc::default(),
             io_pool,
@@ -338,7 +340,16 @@ impl SnapshotStore {
     /// between transactions, after [`crate::storage::checkpoint`]:
     /// it only reads the file, so the writer is held for one copy.
     pub fn capture(&self, db_file: &Path) -> Result<Capture, SnapshotError> {
-        Capture::read(db_file, &self.pool)
+        Capture::read(db_file, &self.pool, None)
+    }
+
+    /// A background capture of the live file: stops (`Cancelled`) once `ticket` is cancelled.
+    pub fn capture_gated(
+        &self,
+        db_file: &Path,
+        ticket: &crate::storage::gate::ReadTicket,
+    ) -> Result<Capture, SnapshotError> {
+        Capture::read(db_file, &self.pool, Some(ticket))
     }
 
     /// A capture of in-memory bytes (tests and tools; must start with a DuckDB header).
@@ -346,9 +357,8 @@ impl SnapshotStore {
         Capture::from_bytes(bytes, &self.pool)
     }
 
-    /// Makes a capture a durable snapshot, off the writer: hash the blocks in parallel, write
-    /// the blocks the store lacks (compressed, fsync'd), then the manifest (temp, fsync,
-    /// rename, fsync dir). The snapshot exists once this returns `Ok`.
+    /// Makes a capture a durable snapshot, off the writer: [`prepare`](Self::prepare) it, then
+    /// [`commit_prepared`](Self::commit_prepared). The snapshot exists once this returns `Ok`.
     pub fn commit(&self, capture: Capture, meta: NewSnapshot) -> Result<Manifest, SnapshotError> {
         self.commit_timed(capture, meta).map(|(m, _)| m)
     }
@@ -359,6 +369,22 @@ impl SnapshotStore {
         capture: Capture,
         meta: NewSnapshot,
     ) -> Result<(Manifest, CommitTimings), SnapshotError> {
+        let at = capture.captured_at();
+        let prepared = self.prepare(capture)?;
+        let (manifest, publish) = self.commit_prepared_timed(&prepared, meta, at)?;
+        let mut t = prepared.timings.clone();
+        t.write += publish.write;
+        t.publish = publish.publish;
+        t.total += publish.total;
+        Ok((manifest, t))
+    }
+
+    /// Everything of a commit but the manifest: hash the blocks in parallel (reusing the last
+    /// capture's hashes where bytes are unchanged), write the blocks the store lacks
+    /// (compressed, fsync'd, shard dirs fsync'd). The blocks stay in flight — safe from GC —
+    /// while the result lives; committing it then only writes a manifest. A capture taken
+    /// ahead of a delete is prepared in the background this way.
+    pub fn prepare(&self, capture: Capture) -> Result<Prepared, SnapshotError> {
         let start = Instant::now();
         let mut t = CommitTimings::default();
         let bytes = capture.bytes();
@@ -371,41 +397,79 @@ impl SnapshotStore {
                 .take();
             filehash::hash_capture(bytes, memo.as_ref())
         };
-        let (hashes, file_hash) = (&hashed.block_hashes, hashed.file_hash);
         t.hash = start.elapsed();
         fail_point("snapshot.after_hash")?;
-        let (id, to_write, known_sizes, inflight) = self.plan_commit(&capture, hashes);
+        let hashes = hashed.block_hashes.clone();
+        let (to_write, known_sizes, inflight) = self.plan_blocks(&hashes);
         let compressed: Vec<(blake3::Hash, Vec<u8>)> = to_write
             .par_iter()
             .map(|&i| compress(&bytes[ranges[i].clone()]).map(|z| (hashes[i], z)))
             .collect::<Result<_, _>>()?;
         t.compress = start.elapsed() - t.hash;
+        let io_start = Instant::now();
+        self.write_blocks(&compressed)?;
+        t.write = io_start.elapsed();
+        self.mark_known(&compressed);
         let mut sizes = known_sizes;
         sizes.extend(compressed.iter().map(|(h, z)| (*h, z.len() as u64)));
-        let manifest = build_manifest(id, &capture, meta, &ranges, hashes, &sizes, file_hash);
-        let persisted = self.persist(&manifest, &compressed, &mut t);
-        // Released only now: until the catalog knows the manifest, its blocks are in flight.
-        drop(inflight);
-        persisted?;
-        fail_point("snapshot.after_manifest")?;
-        t.total = start.elapsed();
         t.new_blocks = compressed.len();
         t.new_bytes = compressed.iter().map(|(_, z)| z.len() as u64).sum();
+        t.total = start.elapsed();
+        let prepared = Prepared {
+            file_len: capture.len(),
+            storage_version: capture.storage_version(),
+            captured_at: capture.captured_at(),
+            header: capture.header().to_vec(),
+            ranges,
+            hashes,
+            sizes,
+            file_hash: hashed.file_hash,
+            timings: t,
+            _inflight: inflight,
+        };
         *self.hash_memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(hashed.into_memo(capture));
+        Ok(prepared)
+    }
+
+    /// Makes a prepared capture a snapshot created at `at` with `meta`: writes its manifest
+    /// (temp, fsync, rename, fsync dir). Its blocks are durable already.
+    pub fn commit_prepared(
+        &self,
+        prepared: &Prepared,
+        meta: NewSnapshot,
+        at: DateTime<Utc>,
+    ) -> Result<Manifest, SnapshotError> {
+        self.commit_prepared_timed(prepared, meta, at)
+            .map(|(m, _)| m)
+    }
+
+    fn commit_prepared_timed(
+        &self,
+        prepared: &Prepared,
+        meta: NewSnapshot,
+        at: DateTime<Utc>,
+    ) -> Result<(Manifest, CommitTimings), SnapshotError> {
+        let start = Instant::now();
+        let mut t = CommitTimings::default();
+        let id = {
+            let mut st = self.state();
+            let id = SnapshotId::generate(at, st.last_id.as_ref());
+            st.last_id = Some(id.clone());
+            id
+        };
+        let manifest = prepared.manifest(id, meta, at);
+        self.persist(&manifest, &mut t)?;
+        fail_point("snapshot.after_manifest")?;
+        t.total = start.elapsed();
         Ok((manifest, t))
     }
 
-    /// Writes the new blocks and the manifest durably and adds the snapshot to the catalog.
-    fn persist(
-        &self,
-        manifest: &Manifest,
-        compressed: &[(blake3::Hash, Vec<u8>)],
-        t: &mut CommitTimings,
-    ) -> Result<(), SnapshotError> {
+    /// Writes the manifest durably and adds the snapshot to the catalog.
+    fn persist(&self, manifest: &Manifest, t: &mut CommitTimings) -> Result<(), SnapshotError> {
         let encoded = manifest.encode()?;
         let tmp = fsio::temp_path(&self.layout.tmp, &format!("{}.json", manifest.id));
         let io_start = Instant::now();
-        let written = self.write_blocks_and_manifest(compressed, &tmp, &encoded);
+        let written = fsio::write_new(&tmp, &encoded, true);
         t.write = io_start.elapsed();
         let renamed = written.and_then(|()| self.publish_manifest(&tmp, &manifest.id));
         if renamed.is_err() {
@@ -414,26 +478,17 @@ impl SnapshotStore {
         let synced = renamed?;
         // The manifest is on disk from here on: the catalog must know it even if the directory
         // fsync failed, or GC could sweep blocks it references.
-        self.finish_commit(manifest, compressed);
+        self.finish_commit(manifest);
         t.publish = io_start.elapsed() - t.write;
         synced
     }
 
-    /// Under the lock: the next id, the blocks to write and the in-flight registration.
-    #[allow(clippy::type_complexity)]
-    fn plan_commit(
+    /// Under the lock: the blocks to write and the in-flight registration of every block.
+    fn plan_blocks(
         &self,
-        capture: &Capture,
         hashes: &[blake3::Hash],
-    ) -> (
-        SnapshotId,
-        Vec<usize>,
-        HashMap<blake3::Hash, u64>,
-        Inflight<'_>,
-    ) {
+    ) -> (Vec<usize>, HashMap<blake3::Hash, u64>, Inflight) {
         let mut st = self.state();
-        let id = SnapshotId::generate(capture.captured_at(), st.last_id.as_ref());
-        st.last_id = Some(id.clone());
         let mut seen = HashSet::with_capacity(hashes.len());
         let mut to_write = Vec::new();
         let mut known_sizes = HashMap::with_capacity(hashes.len());
@@ -450,32 +505,19 @@ impl SnapshotStore {
             }
         }
         let inflight = Inflight {
-            store: self,
+            state: Arc::clone(&self.state),
             hashes: seen.into_iter().collect(),
         };
-        (id, to_write, known_sizes, inflight)
+        (to_write, known_sizes, inflight)
     }
 
-    /// Writes the new blocks and the manifest's temp file concurrently (the temp file is not
-    /// visible until renamed), then fsyncs the shard directories the blocks went into.
-    fn write_blocks_and_manifest(
-        &self,
-        compressed: &[(blake3::Hash, Vec<u8>)],
-        manifest_tmp: &Path,
-        encoded: &[u8],
-    ) -> Result<(), SnapshotError> {
-        let (blocks, manifest) = self.io_pool.install(|| {
-            rayon::join(
-                || {
-                    compressed
-                        .par_iter()
-                        .try_for_each(|(h, z)| self.blocks.put_compressed(h, z))
-                },
-                || fsio::write_new(manifest_tmp, encoded, true),
-            )
-        });
-        blocks?;
-        manifest?;
+    /// Writes the new blocks (each fsync'd), then fsyncs the shard directories they went into.
+    fn write_blocks(&self, compressed: &[(blake3::Hash, Vec<u8>)]) -> Result<(), SnapshotError> {
+        self.io_pool.install(|| {
+            compressed
+                .par_iter()
+                .try_for_each(|(h, z)| self.blocks.put_compressed(h, z))
+        })?;
         let shards: HashSet<PathBuf> = compressed
             .iter()
             .map(|(h, _)| self.blocks.shard_dir(h))
@@ -497,12 +539,17 @@ impl SnapshotStore {
         Ok(fsio::sync_dir(&self.layout.manifests))
     }
 
-    fn finish_commit(&self, manifest: &Manifest, written: &[(blake3::Hash, Vec<u8>)]) {
+    /// Durable blocks are known (and no longer suspect).
+    fn mark_known(&self, written: &[(blake3::Hash, Vec<u8>)]) {
         let mut st = self.state();
         for (h, z) in written {
             st.known.insert(*h, z.len() as u64);
             st.suspect.remove(h);
         }
+    }
+
+    fn finish_commit(&self, manifest: &Manifest) {
+        let mut st = self.state();
         st.catalog.insert(Entry::of(manifest));
         st.index_dirty = true;
     }
@@ -1301,35 +1348,72 @@ fn decode_manifest(bytes: &[u8], id: &SnapshotId) -> Result<Manifest, SnapshotEr
     Ok(m)
 }
 
-fn build_manifest(
-    id: SnapshotId,
-    capture: &Capture,
-    meta: NewSnapshot,
-    ranges: &[std::ops::Range<usize>],
-    hashes: &[blake3::Hash],
-    sizes: &HashMap<blake3::Hash, u64>,
+/// A capture whose blocks are durable in the store (see [`SnapshotStore::prepare`]): what a
+/// manifest needs, and the in-flight hold that keeps GC off its blocks while it lives.
+#[derive(Debug)]
+pub struct Prepared {
+    file_len: u64,
+    storage_version: u64,
+    captured_at: DateTime<Utc>,
+    header: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    hashes: Vec<blake3::Hash>,
+    sizes: HashMap<blake3::Hash, u64>,
     file_hash: blake3::Hash,
-) -> Manifest {
-    let blocks = ranges
-        .iter()
-        .zip(hashes)
-        .map(|(r, h)| BlockRef {
-            hash: *h,
-            len: (r.end - r.start) as u64,
-            stored_len: sizes.get(h).copied().unwrap_or(0),
-        })
-        .collect();
-    Manifest {
-        format_version: FORMAT_VERSION,
-        id,
-        created_at: capture.captured_at(),
-        meta: meta.meta,
-        storage_version: capture.storage_version(),
-        file_len: capture.len(),
-        file_blake3: file_hash,
-        blocks,
-        fingerprints: meta.fingerprints,
-        schema: meta.schema,
+    timings: CommitTimings,
+    _inflight: Inflight,
+}
+
+impl Prepared {
+    /// BLAKE3 of the captured file.
+    pub fn file_hash(&self) -> blake3::Hash {
+        self.file_hash
+    }
+
+    /// The captured file's length.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// When the file was read.
+    pub fn captured_at(&self) -> DateTime<Utc> {
+        self.captured_at
+    }
+
+    /// Where preparing spent its time, and the blocks it added.
+    pub fn timings(&self) -> &CommitTimings {
+        &self.timings
+    }
+
+    /// Whether the database file at `path` still has this capture's length and headers (every
+    /// checkpoint rewrites a header): a cheap re-check before the capture is reused.
+    pub fn matches_file(&self, path: &Path) -> Result<bool, SnapshotError> {
+        super::capture::same_header(path, self.file_len, &self.header)
+    }
+
+    fn manifest(&self, id: SnapshotId, meta: NewSnapshot, at: DateTime<Utc>) -> Manifest {
+        let blocks = self
+            .ranges
+            .iter()
+            .zip(&self.hashes)
+            .map(|(r, h)| BlockRef {
+                hash: *h,
+                len: (r.end - r.start) as u64,
+                stored_len: self.sizes.get(h).copied().unwrap_or(0),
+            })
+            .collect();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            id,
+            created_at: at,
+            meta: meta.meta,
+            storage_version: self.storage_version,
+            file_len: self.file_len,
+            file_blake3: self.file_hash,
+            blocks,
+            fingerprints: meta.fingerprints,
+            schema: meta.schema,
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! DuckDB storage: every SQL statement, transaction and database file of the service. The
 //! schema and its migrations, the live database and its atomic replacement, the single writer
-//! thread, the read pool, entity/link queries, cascade plans, fingerprint-tracking changes,
+//! thread and the gate of background readers of its file, the read pool, entity/link queries,
+//! cascade plans, fingerprint-tracking changes,
 //! the request log, inspection, and the file primitives. Knows nothing of gRPC.
 
 pub mod cascade;
 pub mod changes;
 pub mod entities;
 pub mod files;
+pub mod gate;
 pub mod images;
 pub mod inspect;
 pub mod links;

@@ -4,17 +4,50 @@
 //!
 //! The queue bound turns overload into an immediate `Busy` instead of unbounded memory; a job
 //! whose deadline passed, or whose caller went away, while queued is not executed.
+//!
+//! When the queue has stayed empty for as long as the state asks ([`IdleWork`]), the thread
+//! runs the state's idle work: upkeep that must run between transactions but that no caller
+//! should wait for. A job that arrives meanwhile waits only for that step, never for a queue.
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::StorageError;
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// What the writer thread does when no job is waiting.
+pub trait IdleWork {
+    /// How long the queue must stay empty before [`idle`](Self::idle) runs (None: nothing to
+    /// do until the next job).
+    fn idle_after(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The idle work; it should be short, as a job arriving meanwhile waits for it.
+    fn idle(&mut self) {}
+}
+
+impl IdleWork for () {}
+
+/// The next job, running the state's idle work while the queue stays empty. None once every
+/// sender is gone.
+fn next_job<S: IdleWork>(rx: &std::sync::mpsc::Receiver<Job<S>>, state: &mut S) -> Option<Job<S>> {
+    loop {
+        let Some(after) = state.idle_after() else {
+            return rx.recv().ok();
+        };
+        match rx.recv_timeout(after) {
+            Ok(job) => return Some(job),
+            Err(RecvTimeoutError::Timeout) => state.idle(),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
 
 /// Handle to the writer thread. Cloning shares the same thread and queue.
 pub struct Writer<S> {
@@ -35,7 +68,7 @@ impl<S> Clone for Writer<S> {
     }
 }
 
-impl<S: Send + 'static> Writer<S> {
+impl<S: IdleWork + Send + 'static> Writer<S> {
     /// Starts the writer thread owning `state`, with room for `queue` waiting jobs.
     pub fn start(state: S, queue: usize) -> Result<Self, StorageError> {
         let (tx, rx) = sync_channel::<Job<S>>(queue.max(1));
@@ -45,7 +78,7 @@ impl<S: Send + 'static> Writer<S> {
             .name("lnrs-writer".into())
             .spawn(move || {
                 let mut state = state;
-                while let Ok(job) = rx.recv() {
+                while let Some(job) = next_job(&rx, &mut state) {
                     job(&mut state);
                     if stopped.load(std::sync::atomic::Ordering::Acquire) {
                         break;
@@ -131,7 +164,7 @@ impl<S: Send + 'static> Writer<S> {
     }
 }
 
-impl<S: Send + 'static> Writer<S> {
+impl<S: IdleWork + Send + 'static> Writer<S> {
     /// Runs every job queued so far, then stops the thread and returns the state (so the caller
     /// can close the database). Other handles may still exist: their later jobs fail with
     /// `WriterStopped` instead of running against a closing database. `None` if another caller
@@ -150,7 +183,65 @@ impl<S: Send + 'static> Writer<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    impl IdleWork for u32 {}
+    impl IdleWork for Vec<u32> {}
+
+    /// Counts idle runs while asking for one after each job.
+    struct Upkeep {
+        jobs: u32,
+        idle_runs: u32,
+        due: bool,
+    }
+
+    impl IdleWork for Upkeep {
+        fn idle_after(&self) -> Option<Duration> {
+            self.due.then_some(Duration::from_millis(5))
+        }
+        fn idle(&mut self) {
+            self.idle_runs += 1;
+            self.due = false;
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_work_runs_once_the_queue_stays_empty() {
+        let w = Writer::start(
+            Upkeep {
+                jobs: 0,
+                idle_runs: 0,
+                due: false,
+            },
+            8,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            w.run(None, |u: &mut Upkeep| {
+                u.jobs += 1;
+                u.due = true;
+                Ok::<_, StorageError>(())
+            })
+            .await
+            .unwrap();
+        }
+        // Wait for the condition (the idle run after the last job), bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done = w
+                .run(None, |u: &mut Upkeep| Ok::<_, StorageError>(!u.due))
+                .await
+                .unwrap();
+            if done || Instant::now() > deadline {
+                break;
+            }
+            // Longer than the idle delay: the probes must not keep the writer busy.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let u = w.shutdown().unwrap();
+        assert_eq!(u.jobs, 3);
+        assert!(!u.due, "the idle work ran");
+        assert!((1..=3).contains(&u.idle_runs), "{}", u.idle_runs);
+    }
 
     #[tokio::test]
     async fn jobs_run_in_order_on_one_thread() {

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod ahead;
 mod archive;
 mod audit;
 mod bench;

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -133,7 +134,7 @@ impl SnapshotStore {
     }
 
     /// Registers `m`'s blocks as in flight (GC keeps them) until the guard drops.
-    fn register_inflight(&self, m: &Manifest) -> Inflight<'_> {
+    fn register_inflight(&self, m: &Manifest) -> Inflight {
         let hashes: Vec<blake3::Hash> = {
             let mut seen = HashSet::new();
             m.blocks
@@ -147,7 +148,7 @@ impl SnapshotStore {
             *st.inflight.entry(*h).or_insert(0) += 1;
         }
         Inflight {
-            store: self,
+            state: Arc::clone(&self.state),
             hashes,
         }
     }

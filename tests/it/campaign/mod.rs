@@ -307,6 +307,17 @@ fn directed(path: FaultPath) -> Vec<Op> {
         FaultPath::Compaction => vec![Op::Burst, Op::Burst, Op::Burst],
         // The uploader ships snapshots (blocks, then the manifest) and log segments.
         FaultPath::Replica => vec![Op::Snapshot, Op::Burst, Op::DeleteHabitat, Op::Burst],
+        // A change, the capture taken ahead of it, a delete that reuses it (twice: `error`
+        // must leave the server able to go on).
+        FaultPath::CaptureAhead => vec![
+            Op::CreateHabitat,
+            Op::Idle,
+            Op::DeleteHabitat,
+            Op::CreateHabitat,
+            Op::Idle,
+            Op::DeleteHabitat,
+            Op::CreateHabitat,
+        ],
         FaultPath::Startup => vec![],
     }
 }

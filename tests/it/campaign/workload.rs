@@ -28,6 +28,9 @@ pub enum Op {
     Preview,
     /// Enough creates to pass the event-log retention (compaction runs).
     Burst,
+    /// No request until the server's capture ahead of the current state has settled (ready or
+    /// failed), so the next delete can reuse it.
+    Idle,
 }
 
 /// Weighted mix of a random schedule.
@@ -44,6 +47,7 @@ const MIX: &[(Op, u32)] = &[
     (Op::Retention, 1),
     (Op::Preview, 1),
     (Op::Burst, 1),
+    (Op::Idle, 2),
 ];
 
 /// A random schedule of `n` operations.
@@ -146,6 +150,33 @@ impl Runner {
         self.model.candidates[0].areas.keys().copied().collect()
     }
 
+    /// Waits (bounded) until capture ahead has settled on the current state. Only GetStatus is
+    /// called meanwhile, which does not use the writer. A server gone is `lost`.
+    async fn idle(&mut self) -> Result<(), String> {
+        use pb::CaptureAheadState as S;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.snapshots().get_status(pb::GetStatusRequest {}).await;
+            let Ok(s) = status.map(|r| r.into_inner()) else {
+                self.lost = true;
+                self.trace.push("idle: the server is gone".into());
+                return Ok(());
+            };
+            let a = s.capture_ahead.unwrap_or_default();
+            let settled = matches!(S::try_from(a.state), Ok(S::Ready | S::Failed | S::Off))
+                && a.event_seq == s.event_head_seq;
+            if settled {
+                self.trace
+                    .push(format!("idle: capture ahead {:?}", S::try_from(a.state)));
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("capture ahead did not settle: {a:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Classifies and records how a call ended.
     fn outcome<T>(
         &mut self,
@@ -191,6 +222,7 @@ impl Runner {
             Op::Restore => self.restore().await,
             Op::Retention => self.retention().await,
             Op::Preview => self.preview().await,
+            Op::Idle => self.idle().await,
             Op::Burst => {
                 for _ in 0..12 {
                     if self.lost {
