@@ -92,12 +92,24 @@ impl App {
             .await
     }
 
-    /// A page of entities.
-    pub async fn list_entities(&self, kind: EntityKind, q: ListQuery) -> Result<Page, Error> {
-        self.shared
-            .reads
-            .read(move |conn| Ok(entities::list(conn, kind, &q)?))
-            .await
+    /// A page of entities; from the cache when nothing changed since it was read.
+    pub async fn list_entities(&self, kind: EntityKind, q: ListQuery) -> Result<Arc<Page>, Error> {
+        // Read before the database, as for Get.
+        let generation = self.shared.reads.generation();
+        if let Some(hit) = generation.and_then(|g| self.shared.records.page(g, kind, &q)) {
+            return Ok(hit);
+        }
+        let key = generation.map(|_| q.clone());
+        let page = Arc::new(
+            self.shared
+                .reads
+                .read(move |conn| Ok::<_, Error>(entities::list(conn, kind, &q)?))
+                .await?,
+        );
+        if let (Some(g), Some(q)) = (generation, key) {
+            self.shared.records.put_page(g, kind, q, &page);
+        }
+        Ok(page)
     }
 
     /// Exactly the rows a delete would remove, per table, read in one transaction.

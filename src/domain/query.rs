@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Key, LinkKind, Record};
 
 /// A list of entities.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListQuery {
     pub search: Option<String>,
     /// (column, descending). The key is appended as the final tie-breaker.
@@ -18,7 +18,7 @@ pub struct ListQuery {
 }
 
 /// Position after the last row of a page: its sort values (text, NULL as "") and key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cursor {
     pub sort: Vec<String>,
     pub key: Key,

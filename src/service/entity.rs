@@ -75,7 +75,8 @@ impl EntityApi {
         let page = self.app.list_entities(M::KIND, query).await?;
         let next = page
             .next
-            .map(|c| q.token(&c))
+            .as_ref()
+            .map(|c| q.token(c))
             .transpose()?
             .unwrap_or_default();
         Ok((

@@ -996,11 +996,11 @@ async fn reads_during_a_restore_never_see_a_mixture() {
     s.stop().await;
 }
 
-/// GetX is served from a cache keyed by the data generation: after every acknowledged update,
-/// delete and restore the very next Get must see it, and a concurrent reader must never see a
-/// version go backwards.
+/// GetX and ListX are served from a cache keyed by the data generation: after every
+/// acknowledged update, delete and restore the very next Get and List must see it, and a
+/// concurrent reader of both must never see a version go backwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gets_are_never_stale_across_updates_deletes_and_restores() {
+async fn gets_and_lists_are_never_stale_across_updates_deletes_and_restores() {
     let s = TestServer::start().await;
     let mut c = s.entity();
     let habitat = |id: i32, v: u32| pb::Habitat {
@@ -1011,6 +1011,23 @@ async fn gets_are_never_stale_across_updates_deletes_and_restores() {
         c.get_habitat(pb::GetHabitatRequest { habitat_id: id })
             .await
             .map(|r| r.into_inner().habitat.unwrap().habitat)
+    };
+    // The same page every time (same search, order and size), so it is cached between changes.
+    let list = |mut c: pb::entity_service_client::EntityServiceClient<_>| async move {
+        let page = c
+            .list_habitats(pb::ListHabitatsRequest {
+                page_size: 10,
+                search: "version ".into(),
+                order_by: "habitat desc".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        page.habitats
+            .into_iter()
+            .map(|h| h.habitat)
+            .collect::<Vec<_>>()
     };
     let id = c
         .create_habitat(pb::CreateHabitatRequest {
@@ -1032,7 +1049,10 @@ async fn gets_are_never_stale_across_updates_deletes_and_restores() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let v = get(c.clone(), id).await.unwrap();
                 assert!(v >= last, "a read went back from {last} to {v}");
-                (last, reads) = (v, reads + 1);
+                let listed = list(c.clone()).await;
+                assert_eq!(listed.len(), 1, "{listed:?}");
+                assert!(listed[0] >= v, "a list went back from {v} to {}", listed[0]);
+                (last, reads) = (listed[0].clone(), reads + 1);
             }
             reads
         })
@@ -1050,6 +1070,7 @@ async fn gets_are_never_stale_across_updates_deletes_and_restores() {
         .await
         .unwrap();
         assert_eq!(get(c.clone(), id).await.unwrap(), format!("version {v:04}"));
+        assert_eq!(list(c.clone()).await, [format!("version {v:04}")]);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.await.unwrap() > 0);
@@ -1066,10 +1087,12 @@ async fn gets_are_never_stale_across_updates_deletes_and_restores() {
         .unwrap()
         .snapshot_id;
     assert_eq!(get(c.clone(), id).await.unwrap_err().code(), Code::NotFound);
+    assert!(list(c.clone()).await.is_empty());
     s.snapshots()
         .restore_snapshot(restore_req(&snapshot_id))
         .await
         .unwrap();
     assert_eq!(get(c.clone(), id).await.unwrap(), "version 0040");
+    assert_eq!(list(c.clone()).await, ["version 0040"]);
     s.stop().await;
 }

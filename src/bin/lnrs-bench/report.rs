@@ -692,6 +692,20 @@ fn restore_md(w: &mut String, scales: &[ScaleResult]) {
             r.checks_per_restore
         );
     }
+    let _ = writeln!(
+        w,
+        "\nWhere a restore's time goes: the median duration of each step of the response's \
+         integrity report (steps under 0.5 ms summed), ms.\n"
+    );
+    for s in scales {
+        let Some(r) = &s.restore else { continue };
+        let steps: Vec<String> = r
+            .profile
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.1}"))
+            .collect();
+        let _ = writeln!(w, "- scale {}: {}", s.scale, steps.join(" · "));
+    }
 }
 
 fn fanout_md(w: &mut String, f: &FanoutResult) {

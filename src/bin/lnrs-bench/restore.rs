@@ -25,6 +25,10 @@ pub struct RestoreRun {
     pub rolled_back: usize,
     pub checks_per_restore: usize,
     pub failed_checks: Vec<String>,
+    /// Median milliseconds of each check of the response's report (the restore's profile:
+    /// every step is a check with its duration), in report order; checks under 0.5 ms are
+    /// summed into "other checks".
+    pub profile: Vec<(String, f64)>,
 }
 
 /// Every pre-delete snapshot id, oldest first.
@@ -69,6 +73,7 @@ pub async fn run(channel: &Channel, reps: usize) -> Res<RestoreRun> {
     let mut wall: Vec<Duration> = Vec::new();
     let mut server: Vec<Duration> = Vec::new();
     let mut out = RestoreRun::default();
+    let mut by_check: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..reps {
         let id = if i % 2 == 0 { oldest } else { newest };
         let started = Instant::now();
@@ -92,6 +97,15 @@ pub async fn run(channel: &Channel, reps: usize) -> Res<RestoreRun> {
         }
         if let Some(report) = r.report {
             out.checks_per_restore = out.checks_per_restore.max(report.checks.len());
+            for c in &report.checks {
+                let ms = c
+                    .duration
+                    .map_or(0.0, |d| d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6);
+                match by_check.iter_mut().find(|(n, _)| *n == c.name) {
+                    Some((_, v)) => v.push(ms),
+                    None => by_check.push((c.name.clone(), vec![ms])),
+                }
+            }
             out.failed_checks.extend(
                 report
                     .checks
@@ -105,5 +119,15 @@ pub async fn run(channel: &Channel, reps: usize) -> Res<RestoreRun> {
     out.wall = Summary::of(&wall);
     out.server_duration = Summary::of(&server);
     out.server_histogram = after.since(&before, prom::RESTORED).summary();
+    let mut other = 0.0;
+    for (name, v) in by_check {
+        let m = crate::stats::median(&v);
+        if m >= 0.5 {
+            out.profile.push((name, m));
+        } else {
+            other += m;
+        }
+    }
+    out.profile.push(("other checks".into(), other));
     Ok(out)
 }
