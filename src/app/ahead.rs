@@ -244,6 +244,14 @@ impl WriterState {
         }
     }
 
+    /// Stops the capture ahead (cancelling its read) and waits for its thread (shutdown).
+    pub(crate) fn finish_ahead(&mut self) {
+        if let Some(p) = self.ahead.pending.take() {
+            self.db.readers().stop();
+            let _ = p.wait();
+        }
+    }
+
     /// Drops a capture of an older state (its thread finishes on its own; its blocks are
     /// released when it does, and GC removes the ones no snapshot uses).
     fn discard_ahead(&mut self) {

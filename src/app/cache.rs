@@ -28,7 +28,7 @@ pub struct RecordCache {
 #[derive(Default)]
 struct Generation {
     generation: u64,
-    records: HashMap<(EntityKind, Key), Record>,
+    records: HashMap<(EntityKind, Key), Arc<Record>>,
     pages: HashMap<(EntityKind, ListQuery), Arc<Page>>,
 }
 
@@ -47,7 +47,7 @@ impl Generation {
 
 impl RecordCache {
     /// The record, if it was read under `generation`.
-    pub fn get(&self, generation: u64, kind: EntityKind, key: &Key) -> Option<Record> {
+    pub fn get(&self, generation: u64, kind: EntityKind, key: &Key) -> Option<Arc<Record>> {
         let inner = self.inner.lock();
         if inner.generation != generation {
             return None;
@@ -57,12 +57,12 @@ impl RecordCache {
 
     /// Keeps a record read under `generation`; a newer generation drops everything older, a
     /// read from an older one is ignored.
-    pub fn put(&self, generation: u64, record: &Record) {
+    pub fn put(&self, generation: u64, record: &Arc<Record>) {
         let mut inner = self.inner.lock();
         if inner.enter(generation) && inner.records.len() < CAPACITY {
             inner
                 .records
-                .insert((record.kind, record.key.clone()), record.clone());
+                .insert((record.kind, record.key.clone()), Arc::clone(record));
         }
     }
 
@@ -88,13 +88,13 @@ impl RecordCache {
 mod tests {
     use super::*;
 
-    fn record(id: i32, name: &str) -> Record {
-        Record {
+    fn record(id: i32, name: &str) -> Arc<Record> {
+        Arc::new(Record {
             kind: EntityKind::Habitat,
             key: Key::Int(id),
             values: vec![crate::domain::Value::Text(name.into())],
             sets: None,
-        }
+        })
     }
 
     #[test]
@@ -131,7 +131,7 @@ mod tests {
             ..Default::default()
         };
         let page = |id: i32| Page {
-            records: vec![record(id, "x")],
+            records: vec![Record::clone(&record(id, "x"))],
             total: 1,
             next: None,
         };

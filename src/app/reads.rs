@@ -65,13 +65,13 @@ pub struct EventPage {
 
 impl App {
     /// One entity, or NotFound; from the record cache when nothing changed since it was read.
-    pub async fn get_entity(&self, kind: EntityKind, key: Key) -> Result<Record, Error> {
+    pub async fn get_entity(&self, kind: EntityKind, key: Key) -> Result<Arc<Record>, Error> {
         // Read before the database: the row is then at least as new as this generation.
         let generation = self.shared.reads.generation();
         if let Some(hit) = generation.and_then(|g| self.shared.records.get(g, kind, &key)) {
             return Ok(hit);
         }
-        let record = self.read_entity(kind, key).await?;
+        let record = Arc::new(self.read_entity(kind, key).await?);
         if let Some(g) = generation {
             self.shared.records.put(g, &record);
         }

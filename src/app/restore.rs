@@ -134,6 +134,114 @@ struct Run {
     pins: Vec<PinGuard>,
 }
 
+/// The target assembled into the temp file and deep-verified against its manifest, on its own
+/// thread: none of it needs the writer or the live file, so it runs while the writer takes the
+/// safety snapshot. Dropping it joins the thread (it writes the temp file).
+struct TargetCheck {
+    thread: Option<std::thread::JoinHandle<(IntegrityReport, Result<(), String>)>>,
+    tmp: PathBuf,
+}
+
+impl TargetCheck {
+    fn start(store: Arc<SnapshotStore>, target: Manifest, tmp: PathBuf) -> Result<Self, Error> {
+        let path = tmp.clone();
+        let thread = std::thread::Builder::new()
+            .name("lnrs-restore-check".into())
+            .spawn(move || {
+                let mut report = IntegrityReport::default();
+                let verified = check_target(&store, &target, &path, &mut report);
+                (report, verified)
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the restore check: {e}")))?;
+        Ok(Self {
+            thread: Some(thread),
+            tmp,
+        })
+    }
+
+    /// The check's report entries and outcome.
+    fn join(mut self) -> (IntegrityReport, Result<(), String>) {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => (
+                IntegrityReport::default(),
+                Err("the restore check thread failed".into()),
+            ),
+        }
+    }
+}
+
+impl Drop for TargetCheck {
+    /// A restore that ends before using the check (its safety snapshot failed) removes what
+    /// the check assembled.
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            let _ = files::remove_database(&self.tmp);
+        }
+    }
+}
+
+/// Assembles `target` into `tmp`, opens it read-only and runs every check of a deep verify
+/// against the manifest (fingerprints, schema, orphans). Returns why it must not be used.
+fn check_target(
+    store: &SnapshotStore,
+    target: &Manifest,
+    tmp: &Path,
+    report: &mut IntegrityReport,
+) -> Result<(), String> {
+    let _ = files::remove_database(tmp);
+    let t = Instant::now();
+    let assembled = store
+        .check_scratch_space(files::parent_dir(tmp), target.file_len)
+        .and_then(|()| store.assemble(&target.id, tmp));
+    if let Err(e) = assembled {
+        report.push(
+            "pre_swap:assemble",
+            false,
+            "every block present and intact",
+            e.public_message(),
+            t.elapsed(),
+        );
+        return Err(format!(
+            "the snapshot could not be assembled: {}",
+            e.public_message()
+        ));
+    }
+    let size = format!("{} bytes", target.file_len);
+    report.push("pre_swap:assemble", true, size.clone(), size, t.elapsed());
+    let t = Instant::now();
+    let conn = match storage::open_read_only(tmp) {
+        Ok(c) => c,
+        Err(e) => {
+            report.push(
+                "pre_swap:open_read_only",
+                false,
+                "opens",
+                e.public_message(),
+                t.elapsed(),
+            );
+            return Err("the assembled snapshot does not open".into());
+        }
+    };
+    report.push(
+        "pre_swap:open_read_only",
+        true,
+        "opens",
+        "opens",
+        t.elapsed(),
+    );
+    let checks = check_database(&conn, &target.fingerprints, &target.schema);
+    drop(conn);
+    let verified = checks.passed();
+    append_prefixed(report, "pre_swap:", checks);
+    if verified {
+        Ok(())
+    } else {
+        Err("the assembled snapshot failed verification; the live database was not touched".into())
+    }
+}
+
 /// The target as prepared in the temp file.
 struct Prepared {
     hash: blake3::Hash,
@@ -190,7 +298,16 @@ impl WriterState {
         store.check_restorable(&target)?;
         let pins = vec![store.pin(id)];
         let mut report = IntegrityReport::default();
-        let safety = self.verified_safety_snapshot(ctx, id, kind, &store, &mut report)?;
+        let tmp = temp_path(self.db.path());
+        let mut checked = TargetCheck::start(Arc::clone(&store), target.clone(), tmp.clone())?;
+        let (safety, repaired) =
+            self.verified_safety_snapshot(ctx, id, kind, &store, &mut report)?;
+        if repaired {
+            // The repair rewrote damaged blocks the target may share, maybe after the check
+            // read them: check again, now that they are sound.
+            drop(checked);
+            checked = TargetCheck::start(Arc::clone(&store), target.clone(), tmp.clone())?;
+        }
         let id = id.clone();
         let mut run = Run {
             kind,
@@ -201,7 +318,7 @@ impl WriterState {
                 safety_snapshot_id: safety.id.as_str().into(),
                 ..Default::default()
             },
-            tmp: temp_path(self.db.path()),
+            tmp,
             store,
             target,
             safety,
@@ -217,7 +334,7 @@ impl WriterState {
         }
         let event = self.stamp(ctx, vec![restore_event(run.kind, &run.info, &run.report)]);
         let event = event.into_iter().next().expect("one event");
-        match self.prepare(&mut run, &event) {
+        match self.prepare(&mut run, &event, checked) {
             Ok(prepared) => self.swap(ctx, &mut run, prepared, since_safety, event),
             Err(reason) => {
                 // Nothing was touched: the live database is the safety state already.
@@ -230,7 +347,7 @@ impl WriterState {
     /// Takes the safety snapshot and checks it can be read back: a rollback depends on it, and
     /// deduplication may have pointed it at a stored block that has since been damaged. A
     /// damaged block is no longer deduplicated against, so a second snapshot rewrites it; the
-    /// report then says the safety snapshot was repaired.
+    /// report then says the safety snapshot was repaired (and so does the returned flag).
     fn verified_safety_snapshot(
         &mut self,
         ctx: &RequestCtx,
@@ -238,7 +355,7 @@ impl WriterState {
         kind: EventKind,
         store: &SnapshotStore,
         report: &mut IntegrityReport,
-    ) -> Result<Manifest, Error> {
+    ) -> Result<(Manifest, bool), Error> {
         let t = Instant::now();
         let mut repaired = Vec::new();
         for _ in 0..2 {
@@ -272,7 +389,7 @@ impl WriterState {
                     actual,
                     t.elapsed(),
                 );
-                return Ok(safety);
+                return Ok((safety, !repaired.is_empty()));
             }
             let _ = store.forget(&safety.id);
             repaired = failed;
@@ -290,63 +407,20 @@ impl WriterState {
         )))
     }
 
-    /// Assembles the target into the temp file, deep-verifies exactly that file against the
-    /// target's manifest, migrates it, carries the live event and request logs over into it
-    /// (with this restore's event) and hashes it. Returns why it must not be used otherwise.
-    fn prepare(&self, run: &mut Run, event: &Event) -> Result<Prepared, String> {
-        let _ = files::remove_database(&run.tmp);
+    /// Carries the live event and request logs over into the checked target (with this
+    /// restore's event) and hashes it; `checked` is the target assembled into the temp file and
+    /// deep-verified against its manifest (see [`TargetCheck`]). Returns why it must not be used
+    /// otherwise.
+    fn prepare(
+        &self,
+        run: &mut Run,
+        event: &Event,
+        checked: TargetCheck,
+    ) -> Result<Prepared, String> {
+        let (target_report, verified) = checked.join();
+        run.report.extend(target_report);
+        verified?;
         let report = &mut run.report;
-        let t = Instant::now();
-        let assembled = run
-            .store
-            .check_scratch_space(files::parent_dir(&run.tmp), run.target.file_len)
-            .and_then(|()| run.store.assemble(&run.target.id, &run.tmp));
-        if let Err(e) = assembled {
-            report.push(
-                "pre_swap:assemble",
-                false,
-                "every block present and intact",
-                e.public_message(),
-                t.elapsed(),
-            );
-            return Err(format!(
-                "the snapshot could not be assembled: {}",
-                e.public_message()
-            ));
-        }
-        let size = format!("{} bytes", run.target.file_len);
-        report.push("pre_swap:assemble", true, size.clone(), size, t.elapsed());
-        let t = Instant::now();
-        let conn = match storage::open_read_only(&run.tmp) {
-            Ok(c) => c,
-            Err(e) => {
-                report.push(
-                    "pre_swap:open_read_only",
-                    false,
-                    "opens",
-                    e.public_message(),
-                    t.elapsed(),
-                );
-                return Err("the assembled snapshot does not open".into());
-            }
-        };
-        report.push(
-            "pre_swap:open_read_only",
-            true,
-            "opens",
-            "opens",
-            t.elapsed(),
-        );
-        let checks = check_database(&conn, &run.target.fingerprints, &run.target.schema);
-        drop(conn);
-        let verified = checks.passed();
-        append_prefixed(report, "pre_swap:", checks);
-        if !verified {
-            return Err(
-                "the assembled snapshot failed verification; the live database was not touched"
-                    .into(),
-            );
-        }
         let t = Instant::now();
         let carried = self.carry_over(&run.tmp, event);
         report.push(

@@ -46,8 +46,10 @@ impl WriterState {
         Ok(self.db.conn()?)
     }
 
-    /// Closes the database (shutdown).
+    /// Closes the database (shutdown). A capture ahead still running is waited for: it holds
+    /// the snapshot store, whose lock the next server on this directory needs.
     pub fn close(&mut self) {
+        self.finish_ahead();
         if let Err(e) = self.db.close() {
             tracing::warn!(error = %e, "closing the database");
         }

@@ -318,6 +318,18 @@ impl ToJson for pb::GetStatusResponse {
                 "staleness_seconds": f.staleness_seconds,
                 "error": f.error,
             })),
+            "capture_ahead": self.capture_ahead.as_ref().map(|a| json!({
+                "state": enum_json!(pb::CaptureAheadState, a.state),
+                "event_seq": a.event_seq,
+                "started": a.started,
+                "reused": a.reused,
+                "fallbacks": a.fallbacks,
+                "cancelled": a.cancelled,
+                "failed": a.failed,
+                "verified": a.verified,
+                "mismatches": a.mismatches,
+                "last_error": a.last_error,
+            })),
         })
     }
 }

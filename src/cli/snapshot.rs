@@ -1095,6 +1095,10 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
         ),
         ("replica", replica_line(s.replica.as_ref())),
         (
+            "capture ahead",
+            capture_ahead_line(s.capture_ahead.as_ref()),
+        ),
+        (
             "follower",
             s.follower
                 .as_ref()
@@ -1121,6 +1125,31 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
 }
 
 /// One line for the replica: where, how, how far behind.
+/// Capture ahead in one line: state, and how the snapshots since start were made.
+fn capture_ahead_line(a: Option<&pb::CaptureAheadStatus>) -> String {
+    let Some(a) = a else {
+        return "not reported".into();
+    };
+    let state = pb::CaptureAheadState::try_from(a.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("CAPTURE_AHEAD_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into());
+    let mut line = format!(
+        "{state} at seq {}; {} reused, {} captured at the delete, {} cancelled, {} failed",
+        a.event_seq, a.reused, a.fallbacks, a.cancelled, a.failed
+    );
+    if a.verified > 0 {
+        line += &format!(", {} verified ({} mismatches)", a.verified, a.mismatches);
+    }
+    if !a.last_error.is_empty() {
+        line += &format!(" (last error: {})", a.last_error);
+    }
+    line
+}
+
 fn replica_line(r: Option<&pb::ReplicaStatus>) -> String {
     let Some(r) = r else {
         return "none configured".into();

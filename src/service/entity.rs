@@ -53,7 +53,7 @@ fn key_required(k: Option<Key>, kind: EntityKind) -> Result<Key, Error> {
 impl EntityApi {
     async fn get<M: EntityMessage>(&self, key: Option<Key>) -> Result<M, Error> {
         let key = key_required(key, M::KIND)?;
-        M::from_record(&self.app.get_entity(M::KIND, key).await?)
+        M::from_record(&*self.app.get_entity(M::KIND, key).await?)
     }
 
     async fn list<M: EntityMessage>(

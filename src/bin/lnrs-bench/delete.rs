@@ -310,6 +310,10 @@ pub struct DeleteRun {
     pub latency: Summary,
     pub by_kind: BTreeMap<String, Summary>,
     pub server: ServerPhases,
+    /// Snapshots made from a capture taken ahead during the run, and snapshots that captured
+    /// the file themselves (GetStatus `capture_ahead`, differenced).
+    pub ahead_reused: u64,
+    pub ahead_fallbacks: u64,
     pub storage: Vec<StoragePoint>,
     pub wall_secs: f64,
     /// The targets actually deleted, in order (to repeat them on another copy).
@@ -330,6 +334,7 @@ pub async fn run(
 ) -> Res<DeleteRun> {
     let mut client = EntityServiceClient::new(channel.clone());
     let before = prom::scrape();
+    let ahead_before = status(channel).await?.capture_ahead.unwrap_or_default();
     let started = Instant::now();
     let mut run = DeleteRun {
         policy: policy.to_string(),
@@ -383,6 +388,9 @@ pub async fn run(
         }
     }
     run.wall_secs = started.elapsed().as_secs_f64();
+    let ahead_after = status(channel).await?.capture_ahead.unwrap_or_default();
+    run.ahead_reused = ahead_after.reused - ahead_before.reused;
+    run.ahead_fallbacks = ahead_after.fallbacks - ahead_before.fallbacks;
     let after = prom::scrape();
     let capture = after.since(&before, prom::CAPTURE);
     run.server = ServerPhases {

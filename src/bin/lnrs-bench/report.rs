@@ -560,15 +560,15 @@ fn deletes_md(w: &mut String, scales: &[ScaleResult]) {
     );
     let _ = writeln!(
         w,
-        "| scale | run | server delete p50 / mean ms | capture p50 / mean ms | commit p50 / mean ms |\n\
-         |---|---|---|---|---|"
+        "| scale | run | server delete p50 / mean ms | capture p50 / mean ms | commit p50 / mean ms | \
+         snapshots from a capture ahead |\n|---|---|---|---|---|---|"
     );
     for s in scales {
         for d in [&s.delete, &s.delete_no_snapshot].into_iter().flatten() {
             let h = &d.server;
             let _ = writeln!(
                 w,
-                "| {} | {} | {} / {} | {} / {} | {} / {} |",
+                "| {} | {} | {} / {} | {} / {} | {} / {} | {} of {} |",
                 s.scale,
                 d.policy,
                 opt(h.delete.p50_ms, 1),
@@ -577,6 +577,8 @@ fn deletes_md(w: &mut String, scales: &[ScaleResult]) {
                 opt(h.capture.mean_ms, 1),
                 opt(h.commit.p50_ms, 1),
                 opt(h.commit.mean_ms, 1),
+                d.ahead_reused,
+                d.ahead_reused + d.ahead_fallbacks,
             );
         }
     }
@@ -1021,14 +1023,22 @@ fn spaced_md(w: &mut String, runs: &[SpacedRun]) {
     let _ = writeln!(
         w,
         "| scale | gap | deletes | p50 / p99 ms with snapshots | p50 / p99 ms without | \
-         p50 ratio |\n|---|---|---|---|---|---|"
+         p50 ratio | snapshots from a capture ahead |\n|---|---|---|---|---|---|---|"
     );
     for s in runs {
         let (a, b) = (&s.with_snapshots.latency, &s.without_snapshots.latency);
         let _ = writeln!(
             w,
-            "| {} | {:.0} ms | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}× |",
-            s.scale, s.gap_ms, a.n, a.p50_ms, a.p99_ms, b.p50_ms, b.p99_ms, s.ratio
+            "| {} | {:.0} ms | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}× | {} |",
+            s.scale,
+            s.gap_ms,
+            a.n,
+            a.p50_ms,
+            a.p99_ms,
+            b.p50_ms,
+            b.p99_ms,
+            s.ratio,
+            s.with_snapshots.ahead_reused
         );
     }
 }
