@@ -422,7 +422,7 @@ impl WriterState {
         verified?;
         let report = &mut run.report;
         let t = Instant::now();
-        let carried = self.carry_over(&run.tmp, event);
+        let carried = self.carry_over(&run.tmp, event, &run.target.schema);
         report.push(
             "pre_swap:carry_over_event_log",
             carried.is_ok(),
@@ -457,12 +457,21 @@ impl WriterState {
 
     /// Brings the assembled file up to the live schema, then copies the live event log and
     /// request log into it and appends the restore's event there, in one transaction: the log
-    /// never rewinds and the restore is itself an event. Returns the file's schema.
-    fn carry_over(&self, tmp: &Path, event: &Event) -> Result<SchemaInventory, Error> {
-        storage::migrate_file(tmp)?;
+    /// never rewinds and the restore is itself an event. Returns the file's schema: the one the
+    /// pre-swap check found (`checked`) unless a migration changed it (copying rows does not).
+    fn carry_over(
+        &self,
+        tmp: &Path,
+        event: &Event,
+        checked: &SchemaInventory,
+    ) -> Result<SchemaInventory, Error> {
+        let migrated = storage::migrate_file(tmp)?;
         storage::copy_tables_into(self.conn()?, tmp, CARRIED_OVER_TABLES, |c, alias| {
             event_log::append_to(c, Some(alias), event).map_err(Error::from)
         })?;
+        if !migrated {
+            return Ok(checked.clone());
+        }
         let conn = storage::open_read_only(tmp)?;
         Ok(storage::inspect::schema_inventory(&conn)?)
     }

@@ -181,10 +181,11 @@ pub fn checkpoint_and_close(conn: Connection) -> Result<(), StorageError> {
 
 /// Opens the database file `path` read-write and brings its schema up to date (an assembled
 /// snapshot may predate a migration), then closes it with a checkpoint.
-pub fn migrate_file(path: &Path) -> Result<(), StorageError> {
+pub fn migrate_file(path: &Path) -> Result<bool, StorageError> {
     let conn = open(path)?;
-    schema::migrate(&conn)?;
-    checkpoint_and_close(conn)
+    let applied = schema::migrate(&conn)?;
+    checkpoint_and_close(conn)?;
+    Ok(applied > 0)
 }
 
 /// Copies the rows of `tables` from the connection's main database into the database file

@@ -38,8 +38,9 @@ pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Brings the database up to [`latest_version`]. Refuses a database written by a newer build.
-pub fn migrate(conn: &Connection) -> Result<i32, StorageError> {
+/// Brings the database up to [`latest_version`]; returns how many migrations it applied.
+/// Refuses a database written by a newer build.
+pub fn migrate(conn: &Connection) -> Result<usize, StorageError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS lnrs_schema_version (
              version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at_us BIGINT NOT NULL)",
@@ -55,6 +56,7 @@ pub fn migrate(conn: &Connection) -> Result<i32, StorageError> {
             supported: latest_version(),
         });
     }
+    let mut applied_count = 0;
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         let now = chrono::Utc::now().timestamp_micros();
         conn.execute_batch("BEGIN TRANSACTION")?;
@@ -71,6 +73,7 @@ pub fn migrate(conn: &Connection) -> Result<i32, StorageError> {
                 return Err(e.into());
             }
         }
+        applied_count += 1;
     }
-    Ok(latest_version())
+    Ok(applied_count)
 }
