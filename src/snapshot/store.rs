@@ -363,19 +363,37 @@ impl SnapshotStore {
         self.commit_timed(capture, meta).map(|(m, _)| m)
     }
 
-    /// [`commit`](Self::commit), also reporting where the time went and what was written.
+    /// [`commit`](Self::commit), also reporting where the time went and what was written. The
+    /// new blocks and the manifest's temp file are written concurrently (the manifest is not
+    /// visible until renamed, after the blocks are durable).
     pub fn commit_timed(
         &self,
         capture: Capture,
         meta: NewSnapshot,
     ) -> Result<(Manifest, CommitTimings), SnapshotError> {
+        let start = Instant::now();
         let at = capture.captured_at();
-        let prepared = self.prepare(capture)?;
-        let (manifest, publish) = self.commit_prepared_timed(&prepared, meta, at)?;
+        let (prepared, compressed) = self.hash_and_compress(capture)?;
         let mut t = prepared.timings.clone();
-        t.write += publish.write;
-        t.publish = publish.publish;
-        t.total += publish.total;
+        let manifest = prepared.manifest(self.next_id(at), meta, at);
+        let encoded = manifest.encode()?;
+        let tmp = fsio::temp_path(&self.layout.tmp, &format!("{}.json", manifest.id));
+        let io_start = Instant::now();
+        let (blocks, written) = self.io_pool.install(|| {
+            rayon::join(
+                || self.write_blocks(&compressed),
+                || fsio::write_new(&tmp, &encoded, true),
+            )
+        });
+        t.write = io_start.elapsed();
+        if let Err(e) = blocks {
+            let _ = fsio::remove_if_exists(&tmp);
+            return Err(e);
+        }
+        self.mark_known(&compressed);
+        self.publish(&manifest, &tmp, written, &mut t)?;
+        fail_point("snapshot.after_manifest")?;
+        t.total = start.elapsed();
         Ok((manifest, t))
     }
 
@@ -385,6 +403,22 @@ impl SnapshotStore {
     /// while the result lives; committing it then only writes a manifest. A capture taken
     /// ahead of a delete is prepared in the background this way.
     pub fn prepare(&self, capture: Capture) -> Result<Prepared, SnapshotError> {
+        let (mut prepared, compressed) = self.hash_and_compress(capture)?;
+        let io_start = Instant::now();
+        self.write_blocks(&compressed)?;
+        prepared.timings.write = io_start.elapsed();
+        prepared.timings.total += prepared.timings.write;
+        self.mark_known(&compressed);
+        Ok(prepared)
+    }
+
+    /// Hashes the capture (keeping it as the memo of the next), registers its blocks in flight
+    /// and compresses the ones the store lacks; nothing is written yet.
+    #[allow(clippy::type_complexity)]
+    fn hash_and_compress(
+        &self,
+        capture: Capture,
+    ) -> Result<(Prepared, Vec<(blake3::Hash, Vec<u8>)>), SnapshotError> {
         let start = Instant::now();
         let mut t = CommitTimings::default();
         let bytes = capture.bytes();
@@ -406,10 +440,6 @@ impl SnapshotStore {
             .map(|&i| compress(&bytes[ranges[i].clone()]).map(|z| (hashes[i], z)))
             .collect::<Result<_, _>>()?;
         t.compress = start.elapsed() - t.hash;
-        let io_start = Instant::now();
-        self.write_blocks(&compressed)?;
-        t.write = io_start.elapsed();
-        self.mark_known(&compressed);
         let mut sizes = known_sizes;
         sizes.extend(compressed.iter().map(|(h, z)| (*h, z.len() as u64)));
         t.new_blocks = compressed.len();
@@ -428,7 +458,15 @@ impl SnapshotStore {
             _inflight: inflight,
         };
         *self.hash_memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(hashed.into_memo(capture));
-        Ok(prepared)
+        Ok((prepared, compressed))
+    }
+
+    /// The next snapshot id, for a snapshot created at `at`.
+    fn next_id(&self, at: DateTime<Utc>) -> SnapshotId {
+        let mut st = self.state();
+        let id = SnapshotId::generate(at, st.last_id.as_ref());
+        st.last_id = Some(id.clone());
+        id
     }
 
     /// Makes a prepared capture a snapshot created at `at` with `meta`: writes its manifest
@@ -439,29 +477,10 @@ impl SnapshotStore {
         meta: NewSnapshot,
         at: DateTime<Utc>,
     ) -> Result<Manifest, SnapshotError> {
-        self.commit_prepared_timed(prepared, meta, at)
-            .map(|(m, _)| m)
-    }
-
-    fn commit_prepared_timed(
-        &self,
-        prepared: &Prepared,
-        meta: NewSnapshot,
-        at: DateTime<Utc>,
-    ) -> Result<(Manifest, CommitTimings), SnapshotError> {
-        let start = Instant::now();
-        let mut t = CommitTimings::default();
-        let id = {
-            let mut st = self.state();
-            let id = SnapshotId::generate(at, st.last_id.as_ref());
-            st.last_id = Some(id.clone());
-            id
-        };
-        let manifest = prepared.manifest(id, meta, at);
-        self.persist(&manifest, &mut t)?;
+        let manifest = prepared.manifest(self.next_id(at), meta, at);
+        self.persist(&manifest, &mut CommitTimings::default())?;
         fail_point("snapshot.after_manifest")?;
-        t.total = start.elapsed();
-        Ok((manifest, t))
+        Ok(manifest)
     }
 
     /// Writes the manifest durably and adds the snapshot to the catalog.
@@ -471,15 +490,28 @@ impl SnapshotStore {
         let io_start = Instant::now();
         let written = fsio::write_new(&tmp, &encoded, true);
         t.write = io_start.elapsed();
-        let renamed = written.and_then(|()| self.publish_manifest(&tmp, &manifest.id));
+        self.publish(manifest, &tmp, written, t)
+    }
+
+    /// Renames the manifest's written temp file into place and adds the snapshot to the
+    /// catalog; `written` is how writing the temp file went.
+    fn publish(
+        &self,
+        manifest: &Manifest,
+        tmp: &Path,
+        written: Result<(), SnapshotError>,
+        t: &mut CommitTimings,
+    ) -> Result<(), SnapshotError> {
+        let start = Instant::now();
+        let renamed = written.and_then(|()| self.publish_manifest(tmp, &manifest.id));
         if renamed.is_err() {
-            let _ = fsio::remove_if_exists(&tmp);
+            let _ = fsio::remove_if_exists(tmp);
         }
         let synced = renamed?;
         // The manifest is on disk from here on: the catalog must know it even if the directory
         // fsync failed, or GC could sweep blocks it references.
         self.finish_commit(manifest);
-        t.publish = io_start.elapsed() - t.write;
+        t.publish = start.elapsed();
         synced
     }
 
