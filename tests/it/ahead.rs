@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
-use crate::common::{data_dir_with_reference, test_config, TestServer};
+use crate::common::{data_dir_with_reference, ops, test_config, TestServer};
 
 /// How a step meets the background capture.
 #[derive(Debug, Clone, Copy)]
@@ -32,11 +32,7 @@ enum When {
 }
 
 async fn ahead_status(ch: &Channel) -> (pb::CaptureAheadStatus, u64) {
-    let s = pb::snapshot_service_client::SnapshotServiceClient::new(ch.clone())
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let s = ops::status(ch).await;
     (s.capture_ahead.unwrap_or_default(), s.event_head_seq)
 }
 
@@ -79,7 +75,6 @@ async fn reused_captures_equal_the_file_at_the_delete_start_across_random_interl
     let s = TestServer::start_with(cfg).await;
     let ch = s.channel.clone();
     let mut entity = s.entity();
-    let mut snapshots = s.snapshots();
 
     let mut habitats: Vec<i32> = Vec::new();
     let mut taken: Vec<String> = Vec::new();
@@ -119,20 +114,10 @@ async fn reused_captures_equal_the_file_at_the_delete_start_across_random_interl
                 .await
                 .unwrap();
         } else {
-            let h = entity
-                .create_habitat(pb::CreateHabitatRequest {
-                    habitat: Some(pb::Habitat {
-                        habitat: format!("ahead {seed} {step}"),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                })
+            let (id, _) = ops::habitat(&ch, &format!("ahead {seed} {step}"))
                 .await
-                .unwrap()
-                .into_inner()
-                .habitat
                 .unwrap();
-            habitats.push(h.habitat_id);
+            habitats.push(id);
         }
     }
 
@@ -145,17 +130,7 @@ async fn reused_captures_equal_the_file_at_the_delete_start_across_random_interl
     assert!(a.reused >= 3, "too few reuses to show anything: {a:?}");
     assert_eq!(a.verified, a.reused, "every reuse is verified: {a:?}");
     for id in &taken {
-        let report = snapshots
-            .verify_snapshot(pb::VerifySnapshotRequest {
-                source: pb::HistorySource::Local as i32,
-                snapshot_id: id.clone(),
-                mode: pb::VerifyMode::Deep as i32,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .report
-            .unwrap();
+        let report = ops::verify_deep(&ch, id).await;
         assert!(report.passed, "{id}: {report:?}");
     }
     s.stop().await;

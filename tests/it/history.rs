@@ -154,18 +154,7 @@ async fn head(s: &TestServer) -> u64 {
 
 async fn verify_deep_after_snapshot(s: &TestServer) {
     let id = crate::common::ops::snapshot(&s.channel, "check").await;
-    let report = s
-        .snapshots()
-        .verify_snapshot(pb::VerifySnapshotRequest {
-            source: pb::HistorySource::Local as i32,
-            snapshot_id: id,
-            mode: pb::VerifyMode::Deep as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap();
+    let report = crate::common::ops::verify_deep(&s.channel, &id).await;
     assert!(report.passed, "deep verify after undelete: {report:?}");
 }
 

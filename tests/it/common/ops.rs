@@ -99,6 +99,21 @@ pub async fn restore(ch: &Channel, id: &str) -> Result<pb::RestoreSnapshotRespon
         .map(|r| r.into_inner())
 }
 
+/// The report of a deep verify of a local snapshot.
+pub async fn verify_deep(ch: &Channel, id: &str) -> pb::IntegrityReport {
+    snapshots(ch)
+        .verify_snapshot(pb::VerifySnapshotRequest {
+            source: pb::HistorySource::Local as i32,
+            snapshot_id: id.to_string(),
+            mode: pb::VerifyMode::Deep as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap()
+}
+
 pub async fn status(ch: &Channel) -> pb::GetStatusResponse {
     snapshots(ch)
         .get_status(pb::GetStatusRequest {})
