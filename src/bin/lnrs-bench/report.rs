@@ -893,8 +893,10 @@ const METHODS: &str = r#"
   delete of the delete run.
 - **Restore**: RestoreSnapshot on the server of the delete run, alternating the oldest and the
   newest pre-delete snapshot; client wall time and the response's `duration`.
-- **Fan-out**: the subscribers run in a child process (this binary), so the server process's
-  RSS (`VmRSS` of /proc/self/status) before and after they open is the server's memory alone;
+- **Fan-out**: the server runs with `snapshot_capture_ahead = false` (a capture ahead after
+  the producer's last write would add the snapshot engine's file-sized buffers, which the first
+  delete allocates anyway, to the memory divided among subscribers). The subscribers run in a
+  child process (this binary), so the server process's RSS (`VmRSS` of /proc/self/status) before and after they open is the server's memory alone;
   ÷ subscribers gives KiB per subscriber ("idle"), and again after the events flowed ("after
   events", per-stream buffers in use). Every stream is read by its own task, concurrently with
   production (HTTP/2 clients GOAWAY a connection whose streams leave too many DATA frames
