@@ -190,12 +190,15 @@ impl WriterState {
         }
     }
 
-    /// Whether this server captures ahead at all.
+    /// Whether this server captures ahead now. Not while snapshot storage is degraded: every
+    /// change would retry a capture bound to fail; the deletes' own snapshots report the fault,
+    /// and the storage probe re-enables it.
     pub(crate) fn ahead_enabled(&self) -> bool {
         let cfg = &self.shared.config;
         cfg.snapshot_capture_ahead
             && cfg.snapshot_policy != SnapshotPolicy::Disabled
             && self.shared.follower.is_none()
+            && self.shared.status.get().state == super::status::SnapshotState::Enabled
     }
 
     /// Idle work: CHECKPOINT, then read and prepare the file on a background thread.
