@@ -299,15 +299,8 @@ impl WriterState {
         let pins = vec![store.pin(id)];
         let mut report = IntegrityReport::default();
         let tmp = temp_path(self.db.path());
-        let mut checked = TargetCheck::start(Arc::clone(&store), target.clone(), tmp.clone())?;
-        let (safety, repaired) =
-            self.verified_safety_snapshot(ctx, id, kind, &store, &mut report)?;
-        if repaired {
-            // The repair rewrote damaged blocks the target may share, maybe after the check
-            // read them: check again, now that they are sound.
-            drop(checked);
-            checked = TargetCheck::start(Arc::clone(&store), target.clone(), tmp.clone())?;
-        }
+        let checked = TargetCheck::start(Arc::clone(&store), target.clone(), tmp.clone())?;
+        let safety = self.verified_safety_snapshot(ctx, id, kind, &store, &mut report)?;
         let id = id.clone();
         let mut run = Run {
             kind,
@@ -347,7 +340,7 @@ impl WriterState {
     /// Takes the safety snapshot and checks it can be read back: a rollback depends on it, and
     /// deduplication may have pointed it at a stored block that has since been damaged. A
     /// damaged block is no longer deduplicated against, so a second snapshot rewrites it; the
-    /// report then says the safety snapshot was repaired (and so does the returned flag).
+    /// report then says the safety snapshot was repaired.
     fn verified_safety_snapshot(
         &mut self,
         ctx: &RequestCtx,
@@ -355,7 +348,7 @@ impl WriterState {
         kind: EventKind,
         store: &SnapshotStore,
         report: &mut IntegrityReport,
-    ) -> Result<(Manifest, bool), Error> {
+    ) -> Result<Manifest, Error> {
         let t = Instant::now();
         let mut repaired = Vec::new();
         for _ in 0..2 {
@@ -389,7 +382,7 @@ impl WriterState {
                     actual,
                     t.elapsed(),
                 );
-                return Ok((safety, !repaired.is_empty()));
+                return Ok(safety);
             }
             let _ = store.forget(&safety.id);
             repaired = failed;
@@ -417,7 +410,14 @@ impl WriterState {
         event: &Event,
         checked: TargetCheck,
     ) -> Result<Prepared, String> {
-        let (target_report, verified) = checked.join();
+        let (mut target_report, mut verified) = checked.join();
+        if verified.is_err() {
+            // The safety snapshot rewrites a damaged block it shares with the target (a block
+            // found damaged is no longer deduplicated against), possibly after the concurrent
+            // check read it: check again, as when the check ran after the safety snapshot.
+            target_report = IntegrityReport::default();
+            verified = check_target(&run.store, &run.target, &run.tmp, &mut target_report);
+        }
         run.report.extend(target_report);
         verified?;
         let report = &mut run.report;

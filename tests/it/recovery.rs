@@ -519,13 +519,7 @@ async fn keep_within_beyond_the_time_range_is_invalid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_block_shared_with_the_live_file_is_repaired_and_the_restore_proceeds() {
     use crate::snapshots::{manifest_blocks, walk};
-    // Checkpoints only where this test takes its snapshots: a capture ahead whenever the test
-    // pauses would checkpoint at load-dependent moments, and the damaged block (chosen among the
-    // blocks "target" and "now" share) might then no longer be one the live file has.
-    let tmp = crate::common::data_dir_with_reference();
-    let mut cfg = crate::common::test_config(tmp.path());
-    cfg.snapshot_capture_ahead = false;
-    let s = crate::common::TestServer::start_with(cfg).await;
+    let s = crate::common::TestServer::start().await;
     let target = snapshot(&s.channel, "target").await;
     habitat(&s.channel, "after the target").await.unwrap();
     let now = snapshot(&s.channel, "now").await;
