@@ -80,19 +80,62 @@ impl AheadBoard {
     }
 
     /// Counts an outcome here and in the metrics.
-    fn count(&self, outcome: &'static str) {
-        crate::metrics::capture_ahead(outcome);
+    fn count(&self, outcome: Outcome) {
+        crate::metrics::capture_ahead(outcome.label());
         self.update(|r| match outcome {
-            "started" => r.started += 1,
-            "reused" => r.reused += 1,
-            "fallback" => r.fallbacks += 1,
-            "cancelled" => r.cancelled += 1,
-            "failed" => r.failed += 1,
-            "verified" => r.verified += 1,
-            "mismatch" => r.mismatches += 1,
-            _ => {}
+            Outcome::Started => r.started += 1,
+            Outcome::Reused => r.reused += 1,
+            Outcome::Fallback => r.fallbacks += 1,
+            Outcome::Cancelled => r.cancelled += 1,
+            Outcome::Failed => r.failed += 1,
+            Outcome::Verified => r.verified += 1,
+            Outcome::Mismatch => r.mismatches += 1,
         });
     }
+
+    /// A capture failed: counted, logged, and the state says so while it is the capture of
+    /// `event_seq` (None: of the current state).
+    fn failed(&self, event_seq: Option<u64>, why: String) {
+        tracing::warn!(error = %why, "capture ahead failed; the next delete captures the file itself");
+        self.count(Outcome::Failed);
+        self.update(|r| {
+            if event_seq.is_none_or(|s| s == r.event_seq) {
+                r.state = AheadState::Failed;
+            }
+            r.last_error = Some(why);
+        });
+    }
+}
+
+/// What happened to a capture ahead (the label of `lnrs_snapshot_capture_ahead_total`).
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Started,
+    Reused,
+    Fallback,
+    Cancelled,
+    Failed,
+    Verified,
+    Mismatch,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Started => "started",
+            Outcome::Reused => "reused",
+            Outcome::Fallback => "fallback",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+            Outcome::Verified => "verified",
+            Outcome::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// A snapshot error as the report shows it.
+fn describe(e: &SnapshotError) -> String {
+    format!("{}: {}", e.reason(), e.public_message())
 }
 
 /// A capture ahead, running or finished. Dropped unused, it stops its read: once adopted it
@@ -208,7 +251,7 @@ impl WriterState {
             Ok(s) => s,
             Err(e) => {
                 self.ahead.tried = Some(self.db.generation());
-                self.ahead_failed(format!("{}: {}", e.reason(), e.public_message()));
+                self.shared.capture_ahead.failed(None, describe(&e));
                 return;
             }
         };
@@ -221,7 +264,7 @@ impl WriterState {
             r.state = AheadState::Capturing;
             r.event_seq = event_seq;
         });
-        board.count("started");
+        board.count(Outcome::Started);
         let path = self.db.path().to_path_buf();
         let reading = Reading(Arc::clone(&ticket));
         let spawned = std::thread::Builder::new()
@@ -242,7 +285,9 @@ impl WriterState {
             Err(e) => {
                 // The closure (and its Reading) is gone: the ticket is finished.
                 self.db.readers().stop();
-                self.ahead_failed(format!("cannot start the capture-ahead thread: {e}"));
+                self.shared
+                    .capture_ahead
+                    .failed(None, format!("cannot start the capture-ahead thread: {e}"));
             }
         }
     }
@@ -269,16 +314,6 @@ impl WriterState {
         });
     }
 
-    fn ahead_failed(&self, why: String) {
-        tracing::warn!(error = %why, "capture ahead failed; the next delete captures the file itself");
-        let board = &self.shared.capture_ahead;
-        board.count("failed");
-        board.update(|r| {
-            r.state = AheadState::Failed;
-            r.last_error = Some(why);
-        });
-    }
-
     /// The capture ahead of exactly the current file, taken out of the gate so the caller's
     /// delete may run while it finishes (the delete joins it before COMMIT). Called first in a
     /// delete, before anything uses the write connection. None (and counted as a fallback)
@@ -300,7 +335,7 @@ impl WriterState {
             }
         });
         if fresh.is_none() {
-            board.count("fallback");
+            board.count(Outcome::Fallback);
         }
         fresh
     }
@@ -317,10 +352,10 @@ impl WriterState {
         let fresh = store.prepare(store.capture(self.db.path())?)?;
         let board = &self.shared.capture_ahead;
         if fresh.file_hash() == prepared.file_hash() && fresh.file_len() == prepared.file_len() {
-            board.count("verified");
+            board.count(Outcome::Verified);
             Ok(prepared)
         } else {
-            board.count("mismatch");
+            board.count(Outcome::Mismatch);
             tracing::error!(
                 ahead = %prepared.file_hash(),
                 fresh = %fresh.file_hash(),
@@ -359,23 +394,14 @@ fn finish_report(board: &AheadBoard, event_seq: u64, prepared: &Result<Prepared,
             }
         }),
         Err(SnapshotError::Cancelled) => {
-            board.count("cancelled");
+            board.count(Outcome::Cancelled);
             board.update(|r| {
                 if r.event_seq == event_seq && r.state == AheadState::Capturing {
                     r.state = AheadState::Idle;
                 }
             });
         }
-        Err(e) => {
-            board.count("failed");
-            board.update(|r| {
-                if r.event_seq == event_seq {
-                    r.state = AheadState::Failed;
-                }
-                r.last_error = Some(format!("{}: {}", e.reason(), e.public_message()));
-            });
-            tracing::warn!(error = %e, "capture ahead failed; the next delete captures the file itself");
-        }
+        Err(e) => board.failed(Some(event_seq), describe(e)),
     }
 }
 
@@ -400,11 +426,11 @@ pub(crate) fn commit_adopted(
     };
     let prepared = match usable {
         Some(p) => {
-            board.count("reused");
+            board.count(Outcome::Reused);
             p
         }
         None => {
-            board.count("fallback");
+            board.count(Outcome::Fallback);
             store.prepare(store.capture(path)?)?
         }
     };

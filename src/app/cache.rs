@@ -29,7 +29,9 @@ pub struct RecordCache {
 struct Generation {
     generation: u64,
     records: HashMap<(EntityKind, Key), Arc<Record>>,
-    pages: HashMap<(EntityKind, ListQuery), Arc<Page>>,
+    /// Per entity kind, so a lookup borrows the query instead of cloning it.
+    pages: HashMap<EntityKind, HashMap<ListQuery, Arc<Page>>>,
+    page_count: usize,
 }
 
 impl Generation {
@@ -40,6 +42,7 @@ impl Generation {
             self.generation = generation;
             self.records.clear();
             self.pages.clear();
+            self.page_count = 0;
         }
         generation == self.generation
     }
@@ -72,14 +75,17 @@ impl RecordCache {
         if inner.generation != generation {
             return None;
         }
-        inner.pages.get(&(kind, q.clone())).cloned()
+        inner.pages.get(&kind)?.get(q).cloned()
     }
 
     /// Keeps a page read under `generation` (same rules as [`put`](Self::put)).
     pub fn put_page(&self, generation: u64, kind: EntityKind, q: ListQuery, page: &Arc<Page>) {
         let mut inner = self.inner.lock();
-        if inner.enter(generation) && inner.pages.len() < PAGE_CAPACITY {
-            inner.pages.insert((kind, q), Arc::clone(page));
+        if inner.enter(generation) && inner.page_count < PAGE_CAPACITY {
+            let kept = inner.pages.entry(kind).or_default();
+            if kept.insert(q, Arc::clone(page)).is_none() {
+                inner.page_count += 1;
+            }
         }
     }
 }

@@ -76,21 +76,18 @@ impl App {
         req: ImportRequest,
     ) -> Result<ImportOutcome, Error> {
         let store = self.shared.store()?;
-        let readable = store.engine_storage_version()?;
         let max_unpacked = self.shared.config.import_max_unpacked_bytes;
         let staged_file = StagedFile::adopt(store.scratch_path("import-staged.duckdb"));
         let staged_path = staged_file.path().to_path_buf();
         let wanted = req.kind;
-        let (kind, source, staged) = blocking(move || {
-            let (kind, source) = match detect(upload.path(), readable)? {
-                FileKind::DuckDb { storage_version } => (
-                    ImportKind::DuckDb,
-                    read_duckdb(upload.path(), describe_storage(storage_version))?,
-                ),
-                FileKind::Zip => (
-                    ImportKind::CsvZip,
-                    read_csv_zip(upload.path(), max_unpacked)?,
-                ),
+        // All of it blocks (the engine probe opens a database, reading and staging do I/O), and
+        // only the reports leave: the source rows are dropped before the swap.
+        let (kind, engine, ignored, staged) = blocking(move || {
+            let readable = store.engine_storage_version()?;
+            let found = detect(upload.path(), readable)?;
+            let kind = match found {
+                FileKind::DuckDb { .. } => ImportKind::DuckDb,
+                FileKind::Zip => ImportKind::CsvZip,
             };
             if wanted.is_some_and(|w| w != kind) {
                 return Err(DataIoError::UnsupportedFileType(format!(
@@ -102,16 +99,27 @@ impl App {
                 ))
                 .into());
             }
+            let source = match found {
+                FileKind::DuckDb { storage_version } => {
+                    read_duckdb(upload.path(), describe_storage(storage_version))?
+                }
+                FileKind::Zip => read_csv_zip(upload.path(), max_unpacked)?,
+            };
             drop(upload);
             let staged = stage(&source, &staged_path)?;
-            Ok((kind, source, staged))
+            Ok((kind, source.engine, source.ignored, staged))
         })
         .await?;
+        let crate::dataio::stage::Staged {
+            reports,
+            fingerprints,
+            schema,
+        } = staged;
         let mut outcome = ImportOutcome {
             kind,
-            engine: source.engine,
-            reports: staged.reports.clone(),
-            ignored: source.ignored,
+            engine,
+            reports,
+            ignored,
             dry_run: req.dry_run,
             swap: None,
         };
@@ -126,8 +134,8 @@ impl App {
         let swap = self
             .write(&ctx, move |st| {
                 let mut snapshot = st.new_snapshot(Operation::Import, description, &c);
-                snapshot.fingerprints = staged.fingerprints;
-                snapshot.schema = staged.schema;
+                snapshot.fingerprints = fingerprints;
+                snapshot.schema = schema;
                 let target = StagedImport {
                     path: staged_file.path().to_path_buf(),
                     snapshot,

@@ -162,14 +162,13 @@ fn finish(
     rows: i64,
     file: StagedFile,
 ) -> Result<ExportedFile, DataIoError> {
-    let mut h = blake3::Hasher::new();
-    h.update_mmap(file.path())?;
+    let hash = storage::hash_file(file.path())?;
     Ok(ExportedFile {
         name: name.into(),
         table: table.into(),
         rows,
         size: file.len(),
-        blake3: h.finalize(),
+        blake3: hash,
         file,
     })
 }
@@ -198,7 +197,7 @@ fn write_csv(conn: &duckdb::Connection, sql: &str, path: &Path) -> Result<i64, D
     let mut stmt = conn.prepare(sql)?;
     let mut rows = stmt.query([])?;
     let names: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
-    let header: Vec<String> = names.iter().map(|n| csv_field(n, false)).collect();
+    let header: Vec<String> = names.iter().map(|n| csv_field(n)).collect();
     writeln!(out, "{}", header.join(";"))?;
     let geo = names.iter().position(|n| n == "geo_shape");
     let mut n = 0;
@@ -222,8 +221,8 @@ fn write_csv(conn: &duckdb::Connection, sql: &str, path: &Path) -> Result<i64, D
 
 /// One CSV field: quoted when it holds `;`, `"`, CR or LF, or is empty (an empty unquoted field
 /// is NULL).
-fn csv_field(s: &str, force: bool) -> String {
-    if force || s.is_empty() || s.contains([';', '"', '\n', '\r']) {
+fn csv_field(s: &str) -> String {
+    if s.is_empty() || s.contains([';', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
@@ -233,12 +232,12 @@ fn csv_field(s: &str, force: bool) -> String {
 fn csv_value(v: ValueRef<'_>, is_geometry: bool) -> String {
     match v {
         ValueRef::Null => String::new(),
-        ValueRef::Text(t) => csv_field(&String::from_utf8_lossy(t), false),
+        ValueRef::Text(t) => csv_field(&String::from_utf8_lossy(t)),
         ValueRef::Blob(b) if is_geometry => match geometry::wkb_to_wkt(b) {
-            Ok(wkt) => csv_field(&wkt, false),
-            Err(_) => csv_field(&hex(b), false),
+            Ok(wkt) => csv_field(&wkt),
+            Err(_) => csv_field(&hex(b)),
         },
-        ValueRef::Blob(b) => csv_field(&hex(b), false),
+        ValueRef::Blob(b) => csv_field(&hex(b)),
         ValueRef::TinyInt(i) => i.to_string(),
         ValueRef::SmallInt(i) => i.to_string(),
         ValueRef::Int(i) => i.to_string(),
@@ -251,7 +250,7 @@ fn csv_value(v: ValueRef<'_>, is_geometry: bool) -> String {
         ValueRef::Float(f) => f.to_string(),
         ValueRef::Double(f) => f.to_string(),
         ValueRef::Boolean(b) => b.to_string(),
-        other => csv_field(&format!("{:?}", other.to_owned()), false),
+        other => csv_field(&format!("{:?}", other.to_owned())),
     }
 }
 

@@ -129,6 +129,10 @@ async fn reused_captures_equal_the_file_at_the_delete_start_across_random_interl
     );
     assert!(a.reused >= 3, "too few reuses to show anything: {a:?}");
     assert_eq!(a.verified, a.reused, "every reuse is verified: {a:?}");
+    assert!(
+        a.cancelled > 0,
+        "no request ever met a capture still reading: {a:?}"
+    );
     for id in &taken {
         let report = ops::verify_deep(&ch, id).await;
         assert!(report.passed, "{id}: {report:?}");
@@ -136,9 +140,9 @@ async fn reused_captures_equal_the_file_at_the_delete_start_across_random_interl
     s.stop().await;
 }
 
-/// Without `snapshot_capture_verify` the reuse is what makes a delete cheap: a delete after the
-/// capture is ready writes no block (its snapshot's new bytes were written in the background),
-/// and a write cancels or outdates the capture so the next delete captures itself.
+/// Without `snapshot_capture_verify`: a delete after the capture is ready reuses it; a delete
+/// right after another delete, or right after a write, finds no capture of its state and
+/// captures the file itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ready_capture_is_reused_and_a_write_outdates_it() {
     let tmp = data_dir_with_reference();
@@ -148,27 +152,16 @@ async fn a_ready_capture_is_reused_and_a_write_outdates_it() {
     let s = TestServer::start_with(cfg).await;
     let ch = s.channel.clone();
     let mut entity = s.entity();
-    let create = |name: &str| pb::CreateHabitatRequest {
-        habitat: Some(pb::Habitat {
-            habitat: name.into(),
-            ..Default::default()
-        }),
-        request_id: String::new(),
-    };
     let mut ids = Vec::new();
     for i in 0..3 {
-        let h = entity
-            .create_habitat(create(&format!("h{i}")))
-            .await
-            .unwrap();
-        ids.push(h.into_inner().habitat.unwrap().habitat_id);
+        ids.push(ops::habitat(&ch, &format!("h{i}")).await.unwrap().0);
     }
-    wait_for(&ch, When::Ready).await;
-    let (before, _) = ahead_status(&ch).await;
     let delete = |id: i32| pb::DeleteHabitatRequest {
         habitat_id: id,
         request_id: String::new(),
     };
+    wait_for(&ch, When::Ready).await;
+    let (before, _) = ahead_status(&ch).await;
     entity.delete_habitat(delete(ids[0])).await.unwrap();
     let (after, _) = ahead_status(&ch).await;
     assert_eq!(after.reused, before.reused + 1, "{before:?} → {after:?}");
@@ -177,6 +170,29 @@ async fn a_ready_capture_is_reused_and_a_write_outdates_it() {
     entity.delete_habitat(delete(ids[1])).await.unwrap();
     let (b2b, _) = ahead_status(&ch).await;
     assert_eq!(b2b.reused, after.reused, "{after:?} → {b2b:?}");
-    assert!(b2b.fallbacks > after.fallbacks, "{after:?} → {b2b:?}");
+    assert_eq!(b2b.fallbacks, after.fallbacks + 1, "{after:?} → {b2b:?}");
+
+    // A ready capture, then a write: the capture is of an older state and must not be reused.
+    wait_for(&ch, When::Ready).await;
+    let (ready, _) = ahead_status(&ch).await;
+    entity
+        .update_habitat(pb::UpdateHabitatRequest {
+            habitat: Some(pb::Habitat {
+                habitat_id: ids[2],
+                habitat: "renamed after the capture".into(),
+            }),
+            update_mask: None,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    entity.delete_habitat(delete(ids[2])).await.unwrap();
+    let (outdated, _) = ahead_status(&ch).await;
+    assert_eq!(outdated.reused, ready.reused, "{ready:?} → {outdated:?}");
+    assert_eq!(
+        outdated.fallbacks,
+        ready.fallbacks + 1,
+        "{ready:?} → {outdated:?}"
+    );
     s.stop().await;
 }

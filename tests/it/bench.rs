@@ -180,6 +180,10 @@ async fn a_small_run_measures_every_scenario() {
     let spaced = &json["spaced"][0];
     assert_eq!(spaced["with_snapshots"]["snapshots_taken"], 4);
     assert_eq!(spaced["without_snapshots"]["snapshots_taken"], 0);
+    assert!(
+        spaced["with_snapshots"]["ahead_reused"].as_u64() > Some(0),
+        "deletes with idle time between them reuse captures taken ahead: {spaced:#}"
+    );
     assert!(spaced["ratio"].as_f64() > Some(0.0));
     let mix = &json["write_mix"];
     for run in ["with_ahead", "without_ahead"] {

@@ -134,7 +134,9 @@ async fn export(
 
 /// The import report agrees with what the generator put in the file, table by table.
 fn report_matches(r: &pb::ImportDatabaseResponse, expected: &Value) {
-    for (table, e) in expected["tables"].as_object().unwrap() {
+    let tables = expected["tables"].as_object().unwrap();
+    assert!(!tables.is_empty(), "the generator described its tables");
+    for (table, e) in tables {
         let t = r
             .tables
             .iter()
@@ -333,7 +335,22 @@ async fn unfunded_rows_work(ch: &Channel) {
         .await
         .unwrap()
         .into_inner();
-    let seq = d.outcome.unwrap().event_seq;
+    let outcome = d.outcome.unwrap();
+    let removed = |table: &str| {
+        outcome
+            .rows_removed
+            .iter()
+            .find(|r| r.table == table)
+            .map_or(0, |r| r.rows)
+    };
+    let unfunded_of_measure = unfunded.iter().filter(|l| l.measure_id == measure).count();
+    assert!(
+        removed("measure_area_priority_grant") >= unfunded_of_measure as i64,
+        "the cascade removed the NULL-grant rows: {:?}",
+        outcome.rows_removed
+    );
+    assert_ne!(counts(ch).await, before, "the delete removed rows");
+    let seq = outcome.event_seq;
     entity
         .undelete(pb::UndeleteRequest {
             delete: Some(pb::undelete_request::Delete::EventSeq(seq)),
@@ -494,15 +511,22 @@ async fn bad_uploads_get_their_reason_and_change_nothing() {
             .await
             .unwrap();
         }
+        // Only the upload's own files: the store's tmp also holds other temp files (blocks
+        // of a capture ahead, manifests).
         let tmp = dir.path().join("snapshots/tmp");
+        let staged = || {
+            std::fs::read_dir(&tmp)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().contains("import-upload"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
         crate::common::ops::eventually(
             "the upload is staged",
             std::time::Duration::from_secs(30),
-            || async {
-                std::fs::read_dir(&tmp)
-                    .map(|d| d.count() > 0)
-                    .unwrap_or(false)
-            },
+            || async { staged() > 0 },
         )
         .await;
         call.abort();
@@ -510,11 +534,7 @@ async fn bad_uploads_get_their_reason_and_change_nothing() {
         crate::common::ops::eventually(
             "the staging file is gone",
             std::time::Duration::from_secs(30),
-            || async {
-                std::fs::read_dir(&tmp)
-                    .map(|d| d.count() == 0)
-                    .unwrap_or(true)
-            },
+            || async { staged() == 0 },
         )
         .await;
     }
