@@ -18,10 +18,12 @@
 //! - [`observe`]: the request-id / log / metrics layer.
 //! - `conn`: connections that can be cut when the grace period ends.
 //! - `primary`: a follower of the primary itself (bootstrap from its snapshot, tail its events).
+//! - [`trace`]: the OpenTelemetry pipeline (`OTEL_*`) and each request's `traceparent`.
 
 mod conn;
 pub mod observe;
 mod primary;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;

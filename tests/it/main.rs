@@ -26,3 +26,4 @@ mod recovery;
 mod replica;
 mod snapshots;
 mod timeline;
+mod traces;
