@@ -1,5 +1,6 @@
 //! Compiles proto/lnrs/v1/*.proto with protox (pure Rust: no system protoc) and generates the
-//! tonic/prost code; also writes the encoded descriptor set that gRPC reflection serves.
+//! tonic/prost code; also writes the encoded descriptor set that gRPC reflection serves and
+//! `lnrs descriptor-set` writes out for an HTTP/JSON gateway.
 
 use std::path::PathBuf;
 
@@ -11,17 +12,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     files.sort();
     // Source info carries the .proto comments into rustdoc and reflection; imports make the
-    // descriptor set self-contained for reflection clients.
-    let fds = protox::Compiler::new(["proto"])?
+    // descriptor set self-contained for reflection clients and gateways (google/api and
+    // google/protobuf included).
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
         .include_imports(true)
         .include_source_info(true)
-        .open_files(&files)?
-        .file_descriptor_set();
+        .open_files(&files)?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Encoded by protox itself: prost_types drops extension options, and the google.api.http
+    // annotation of every method is one (Envoy's transcoder reads it from this set).
     std::fs::write(
         out.join("lnrs_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        compiler.encode_file_descriptor_set(),
     )?;
+    let fds = compiler.file_descriptor_set();
     // Map fields as BTreeMap: their encoding is then canonical (sorted keys), so an identical
     // retry has an identical fingerprint (AIP-155), and maps print in a stable order.
     // Our codec: a request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
