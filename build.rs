@@ -1,5 +1,5 @@
 //! Compiles proto/lnrs/v1/*.proto with protox (pure Rust: no system protoc) and generates the
-//! tonic/prost code; also writes the encoded descriptor set that gRPC reflection serves and
+//! tonic/prost code (only the lnrs.v1 module is included by src/lib.rs); also writes the encoded descriptor set that gRPC reflection serves and
 //! `lnrs descriptor-set` writes out for an HTTP/JSON gateway.
 
 use std::path::PathBuf;
@@ -11,6 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|x| x == "proto"))
         .collect();
     files.sort();
+    // Not imported by lnrs.v1, but every lnrs error carries these types in its
+    // grpc-status-details-bin trailer: in the set, reflection clients and an HTTP/JSON gateway
+    // (Envoy's convert_grpc_status) can decode the details. The server's own code uses tonic-types.
+    files.extend(
+        ["google/rpc/status.proto", "google/rpc/error_details.proto"]
+            .map(|f| PathBuf::from("proto").join(f)),
+    );
     // Source info carries the .proto comments into rustdoc and reflection; imports make the
     // descriptor set self-contained for reflection clients and gateways (google/api and
     // google/protobuf included).

@@ -588,7 +588,7 @@ fn strip_first_rule(set: &mut DynamicMessage, ext: &prost_reflect::ExtensionDesc
 
 /// `lnrs descriptor-set --out FILE` (the real binary) writes a set Envoy can load: the same
 /// bytes the server embeds, self-contained (google/api and google/protobuf included), every
-/// service and every rule in it.
+/// service and every rule in it, and the google.rpc error detail types.
 #[test]
 fn descriptor_set_subcommand_writes_the_annotated_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -615,6 +615,8 @@ fn descriptor_set_subcommand_writes_the_annotated_contract() {
         "google/api/annotations.proto",
         "google/api/http.proto",
         "google/protobuf/descriptor.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
         "lnrs/v1/entity_service.proto",
         "lnrs/v1/snapshot_service.proto",
         "lnrs/v1/event_service.proto",
@@ -634,6 +636,21 @@ fn descriptor_set_subcommand_writes_the_annotated_contract() {
     }
     let bindings = check_descriptor_set(&written);
     assert!(bindings.len() >= 60);
+    // Envoy's convert_grpc_status prints the error details only if their types are in the set.
+    let pool = DescriptorPool::decode(written.as_slice()).unwrap();
+    for detail in [
+        "google.rpc.Status",
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+        "google.rpc.ResourceInfo",
+        "google.rpc.PreconditionFailure",
+    ] {
+        assert!(
+            pool.get_message_by_name(detail).is_some(),
+            "{detail} missing"
+        );
+    }
 
     // A path it cannot write is a clear error and a failure exit.
     let bad = Command::new(env!("CARGO_BIN_EXE_lnrs"))
