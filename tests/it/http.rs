@@ -36,13 +36,6 @@ impl Binding {
     }
 }
 
-/// A `{var}` of a path template: its field path and the segment pattern it matches.
-#[derive(Debug, PartialEq)]
-struct Var {
-    field: String,
-    pattern: String,
-}
-
 /// Every lnrs.v1 method of the pool, in declaration order.
 fn lnrs_methods(pool: &DescriptorPool) -> Vec<MethodDescriptor> {
     pool.services()
@@ -121,10 +114,10 @@ fn text(msg: &DynamicMessage, field: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Splits a path template into its variables and its route (variables replaced by their
+/// Splits a path template into its variables' field paths and its route (variables replaced by their
 /// patterns), checking its syntax: the `/v1/` prefix, lowerCamelCase literal segments,
 /// `{field.path}` or `{field.path=pattern}` variables, `**` only last, an optional `:verb`.
-fn parse_template(path: &str) -> Result<(Vec<Var>, String), String> {
+fn parse_template(path: &str) -> Result<(Vec<String>, String), String> {
     let rest = path
         .strip_prefix("/v1/")
         .ok_or("the path does not start with /v1/")?;
@@ -159,10 +152,7 @@ fn parse_template(path: &str) -> Result<(Vec<Var>, String), String> {
             return Err(format!("{{{inner}}}: no field"));
         }
         route.push_str(pattern);
-        vars.push(Var {
-            field: field.to_string(),
-            pattern: pattern.to_string(),
-        });
+        vars.push(field.to_string());
     }
     if let Some(verb) = verb {
         check_camel(verb)?;
@@ -266,11 +256,11 @@ fn check_binding(b: &Binding) -> Vec<String> {
     };
     let mut bound = BTreeSet::new();
     for var in &vars {
-        if let Err(e) = resolve_path_field(&input, &var.field) {
+        if let Err(e) = resolve_path_field(&input, var) {
             problems.push(format!("{}: {e}", b.name()));
         }
-        if !bound.insert(var.field.clone()) {
-            problems.push(format!("{}: {{{}}} bound twice", b.name(), var.field));
+        if !bound.insert(var.clone()) {
+            problems.push(format!("{}: {{{var}}} bound twice", b.name()));
         }
     }
     let body_field = match b.body.as_str() {
@@ -315,7 +305,7 @@ fn check_binding(b: &Binding) -> Vec<String> {
     if b.body != "*" {
         let top_bound: BTreeSet<&str> = vars
             .iter()
-            .map(|v| v.field.split('.').next().unwrap_or_default())
+            .map(|v| v.split('.').next().unwrap_or_default())
             .collect();
         for f in input.fields() {
             let in_body = body_field.as_ref().is_some_and(|bf| bf.name() == f.name());
@@ -380,21 +370,17 @@ fn every_rpc_has_a_valid_http_rule() {
     let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
     let methods = lnrs_methods(&pool);
     assert!(methods.len() >= 60, "every lnrs.v1 RPC: {}", methods.len());
-    let services: BTreeSet<&str> = methods
+    let services: BTreeSet<String> = methods
         .iter()
-        .map(|m| m.parent_service().name())
-        .collect::<Vec<_>>()
-        .into_iter()
+        .map(|m| m.parent_service().name().to_string())
         .collect();
-    assert_eq!(
-        services,
-        BTreeSet::from([
-            "DataService",
-            "EntityService",
-            "EventService",
-            "SnapshotService"
-        ])
-    );
+    let expected = [
+        "DataService",
+        "EntityService",
+        "EventService",
+        "SnapshotService",
+    ];
+    assert_eq!(services, BTreeSet::from(expected.map(String::from)));
     eprintln!(
         "http: {} methods, {} bindings, all valid",
         methods.len(),
