@@ -17,6 +17,7 @@ mod events;
 mod follower;
 mod fuzz;
 mod history;
+mod http;
 mod layers;
 mod pins;
 mod powercut;
