@@ -18,6 +18,7 @@ mod follower;
 mod fuzz;
 mod history;
 mod layers;
+mod nats;
 mod pins;
 mod powercut;
 mod process;
