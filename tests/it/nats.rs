@@ -53,12 +53,17 @@ struct Broker {
 }
 
 impl Broker {
-    async fn start() -> Broker {
-        let mut b = Broker {
+    /// A broker with its port and store chosen, not started yet.
+    fn new() -> Broker {
+        Broker {
             child: None,
             port: free_port(),
             store: tempfile::tempdir().unwrap(),
-        };
+        }
+    }
+
+    async fn start() -> Broker {
+        let mut b = Broker::new();
         b.restart().await;
         b
     }
@@ -418,5 +423,66 @@ async fn while_the_broker_is_down_writes_go_on_and_status_shows_the_lag() {
         .collect();
     let want: Vec<String> = (1..=head).map(|s| s.to_string()).collect();
     assert_eq!(seqs, want);
+    ops::stop(server).await;
+}
+
+/// Events that event retention removed before the sink could publish them (the broker was
+/// down the whole time) are reported as a gap — status, with the range — and the sink goes on
+/// from the oldest event still in the log: the stream starts there, dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_compacted_before_they_were_published_are_reported_as_a_gap() {
+    let mut broker = Broker::new();
+    let tmp = crate::common::data_dir_with_reference();
+    let server = ChildServer::start(
+        tmp.path(),
+        "127.0.0.1:0",
+        &[
+            "--events-nats-url",
+            &broker.url(),
+            "--event-retention-keep-last",
+            "5",
+            "--maintenance-interval",
+            "20ms",
+        ],
+        &[],
+    )
+    .await;
+    let ch = server.channel.clone();
+    for i in 0..20 {
+        ops::habitat(&ch, &format!("never published {i}"))
+            .await
+            .unwrap();
+    }
+    let head = ops::status(&ch).await.event_head_seq;
+    let t = Instant::now();
+    let first = loop {
+        let first = ops::status(&ch).await.event_first_seq;
+        if first > head - 5 {
+            break first;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no compaction");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    broker.restart().await;
+    let published = wait_published(&ch, Duration::from_secs(30)).await;
+    let (_, s) = sink_status(&ch).await;
+    assert!(s.gap, "{s:?}");
+    assert_eq!(
+        (s.gap_first_seq, s.skipped_events),
+        (1, s.gap_last_seq),
+        "{s:?}"
+    );
+    assert!(
+        s.gap_last_seq + 1 >= first,
+        "{s:?} (first retained {first})"
+    );
+    let seqs: Vec<u64> = broker
+        .read_stream()
+        .await
+        .iter()
+        .map(|m| header(m, "Lnrs-Seq").unwrap().parse().unwrap())
+        .collect();
+    let want: Vec<u64> = (s.gap_last_seq + 1..=published).collect();
+    assert_eq!(seqs, want, "the stream starts after the gap, dense");
     ops::stop(server).await;
 }
