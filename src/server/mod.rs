@@ -19,11 +19,13 @@
 //! - `conn`: connections that can be cut when the grace period ends.
 //! - `primary`: a follower of the primary itself (bootstrap from its snapshot, tail its events).
 //! - `nats`: the NATS JetStream sink of the event log (`events_nats_url`).
+//! - [`trace`]: the OpenTelemetry pipeline (`OTEL_*`) and each request's `traceparent`.
 
 mod conn;
 mod nats;
 pub mod observe;
 mod primary;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
