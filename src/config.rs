@@ -247,6 +247,118 @@ pub struct Config {
     pub replica: Option<ReplicaConfig>,
     /// Read-only follower of a primary's replica, if set.
     pub follow: Option<FollowConfig>,
+    /// The NATS JetStream sink of the event log, if set.
+    pub events_nats: Option<NatsSinkConfig>,
+}
+
+/// The NATS JetStream sink (`events_nats_url`): every committed event is published, in seq
+/// order, to `<subject_prefix>.<kind>` in `stream`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSinkConfig {
+    /// `nats://[user:password@]host:port` (or `tls://`); several servers comma-separated. A
+    /// secret: it may carry credentials ([`NatsSinkConfig::redacted_url`] is what is shown).
+    pub url: Secret,
+    /// The JetStream stream: created (subjects `<subject_prefix>.>`) when missing.
+    pub stream: String,
+    pub subject_prefix: String,
+}
+
+/// Credentials for the NATS broker, from `events_nats_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsCredentials {
+    UserPassword { user: String, password: Secret },
+    Token(Secret),
+}
+
+impl NatsSinkConfig {
+    /// The defaults for a broker at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::from(url.into()),
+            stream: "LNRS_EVENTS".into(),
+            subject_prefix: "lnrs.events".into(),
+        }
+    }
+
+    /// Each server of the URL as (`scheme://host:port`, the credentials before `@` if any).
+    fn split(&self) -> impl Iterator<Item = (String, Option<&str>)> {
+        self.url.split(',').map(|u| {
+            let u = u.trim();
+            let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => (format!("{scheme}://{host}"), Some(userinfo)),
+                None => (u.to_string(), None),
+            }
+        })
+    }
+
+    /// The servers, without credentials.
+    pub fn servers(&self) -> Vec<String> {
+        self.split().map(|(server, _)| server).collect()
+    }
+
+    /// The credentials the URL carries (those of the first server that has some):
+    /// `user:password@` or `token@`.
+    pub fn credentials(&self) -> Option<NatsCredentials> {
+        let userinfo = self.split().find_map(|(_, u)| u)?;
+        Some(match userinfo.split_once(':') {
+            Some((user, password)) => NatsCredentials::UserPassword {
+                user: user.to_string(),
+                password: Secret::from(password),
+            },
+            None => NatsCredentials::Token(Secret::from(userinfo)),
+        })
+    }
+
+    /// The URL as status and logs show it: credentials replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        self.split()
+            .map(
+                |(server, userinfo)| match (userinfo, server.split_once("://")) {
+                    (Some(_), Some((scheme, host))) => format!("{scheme}://***@{host}"),
+                    _ => server,
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting: &'static str, why: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                why: why.to_string(),
+            })
+        };
+        for u in self.url.split(',') {
+            let scheme = u.trim().split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("nats" | "tls")) {
+                return bad(
+                    "events_nats_url",
+                    "must be nats://host:port or tls://host:port (comma-separated for several)",
+                );
+            }
+        }
+        let plain = |s: &str| {
+            !s.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        };
+        if !plain(&self.stream) {
+            return bad(
+                "events_nats_stream",
+                "must be a JetStream stream name: not empty, no spaces, '.', '*', '>', '/' or '\\'",
+            );
+        }
+        if !self.subject_prefix.split('.').all(plain) {
+            return bad(
+                "events_nats_subject_prefix",
+                "must be dot-separated subject tokens without spaces or wildcards",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A read-only follower: bootstraps from a primary's replica, then tails its shipped log — or,
@@ -317,6 +429,7 @@ impl Config {
             maintenance_interval: Duration::from_secs(15),
             replica: None,
             follow: None,
+            events_nats: None,
         }
     }
 
@@ -407,6 +520,9 @@ impl Config {
         }
         if let Some(r) = &self.replica {
             r.validate()?;
+        }
+        if let Some(n) = &self.events_nats {
+            n.validate()?;
         }
         if let Some(f) = &self.follow {
             if f.interval < Duration::from_millis(10) {
@@ -735,6 +851,16 @@ settings! {
     /// How often a follower polls the replica for new log segments [default: 1s].
     #[arg(long, env = "LNRS_FOLLOW_INTERVAL")]
     follow_interval: HumanDuration,
+    /// Publish every committed event, in seq order, to NATS JetStream at this URL
+    /// (nats://[user:pass@]host:port) [default: none].
+    #[arg(long, env = "LNRS_EVENTS_NATS_URL")]
+    events_nats_url: String,
+    /// The JetStream stream the sink publishes to (created if missing) [default: LNRS_EVENTS].
+    #[arg(long, env = "LNRS_EVENTS_NATS_STREAM")]
+    events_nats_stream: String,
+    /// Subjects are <prefix>.<kind>, e.g. lnrs.events.entity_deleted [default: lnrs.events].
+    #[arg(long, env = "LNRS_EVENTS_NATS_SUBJECT_PREFIX")]
+    events_nats_subject_prefix: String,
 }
 
 /// Puts `value` in `slot` if it is set.
@@ -831,6 +957,15 @@ impl Settings {
             }
             set(&mut r.bootstrap, self.bootstrap_from_replica);
             r
+        });
+        c.events_nats = self.events_nats_url.clone().map(|url| {
+            let mut n = NatsSinkConfig::new(url);
+            set(&mut n.stream, self.events_nats_stream.clone());
+            set(
+                &mut n.subject_prefix,
+                self.events_nats_subject_prefix.clone(),
+            );
+            n
         });
         c.follow = self.follow.clone().map(|url| FollowConfig {
             url,
@@ -1046,6 +1181,69 @@ mod tests {
         match both("s3://b/other").resolve() {
             Err(ConfigError::Invalid { setting, .. }) => assert_eq!(setting, "follow"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_nats_sink_is_off_by_default_and_its_url_is_shown_without_credentials() {
+        assert!(Settings::default().resolve().unwrap().events_nats.is_none());
+        let sink = |url: &str, stream: &str, prefix: &str| {
+            Settings {
+                events_nats_url: Some(url.into()),
+                events_nats_stream: (!stream.is_empty()).then(|| stream.into()),
+                events_nats_subject_prefix: (!prefix.is_empty()).then(|| prefix.into()),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let n = sink(
+            "nats://ops:hunter2@nats-1:4222, nats://tok@nats-2:4222",
+            "",
+            "",
+        )
+        .unwrap()
+        .events_nats
+        .unwrap();
+        assert_eq!(
+            (n.stream.as_str(), n.subject_prefix.as_str()),
+            ("LNRS_EVENTS", "lnrs.events")
+        );
+        assert_eq!(
+            n.redacted_url(),
+            "nats://***@nats-1:4222,nats://***@nats-2:4222"
+        );
+        assert!(!format!("{n:?}").contains("hunter2"), "Debug hides the URL");
+        assert_eq!(n.servers(), ["nats://nats-1:4222", "nats://nats-2:4222"]);
+        assert_eq!(
+            n.credentials(),
+            Some(NatsCredentials::UserPassword {
+                user: "ops".into(),
+                password: "hunter2".into()
+            })
+        );
+        let plain = NatsSinkConfig::new("nats://127.0.0.1:4222");
+        assert_eq!(plain.credentials(), None);
+        assert_eq!(plain.redacted_url(), "nats://127.0.0.1:4222");
+        for (url, stream, prefix, setting) in [
+            ("http://nats:4222", "", "", "events_nats_url"),
+            ("nats://nats:4222", "A.B", "", "events_nats_stream"),
+            (
+                "nats://nats:4222",
+                "",
+                "lnrs.*",
+                "events_nats_subject_prefix",
+            ),
+            (
+                "nats://nats:4222",
+                "",
+                "lnrs..events",
+                "events_nats_subject_prefix",
+            ),
+        ] {
+            match sink(url, stream, prefix) {
+                Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("{url} {stream} {prefix}: {other:?}"),
+            }
         }
     }
 

@@ -170,6 +170,7 @@ struct AppMetrics {
     replica_lag_bytes: Gauge,
     follower_staleness: Gauge<f64, AtomicU64>,
     capture_ahead: Family<OutcomeLabels, Counter>,
+    event_sink_failures: Counter,
 }
 
 static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
@@ -190,6 +191,7 @@ static APP: LazyLock<AppMetrics> = LazyLock::new(|| AppMetrics {
     replica_lag_bytes: Gauge::default(),
     follower_staleness: Gauge::default(),
     capture_ahead: Family::default(),
+    event_sink_failures: Counter::default(),
 });
 
 impl AppMetrics {
@@ -277,6 +279,12 @@ impl AppMetrics {
             self.capture_ahead.clone(),
         );
         r.register(
+            "lnrs_event_sink_failures",
+            "Event sink attempts that failed (connect, stream, publish); each is retried with \
+             backoff from the stream's last event.",
+            self.event_sink_failures.clone(),
+        );
+        r.register(
             "lnrs_replica_lag_bytes",
             "Bytes (blocks and log) not yet in the replica, estimated.",
             self.replica_lag_bytes.clone(),
@@ -292,6 +300,11 @@ pub fn replica_uploaded(bytes: u64) {
 /// Records a follower's staleness.
 pub fn follower_staleness(seconds: f64) {
     APP.follower_staleness.set(seconds);
+}
+
+/// Counts a failed event sink attempt.
+pub fn event_sink_failed() {
+    APP.event_sink_failures.inc();
 }
 
 /// Records a failed replica upload cycle.
@@ -423,6 +436,20 @@ pub struct Live {
     pub snapshot_count: u64,
     pub store_logical_bytes: u64,
     pub store_stored_bytes: u64,
+    /// The event sink, when one is configured.
+    pub event_sink: Option<SinkLive>,
+}
+
+/// The event sink's numbers at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkLive {
+    /// The newest event the sink's stream is known to hold.
+    pub published_seq: u64,
+    /// Committed events not yet in the stream.
+    pub lag: u64,
+    /// Events the log no longer held when the sink reached them (not in the stream).
+    pub skipped: u64,
+    pub connected: bool,
 }
 
 type LiveFn = Box<dyn Fn() -> Live + Send + Sync>;
@@ -444,6 +471,34 @@ fn gauge(
     let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
     let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
     g.encode(m)
+}
+
+/// The event sink's gauges (only when a sink is configured).
+fn sink_gauges(e: &mut DescriptorEncoder, s: SinkLive) -> Result<(), fmt::Error> {
+    gauge(
+        e,
+        "lnrs_event_sink_published_seq",
+        "Newest event the NATS stream is known to hold.",
+        s.published_seq,
+    )?;
+    gauge(
+        e,
+        "lnrs_event_sink_lag_events",
+        "Committed events not yet published to the NATS stream.",
+        s.lag,
+    )?;
+    gauge(
+        e,
+        "lnrs_event_sink_skipped_events",
+        "Events the log no longer held when the sink reached them: not in the stream (a gap).",
+        s.skipped,
+    )?;
+    gauge(
+        e,
+        "lnrs_event_sink_connected",
+        "1 while the sink is connected to the broker with its stream.",
+        u64::from(s.connected),
+    )
 }
 
 impl Collector for LiveCollector {
@@ -511,7 +566,11 @@ impl Collector for LiveCollector {
             "lnrs_snapshot_store_stored_bytes",
             "Bytes of all block files on disk.",
             v.store_stored_bytes,
-        )
+        )?;
+        if let Some(s) = v.event_sink {
+            sink_gauges(e, s)?;
+        }
+        Ok(())
     }
 }
 
@@ -643,6 +702,11 @@ mod tests {
         let e = Exposition::new(&grpc, || Live {
             subscribers: 3,
             event_head_seq: 42,
+            event_sink: Some(SinkLive {
+                published_seq: 40,
+                lag: 2,
+                ..Default::default()
+            }),
             ..Default::default()
         });
         let (text, content_type) = e.encode(false);
@@ -671,6 +735,11 @@ mod tests {
             "lnrs_snapshot_store_snapshots gauge",
             "lnrs_snapshot_store_logical_bytes gauge",
             "lnrs_snapshot_store_stored_bytes gauge",
+            "lnrs_event_sink_published_seq gauge",
+            "lnrs_event_sink_lag_events gauge",
+            "lnrs_event_sink_skipped_events gauge",
+            "lnrs_event_sink_connected gauge",
+            "lnrs_event_sink_failures_total counter",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family}\n")),
@@ -683,6 +752,7 @@ mod tests {
         ));
         assert!(text.contains("lnrs_event_subscribers 3\n"), "{text}");
         assert!(text.contains("lnrs_event_log_head_seq 42\n"), "{text}");
+        assert!(text.contains("lnrs_event_sink_lag_events 2\n"), "{text}");
         assert!(text.contains("lnrs_restore_seconds_count{outcome=\"restored\"}"));
         let (open, content_type) = e.encode(true);
         assert!(content_type.starts_with("application/openmetrics-text"));

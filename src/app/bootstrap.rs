@@ -89,6 +89,7 @@ pub(super) fn open(config: Config) -> Result<App, Error> {
     let shared = Arc::new(Shared {
         replica,
         follower,
+        event_sink: super::sink::EventSink::open(&config),
         db_path,
         reads,
         records: Default::default(),

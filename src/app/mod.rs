@@ -14,6 +14,7 @@ pub mod reads;
 mod replay;
 pub mod replica;
 pub mod restore;
+pub mod sink;
 pub mod snapshots;
 pub mod state;
 pub mod status;
@@ -126,6 +127,8 @@ pub struct Shared {
     pub replica: Option<Arc<crate::replica::Replicator>>,
     /// The follower side, when this server follows a primary's replica (read-only).
     pub follower: Option<Arc<follower::Follower>>,
+    /// The event sink's state, when `events_nats_url` is set (see [`sink`]).
+    pub event_sink: Option<Arc<sink::EventSink>>,
 }
 
 impl Shared {

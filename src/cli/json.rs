@@ -330,6 +330,19 @@ impl ToJson for pb::GetStatusResponse {
                 "mismatches": a.mismatches,
                 "last_error": a.last_error,
             })),
+            "event_sink": self.event_sink.as_ref().map(|n| json!({
+                "url": n.url,
+                "stream": n.stream,
+                "subject_prefix": n.subject_prefix,
+                "connected": n.connected,
+                "published_seq": n.published_seq,
+                "lag_events": n.lag_events,
+                "error": n.error,
+                "gap": n.gap,
+                "skipped_events": n.skipped_events,
+                "gap_first_seq": n.gap_first_seq,
+                "gap_last_seq": n.gap_last_seq,
+            })),
         })
     }
 }

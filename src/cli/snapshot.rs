@@ -1121,7 +1121,38 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), Failure> {
                     )
                 }),
         ),
+        ("event sink", event_sink_line(s.event_sink.as_ref())),
     ]))
+}
+
+/// The NATS event sink in one line: where, whether connected, how far behind, any gap.
+fn event_sink_line(n: Option<&pb::EventSinkStatus>) -> String {
+    let Some(n) = n else {
+        return "none configured".into();
+    };
+    let mut line = format!(
+        "NATS {} stream {} ({}.<kind>), {}; published to seq {}, lag {} events",
+        n.url,
+        n.stream,
+        n.subject_prefix,
+        if n.connected {
+            "connected"
+        } else {
+            "NOT connected"
+        },
+        n.published_seq,
+        n.lag_events
+    );
+    if n.gap {
+        line += &format!(
+            "; GAP: {} event(s) never published (newest range {}..={}: the log no longer had them)",
+            n.skipped_events, n.gap_first_seq, n.gap_last_seq
+        );
+    }
+    if !n.error.is_empty() {
+        line += &format!(" (last error: {})", n.error);
+    }
+    line
 }
 
 /// One line for the replica: where, how, how far behind.

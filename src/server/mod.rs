@@ -18,9 +18,11 @@
 //! - [`observe`]: the request-id / log / metrics layer.
 //! - `conn`: connections that can be cut when the grace period ends.
 //! - `primary`: a follower of the primary itself (bootstrap from its snapshot, tail its events).
+//! - `nats`: the NATS JetStream sink of the event log (`events_nats_url`).
 //! - [`trace`]: the OpenTelemetry pipeline (`OTEL_*`) and each request's `traceparent`.
 
 mod conn;
+mod nats;
 pub mod observe;
 mod primary;
 pub mod trace;
@@ -44,7 +46,7 @@ use crate::app::App;
 use crate::auth::{Auth, AuthLayer, Tokens};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
-use crate::metrics::{self, Exposition, GrpcMetrics, Live};
+use crate::metrics::{self, Exposition, GrpcMetrics, Live, SinkLive};
 use crate::pb;
 use crate::service::{DataApi, EntityApi, EventApi, SnapshotApi};
 
@@ -182,6 +184,7 @@ pub async fn serve_on(
     let replica_health = tokio::spawn(follow_replica_health(app.clone(), reporter.clone()));
     let follower = tokio::spawn(crate::app::follower::run(app.clone()));
     let tail_primary = tokio::spawn(primary::tail(app.clone()));
+    let nats_sink = tokio::spawn(nats::run(app.clone()));
 
     let stages = Stages::default();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -217,6 +220,7 @@ pub async fn serve_on(
     replica_health.abort();
     follower.abort();
     tail_primary.abort();
+    nats_sink.abort();
     // The scrape closure holds the app: the listener must be gone before the writer can stop.
     metrics_stop.cancel();
     if let Some(t) = metrics_task {
@@ -433,6 +437,12 @@ fn live_values(app: &App) -> Live {
         snapshot_count: stats.snapshot_count as u64,
         store_logical_bytes: stats.logical_bytes,
         store_stored_bytes: stats.stored_bytes,
+        event_sink: app.event_sink_status().map(|s| SinkLive {
+            published_seq: s.published_seq,
+            lag: s.lag(),
+            skipped: s.skipped_events,
+            connected: s.connected,
+        }),
     }
 }
 

@@ -432,6 +432,24 @@ fn operation_name_out(s: &str) -> pb::SnapshotOperation {
     Operation::parse(s).map_or(pb::SnapshotOperation::Unspecified, operation_out)
 }
 
+/// The event sink's status for GetStatus.
+pub fn event_sink_status(s: &crate::app::sink::SinkStatus) -> pb::EventSinkStatus {
+    let (gap_first_seq, gap_last_seq) = s.last_gap.unwrap_or_default();
+    pb::EventSinkStatus {
+        url: s.url.clone(),
+        stream: s.stream.clone(),
+        subject_prefix: s.subject_prefix.clone(),
+        connected: s.connected,
+        published_seq: s.published_seq,
+        lag_events: s.lag(),
+        error: s.error.clone().unwrap_or_default(),
+        gap: s.skipped_events > 0,
+        skipped_events: s.skipped_events,
+        gap_first_seq,
+        gap_last_seq,
+    }
+}
+
 pub fn event(e: &ev::Event) -> Result<pb::Event, Error> {
     let b = &e.body;
     Ok(pb::Event {

@@ -504,6 +504,10 @@ impl SnapshotService for SnapshotApi {
                 error: f.error.clone().unwrap_or_default(),
             }),
             capture_ahead: Some(convert::capture_ahead(&self.app.shared.capture_ahead.get())),
+            event_sink: self
+                .app
+                .event_sink_status()
+                .map(|s| convert::event_sink_status(&s)),
             ..Default::default()
         }))
     }

@@ -19,6 +19,7 @@ mod fuzz;
 mod history;
 mod http;
 mod layers;
+mod nats;
 mod pins;
 mod powercut;
 mod process;

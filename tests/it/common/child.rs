@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
+/// The `lnrs` binary children run: `LNRS_TEST_BIN` when set (a copy of this checkout's build,
+/// where several checkouts share one target directory and its `debug/lnrs`), else Cargo's.
+pub fn lnrs_binary() -> std::path::PathBuf {
+    std::env::var_os("LNRS_TEST_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_lnrs").into())
+}
+
 /// A running `lnrs serve` child. Killed if dropped while still running.
 pub struct ChildServer {
     child: std::process::Child,
@@ -40,7 +48,7 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<ChildServer, StartFailure> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lnrs"));
+        let mut cmd = Command::new(lnrs_binary());
         cmd.args(["serve", "--listen", listen])
             .arg("--data-dir")
             .arg(data_dir)
