@@ -109,7 +109,7 @@ pub fn bad_token() -> Error {
 /// ASCII hex digits. Works on bytes, so any text — multi-byte characters included — is safe.
 fn hex_bytes(token: &str) -> Option<Vec<u8>> {
     let raw = token.as_bytes();
-    if raw.len() % 2 != 0 || raw.len() > MAX_TOKEN_CHARS {
+    if !raw.len().is_multiple_of(2) || raw.len() > MAX_TOKEN_CHARS {
         return None;
     }
     let digit = |b: u8| (b as char).to_digit(16);

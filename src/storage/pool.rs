@@ -114,14 +114,14 @@ impl ReadPool {
     /// The data generation if no change is in flight (see the module docs).
     pub fn generation(&self) -> Option<u64> {
         let g = self.generation.load(Ordering::Acquire);
-        (g % 2 == 0).then_some(g)
+        g.is_multiple_of(2).then_some(g)
     }
 
     /// Marks a change in flight until the fence drops. Only the writer thread takes fences, one
     /// at a time (they do not nest).
     pub fn write_fence(&self) -> WriteFence<'_> {
         let before = self.generation.fetch_add(1, Ordering::AcqRel);
-        debug_assert!(before % 2 == 0, "write fences do not nest");
+        debug_assert!(before.is_multiple_of(2), "write fences do not nest");
         WriteFence(&self.generation)
     }
 }
