@@ -289,7 +289,7 @@ async fn grpc_web_over_http1_answers_unary_calls_with_trailers_in_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_events_streams_over_grpc_web_and_delivers_a_delete() {
-    let s = WebServer::start(|_| {}).await;
+    let mut s = WebServer::start(|_| {}).await;
     let mut entity = pb::entity_service_client::EntityServiceClient::new(channel(s.addr));
     let page = entity
         .list_measures(list_measures(1))
@@ -360,8 +360,38 @@ async fn watch_events_streams_over_grpc_web_and_delivers_a_delete() {
     assert_eq!(event.seq, outcome.event_seq);
     assert_eq!(event.kind, pb::EventKind::EntityDeleted as i32);
     assert_eq!(event.entity_id, victim.to_string());
-    drop(body);
-    s.stop().await;
+
+    // At shutdown the stream ends like a native one: UNAVAILABLE in the gRPC-Web trailers
+    // (with the last seq it sent), then the server finishes.
+    let _ = s.stop.take().expect("running").send(());
+    let trailers = loop {
+        if let Some(WebFrame::Trailers(t)) = take_frames(&mut buf)
+            .into_iter()
+            .find(|f| matches!(f, WebFrame::Trailers(_)))
+        {
+            break t;
+        }
+        let frame = tokio::time::timeout(STEP, body.frame())
+            .await
+            .expect("the stream ends within the step bound")
+            .expect("trailers before the end")
+            .expect("a good frame");
+        if let Ok(d) = frame.into_data() {
+            buf.extend_from_slice(&d);
+        }
+    };
+    let st = tonic::Status::from_header_map(&trailers).expect("a status");
+    assert_eq!(st.code(), Code::Unavailable, "{st:?}");
+    assert_eq!(
+        crate::common::error_meta(&st, "last_seq"),
+        Some(event.seq.to_string()),
+        "resume point of the last event sent"
+    );
+    tokio::time::timeout(STEP, s.task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }
 
 /// A browser's preflight for a gRPC-Web call from `origin`.
