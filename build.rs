@@ -1,5 +1,6 @@
-//! Compiles proto/lnrs/v1/*.proto with protox (pure Rust: no system protoc) and generates the
-//! tonic/prost code; also writes the encoded descriptor set that gRPC reflection serves.
+//! Compiles proto/lnrs/v1/*.proto (and the CloudEvents format they import) with protox (pure
+//! Rust: no system protoc) and generates the tonic/prost code; also writes the encoded
+//! descriptor set that gRPC reflection serves.
 
 use std::path::PathBuf;
 

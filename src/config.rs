@@ -197,6 +197,9 @@ pub struct Config {
     /// Events the live fan-out ring holds before slow subscribers fall back to catch-up.
     pub event_ring_capacity: usize,
     pub default_heartbeat: Duration,
+    /// The CloudEvents `source` of this server's events (a URI-reference): the event's seq is
+    /// its `id`, unique within this source. Give each deployment its own.
+    pub cloudevents_source: String,
 
     /// Writes waiting for the writer beyond this are refused with RESOURCE_EXHAUSTED.
     pub write_queue: usize,
@@ -294,6 +297,7 @@ impl Config {
             max_subscribers: 2048,
             event_ring_capacity: 4096,
             default_heartbeat: Duration::from_secs(15),
+            cloudevents_source: "/lnrs".into(),
             write_queue: 256,
             restore_read_wait: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
@@ -369,6 +373,12 @@ impl Config {
             || self.default_heartbeat > Duration::from_secs(300)
         {
             return bad("default_heartbeat", "must be between 1s and 300s");
+        }
+        if !is_uri_reference(&self.cloudevents_source) {
+            return bad(
+                "cloudevents_source",
+                "must be a non-empty URI-reference of at most 512 characters, without spaces",
+            );
         }
         if self.shutdown_drain_delay >= self.shutdown_grace {
             return bad(
@@ -644,6 +654,9 @@ settings! {
     /// Heartbeat interval of streams that do not ask for one [default: 15s].
     #[arg(long, env = "LNRS_DEFAULT_HEARTBEAT")]
     default_heartbeat: HumanDuration,
+    /// CloudEvents `source` of this server's events, unique per deployment [default: /lnrs].
+    #[arg(long, env = "LNRS_CLOUDEVENTS_SOURCE")]
+    cloudevents_source: String,
     /// How long a read waits for a restore's swap before UNAVAILABLE [default: 10s].
     #[arg(long, env = "LNRS_RESTORE_READ_WAIT")]
     restore_read_wait: HumanDuration,
@@ -818,6 +831,7 @@ impl Settings {
         set(&mut c.max_subscribers, self.max_subscribers);
         set(&mut c.event_ring_capacity, self.event_ring_capacity);
         set(&mut c.default_heartbeat, self.default_heartbeat);
+        set(&mut c.cloudevents_source, self.cloudevents_source);
         set(&mut c.restore_read_wait, self.restore_read_wait);
         set(&mut c.write_queue, self.write_queue);
         set(&mut c.max_message_bytes, self.max_message_bytes);
@@ -976,6 +990,18 @@ fn tokens_from(v: &str) -> Result<Vec<TokenEntry>, ConfigError> {
         .collect()
 }
 
+/// A CloudEvents `source`: a non-empty URI-reference (RFC 3986) of sane length. Checked for the
+/// characters a URI-reference may not hold; "/lnrs", "urn:lnrs:west-sussex" and
+/// "https://lnrs.example.org/strategy" pass.
+fn is_uri_reference(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && s.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(c, '"' | '<' | '>' | '\\' | '^' | '`' | '{' | '|' | '}')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1021,6 +1047,31 @@ mod tests {
         let all: Settings = toml::from_str(&every).unwrap();
         assert!(Settings::KEYS.len() > 20);
         all.resolve().unwrap();
+    }
+
+    #[test]
+    fn a_cloudevents_source_must_be_a_uri_reference() {
+        for ok in [
+            "/lnrs",
+            "urn:lnrs:west-sussex",
+            "https://lnrs.example.org/s?x=1#f",
+        ] {
+            assert!(is_uri_reference(ok), "{ok}");
+        }
+        for bad in ["", "has space", "a<b", &"x".repeat(513)] {
+            let mut c = Config::new("data");
+            c.cloudevents_source = bad.to_string();
+            assert!(
+                matches!(
+                    c.validate(),
+                    Err(ConfigError::Invalid {
+                        setting: "cloudevents_source",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

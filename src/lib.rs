@@ -73,10 +73,32 @@ pub mod snapshot;
 pub mod storage;
 pub mod tls;
 
+/// The generated code, nested like its packages: prost refers from one package to another
+/// (lnrs.v1 → io.cloudevents.v1) by relative paths.
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+mod generated {
+    pub mod lnrs {
+        pub mod v1 {
+            tonic::include_proto!("lnrs.v1");
+        }
+    }
+    pub mod io {
+        pub mod cloudevents {
+            pub mod v1 {
+                tonic::include_proto!("io.cloudevents.v1");
+            }
+        }
+    }
+}
+
 /// Generated protobuf and gRPC code for package `lnrs.v1`.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
-    tonic::include_proto!("lnrs.v1");
+    pub use crate::generated::lnrs::v1::*;
+
+    /// The CloudEvents protobuf format (`io.cloudevents.v1`): events as CloudEvents.
+    pub mod cloudevents {
+        pub use crate::generated::io::cloudevents::v1::*;
+    }
 
     /// Encoded descriptor set of every .proto (with imports), served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

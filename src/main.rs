@@ -45,7 +45,21 @@ fn run_server(args: serve::ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    serve::init_logging(config.log_format, &config.log_filter);
+    let runtime = match lnrs::cli::runtime(tokio::runtime::Builder::new_multi_thread()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    // The trace exporter's channel lives on the runtime.
+    let telemetry = {
+        let _rt = runtime.enter();
+        match serve::init_logging_and_traces(config.log_format, &config.log_filter) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     // Crash tests make the real binary abort at named steps; never set in production.
     if let Ok(spec) = std::env::var("LNRS_FAILPOINTS") {
         if let Err(e) = lnrs::fault::configure(&spec) {
@@ -54,10 +68,6 @@ fn run_server(args: serve::ServeArgs) -> ExitCode {
         }
         tracing::warn!(%spec, "fail points are armed (LNRS_FAILPOINTS)");
     }
-    let runtime = match lnrs::cli::runtime(tokio::runtime::Builder::new_multi_thread()) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -70,6 +80,11 @@ fn run_server(args: serve::ServeArgs) -> ExitCode {
             .await
             .map_err(|e| e.to_string())
     });
+    if let Some(t) = telemetry {
+        // Flushes the last spans (bounded by OTEL_EXPORTER_OTLP_TIMEOUT) while the runtime,
+        // whose threads run the exporter's channel, is still up.
+        t.shutdown();
+    }
     // Do not wait for stuck blocking tasks: the grace period is over.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

@@ -459,9 +459,11 @@ impl WriterState {
         let required = self.shared.config.snapshot_policy == SnapshotPolicy::Required;
         let shared = self.shared.clone();
         let committed = self.commit_change(ctx, |conn, changes, seq| {
-            cascade::execute(conn, &plan, changes)?;
+            crate::storage::phase_span!("cascade")
+                .in_scope(|| cascade::execute(conn, &plan, changes))?;
             phases.mark("cascade");
-            let (taken, snapshot_skipped_reason) = snapshot.join(required)?;
+            let (taken, snapshot_skipped_reason) = crate::storage::phase_span!("snapshot_wait")
+                .in_scope(|| snapshot.join(required))?;
             phases.mark("snapshot_wait");
             if let Some(m) = &taken {
                 // Replica mode `required`: in the object store before anything commits.
@@ -490,7 +492,8 @@ impl WriterState {
         phases.mark("commit");
         // The snapshot thread is joined by now in every case; its failure (if any) changes the
         // storage health, announced by an event after the delete's own.
-        self.note_snapshot_result(snapshot.failure());
+        crate::storage::phase_span!("storage_health")
+            .in_scope(|| self.note_snapshot_result(snapshot.failure()));
         phases.mark("publish");
         tracing::debug!(target: "lnrs::delete_phases", entity = target.type_name(), phases = %phases, "delete phases");
         let value = committed?;
@@ -542,11 +545,15 @@ impl WriterState {
         // The copy runs alongside the cascade: the file stays as checkpointed until this
         // transaction commits, and it commits only after joining the thread.
         let db_path = self.db.path().to_path_buf();
+        let request = tracing::Span::current();
         let handle = thread::Builder::new()
             .name("lnrs-snapshot-commit".into())
             .spawn(move || {
-                let capture = store.capture(&db_path)?;
-                super::state::commit_snapshot(&store, capture, meta)
+                let _in_request = request.enter();
+                let capture =
+                    crate::storage::phase_span!("capture").in_scope(|| store.capture(&db_path))?;
+                crate::storage::phase_span!("snapshot_commit")
+                    .in_scope(|| super::state::commit_snapshot(&store, capture, meta))
             })
             .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
         Ok(PreDeleteSnapshot {
@@ -571,9 +578,16 @@ impl WriterState {
         let adopted = self.adopted(&store, pending);
         let board = Arc::clone(&self.shared.capture_ahead);
         let db_path = self.db.path().to_path_buf();
+        let request = tracing::Span::current();
         let handle = thread::Builder::new()
             .name("lnrs-snapshot-commit".into())
-            .spawn(move || super::ahead::commit_adopted(&store, &db_path, adopted, meta, &board))
+            .spawn(move || {
+                let _in_request = request.enter();
+                // The capture was taken ahead: what is left is its manifest.
+                crate::storage::phase_span!("snapshot_commit", captured_ahead = true).in_scope(
+                    || super::ahead::commit_adopted(&store, &db_path, adopted, meta, &board),
+                )
+            })
             .map_err(|e| Error::Internal(format!("cannot start snapshot thread: {e}")))?;
         Ok(PreDeleteSnapshot {
             thread: Some(handle),

@@ -59,6 +59,9 @@ pub struct RequestCtx {
     pub peer: Option<String>,
     /// The caller's deadline: a write still queued when it passes is not executed.
     pub deadline: Option<Instant>,
+    /// The W3C trace id of the request (its `traceparent`, or the trace the server started
+    /// for it when tracing is on), recorded in its events.
+    pub trace_id: Option<String>,
 }
 
 impl RequestCtx {

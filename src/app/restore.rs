@@ -32,7 +32,7 @@ use crate::snapshot::{
     check_database, check_replaced, IntegrityReport, Manifest, Operation, PinGuard, SnapshotId,
     SnapshotStore,
 };
-use crate::storage::{self, files, inspect::SchemaInventory, StorageError};
+use crate::storage::{self, files, inspect::SchemaInventory, phase_span, StorageError};
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,9 +145,12 @@ struct TargetCheck {
 impl TargetCheck {
     fn start(store: Arc<SnapshotStore>, target: Manifest, tmp: PathBuf) -> Result<Self, Error> {
         let path = tmp.clone();
+        let request = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name("lnrs-restore-check".into())
             .spawn(move || {
+                let _in_request = request.enter();
+                let _span = phase_span!("target_check").entered();
                 let mut report = IntegrityReport::default();
                 let verified = check_target(&store, &target, &path, &mut report);
                 (report, verified)
@@ -192,9 +195,11 @@ fn check_target(
 ) -> Result<(), String> {
     let _ = files::remove_database(tmp);
     let t = Instant::now();
-    let assembled = store
-        .check_scratch_space(files::parent_dir(tmp), target.file_len)
-        .and_then(|()| store.assemble(&target.id, tmp));
+    let assembled = phase_span!("assemble").in_scope(|| {
+        store
+            .check_scratch_space(files::parent_dir(tmp), target.file_len)
+            .and_then(|()| store.assemble(&target.id, tmp))
+    });
     if let Err(e) = assembled {
         report.push(
             "pre_swap:assemble",
@@ -231,7 +236,8 @@ fn check_target(
         "opens",
         t.elapsed(),
     );
-    let checks = check_database(&conn, &target.fingerprints, &target.schema);
+    let checks = phase_span!("deep_verify")
+        .in_scope(|| check_database(&conn, &target.fingerprints, &target.schema));
     drop(conn);
     let verified = checks.passed();
     append_prefixed(report, "pre_swap:", checks);
@@ -349,6 +355,7 @@ impl WriterState {
         store: &SnapshotStore,
         report: &mut IntegrityReport,
     ) -> Result<Manifest, Error> {
+        let _span = phase_span!("safety_snapshot").entered();
         let t = Instant::now();
         let mut repaired = Vec::new();
         for _ in 0..2 {
@@ -422,7 +429,8 @@ impl WriterState {
         verified?;
         let report = &mut run.report;
         let t = Instant::now();
-        let carried = self.carry_over(&run.tmp, event, &run.target.schema);
+        let carried = phase_span!("carry_over")
+            .in_scope(|| self.carry_over(&run.tmp, event, &run.target.schema));
         report.push(
             "pre_swap:carry_over_event_log",
             carried.is_ok(),
@@ -440,7 +448,8 @@ impl WriterState {
             )
         })?;
         let t = Instant::now();
-        let hash = storage::hash_file(&run.tmp)
+        let hash = phase_span!("file_hash")
+            .in_scope(|| storage::hash_file(&run.tmp))
             .map_err(|e| format!("cannot hash the verified file: {}", e.public_message()))?;
         report.push(
             "pre_swap:file_hash",
@@ -553,10 +562,11 @@ impl WriterState {
     /// Renames the prepared file over the live one, reopens it and checks it. Returns the
     /// post-swap checks; any error is settled by the caller.
     fn swap_locked(&mut self, run: &Run, prepared: &Prepared) -> Result<IntegrityReport, Error> {
-        self.db.publish(&run.tmp, SWAP_POINTS)?;
+        phase_span!("swap").in_scope(|| self.db.publish(&run.tmp, SWAP_POINTS))?;
         if crate::fault::hit("restore.after_swap") {
             return Err(Error::Injected("restore.after_swap"));
         }
+        let _span = phase_span!("post_swap_verify").entered();
         self.db.reopen()?;
         let mut checks = self.live_hash_check(&prepared.hash);
         checks.extend(check_replaced(
@@ -645,6 +655,7 @@ impl WriterState {
     /// this restore's event (rolled back) appended, through the same publish as the swap. The
     /// journal records the rollback file's hash before it is renamed in.
     fn roll_back(&mut self, run: &mut Run, journal: &mut Journal) -> Live {
+        let _span = phase_span!("rollback").entered();
         let t = Instant::now();
         let result = (|| -> Result<(), Error> {
             let _ = self.db.close();

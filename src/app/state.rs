@@ -134,13 +134,15 @@ impl WriterState {
                 }
             }
             let events = self.stamp(ctx, drafts);
-            for e in &events {
-                event_log::append(conn, e)?;
-            }
-            self.record_response(conn, ctx, &value)?;
+            crate::storage::phase_span!("event_append", events = events.len()).in_scope(|| {
+                for e in &events {
+                    event_log::append(conn, e)?;
+                }
+                self.record_response(conn, ctx, &value)
+            })?;
             Ok((value, events))
         })?;
-        self.after_commit(&changes, events);
+        crate::storage::phase_span!("publish").in_scope(|| self.after_commit(&changes, events));
         Ok(value)
     }
 
@@ -168,6 +170,7 @@ impl WriterState {
                     rpc: Some(ctx.rpc.clone()),
                     principal: Some(ctx.principal.clone()).filter(|p| !p.is_empty()),
                     peer: ctx.peer.clone(),
+                    trace_id: ctx.trace_id.clone(),
                 },
                 body,
             })
@@ -258,6 +261,7 @@ impl WriterState {
     pub(crate) fn checkpoint_for_capture(&self) -> Result<Arc<SnapshotStore>, SnapshotError> {
         let store = self.store()?;
         let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
+        let _span = crate::storage::phase_span!("checkpoint").entered();
         self.db.checkpoint()?;
         Ok(store)
     }

@@ -17,7 +17,8 @@
 //!    [`timeline`]);
 //! 10. `data-io`: import of the original's files and exports in every format ([`dataio`]);
 //! 11. `spaced`: deletes 200 ms apart with and without snapshots ([`speed`]);
-//! 12. `write-mix`: create/rename writes/s with and without capture ahead ([`speed`]).
+//! 12. `write-mix`: create/rename writes/s with and without capture ahead ([`speed`]);
+//! 13. `tracing`: Get req/s and delete p50 with the OTLP exporter on and off ([`traces`]).
 //!
 //! Items 1–3, 8, 10 and 11 run at every `--scale` (default 1 and 10); the others at the first one.
 //!
@@ -59,6 +60,8 @@ mod speed;
 mod stats;
 #[path = "lnrs-bench/timeline.rs"]
 mod timeline;
+#[path = "lnrs-bench/traces.rs"]
+mod traces;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,6 +88,7 @@ enum Scenario {
     DataIo,
     Spaced,
     WriteMix,
+    Tracing,
     All,
 }
 
@@ -173,6 +177,9 @@ struct Args {
     /// Rounds of write-mix windows (each round runs both servers).
     #[arg(long, default_value_t = 3)]
     mix_rounds: usize,
+    /// Traced deletes per server and round in the tracing scenario.
+    #[arg(long, default_value_t = 20)]
+    tracing_deletes: usize,
     /// Server log filter (logs go to server.log in the work dir).
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -356,6 +363,23 @@ async fn bench(args: &Args) -> Res<()> {
         None
     };
 
+    let tracing = if args.wants(Scenario::Tracing) {
+        eprintln!("tracing: Get and delete with the OTLP exporter on and off …");
+        Some(
+            traces::run(
+                &work,
+                &first,
+                args.concurrency,
+                args.read_window,
+                args.read_rounds,
+                args.tracing_deletes,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     let mut results = Results {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: command_line(),
@@ -371,6 +395,7 @@ async fn bench(args: &Args) -> Res<()> {
         dataio,
         spaced,
         write_mix,
+        tracing,
         targets: Vec::new(),
     };
     results.targets = report::targets(&results);
@@ -416,6 +441,7 @@ fn settings(args: &Args) -> serde_json::Value {
         "mix_clients": args.mix_clients,
         "mix_window_secs": args.mix_window.as_secs_f64(),
         "mix_rounds": args.mix_rounds,
+        "tracing_deletes": args.tracing_deletes,
         "log_filter": args.log_filter,
     })
 }

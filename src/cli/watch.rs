@@ -140,6 +140,7 @@ async fn follow(ctx: &Ctx, w: &WatchCommand, cur: &mut Cursor) -> Result<Stop, F
         entity_types: w.entity_types.clone(),
         heartbeat_interval: None,
         include_log_record: false,
+        format: pb::EventFormat::Native as i32,
     };
     let mut stream = ctx
         .events()
@@ -173,7 +174,8 @@ async fn follow(ctx: &Ctx, w: &WatchCommand, cur: &mut Cursor) -> Result<Stop, F
                 }
                 cur.announced = true;
             }
-            Some(Item::Heartbeat(_)) | None => {}
+            // Only sent to streams that ask for CloudEvents; this one asks for native events.
+            Some(Item::Heartbeat(_) | Item::CloudEvent(_)) | None => {}
         }
     }
     Ok(Stop::Ended)

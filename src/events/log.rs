@@ -319,6 +319,7 @@ mod tests {
                 rpc: Some("/lnrs.v1.EntityService/DeleteHabitat".into()),
                 principal: Some("editor-1".into()),
                 peer: Some("127.0.0.1:5000".into()),
+                trace_id: Some(format!("{seq:032x}")),
             },
             body: EventDraft::new(EventKind::EntityDeleted, "habitat", seq.to_string()),
         }

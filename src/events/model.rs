@@ -198,6 +198,11 @@ pub struct Origin {
     /// The client's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// The W3C trace id (32 lowercase hex digits) of the request that caused it, so a
+    /// subscriber can join a change to its distributed trace. Absent when the request carried
+    /// no `traceparent` and tracing is off, and in events written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// A habitat-created event with seq `seq` (tests of the log, the hub and the replica).

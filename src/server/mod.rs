@@ -20,10 +20,12 @@
 //! - `web`: gRPC-Web (HTTP/1.1 next to HTTP/2) and its CORS, outside the other layers.
 //! - `conn`: connections that can be cut when the grace period ends.
 //! - `primary`: a follower of the primary itself (bootstrap from its snapshot, tail its events).
+//! - [`trace`]: the OpenTelemetry pipeline (`OTEL_*`) and each request's `traceparent`.
 
 mod conn;
 pub mod observe;
 mod primary;
+pub mod trace;
 mod web;
 
 use std::future::Future;

@@ -17,7 +17,9 @@
 //! - Streams of other services (health Watch, reflection) never end by themselves: at shutdown
 //!   they are ended with UNAVAILABLE like ours.
 //! - The method path goes into the request's extensions ([`crate::service::ctx::RpcPath`]):
-//!   tonic sets `GrpcMethod` only on clients, and idempotency and events need the RPC.
+//!   tonic sets `GrpcMethod` only on clients, and idempotency and events need the RPC. So
+//!   does the request's trace id ([`crate::service::ctx::TraceId`], see [`super::trace`]),
+//!   after its `traceparent` became the parent of the `rpc` span.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -391,6 +393,10 @@ where
             code = Empty,
             duration_ms = Empty,
         );
+        if let Some(id) = super::trace::adopt(&span, req.headers()) {
+            req.extensions_mut()
+                .insert(crate::service::ctx::TraceId(id));
+        }
         let shared = self.shared.clone();
         shared.metrics.started(&labels);
         let end_on_shutdown = (labels.grpc_type != "unary"

@@ -208,6 +208,13 @@ async fn tail_once(app: &App, f: &FollowConfig) -> Result<(), Error> {
                 primary_head = primary_head.max(c.head_seq);
                 apply(app, f, &mut batch, primary_head).await?;
             }
+            Some(Item::CloudEvent(_)) => {
+                apply(app, f, &mut batch, primary_head).await?;
+                return Err(unreachable(
+                    "stream",
+                    "sent CloudEvents to a native subscription",
+                ));
+            }
             None => {}
         }
     }

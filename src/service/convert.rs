@@ -442,6 +442,7 @@ pub fn event(e: &ev::Event) -> Result<pb::Event, Error> {
         entity_id: b.entity_id.clone().unwrap_or_default(),
         request_id: e.origin.request_id.clone().unwrap_or_default(),
         rpc: e.origin.rpc.clone().unwrap_or_default(),
+        trace_id: e.origin.trace_id.clone().unwrap_or_default(),
         before: b.before.as_ref().map(resource).transpose()?,
         after: b.after.as_ref().map(resource).transpose()?,
         delete: b.delete.as_ref().map(|d| delete_outcome(d, e.seq, false)),

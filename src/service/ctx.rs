@@ -19,6 +19,11 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcPath(pub String);
 
+/// The W3C trace id of a request (32 lowercase hex digits), put into its extensions by the
+/// transport: from its `traceparent`, or the trace the server started for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceId(pub String);
+
 /// The principal of requests when auth is off.
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -59,6 +64,7 @@ pub fn ctx_with<T>(
         principal: principal(req),
         peer: req.remote_addr().map(|a| a.to_string()),
         deadline: deadline(req),
+        trace_id: req.extensions().get::<TraceId>().map(|t| t.0.clone()),
     })
 }
 

@@ -1,5 +1,6 @@
 //! `lnrs.v1.EventService`: the WatchEvents server stream (catch-up, then live, heartbeats, a
-//! final UNAVAILABLE with the last seq on shutdown) and ListEvents pages.
+//! final UNAVAILABLE with the last seq on shutdown) and ListEvents pages, with events native
+//! or as CloudEvents ([`super::cloudevents`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::paging::{page_size, PageQuery};
+use super::{cloudevents, convert};
 use crate::app::App;
 use crate::domain::{EntityKind, LinkKind};
 use crate::error::Error;
@@ -62,17 +63,37 @@ fn filter(kinds: &[i32], entity_types: &[String]) -> Result<EventFilter, Error> 
     })
 }
 
-fn item(i: StreamItem, log_record: bool) -> Result<pb::WatchEventsResponse, Error> {
+/// How a stream sends its events.
+struct Shape {
+    log_record: bool,
+    /// The CloudEvents source when the client asked for CloudEvents.
+    cloudevents: Option<String>,
+}
+
+impl Shape {
+    fn new(app: &App, format: i32, log_record: bool) -> Result<Self, Error> {
+        Ok(Self {
+            log_record,
+            cloudevents: cloudevents::wanted(format)?
+                .then(|| app.config().cloudevents_source.clone()),
+        })
+    }
+}
+
+fn item(i: StreamItem, shape: &Shape) -> Result<pb::WatchEventsResponse, Error> {
     use pb::watch_events_response::Item;
     let item = match i {
         StreamItem::Event(e) => {
             let mut m = convert::event(&e)?;
-            if log_record {
+            if shape.log_record {
                 // The log's own encoding: what a follower tailing this server replays.
                 m.log_record = serde_json::to_vec(&*e)
                     .map_err(|e| Error::Internal(format!("event encoding: {e}")))?;
             }
-            Item::Event(m)
+            match &shape.cloudevents {
+                Some(source) => Item::CloudEvent(cloudevents::envelope(source, e.body.kind, m)),
+                None => Item::Event(m),
+            }
         }
         StreamItem::Heartbeat { head, time } => Item::Heartbeat(pb::Heartbeat {
             head_seq: head,
@@ -101,7 +122,7 @@ impl EventService for EventApi {
                 convert::from_duration("heartbeat_interval", d)?.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT)
             }
         };
-        let log_record = r.include_log_record;
+        let shape = Shape::new(&self.app, r.format, r.include_log_record)?;
         let sub = Subscription {
             start_after: r.start_after_seq,
             filter: filter(&r.kinds, &r.entity_types)?,
@@ -122,7 +143,7 @@ impl EventService for EventApi {
         )
         .map(move |r| {
             r.map_err(Error::from)
-                .and_then(|i| item(i, log_record))
+                .and_then(|i| item(i, &shape))
                 .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
@@ -160,16 +181,23 @@ impl EventService for EventApi {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let r = req.into_inner();
         let limit = page_size(r.page_size, 100, 1000)?;
+        let shape = Shape::new(&self.app, r.format, false)?;
         let page = self
             .app
             .list_events(r.start_after_seq, limit, filter(&r.kinds, &r.entity_types)?)
             .await?;
+        let mut events = Vec::with_capacity(page.events.len());
+        let mut cloud_events = Vec::new();
+        for e in &page.events {
+            let m = convert::event(e)?;
+            match &shape.cloudevents {
+                Some(source) => cloud_events.push(cloudevents::envelope(source, e.body.kind, m)),
+                None => events.push(m),
+            }
+        }
         Ok(Response::new(pb::ListEventsResponse {
-            events: page
-                .events
-                .iter()
-                .map(|e| convert::event(e))
-                .collect::<Result<_, _>>()?,
+            events,
+            cloud_events,
             next_start_after_seq: page.next_start_after,
             head_seq: page.head,
             first_available_seq: page.first,

@@ -2,6 +2,7 @@
 //! conversions between protobuf messages and the domain, request-context extraction, paging
 //! (page tokens, order_by) and the protobuf codec the generated code uses.
 
+pub mod cloudevents;
 pub mod codec;
 pub mod convert;
 pub mod ctx;

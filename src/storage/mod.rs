@@ -151,6 +151,21 @@ pub fn library_version(conn: &Connection) -> Result<String, StorageError> {
     )
 }
 
+/// A span named `$name` (with optional fields) inside the current span, or no span when there
+/// is none: work done for a request shows as phases of the request's trace (queue wait,
+/// checkpoint, capture, cascade, COMMIT, …), while background work (captures taken ahead,
+/// upkeep) does not start a trace for every step.
+macro_rules! phase_span {
+    ($name:literal $(, $($field:tt)*)?) => {
+        if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!($name $(, $($field)*)?)
+        }
+    };
+}
+pub(crate) use phase_span;
+
 /// Runs `f` inside BEGIN … COMMIT on `conn`; any error (of `f` or of COMMIT) rolls back.
 pub fn in_transaction<T, E: From<StorageError>>(
     conn: &Connection,
@@ -159,13 +174,15 @@ pub fn in_transaction<T, E: From<StorageError>>(
     conn.execute_batch("BEGIN TRANSACTION")
         .map_err(StorageError::from)?;
     match f(conn) {
-        Ok(v) => match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(v),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(StorageError::from(e).into())
+        Ok(v) => {
+            match crate::storage::phase_span!("commit").in_scope(|| conn.execute_batch("COMMIT")) {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(StorageError::from(e).into())
+                }
             }
-        },
+        }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)

@@ -110,7 +110,13 @@ impl<S: IdleWork + Send + 'static> Writer<S> {
     {
         let (done, wait) = oneshot::channel();
         let queued = self.queued.clone();
+        // The job runs inside the caller's span (its request's, in traces), and the time it
+        // waited for its turn is a span of its own.
+        let caller = tracing::Span::current();
+        let queue_wait = super::phase_span!("queue_wait");
         let job: Job<S> = Box::new(move |state| {
+            drop(queue_wait);
+            let _in_caller = caller.enter();
             queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if done.is_closed() {
                 return; // the caller gave up (cancelled RPC): do not act on its behalf

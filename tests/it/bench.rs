@@ -60,6 +60,8 @@ async fn a_small_run_measures_every_scenario() {
             "1s",
             "--mix-rounds",
             "1",
+            "--tracing-deletes",
+            "3",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -190,6 +192,13 @@ async fn a_small_run_measures_every_scenario() {
         assert!(mix[run]["writes_per_sec"].as_f64() > Some(0.0), "{mix:#}");
         assert_eq!(mix[run]["errors"], 0, "{mix:#}");
     }
+    let tr = &json["tracing"];
+    for side in ["exporter_off", "exporter_on"] {
+        assert!(tr[side]["get_requests_per_sec"].as_f64() > Some(0.0), "{tr:#}");
+        assert_eq!(tr[side]["delete"]["n"], 3, "{tr:#}");
+        assert_eq!(tr[side]["errors"], 0, "{tr:#}");
+    }
+    assert!(tr["spans_exported"].as_u64() > Some(0), "the exporter sent spans: {tr:#}");
 
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [

@@ -51,6 +51,7 @@ fn watch(start: Option<u64>) -> pb::WatchEventsRequest {
         entity_types: vec![],
         heartbeat_interval: None,
         include_log_record: false,
+        format: pb::EventFormat::Native as i32,
     }
 }
 
@@ -315,6 +316,7 @@ async fn filters_deliver_exactly_the_matching_events() {
             entity_types: vec!["habitat".into()],
             heartbeat_interval: None,
             include_log_record: false,
+            format: pb::EventFormat::Native as i32,
         })
         .await
         .unwrap()
@@ -369,6 +371,7 @@ async fn filters_deliver_exactly_the_matching_events() {
             page_size: 100,
             kinds: vec![pb::EventKind::EntityCreated as i32],
             entity_types: vec![],
+            format: pb::EventFormat::Unspecified as i32,
         })
         .await
         .unwrap()
@@ -385,6 +388,7 @@ async fn filters_deliver_exactly_the_matching_events() {
             entity_types: vec!["dragons".into()],
             heartbeat_interval: None,
             include_log_record: false,
+            format: pb::EventFormat::Native as i32,
         })
         .await
         .unwrap_err();
@@ -447,6 +451,7 @@ async fn live_only_heartbeats_and_caught_up() {
                 nanos: 0,
             }),
             include_log_record: false,
+            format: pb::EventFormat::Native as i32,
         })
         .await
         .unwrap()

@@ -869,6 +869,7 @@ async fn link_delete_snapshots_are_delete_link_and_every_snapshot_has_its_event(
             entity_types: vec![],
             heartbeat_interval: None,
             include_log_record: false,
+            format: pb::EventFormat::Native as i32,
         })
         .await
         .unwrap()

@@ -27,3 +27,4 @@ mod recovery;
 mod replica;
 mod snapshots;
 mod timeline;
+mod traces;

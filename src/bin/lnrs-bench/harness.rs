@@ -300,6 +300,10 @@ pub async fn serve_child_from_env() -> Res<()> {
     };
     let mut cfg = config(Path::new(dir), SnapshotPolicy::Required);
     cfg.replica = replica;
+    // Traces when the parent set OTEL_* (item 13), as `lnrs serve` does; kept until exit.
+    let _telemetry =
+        lnrs::cli::serve::init_logging_and_traces(lnrs::config::LogFormat::Json, "warn")
+            .map_err(fail)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening {}", listener.local_addr()?);
     lnrs::server::run(listener, cfg, std::future::pending())

@@ -18,7 +18,7 @@ use crate::harness::{fail, Res};
 use crate::stats::{median, SplitMix, Summary};
 
 /// Connections the workers share (round robin).
-const CONNECTIONS: usize = 4;
+pub const CONNECTIONS: usize = 4;
 /// Not counted at the start of each window (connections warm, caches filled).
 const WARMUP: Duration = Duration::from_millis(300);
 const LIST_PAGE: i32 = 50;
@@ -145,19 +145,10 @@ async fn window(
     Ok((total, length))
 }
 
-/// Runs `rounds` × (health, get, list) windows of `length` each.
-pub async fn run(
-    server_url: &str,
-    concurrency: usize,
-    length: Duration,
-    rounds: usize,
-) -> Res<ReadsResult> {
-    let mut channels = Vec::new();
-    for _ in 0..CONNECTIONS {
-        channels.push(crate::harness::connect(server_url).await?);
-    }
+/// Every measure id of the server, for random reads.
+pub async fn measure_ids(channel: &Channel) -> Res<Vec<i32>> {
     let mut ids = Vec::new();
-    let mut client = EntityServiceClient::new(channels[0].clone());
+    let mut client = EntityServiceClient::new(channel.clone());
     let mut token = String::new();
     loop {
         let page = client
@@ -177,7 +168,32 @@ pub async fn run(
     if ids.is_empty() {
         return Err(fail("no measures to read"));
     }
-    let ids = Arc::new(ids);
+    Ok(ids)
+}
+
+/// GetMeasure requests/s of one window (and its errors), as in the read benchmark.
+pub async fn get_rate(
+    channels: &[Channel],
+    ids: &Arc<Vec<i32>>,
+    concurrency: usize,
+    length: Duration,
+) -> Res<(f64, u64)> {
+    let (w, len) = window(Kind::Get, channels, ids, concurrency, length).await?;
+    Ok((w.done as f64 / len.as_secs_f64(), w.errors))
+}
+
+/// Runs `rounds` × (health, get, list) windows of `length` each.
+pub async fn run(
+    server_url: &str,
+    concurrency: usize,
+    length: Duration,
+    rounds: usize,
+) -> Res<ReadsResult> {
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(crate::harness::connect(server_url).await?);
+    }
+    let ids = Arc::new(measure_ids(&channels[0]).await?);
     let mut per: BTreeMap<Kind, (Vec<f64>, Vec<f64>, u64)> = BTreeMap::new();
     for _ in 0..rounds {
         for kind in [Kind::Health, Kind::Get, Kind::List] {

@@ -64,6 +64,7 @@ pub struct Results {
     /// Item 11, one entry per scale.
     pub spaced: Vec<SpacedRun>,
     pub write_mix: Option<WriteMix>,
+    pub tracing: Option<crate::traces::TracingResult>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -485,6 +486,9 @@ pub fn markdown(r: &Results) -> String {
     spaced_md(w, &r.spaced);
     if let Some(m) = &r.write_mix {
         write_mix_md(w, m);
+    }
+    if let Some(t) = &r.tracing {
+        tracing_md(w, t);
     }
     let _ = writeln!(w, "\n## Methods\n\n{}", METHODS.trim());
     s
@@ -1043,6 +1047,40 @@ fn spaced_md(w: &mut String, runs: &[SpacedRun]) {
             s.with_snapshots.ahead_reused
         );
     }
+}
+
+fn tracing_md(w: &mut String, t: &crate::traces::TracingResult) {
+    let _ = writeln!(w, "\n## 13. The cost of tracing\n");
+    let _ = writeln!(
+        w,
+        "Two servers on copies of one dataset, one exporting every span over OTLP/gRPC \
+         (`OTEL_EXPORTER_OTLP_ENDPOINT`, batch exporter defaults) to a collector in the \
+         benchmark, one without an exporter; {} interleaved rounds of a {:.0} s GetMeasure \
+         window ({} callers) and {} deletes of fresh habitats, each sent with a `traceparent`. \
+         The collector received {} spans.\n",
+        t.rounds, t.window_secs, t.concurrency, t.deletes_per_round, t.spans_exported
+    );
+    let _ = writeln!(
+        w,
+        "| exporter | Get req/s | per round | delete p50 / p99 ms | errors |\n|---|---|---|---|---|"
+    );
+    for (k, s) in [("off", &t.exporter_off), ("on", &t.exporter_on)] {
+        let rounds: Vec<String> = s.get_per_round.iter().map(|x| format!("{x:.0}")).collect();
+        let _ = writeln!(
+            w,
+            "| {k} | {:.0} | {} | {:.1} / {:.1} | {} |",
+            s.get_requests_per_sec,
+            rounds.join(", "),
+            s.delete.p50_ms,
+            s.delete.p99_ms,
+            s.errors
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nOn ÷ off: Get {:.2}×, delete p50 {:.2}×.",
+        t.get_ratio, t.delete_p50_ratio
+    );
 }
 
 fn write_mix_md(w: &mut String, m: &WriteMix) {
