@@ -194,11 +194,17 @@ async fn a_small_run_measures_every_scenario() {
     }
     let tr = &json["tracing"];
     for side in ["exporter_off", "exporter_on"] {
-        assert!(tr[side]["get_requests_per_sec"].as_f64() > Some(0.0), "{tr:#}");
+        assert!(
+            tr[side]["get_requests_per_sec"].as_f64() > Some(0.0),
+            "{tr:#}"
+        );
         assert_eq!(tr[side]["delete"]["n"], 3, "{tr:#}");
         assert_eq!(tr[side]["errors"], 0, "{tr:#}");
     }
-    assert!(tr["spans_exported"].as_u64() > Some(0), "the exporter sent spans: {tr:#}");
+    assert!(
+        tr["spans_exported"].as_u64() > Some(0),
+        "the exporter sent spans: {tr:#}"
+    );
 
     let md = std::fs::read_to_string(&doc).expect("doc");
     for section in [
