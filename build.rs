@@ -1,6 +1,7 @@
-//! Compiles proto/lnrs/v1/*.proto (and the CloudEvents format they import) with protox (pure
-//! Rust: no system protoc) and generates the tonic/prost code; also writes the encoded
-//! descriptor set that gRPC reflection serves.
+//! Compiles proto/lnrs/v1/*.proto (and what they import: the CloudEvents format, google.api
+//! and google.rpc) with protox (pure Rust: no system protoc) and generates the tonic/prost code
+//! (src/lib.rs includes lnrs.v1 and io.cloudevents.v1); also writes the encoded descriptor set
+//! that gRPC reflection serves and `lnrs descriptor-set` writes out for an HTTP/JSON gateway.
 
 use std::path::PathBuf;
 
@@ -11,18 +12,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|x| x == "proto"))
         .collect();
     files.sort();
+    // Not imported by lnrs.v1, but every lnrs error carries these types in its
+    // grpc-status-details-bin trailer: in the set, reflection clients and an HTTP/JSON gateway
+    // (Envoy's convert_grpc_status) can decode the details. The server's own code uses tonic-types.
+    files.extend(
+        ["google/rpc/status.proto", "google/rpc/error_details.proto"]
+            .map(|f| PathBuf::from("proto").join(f)),
+    );
     // Source info carries the .proto comments into rustdoc and reflection; imports make the
-    // descriptor set self-contained for reflection clients.
-    let fds = protox::Compiler::new(["proto"])?
+    // descriptor set self-contained for reflection clients and gateways (google/api and
+    // google/protobuf included).
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
         .include_imports(true)
         .include_source_info(true)
-        .open_files(&files)?
-        .file_descriptor_set();
+        .open_files(&files)?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Encoded by protox itself: prost_types drops extension options, and the google.api.http
+    // annotation of every method is one (Envoy's transcoder reads it from this set).
     std::fs::write(
         out.join("lnrs_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        compiler.encode_file_descriptor_set(),
     )?;
+    let fds = compiler.file_descriptor_set();
     // Map fields as BTreeMap: their encoding is then canonical (sorted keys), so an identical
     // retry has an identical fingerprint (AIP-155), and maps print in a stable order.
     // Our codec: a request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.

@@ -100,7 +100,9 @@ pub mod pb {
         pub use crate::generated::io::cloudevents::v1::*;
     }
 
-    /// Encoded descriptor set of every .proto (with imports), served by gRPC reflection.
+    /// Encoded descriptor set of every .proto (with imports, google.rpc's error details and the
+    /// google.api.http annotations), served by gRPC reflection and written by
+    /// `lnrs descriptor-set` for an HTTP/JSON gateway.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/lnrs_descriptor.bin"));
 }

@@ -22,6 +22,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::DescriptorSet { out } => match lnrs::cli::descriptor::write(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Replica(lnrs::cli::replica::ReplicaCommand {
             action:
                 ReplicaAction::Restore {

@@ -39,12 +39,10 @@ function expect(condition, what) {
   console.log(`ok ${passed} - ${what}`);
 }
 
-// Descriptors of proto/ (lnrs.v1 and the well-known types it imports) and of the vendored
-// google/rpc protos (for the error details), as one registry.
+// Descriptors of proto/: lnrs.v1, the google/rpc protos of the error details, and the
+// well-known types they import.
 function loadRegistry() {
-  const image = (dir) =>
-    createFileRegistry(fromBinary(FileDescriptorSetSchema, execFileSync(BUF, ['build', dir, '-o', '-'], { cwd: ROOT })));
-  return createFileRegistry(image('proto'), image(path.join('examples', 'node', 'proto')));
+  return createFileRegistry(fromBinary(FileDescriptorSetSchema, execFileSync(BUF, ['build', 'proto', '-o', '-'], { cwd: ROOT })));
 }
 
 function service(registry, name) {

@@ -21,7 +21,6 @@ const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-const RPC_PROTO_ROOT = path.resolve(__dirname, 'proto');
 // Generous for a 2-core CI machine, but a hung server still fails the run.
 const CALL_TIMEOUT_MS = 30_000;
 const RESTORE_TIMEOUT_MS = 120_000;
@@ -51,7 +50,7 @@ function loadServices() {
 function loadErrorTypes() {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) =>
-    target.startsWith('google/rpc/') ? path.join(RPC_PROTO_ROOT, target) : target;
+    target.startsWith('google/rpc/') ? path.join(PROTO_ROOT, target) : target;
   root.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto'], { keepCase: true });
   return { Status: root.lookupType('google.rpc.Status'), ErrorInfo: root.lookupType('google.rpc.ErrorInfo') };
 }

@@ -377,7 +377,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Replica(c) => super::replica::run(c.action).await,
         Command::Import(c) => super::transfer::import(&Ctx::new(c.client.clone())?, c).await,
         Command::Export(c) => super::transfer::export(&Ctx::new(c.client.clone())?, c).await,
-        Command::Serve(_) | Command::Refdata { .. } => Err(Failure::usage("not a client command")),
+        Command::Serve(_) | Command::Refdata { .. } | Command::DescriptorSet { .. } => {
+            Err(Failure::usage("not a client command"))
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! (like etcdctl for etcd) or local tools.
 
 pub mod client;
+pub mod descriptor;
 pub mod entity;
 pub mod enums;
 pub mod history;
@@ -40,6 +41,12 @@ pub enum Command {
         /// Row-count multiplier (benchmarks).
         #[arg(long, default_value_t = 1)]
         scale: u32,
+    },
+    /// Write the contract's descriptor set (with the HTTP/JSON annotations) for a gateway.
+    DescriptorSet {
+        /// Path of the file to write (e.g. lnrs.pb; replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measures: list, get, create, update, delete.
     Measure(entity::EntityCommand),

@@ -383,16 +383,28 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|d| started + d);
-        let span = tracing::info_span!(
-            "rpc",
-            request_id = request_id.to_str().unwrap_or_default(),
-            rpc = %path,
-            method = labels.grpc_method,
-            role = Empty,
-            principal = Empty,
-            code = Empty,
-            duration_ms = Empty,
-        );
+        let quiet = path.starts_with("/grpc.health.v1.");
+        macro_rules! rpc_span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    request_id = request_id.to_str().unwrap_or_default(),
+                    rpc = %path,
+                    method = labels.grpc_method,
+                    role = Empty,
+                    principal = Empty,
+                    code = Empty,
+                    duration_ms = Empty,
+                )
+            };
+        }
+        // Health checks (probes every few seconds) get a span of their own name, which the
+        // trace exporter leaves out (see `super::trace`).
+        let span = if quiet {
+            rpc_span!("rpc_health") // = trace::HEALTH_SPAN
+        } else {
+            rpc_span!("rpc")
+        };
         if let Some(id) = super::trace::adopt(&span, req.headers()) {
             req.extensions_mut()
                 .insert(crate::service::ctx::TraceId(id));
@@ -408,7 +420,7 @@ where
             started,
             deadline,
             span: span.clone(),
-            quiet: path.starts_with("/grpc.health.v1."),
+            quiet,
             done: false,
         };
         let clone = self.inner.clone();

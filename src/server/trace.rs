@@ -13,7 +13,7 @@
 //!
 //! The spans themselves are ordinary `tracing` spans (`rpc` in [`super::observe`], a
 //! delete's and a restore's phases in the app): the layer built here exports the ones of
-//! target `lnrs` at INFO and above, whatever the log filter says.
+//! target `lnrs` at INFO and above (health checks excepted), whatever the log filter says.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -21,9 +21,13 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
+
+/// The span of a health check (`super::observe`): probes every few seconds would bury the
+/// traces that matter, so it is not exported.
+pub const HEALTH_SPAN: &str = "rpc_health";
 
 /// The service name traces carry unless `OTEL_SERVICE_NAME` says otherwise.
 const SERVICE_NAME: &str = "lnrs";
@@ -94,7 +98,11 @@ impl Telemetry {
         let tracer = provider.tracer("lnrs");
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(Targets::new().with_target("lnrs", tracing::Level::INFO));
+            .with_filter(
+                Targets::new()
+                    .with_target("lnrs", tracing::Level::INFO)
+                    .and(filter_fn(|m| m.name() != HEALTH_SPAN)),
+            );
         Ok(Some((Self { provider }, layer)))
     }
 

@@ -18,6 +18,7 @@ mod follower;
 mod fuzz;
 mod grpcweb;
 mod history;
+mod http;
 mod layers;
 mod pins;
 mod powercut;

@@ -254,6 +254,12 @@ async fn a_traced_delete_and_restore_export_their_phases_under_the_callers_trace
     assert_eq!(created.trace_id.len(), 32, "{created:?}");
     assert_ne!(created.trace_id, TRACE_ID);
     collector.wait_for(&created.trace_id, &["rpc"]).await;
+    // The start-up wait polled health: probes are not exported.
+    let all = collector.0.lock().unwrap().clone();
+    assert!(
+        all.iter().all(|s| !s.name.starts_with("rpc_health")),
+        "health checks were exported"
+    );
     ops::stop(server).await;
 }
 
