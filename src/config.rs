@@ -223,6 +223,12 @@ pub struct Config {
     /// Whether reflection needs a token when auth is on.
     pub reflection_requires_auth: bool,
     pub tls: Option<TlsConfig>,
+    /// Serve gRPC-Web (HTTP/1.1 and HTTP/2) on the gRPC port next to native gRPC.
+    pub grpc_web: bool,
+    /// Browser origins allowed to call gRPC-Web across origins (CORS), exactly as browsers send
+    /// them (`https://app.example.org`), or the one entry `*` for any origin. Empty: no CORS
+    /// headers at all, so only same-origin pages and non-browser clients can call.
+    pub grpc_web_cors_origins: Vec<String>,
 
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -418,6 +424,8 @@ impl Config {
             tokens: Vec::new(),
             reflection_requires_auth: false,
             tls: None,
+            grpc_web: true,
+            grpc_web_cors_origins: Vec::new(),
             log_format: LogFormat::Auto,
             log_filter: "info".into(),
             request_log_max_age: Duration::from_secs(24 * 3600),
@@ -539,6 +547,15 @@ impl Config {
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1");
         }
+        if let Err(why) = check_cors_origins(&self.grpc_web_cors_origins) {
+            return bad("grpc_web_cors_origins", &why);
+        }
+        if !self.grpc_web && !self.grpc_web_cors_origins.is_empty() {
+            return bad(
+                "grpc_web_cors_origins",
+                "CORS is for gRPC-Web, which grpc_web = false turns off",
+            );
+        }
         if self
             .metrics_listen
             .is_some_and(|m| m == self.listen && m.port() != 0)
@@ -547,6 +564,39 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The one wildcard `grpc_web_cors_origins` accepts: any origin.
+pub const ANY_ORIGIN: &str = "*";
+
+/// Each origin must be what a browser sends in `Origin`: `http` or `https`, a host, an optional
+/// non-default port, nothing else (no path, not even `/`), lower case — CORS compares the
+/// strings exactly, so anything else could never match. `*` is allowed only alone.
+fn check_cors_origins(origins: &[String]) -> Result<(), String> {
+    if origins.iter().any(|o| o == ANY_ORIGIN) {
+        return match origins.len() {
+            1 => Ok(()),
+            _ => Err(format!(
+                "`{ANY_ORIGIN}` (any origin) must be the only entry"
+            )),
+        };
+    }
+    for o in origins {
+        let serialized = url::Url::parse(o)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .map(|u| u.origin().ascii_serialization());
+        if serialized.as_deref() != Some(o.as_str()) {
+            let hint = match serialized {
+                Some(s) => format!(" (write it as `{s}`)"),
+                None => String::new(),
+            };
+            return Err(format!(
+                "`{o}` is not an origin: scheme://host[:port] with http or https, no path{hint}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl ReplicaConfig {
@@ -760,6 +810,13 @@ settings! {
     /// Whether gRPC reflection needs a token when auth is on [default: false].
     #[arg(long, env = "LNRS_REFLECTION_REQUIRES_AUTH")]
     reflection_requires_auth: bool,
+    /// Serve gRPC-Web (HTTP/1.1 and HTTP/2) on the gRPC port [default: true].
+    #[arg(long, env = "LNRS_GRPC_WEB")]
+    grpc_web: bool,
+    /// Browser origins allowed to call gRPC-Web (CORS), comma-separated, e.g.
+    /// https://app.example.org; `*` alone allows any [default: none, no CORS headers].
+    #[arg(long, env = "LNRS_GRPC_WEB_CORS_ORIGINS", value_delimiter = ',')]
+    grpc_web_cors_origins: Vec<String>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "LNRS_TLS_CERT")]
     tls_cert: PathBuf,
@@ -921,6 +978,8 @@ impl Settings {
             self.reflection_requires_auth,
         );
         c.tls = tls(self.tls_cert, self.tls_key, self.tls_client_ca)?;
+        set(&mut c.grpc_web, self.grpc_web);
+        set(&mut c.grpc_web_cors_origins, self.grpc_web_cors_origins);
         set(&mut c.log_format, self.log_format);
         set(&mut c.log_filter, self.log_filter);
         set(&mut c.request_log_max_age, self.request_log_max_age);
@@ -1265,6 +1324,46 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`tls_client_ca`"), "{e}");
+    }
+
+    #[test]
+    fn cors_origins_are_exact_browser_origins_or_one_wildcard() {
+        let with = |origins: &[&str], grpc_web: bool| {
+            let mut c = Config::new("data");
+            c.grpc_web = grpc_web;
+            c.grpc_web_cors_origins = origins.iter().map(|o| o.to_string()).collect();
+            c.validate()
+        };
+        with(&[], true).unwrap();
+        with(&["https://app.example.org", "http://localhost:5173"], true).unwrap();
+        with(&["*"], true).unwrap();
+        for bad in [
+            &["https://app.example.org/"][..],
+            &["https://App.example.org"],
+            &["https://app.example.org:443"],
+            &["ftp://app.example.org"],
+            &["app.example.org"],
+            &["*", "https://app.example.org"],
+        ] {
+            let e = with(bad, true).unwrap_err().to_string();
+            assert!(e.contains("`grpc_web_cors_origins`"), "{bad:?}: {e}");
+        }
+        let e = with(&["https://app.example.org/"], true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write it as `https://app.example.org`"), "{e}");
+        let e = with(&["https://app.example.org"], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("grpc_web = false"), "{e}");
+        let file: Settings = toml::from_str(
+            "grpc_web_cors_origins = [\"https://a.example\", \"http://b.example:8080\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            file.resolve().unwrap().grpc_web_cors_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The server: checks the tokens and TLS files the configuration names ([`check`], before
 //! anything is opened), opens the application, builds the router (EntityService,
-//! SnapshotService, EventService, DataService, grpc.health.v1, reflection v1 + v1alpha) behind the observe
-//! layer (request ids, logs, metrics) and the auth layer, serves it on a given listener
+//! SnapshotService, EventService, DataService, grpc.health.v1, reflection v1 + v1alpha) behind
+//! CORS and gRPC-Web (both optional), the observe layer (request ids, logs, metrics) and the auth
+//! layer, serves it on a given listener
 //! (plaintext or TLS), serves `/metrics` on its own listener, and shuts down gracefully within a
 //! hard bound.
 //!
@@ -16,6 +17,7 @@
 //! between its swap and its end, a snapshot without manifest) is repaired at the next start.
 //!
 //! - [`observe`]: the request-id / log / metrics layer.
+//! - `web`: gRPC-Web (HTTP/1.1 next to HTTP/2) and its CORS, outside the other layers.
 //! - `conn`: connections that can be cut when the grace period ends.
 //! - `primary`: a follower of the primary itself (bootstrap from its snapshot, tail its events).
 //! - `nats`: the NATS JetStream sink of the event log (`events_nats_url`).
@@ -26,6 +28,7 @@ mod nats;
 pub mod observe;
 mod primary;
 pub mod trace;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -172,6 +175,7 @@ pub async fn serve_on(
     // Everything that can fail comes before the first task is spawned: a task would hold the
     // app, and the writer could then never stop.
     let builder = transport(&cfg, tls)?;
+    let cors = web::cors_layer(&cfg)?;
     let (reporter, routes) = routes(&app, cfg.max_message_bytes)?;
 
     let grpc_metrics = GrpcMetrics::default();
@@ -198,8 +202,19 @@ pub async fn serve_on(
         (began_tx, stop_tx),
     ));
 
-    tracing::info!(addr = ?local, tls = with_tls, auth = auth.enabled(), "serving gRPC");
+    tracing::info!(
+        addr = ?local,
+        tls = with_tls,
+        auth = auth.enabled(),
+        grpc_web = cfg.grpc_web,
+        cors_origins = ?cfg.grpc_web_cors_origins,
+        "serving gRPC"
+    );
+    // Outermost first: CORS answers preflights before anything else runs; gRPC-Web turns its
+    // calls into plain gRPC before the observe and auth layers see them.
     let serving = builder
+        .layer(cors)
+        .layer(web::grpc_web_layer(&cfg))
         .layer(observe::ObserveLayer::new(
             grpc_metrics,
             stages.streams_end,
@@ -230,9 +245,11 @@ pub async fn serve_on(
     result
 }
 
-/// The transport: HTTP/2 keepalive, connection age and stream limits, and TLS if configured.
+/// The transport: HTTP/2 keepalive, connection age and stream limits, HTTP/1.1 too when
+/// gRPC-Web is on, and TLS if configured.
 fn transport(cfg: &Config, tls: Option<ServerTlsConfig>) -> Result<Server, ServeError> {
     let mut builder = Server::builder()
+        .accept_http1(cfg.grpc_web)
         .http2_keepalive_interval(Some(cfg.keepalive_interval))
         .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
         .max_connection_age(cfg.max_connection_age)
@@ -413,6 +430,17 @@ fn warn_about_exposure(cfg: &Config, auth: &Auth, tls: bool, local: Option<Socke
         tracing::info!(
             addr = ?local,
             "plaintext gRPC on a non-loopback address (fine behind a mesh sidecar that does mTLS)"
+        );
+    }
+    if cfg
+        .grpc_web_cors_origins
+        .iter()
+        .any(|o| o == crate::config::ANY_ORIGIN)
+        && !auth.enabled()
+    {
+        tracing::warn!(
+            "grpc_web_cors_origins = \"*\" with authentication off: any web page a user opens \
+             can read and delete through this server from the user's browser"
         );
     }
     crate::auth::warn_if_world_readable(cfg);

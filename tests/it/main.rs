@@ -16,6 +16,7 @@ mod entities;
 mod events;
 mod follower;
 mod fuzz;
+mod grpcweb;
 mod history;
 mod http;
 mod layers;
