@@ -25,19 +25,14 @@ const { FileDescriptorSetSchema } = require('@bufbuild/protobuf/wkt');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const BUF = path.join(__dirname, 'node_modules', '.bin', 'buf');
-// Generous for a 2-core CI machine, but a hung server still fails the run.
-const CALL_TIMEOUT_MS = 30_000;
-const WATCH_TIMEOUT_MS = 60_000;
-const ERROR_DOMAIN = 'lnrs.v1';
-
-class ExpectationFailed extends Error {}
-
-let passed = 0;
-function expect(condition, what) {
-  if (!condition) throw new ExpectationFailed(what);
-  passed += 1;
-  console.log(`ok ${passed} - ${what}`);
-}
+const {
+  CALL_TIMEOUT_MS,
+  WATCH_TIMEOUT_MS,
+  ERROR_DOMAIN,
+  ExpectationFailed,
+  expect,
+  runScenario,
+} = require('./expect');
 
 // Descriptors of proto/: lnrs.v1, the google/rpc protos of the error details, and the
 // well-known types they import.
@@ -155,21 +150,9 @@ async function main() {
     console.error('usage: node grpc_web_scenario.js HOST:PORT');
     return 2;
   }
-  try {
-    await run(address, loadRegistry());
-    console.log(`grpc-web: ${passed} passed, 0 failed`);
-    return 0;
-  } catch (err) {
-    if (err instanceof ExpectationFailed) {
-      console.error(`not ok - ${err.message}`);
-    } else if (err instanceof ConnectError) {
-      console.error(`not ok - unexpected RPC failure: ${Code[err.code]}: ${err.rawMessage}`);
-    } else {
-      console.error(`not ok - ${err && err.stack ? err.stack : err}`);
-    }
-    console.log(`grpc-web: ${passed} passed, 1 failed`);
-    return 1;
-  }
+  return runScenario('grpc-web', () => run(address, loadRegistry()), (err) =>
+    err instanceof ConnectError ? `${Code[err.code]}: ${err.rawMessage}` : null,
+  );
 }
 
 main().then((code) => {

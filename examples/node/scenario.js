@@ -21,20 +21,17 @@ const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-// Generous for a 2-core CI machine, but a hung server still fails the run.
-const CALL_TIMEOUT_MS = 30_000;
+const {
+  CALL_TIMEOUT_MS,
+  WATCH_TIMEOUT_MS,
+  ERROR_DOMAIN,
+  ExpectationFailed,
+  expect,
+  runScenario,
+} = require('./expect');
+
+// A restore assembles and deep-verifies a whole snapshot.
 const RESTORE_TIMEOUT_MS = 120_000;
-const WATCH_TIMEOUT_MS = 60_000;
-const ERROR_DOMAIN = 'lnrs.v1';
-
-class ExpectationFailed extends Error {}
-
-let passed = 0;
-function expect(condition, what) {
-  if (!condition) throw new ExpectationFailed(what);
-  passed += 1;
-  console.log(`ok ${passed} - ${what}`);
-}
 
 function loadServices() {
   const definition = protoLoader.loadSync(
@@ -239,21 +236,11 @@ async function main() {
     console.error('usage: node scenario.js HOST:PORT');
     return 2;
   }
-  try {
-    await run(address);
-    console.log(`node: ${passed} passed, 0 failed`);
-    return 0;
-  } catch (err) {
-    if (err instanceof ExpectationFailed) {
-      console.error(`not ok - ${err.message}`);
-    } else if (err && typeof err.code === 'number' && err.details !== undefined) {
-      console.error(`not ok - unexpected RPC failure: ${grpc.status[err.code]}: ${err.details}`);
-    } else {
-      console.error(`not ok - ${err && err.stack ? err.stack : err}`);
-    }
-    console.log(`node: ${passed} passed, 1 failed`);
-    return 1;
-  }
+  return runScenario('node', () => run(address), (err) =>
+    err && typeof err.code === 'number' && err.details !== undefined
+      ? `${grpc.status[err.code]}: ${err.details}`
+      : null,
+  );
 }
 
 main().then((code) => {

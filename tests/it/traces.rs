@@ -123,6 +123,22 @@ fn traced<T>(msg: T, trace_id: &str, parent: &str) -> tonic::Request<T> {
     r
 }
 
+/// Deletes measure `id` as a request of trace [`TRACE_ID`], from the caller span
+/// [`CALLER_SPAN`].
+async fn traced_delete(ch: &Channel, id: i32) {
+    ops::entity(ch)
+        .delete_measure(traced(
+            pb::DeleteMeasureRequest {
+                measure_id: id,
+                ..Default::default()
+            },
+            TRACE_ID,
+            CALLER_SPAN,
+        ))
+        .await
+        .unwrap();
+}
+
 /// Every span of `spans` descends from `root`'s span through parents inside the trace.
 fn descends_from(spans: &[Span], root: &Span, name: &str) -> bool {
     let by_id: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
@@ -197,17 +213,7 @@ async fn a_traced_delete_and_restore_export_their_phases_under_the_callers_trace
     let id = ops::measure(&ch, "traced measure").await;
     let snapshot = ops::snapshot(&ch, "before the traced delete").await;
 
-    ops::entity(&ch)
-        .delete_measure(traced(
-            pb::DeleteMeasureRequest {
-                measure_id: id,
-                ..Default::default()
-            },
-            TRACE_ID,
-            CALLER_SPAN,
-        ))
-        .await
-        .unwrap();
+    traced_delete(&ch, id).await;
     let spans = collector.wait_for(TRACE_ID, DELETE_PHASES).await;
     let rpc: Vec<&Span> = spans.iter().filter(|s| s.name == "rpc").collect();
     assert_eq!(rpc.len(), 1, "one rpc span: {spans:?}");
@@ -268,17 +274,7 @@ async fn without_an_exporter_a_traceparent_still_names_the_events_trace() {
     let server = TestServer::start().await;
     let ch = server.channel.clone();
     let id = ops::measure(&ch, "traced without exporter").await;
-    ops::entity(&ch)
-        .delete_measure(traced(
-            pb::DeleteMeasureRequest {
-                measure_id: id,
-                ..Default::default()
-            },
-            TRACE_ID,
-            CALLER_SPAN,
-        ))
-        .await
-        .unwrap();
+    traced_delete(&ch, id).await;
     let deleted = event_of(&ch, pb::EventKind::EntityDeleted, &id.to_string()).await;
     assert_eq!(deleted.trace_id, TRACE_ID);
     let created = event_of(&ch, pb::EventKind::EntityCreated, &id.to_string()).await;
@@ -350,17 +346,7 @@ async fn cloudevents_subscribers_decode_the_stream_and_pages_with_the_cloudevent
         .unwrap()
         .into_inner();
     let id = ops::measure(&ch, "cloud measure").await;
-    ops::entity(&ch)
-        .delete_measure(traced(
-            pb::DeleteMeasureRequest {
-                measure_id: id,
-                ..Default::default()
-            },
-            TRACE_ID,
-            CALLER_SPAN,
-        ))
-        .await
-        .unwrap();
+    traced_delete(&ch, id).await;
 
     // The stream: raw bytes of each message decoded again with the CloudEvents schema alone.
     let mut got = Vec::new();
