@@ -1,14 +1,25 @@
-//! TLS and mTLS (rustls through tonic): turns the `tls_cert` / `tls_key` / `tls_client_ca`
-//! settings into a tonic `ServerTlsConfig`, and checks them at start-up so a bad file fails
-//! with an error naming its setting instead of at the first handshake.
+//! TLS and mTLS (rustls, ring): turns the `tls_cert` / `tls_key` / `tls_client_ca` settings
+//! into the rustls server configuration the server's own acceptor uses (`server::conn`), and
+//! checks them at start-up so a bad file fails with an error naming its setting instead of at
+//! the first handshake.
+//!
+//! Our own acceptor, not tonic's: tonic's offers only `h2` in ALPN and cannot be told
+//! otherwise, so an HTTP/1.1-only gRPC-Web client (fetch under Node, `curl --http1.1`) failed
+//! the handshake. Here ALPN offers `h2` and, when gRPC-Web is on, `http/1.1`.
 //!
 //! With `tls_client_ca`, every client must present a certificate that chains to it (mTLS);
 //! without it, the server authenticates itself only. A client certificate's subject is the
-//! principal of requests that carry no token ([`certificate_principal`]).
+//! principal of requests that carry no token ([`certificate_principal`]); the certificate
+//! reaches requests through tonic's `TlsConnectInfo`, which its `peer_certs` reads.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use x509_parser::asn1_rs::ToDer;
 use x509_parser::x509::AttributeTypeAndValue;
 
@@ -16,7 +27,7 @@ use crate::config::{ConfigError, TlsConfig};
 
 /// How long a client may take to finish the TLS handshake: a connection that opens and stalls
 /// must not hold a slot for ever.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn read_pem(setting: &'static str, path: &Path, marker: &str) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::Invalid {
@@ -33,58 +44,82 @@ fn read_pem(setting: &'static str, path: &Path, marker: &str) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
-/// The tonic TLS configuration for these settings.
-pub fn server_config(tls: &TlsConfig) -> Result<ServerTlsConfig, ConfigError> {
-    let cert = read_pem("tls_cert", &tls.cert, "CERTIFICATE")?;
-    let key = read_pem("tls_key", &tls.key, "PRIVATE KEY")?;
-    let mut config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .timeout(HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &tls.client_ca {
-        let ca = read_pem("tls_client_ca", ca, "CERTIFICATE")?;
-        config = config
-            .client_ca_root(Certificate::from_pem(ca))
-            .client_auth_optional(false);
+fn invalid(
+    setting: &'static str,
+    path: &Path,
+    what: &str,
+    e: impl std::fmt::Display,
+) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        why: format!("{} {what}: {e}", path.display()),
     }
-    Ok(config)
+}
+
+/// Every certificate in a PEM file (a chain, or a CA bundle).
+fn certificates(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let pem = read_pem(setting, path, "CERTIFICATE")?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(setting, path, "holds an unreadable certificate", e))
+}
+
+/// The rustls server configuration for these settings. `http1` adds `http/1.1` to ALPN next to
+/// `h2` (gRPC-Web from clients that speak only HTTP/1.1).
+pub fn server_config(tls: &TlsConfig, http1: bool) -> Result<Arc<ServerConfig>, ConfigError> {
+    let chain = certificates("tls_cert", &tls.cert)?;
+    let key_pem = read_pem("tls_key", &tls.key, "PRIVATE KEY")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| invalid("tls_key", &tls.key, "holds no usable private key", e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("tls_cert", &tls.cert, "cannot be served", e))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("tls_client_ca", ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid("tls_client_ca", ca, "is not a usable CA", e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .map_err(|e| invalid("tls_client_ca", ca, "is not a usable CA", e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| ConfigError::Invalid {
+            setting: "tls_cert",
+            why: format!(
+                "{} and {} do not form a usable TLS identity: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+        })?;
+    config.alpn_protocols = alpn(http1);
+    Ok(Arc::new(config))
+}
+
+/// The protocols offered, preferred first: HTTP/2 (gRPC), then HTTP/1.1 if gRPC-Web is on.
+fn alpn(http1: bool) -> Vec<Vec<u8>> {
+    let mut protocols = vec![b"h2".to_vec()];
+    if http1 {
+        protocols.push(b"http/1.1".to_vec());
+    }
+    protocols
 }
 
 /// Builds the rustls configuration once, so a key that does not match its certificate, or a
 /// file that is not what it says, fails start-up with the setting named.
 pub fn check(tls: &TlsConfig) -> Result<(), ConfigError> {
-    let config = server_config(tls)?;
-    tonic::transport::Server::builder()
-        .tls_config(config)
-        .map(|_| ())
-        .map_err(|e| {
-            let why = format!(
-                "{} and {} do not form a usable TLS identity{}: {}",
-                tls.cert.display(),
-                tls.key.display(),
-                if tls.client_ca.is_some() {
-                    " (or tls_client_ca is not a usable CA)"
-                } else {
-                    ""
-                },
-                chain(&e)
-            );
-            ConfigError::Invalid {
-                setting: "tls_cert",
-                why,
-            }
-        })
-}
-
-/// An error and its sources ("transport error: invalid key: …").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    server_config(tls, true).map(|_| ())
 }
 
 /// The principal of a client known by its certificate: the subject as an RFC 4514 string, most

@@ -4,15 +4,24 @@
 //! connection — and with it the services and the writer handle they hold — alive for ever.
 //! Every connection accepted here fails its next read or write once the kill token is
 //! cancelled, so the connection task ends and drops what it holds.
+//!
+//! With TLS, [`TlsIncoming`] runs each handshake on its own task (bounded by
+//! `tls::HANDSHAKE_TIMEOUT`) so a slow client does not hold up the others, and hands tonic the
+//! TLS stream; tonic's `TlsConnectInfo` then carries the client certificate to each request.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -65,6 +74,65 @@ impl Stream for Incoming {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// The listener's connections once their TLS handshake is done; failed or timed-out
+/// handshakes are logged (debug: a port scan is not an incident) and dropped.
+pub struct TlsIncoming {
+    plain: Incoming,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<TlsStream<Conn>>>,
+}
+
+impl TlsIncoming {
+    pub fn new(plain: Incoming, config: Arc<ServerConfig>) -> Self {
+        Self {
+            plain,
+            acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    fn start_handshake(&mut self, conn: Conn) {
+        let accept = self.acceptor.accept(conn);
+        self.handshakes.spawn(async move {
+            match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    None
+                }
+            }
+        });
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = io::Result<TlsStream<Conn>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // Every connection waiting to be accepted starts its handshake; the accept stays
+        // registered with the waker, so a new connection wakes this stream too.
+        loop {
+            match Pin::new(&mut this.plain).poll_next(cx) {
+                Poll::Ready(Some(Ok(conn))) => this.start_handshake(conn),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => break,
+            }
+        }
+        while let Poll::Ready(Some(done)) = this.handshakes.poll_join_next(cx) {
+            if let Ok(Some(stream)) = done {
+                return Poll::Ready(Some(Ok(stream)));
+            }
+        }
+        Poll::Pending
     }
 }
 

@@ -32,6 +32,7 @@ mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -40,7 +41,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -167,14 +168,14 @@ pub async fn serve_on(
     let tls = cfg
         .tls
         .as_ref()
-        .map(crate::tls::server_config)
+        .map(|t| crate::tls::server_config(t, cfg.grpc_web))
         .transpose()?;
     let local = listeners.grpc.local_addr().ok();
     let with_tls = tls.is_some();
     warn_about_exposure(&cfg, &auth, with_tls, local);
     // Everything that can fail comes before the first task is spawned: a task would hold the
     // app, and the writer could then never stop.
-    let builder = transport(&cfg, tls)?;
+    let builder = transport(&cfg);
     let cors = web::cors_layer(&cfg)?;
     let (reporter, routes) = routes(&app, cfg.max_message_bytes)?;
 
@@ -212,7 +213,7 @@ pub async fn serve_on(
     );
     // Outermost first: CORS answers preflights before anything else runs; gRPC-Web turns its
     // calls into plain gRPC before the observe and auth layers see them.
-    let serving = builder
+    let router = builder
         .layer(cors)
         .layer(web::grpc_web_layer(&cfg))
         .layer(observe::ObserveLayer::new(
@@ -221,13 +222,19 @@ pub async fn serve_on(
             cfg.max_message_bytes,
         ))
         .layer(AuthLayer(auth))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            conn::Incoming::new(listeners.grpc, stages.kill.clone()),
-            async {
-                let _ = stop_rx.await;
-            },
-        );
+        .add_routes(routes);
+    let plain = conn::Incoming::new(listeners.grpc, stages.kill.clone());
+    let stop = async {
+        let _ = stop_rx.await;
+    };
+    // Two connection types (TLS or not), so two instances of tonic's serve loop.
+    let serving: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match tls {
+            Some(config) => Box::pin(
+                router.serve_with_incoming_shutdown(conn::TlsIncoming::new(plain, config), stop),
+            ),
+            None => Box::pin(router.serve_with_incoming_shutdown(plain, stop)),
+        };
     let (result, deadline) = finish_within(serving, began_rx, &cfg, &stages.kill).await;
     drain.abort();
     follow.abort();
@@ -245,21 +252,18 @@ pub async fn serve_on(
     result
 }
 
-/// The transport: HTTP/2 keepalive, connection age and stream limits, HTTP/1.1 too when
-/// gRPC-Web is on, and TLS if configured.
-fn transport(cfg: &Config, tls: Option<ServerTlsConfig>) -> Result<Server, ServeError> {
-    let mut builder = Server::builder()
+/// The transport: HTTP/2 keepalive, connection age and stream limits, and HTTP/1.1 too when
+/// gRPC-Web is on. TLS is not tonic's: the connections arrive already decrypted
+/// ([`conn::TlsIncoming`]).
+fn transport(cfg: &Config) -> Server {
+    Server::builder()
         .accept_http1(cfg.grpc_web)
         .http2_keepalive_interval(Some(cfg.keepalive_interval))
         .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
         .max_connection_age(cfg.max_connection_age)
         .max_connection_age_grace(cfg.max_connection_age_grace)
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    Ok(builder)
+        .tcp_nodelay(true)
 }
 
 /// Every service the server routes to — health, reflection v1 and v1alpha, and ours with the

@@ -1,8 +1,9 @@
 //! gRPC-Web on the gRPC port, spoken by hand over HTTP/1.1 (hyper's client, frames built
 //! here): a unary answer with its trailers in the body, a WatchEvents server stream that
 //! delivers a delete's event, errors in the trailers-only form, the calls counted by the
-//! observe layer, CORS only for the configured origins, bearer tokens enforced, and HTTP/1.1
-//! refused when gRPC-Web is off.
+//! observe layer, CORS only for the configured origins, bearer tokens enforced, HTTP/1.1
+//! refused when gRPC-Web is off, and HTTP/1.1 inside the server's own TLS (ALPN) with the mTLS
+//! client certificate still naming the principal.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +41,14 @@ struct WebServer {
 
 impl WebServer {
     async fn start(tune: impl FnOnce(&mut Config)) -> WebServer {
+        Self::start_with(tune, channel).await
+    }
+
+    /// `ready` is how to reach the server for the health check (TLS needs its own channel).
+    async fn start_with(
+        tune: impl FnOnce(&mut Config),
+        ready: impl FnOnce(SocketAddr) -> Channel,
+    ) -> WebServer {
         let tmp = data_dir_with_reference();
         let mut cfg = test_config(tmp.path());
         tune(&mut cfg);
@@ -61,7 +70,7 @@ impl WebServer {
                 let _ = stopped.await;
             },
         ));
-        crate::common::wait_serving(&channel(addr), "").await;
+        crate::common::wait_serving(&ready(addr), "").await;
         WebServer {
             addr,
             metrics: maddr,
@@ -88,7 +97,15 @@ fn channel(addr: SocketAddr) -> Channel {
 /// Sends one HTTP/1.1 request on a fresh connection; the response body is left to read.
 async fn http1(addr: SocketAddr, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    http1_over(tcp, req).await
+}
+
+/// One HTTP/1.1 request over an already open connection (plain TCP or TLS).
+async fn http1_over<IO>(io: IO, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(conn);
     tokio::time::timeout(STEP, sender.send_request(req))
         .await
@@ -559,5 +576,152 @@ async fn http1_is_refused_when_grpc_web_is_off() {
         .list_measures(list_measures(1))
         .await
         .unwrap();
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 inside the server's own TLS
+// ---------------------------------------------------------------------------------------------
+
+const CREATE_HABITAT: &str = "/lnrs.v1.EntityService/CreateHabitat";
+
+/// A TLS client that offers only HTTP/1.1 in ALPN, as fetch under Node and `curl --http1.1`
+/// do, with the client certificate of `pki` if `identity`.
+async fn tls_http1(
+    addr: SocketAddr,
+    pki: &crate::production::Pki,
+    identity: bool,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    let pem_certs = |pem: &str| {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certs(&pki.ca) {
+        roots.add(cert).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = if identity {
+        let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
+        builder
+            .with_client_auth_cert(pem_certs(&pki.client_cert), key)
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(STEP, connector.connect(name, tcp))
+        .await
+        .expect("handshake within the step bound")
+}
+
+fn tls_channel(addr: SocketAddr, pki: &crate::production::Pki) -> Channel {
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(pki.client(Some((&pki.client_cert, &pki.client_key))))
+        .unwrap()
+        .connect_lazy()
+}
+
+fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
+    pb::CreateHabitatRequest {
+        habitat: Some(pb::Habitat {
+            habitat: name.into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// tonic's own TLS acceptor offered only `h2`, so an HTTP/1.1-only client failed the handshake
+/// (`no_application_protocol`). Ours offers `http/1.1` too while gRPC-Web is on, and the client
+/// certificate still reaches the request: the write's event names its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_over_http1_inside_tls_keeps_the_client_certificate_identity() {
+    let pki = crate::production::pki();
+    let s = WebServer::start_with(
+        |c| c.tls = Some(pki.tls(true)),
+        |addr| tls_channel(addr, &pki),
+    )
+    .await;
+
+    let tls = tls_http1(s.addr, &pki, true).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let name = "Web over TLS meadow";
+    let resp = http1_over(
+        tls,
+        web_request(CREATE_HABITAT, &new_habitat(name).encode_to_vec(), &[]),
+    )
+    .await
+    .expect("HTTP/1.1 inside TLS");
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    let (status, headers, frames) = read_all(resp).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(grpc_status(&headers, &frames).code(), Code::Ok);
+    let created: Vec<pb::CreateHabitatResponse> = data(&frames);
+    let id = created[0].habitat.as_ref().unwrap().habitat_id;
+
+    // The event of that write, read over native gRPC on the same TLS port, names the client
+    // certificate's subject as its principal: the identity survived our acceptor.
+    let page = pb::event_service_client::EventServiceClient::new(tls_channel(s.addr, &pki))
+        .list_events(pb::ListEventsRequest {
+            page_size: 1000,
+            kinds: vec![pb::EventKind::EntityCreated as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = page
+        .events
+        .iter()
+        .find(|e| e.entity_id == id.to_string())
+        .expect("the create's event");
+    assert_eq!(event.principal, "CN=lnrs-client");
+
+    // mTLS still holds for HTTP/1.1: without a certificate the request does not get through.
+    let refused = match tls_http1(s.addr, &pki, false).await {
+        Err(_) => true,
+        Ok(io) => http1_over(
+            io,
+            web_request(LIST_MEASURES, &list_measures(1).encode_to_vec(), &[]),
+        )
+        .await
+        .is_err(),
+    };
+    assert!(refused, "a client without a certificate was served");
+    s.stop().await;
+
+    // With gRPC-Web off, ALPN offers h2 alone: HTTP/1.1 is refused at the handshake, and native
+    // gRPC over TLS still works.
+    let s = WebServer::start_with(
+        |c| {
+            c.tls = Some(pki.tls(true));
+            c.grpc_web = false;
+        },
+        |addr| tls_channel(addr, &pki),
+    )
+    .await;
+    let refused = tls_http1(s.addr, &pki, true).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("NoApplicationProtocol")
+                || e.to_string().contains("no_application_protocol")),
+        "HTTP/1.1 offered with gRPC-Web off: {:?}",
+        refused.map(|t| t.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+    );
     s.stop().await;
 }

@@ -2,7 +2,8 @@
 //! (Debian's package, installed by `scripts/test-nats` when missing), started on 127.0.0.1 by
 //! the test: the broker killed and restarted midway and the service killed with -9 once, the
 //! stream must hold every seq exactly once, in order, each message the `lnrs.v1.Event`
-//! ListEvents returns; and while the broker is down, writes go on and GetStatus says so.
+//! ListEvents returns; while the broker is down, writes go on and GetStatus says so; and over
+//! `tls://` to a broker that requires a user and password.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,6 +51,15 @@ struct Broker {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    secure: Option<Secure>,
+}
+
+/// A broker that speaks only TLS (its certificate from the test CA) and requires a user and
+/// password.
+struct Secure {
+    pki: crate::production::Pki,
+    user: &'static str,
+    pass: &'static str,
 }
 
 impl Broker {
@@ -59,6 +69,7 @@ impl Broker {
             child: None,
             port: free_port(),
             store: tempfile::tempdir().unwrap(),
+            secure: None,
         }
     }
 
@@ -68,8 +79,36 @@ impl Broker {
         b
     }
 
+    async fn start_secure(secure: Secure) -> Broker {
+        let mut b = Broker::new();
+        b.secure = Some(secure);
+        b.restart().await;
+        b
+    }
+
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.secure {
+            None => format!("nats://127.0.0.1:{}", self.port),
+            Some(_) => format!("tls://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The TLS and credential flags of a secure broker.
+    fn secure_args(&self) -> Vec<std::ffi::OsString> {
+        let Some(s) = &self.secure else {
+            return Vec::new();
+        };
+        vec![
+            "--tls".into(),
+            "--tlscert".into(),
+            s.pki.file("server.pem").into(),
+            "--tlskey".into(),
+            s.pki.file("server.key").into(),
+            "--user".into(),
+            s.user.into(),
+            "--pass".into(),
+            s.pass.into(),
+        ]
     }
 
     /// Starts the server (again) and waits until JetStream answers.
@@ -85,6 +124,7 @@ impl Broker {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(self.secure_args())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -127,7 +167,15 @@ impl Broker {
     }
 
     async fn client(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
-        async_nats::ConnectOptions::new()
+        let options = match &self.secure {
+            None => async_nats::ConnectOptions::new(),
+            Some(s) => {
+                async_nats::ConnectOptions::with_user_and_password(s.user.into(), s.pass.into())
+                    .add_root_certificates(s.pki.file("ca.pem"))
+                    .require_tls(true)
+            }
+        };
+        options
             .connection_timeout(Duration::from_secs(2))
             .connect(self.url())
             .await
@@ -484,5 +532,69 @@ async fn events_compacted_before_they_were_published_are_reported_as_a_gap() {
         .collect();
     let want: Vec<u64> = (s.gap_last_seq + 1..=published).collect();
     assert_eq!(seqs, want, "the stream starts after the gap, dense");
+    ops::stop(server).await;
+}
+
+/// Over `tls://` to a broker that requires a user and password, the broker's CA trusted the
+/// standard way (`SSL_CERT_FILE`, read by the platform verifier the NATS client uses). A wrong
+/// password: writes go on, the status shows the refusal and never the password. The right one,
+/// on the same data: every event arrives, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_publishes_over_tls_to_a_broker_that_requires_credentials() {
+    let secure = Secure {
+        pki: crate::production::pki(),
+        user: "sink",
+        pass: "s3cret-pass",
+    };
+    let ca = secure.pki.file("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let broker = Broker::start_secure(secure).await;
+    let url = |pass: &str| format!("tls://sink:{pass}@127.0.0.1:{}", broker.port);
+    let tmp = crate::common::data_dir_with_reference();
+    let dir = tmp.path();
+    let start = |url: String| async move {
+        ChildServer::start(
+            dir,
+            "127.0.0.1:0",
+            &["--events-nats-url", &url],
+            &[("SSL_CERT_FILE", ca)],
+        )
+        .await
+    };
+
+    let refused = start(url("wrong-pass")).await;
+    ops::habitat(&refused.channel, "while refused")
+        .await
+        .expect("writes do not wait for the broker");
+    let t = Instant::now();
+    let status = loop {
+        let (_, s) = sink_status(&refused.channel).await;
+        if !s.error.is_empty() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no error: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.connected, "{status:?}");
+    assert_eq!(status.published_seq, 0, "{status:?}");
+    assert!(
+        status.error.to_lowercase().contains("auth"),
+        "the refusal is named: {status:?}"
+    );
+    assert!(!status.error.contains("wrong-pass"), "{status:?}");
+    assert!(!status.url.contains("wrong-pass"), "{status:?}");
+    ops::stop(refused).await;
+
+    let server = start(url("s3cret-pass")).await;
+    ops::habitat(&server.channel, "over TLS").await.unwrap();
+    let head = wait_published(&server.channel, Duration::from_secs(30)).await;
+    let stored = broker.read_stream().await;
+    let seqs: Vec<u64> = stored
+        .iter()
+        .map(|m| header(m, "Lnrs-Seq").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    let last = pb::Event::decode(stored.last().unwrap().payload.clone()).unwrap();
+    assert_eq!(last.seq, head);
     ops::stop(server).await;
 }

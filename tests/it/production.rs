@@ -1045,7 +1045,7 @@ async fn list_services(ch: &Channel, token: Option<&str>) -> Result<Vec<String>,
 
 pub(crate) struct Pki {
     dir: tempfile::TempDir,
-    ca: String,
+    pub(crate) ca: String,
     pub(crate) client_cert: String,
     pub(crate) client_key: String,
     rogue_cert: String,
@@ -1119,6 +1119,11 @@ pub(crate) fn pki() -> Pki {
 }
 
 impl Pki {
+    /// A file of the server side: "ca.pem", "server.pem" or "server.key".
+    pub(crate) fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
     pub(crate) fn tls(&self, mtls: bool) -> TlsConfig {
         TlsConfig {
             cert: self.dir.path().join("server.pem"),
