@@ -4,7 +4,10 @@
 //! - `x-request-id`: honoured when the client sends a sane one, generated otherwise; put back
 //!   on the request (so events record it as their correlation id) and on the response.
 //! - One `rpc` span per call (request_id, rpc, method, role, code, duration_ms) around the
-//!   handler and the response stream, closed by one "rpc finished" log line.
+//!   handler and the response stream, closed by one "rpc finished" log line: at INFO for
+//!   changes, streams and failures; at DEBUG for health checks and for unary reads that
+//!   succeeded (what the reader role may call), which metrics count — a log line per Get at
+//!   thousands per second is cost without information.
 //! - `grpc_server_*` metrics: started on arrival; handled when the response ends — for a
 //!   stream, when its trailers go out, with the final status code. A call dropped before it
 //!   answered (client gone, or tonic's deadline timer) counts as Canceled, or DeadlineExceeded
@@ -38,6 +41,7 @@ use tonic::{Code, Status};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use crate::auth::{Access, AccessTable, Role};
 use crate::error::Error;
 use crate::metrics::{GrpcMetrics, RpcLabels};
 use crate::service::ctx::parse_grpc_timeout;
@@ -196,8 +200,18 @@ struct CallRecord {
     started: Instant,
     deadline: Option<Instant>,
     span: tracing::Span,
-    quiet: bool,
+    quiet: Quiet,
     done: bool,
+}
+
+/// When a call's "rpc finished" line is DEBUG rather than INFO.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Health checks: always.
+    Always,
+    /// Unary reads: when they succeeded.
+    IfOk,
+    Never,
 }
 
 impl CallRecord {
@@ -212,7 +226,12 @@ impl CallRecord {
         self.span
             .record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         let _entered = self.span.enter();
-        if self.quiet {
+        let quiet = match self.quiet {
+            Quiet::Always => true,
+            Quiet::IfOk => code == Code::Ok,
+            Quiet::Never => false,
+        };
+        if quiet {
             tracing::debug!("rpc finished");
         } else {
             tracing::info!("rpc finished");
@@ -310,6 +329,8 @@ impl http_body::Body for ObservedBody {
 /// What the layer shares between calls.
 struct Shared {
     metrics: GrpcMetrics,
+    /// Which RPCs only read (the reader role's), for the log level of their last line.
+    access: AccessTable,
     /// Cancelled when streams must end (after the drain delay).
     streams_end: CancellationToken,
     limit: usize,
@@ -327,6 +348,7 @@ impl ObserveLayer {
     ) -> Self {
         Self(Arc::new(Shared {
             metrics,
+            access: AccessTable::new(false),
             streams_end,
             limit: max_message_bytes,
         }))
@@ -383,7 +405,16 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|d| started + d);
-        let quiet = path.starts_with("/grpc.health.v1.");
+        let health = path.starts_with("/grpc.health.v1.");
+        let quiet = if health {
+            Quiet::Always
+        } else if labels.grpc_type == "unary"
+            && self.shared.access.access(&path) == Access::Needs(Role::Reader)
+        {
+            Quiet::IfOk
+        } else {
+            Quiet::Never
+        };
         macro_rules! rpc_span {
             ($name:literal) => {
                 tracing::info_span!(
@@ -400,7 +431,7 @@ where
         }
         // Health checks (probes every few seconds) get a span of their own name, which the
         // trace exporter leaves out (see `super::trace`).
-        let span = if quiet {
+        let span = if health {
             rpc_span!("rpc_health") // = trace::HEALTH_SPAN
         } else {
             rpc_span!("rpc")

@@ -15,6 +15,8 @@
 //! delete's and a restore's phases in the app): the layer built here exports the ones of
 //! target `lnrs` at INFO and above (health checks excepted), whatever the log filter says.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -31,6 +33,10 @@ pub const HEALTH_SPAN: &str = "rpc_health";
 
 /// The service name traces carry unless `OTEL_SERVICE_NAME` says otherwise.
 const SERVICE_NAME: &str = "lnrs";
+
+/// Whether a pipeline is exporting (set once by [`Telemetry::from_env`]): without one, a request
+/// with no `traceparent` has no trace at all, and [`adopt`] skips the propagator.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// A running trace pipeline: flushes and stops with [`Telemetry::shutdown`].
 #[derive(Debug)]
@@ -96,6 +102,7 @@ impl Telemetry {
             .with_resource(resource.build())
             .build();
         let tracer = provider.tracer("lnrs");
+        EXPORTING.store(true, Ordering::Relaxed);
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_filter(
@@ -131,6 +138,10 @@ impl Extractor for Headers<'_> {
 /// events record: the span's when it is being traced (the caller's trace, or a new one),
 /// else the caller's own from a valid `traceparent`, else none.
 pub fn adopt(span: &tracing::Span, headers: &http::HeaderMap) -> Option<String> {
+    // The common case, on every request: nothing exported and no caller's trace.
+    if !EXPORTING.load(Ordering::Relaxed) && !headers.contains_key("traceparent") {
+        return None;
+    }
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
     let remote = parent.span().span_context().clone();
     // Fails only without the OpenTelemetry layer (tracing off): the header still names the

@@ -1626,8 +1626,15 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
         pb::snapshot_service_client::SnapshotServiceClient::new(server.channel.clone());
     let mut req = with_token(pb::GetStatusRequest {}, Some(admin));
     req.metadata_mut()
+        .insert("x-request-id", "log-test-read-1".parse().unwrap());
+    status.get_status(req).await.unwrap();
+    let mut req = with_token(habitat("Logged meadow"), Some(admin));
+    req.metadata_mut()
         .insert("x-request-id", "log-test-request-1".parse().unwrap());
-    let r = status.get_status(req).await.unwrap();
+    let r = pb::entity_service_client::EntityServiceClient::new(server.channel.clone())
+        .create_habitat(req)
+        .await
+        .unwrap();
     assert_eq!(
         r.metadata().get("x-request-id").unwrap(),
         "log-test-request-1"
@@ -1665,8 +1672,8 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
         serde_json::from_value(line["span"].clone()).unwrap()
     };
     let ok = finished("log-test-request-1");
-    assert_eq!(ok["rpc"], "/lnrs.v1.SnapshotService/GetStatus");
-    assert_eq!(ok["method"], "GetStatus");
+    assert_eq!(ok["rpc"], "/lnrs.v1.EntityService/CreateHabitat");
+    assert_eq!(ok["method"], "CreateHabitat");
     assert_eq!(ok["code"], "OK");
     assert_eq!(ok["role"], "admin");
     let principal = ok["principal"].as_str().unwrap_or_default();
@@ -1675,7 +1682,16 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
         "the span names who, never the token: {ok:?}"
     );
     assert!(ok["duration_ms"].as_f64().is_some(), "{ok:?}");
+    // A read that succeeded is counted by the metrics and logged at DEBUG only; the same read
+    // refused is a failure, at INFO.
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == "log-test-read-1" && l["message"] == "rpc finished"),
+        "a successful read logged at INFO:\n{stderr}"
+    );
     let denied = finished(&refused_id);
+    assert_eq!(denied["method"], "GetStatus");
     assert_eq!(denied["code"], "Unauthenticated");
 }
 
