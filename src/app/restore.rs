@@ -138,7 +138,7 @@ struct Run {
 /// thread: none of it needs the writer or the live file, so it runs while the writer takes the
 /// safety snapshot. Dropping it joins the thread (it writes the temp file).
 struct TargetCheck {
-    thread: Option<std::thread::JoinHandle<(IntegrityReport, Result<(), String>)>>,
+    thread: Option<std::thread::JoinHandle<(IntegrityReport, Result<bool, String>)>>,
     tmp: PathBuf,
 }
 
@@ -162,8 +162,8 @@ impl TargetCheck {
         })
     }
 
-    /// The check's report entries and outcome.
-    fn join(mut self) -> (IntegrityReport, Result<(), String>) {
+    /// The check's report entries and outcome (see [`check_target`]).
+    fn join(mut self) -> (IntegrityReport, Result<bool, String>) {
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
             _ => (
@@ -186,13 +186,15 @@ impl Drop for TargetCheck {
 }
 
 /// Assembles `target` into `tmp`, opens it read-only and runs every check of a deep verify
-/// against the manifest (fingerprints, schema, orphans). Returns why it must not be used.
+/// against the manifest (fingerprints, schema, orphans). Returns whether the file needs a
+/// schema migration (read while it is open anyway: the carry-over then need not open the file
+/// a second time just to find out), or why it must not be used.
 fn check_target(
     store: &SnapshotStore,
     target: &Manifest,
     tmp: &Path,
     report: &mut IntegrityReport,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let _ = files::remove_database(tmp);
     let t = Instant::now();
     let assembled = phase_span!("assemble").in_scope(|| {
@@ -238,11 +240,14 @@ fn check_target(
     );
     let checks = phase_span!("deep_verify")
         .in_scope(|| check_database(&conn, &target.fingerprints, &target.schema));
+    // No readable version (a file older than the version table): let the migration decide.
+    let needs_migration = storage::schema::version(&conn)
+        .map_or(true, |v| v < storage::schema::latest_version());
     drop(conn);
     let verified = checks.passed();
     append_prefixed(report, "pre_swap:", checks);
     if verified {
-        Ok(())
+        Ok(needs_migration)
     } else {
         Err("the assembled snapshot failed verification; the live database was not touched".into())
     }
@@ -289,6 +294,8 @@ impl WriterState {
         ctx: &RequestCtx,
         target: SwapTarget,
     ) -> Result<RestoreOutcome, Error> {
+        // The duration a restore reports covers all of it, safety snapshot included.
+        let started = Instant::now();
         let shared = self.shared.clone();
         let _flag = shared.begin_restore()?;
         let store = shared.store()?;
@@ -310,7 +317,7 @@ impl WriterState {
         let id = id.clone();
         let mut run = Run {
             kind,
-            started: Instant::now(),
+            started,
             pins,
             info: RestoreInfo {
                 snapshot_id: id.as_str().into(),
@@ -426,11 +433,12 @@ impl WriterState {
             verified = check_target(&run.store, &run.target, &run.tmp, &mut target_report);
         }
         run.report.extend(target_report);
-        verified?;
+        let needs_migration = verified?;
         let report = &mut run.report;
         let t = Instant::now();
-        let carried = phase_span!("carry_over")
-            .in_scope(|| self.carry_over(&run.tmp, event, &run.target.schema));
+        let carried = phase_span!("carry_over").in_scope(|| {
+            self.carry_over(&run.tmp, event, &run.target.schema, needs_migration)
+        });
         report.push(
             "pre_swap:carry_over_event_log",
             carried.is_ok(),
@@ -468,13 +476,15 @@ impl WriterState {
     /// request log into it and appends the restore's event there, in one transaction: the log
     /// never rewinds and the restore is itself an event. Returns the file's schema: the one the
     /// pre-swap check found (`checked`) unless a migration changed it (copying rows does not).
+    /// A file at the latest schema version (`needs_migration` false) is not opened to migrate.
     fn carry_over(
         &self,
         tmp: &Path,
         event: &Event,
         checked: &SchemaInventory,
+        needs_migration: bool,
     ) -> Result<SchemaInventory, Error> {
-        let migrated = storage::migrate_file(tmp)?;
+        let migrated = needs_migration && storage::migrate_file(tmp)?;
         storage::copy_tables_into(self.conn()?, tmp, CARRIED_OVER_TABLES, |c, alias| {
             event_log::append_to(c, Some(alias), event).map_err(Error::from)
         })?;

@@ -38,6 +38,15 @@ pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
+/// The schema version of a database that has the version table (0 if it is empty).
+pub fn version(conn: &Connection) -> Result<i32, StorageError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM lnrs_schema_version",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Brings the database up to [`latest_version`]; returns how many migrations it applied.
 /// Refuses a database written by a newer build.
 pub fn migrate(conn: &Connection) -> Result<usize, StorageError> {
@@ -45,11 +54,7 @@ pub fn migrate(conn: &Connection) -> Result<usize, StorageError> {
         "CREATE TABLE IF NOT EXISTS lnrs_schema_version (
              version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at_us BIGINT NOT NULL)",
     )?;
-    let current: i32 = conn.query_row(
-        "SELECT coalesce(max(version), 0) FROM lnrs_schema_version",
-        [],
-        |r| r.get(0),
-    )?;
+    let current = version(conn)?;
     if current > latest_version() {
         return Err(StorageError::SchemaTooNew {
             found: current,
