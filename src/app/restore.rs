@@ -241,8 +241,8 @@ fn check_target(
     let checks = phase_span!("deep_verify")
         .in_scope(|| check_database(&conn, &target.fingerprints, &target.schema));
     // No readable version (a file older than the version table): let the migration decide.
-    let needs_migration = storage::schema::version(&conn)
-        .map_or(true, |v| v < storage::schema::latest_version());
+    let needs_migration =
+        storage::schema::version(&conn).map_or(true, |v| v < storage::schema::latest_version());
     drop(conn);
     let verified = checks.passed();
     append_prefixed(report, "pre_swap:", checks);
@@ -436,9 +436,8 @@ impl WriterState {
         let needs_migration = verified?;
         let report = &mut run.report;
         let t = Instant::now();
-        let carried = phase_span!("carry_over").in_scope(|| {
-            self.carry_over(&run.tmp, event, &run.target.schema, needs_migration)
-        });
+        let carried = phase_span!("carry_over")
+            .in_scope(|| self.carry_over(&run.tmp, event, &run.target.schema, needs_migration));
         report.push(
             "pre_swap:carry_over_event_log",
             carried.is_ok(),

@@ -38,6 +38,10 @@ mod fanout;
 mod harness;
 #[path = "lnrs-bench/history.rs"]
 mod history;
+/// The trace tests' in-process OTLP collector, shared with the benchmark (item 13).
+#[allow(dead_code)]
+#[path = "../../tests/it/common/otlp.rs"]
+mod otlp;
 #[path = "lnrs-bench/profile.rs"]
 mod profile;
 #[path = "lnrs-bench/prom.rs"]

@@ -1155,7 +1155,6 @@ fn event_sink_line(n: Option<&pb::EventSinkStatus>) -> String {
     line
 }
 
-/// One line for the replica: where, how, how far behind.
 /// Capture ahead in one line: state, and how the snapshots since start were made.
 fn capture_ahead_line(a: Option<&pb::CaptureAheadStatus>) -> String {
     let Some(a) = a else {
@@ -1181,6 +1180,7 @@ fn capture_ahead_line(a: Option<&pb::CaptureAheadStatus>) -> String {
     line
 }
 
+/// One line for the replica: where, how, how far behind.
 fn replica_line(r: Option<&pb::ReplicaStatus>) -> String {
     let Some(r) = r else {
         return "none configured".into();

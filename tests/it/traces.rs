@@ -14,16 +14,11 @@ use std::time::Duration;
 
 use lnrs::pb;
 use lnrs::pb::cloudevents::CloudEvent;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use crate::common::otlp::{self, hex};
 use crate::common::{self, ops, ChildServer, TestServer};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -44,47 +39,23 @@ struct Span {
 #[derive(Clone, Default)]
 struct Collector(Arc<Mutex<Vec<Span>>>);
 
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    spans.push(Span {
-                        name: s.name,
-                        trace_id: hex(&s.trace_id),
-                        span_id: hex(&s.span_id),
-                        parent: hex(&s.parent_span_id),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl Collector {
     /// Serves on 127.0.0.1:0; returns the endpoint URL.
     async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let svc = TraceServiceServer::new(self.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        format!("http://{addr}")
+        let store = self.0.clone();
+        otlp::serve(move |spans| {
+            store
+                .lock()
+                .unwrap()
+                .extend(spans.into_iter().map(|s| Span {
+                    name: s.name,
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent: hex(&s.parent_span_id),
+                }))
+        })
+        .await
+        .unwrap()
     }
 
     fn trace(&self, trace_id: &str) -> Vec<Span> {

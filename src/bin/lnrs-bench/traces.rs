@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 
 use lnrs::pb;
 use lnrs::pb::entity_service_client::EntityServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -49,41 +43,6 @@ pub struct TracingResult {
     pub delete_p50_ratio: f64,
     /// Spans the collector received from the server with the exporter on.
     pub spans_exported: u64,
-}
-
-/// Counts the spans it is sent.
-#[derive(Clone, Default)]
-struct CountingCollector(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl TraceService for CountingCollector {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize = req
-            .get_ref()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// Serves the collector on 127.0.0.1:0; returns its endpoint URL.
-async fn start_collector(c: CountingCollector) -> Res<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(c))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    });
-    Ok(format!("http://{addr}"))
 }
 
 /// `n` deletes, each of a habitat created just before (not timed), with a `traceparent`.
@@ -131,9 +90,13 @@ pub async fn run(
     rounds: usize,
     deletes: usize,
 ) -> Res<TracingResult> {
-    let collector = CountingCollector::default();
-    let endpoint: &'static str =
-        Box::leak(start_collector(collector.clone()).await?.into_boxed_str());
+    let spans = Arc::new(AtomicU64::new(0));
+    let counter = spans.clone();
+    let endpoint = crate::otlp::serve(move |s| {
+        counter.fetch_add(s.len() as u64, Ordering::Relaxed);
+    })
+    .await?;
+    let endpoint: &'static str = Box::leak(endpoint.into_boxed_str());
     let off_dir = work.data_dir_with("tracing-off", &dataset.path)?;
     let on_dir = work.data_dir_with("tracing-on", &dataset.path)?;
     let off = ChildServer::start(&off_dir.display().to_string(), []).await?;
@@ -176,7 +139,7 @@ pub async fn run(
     // The exporter sends in batches (OTEL_BSP_SCHEDULE_DELAY, 5 s by default): wait for the
     // first, which shows the spans really left the server.
     let waited = Instant::now();
-    while collector.0.load(Ordering::Relaxed) == 0 && waited.elapsed() < Duration::from_secs(15) {
+    while spans.load(Ordering::Relaxed) == 0 && waited.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     off.kill().await?;
@@ -194,6 +157,6 @@ pub async fn run(
         delete_p50_ratio: exporter_on.delete.p50_ms / exporter_off.delete.p50_ms.max(1e-9),
         exporter_off,
         exporter_on,
-        spans_exported: collector.0.load(Ordering::Relaxed),
+        spans_exported: spans.load(Ordering::Relaxed),
     })
 }

@@ -8,6 +8,7 @@
 mod child;
 pub mod invariants;
 pub mod ops;
+pub mod otlp;
 pub mod replica_check;
 pub mod s3;
 #[allow(unused_imports)] // not every test binary runs child servers
