@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::common::{data_dir_with_reference, events_after, test_config, wait_serving};
-use crate::common::{ChildServer, TestServer};
+use crate::common::{ops, ChildServer, TestServer};
 use crate::production::{pki, serve_fails};
 use lnrs::pb;
 use tokio::sync::oneshot;
@@ -20,16 +20,6 @@ const ALICE: &str = "alice-secret-7f3a9c2e5b81";
 const UNNAMED: &str = "unnamed-secret-4d6b0a9e17c3";
 /// An admin token named in `LNRS_TOKENS`.
 const BOB: &str = "bob-secret-8e2c5a7f0b94";
-
-fn habitat(name: &str) -> pb::CreateHabitatRequest {
-    pb::CreateHabitatRequest {
-        habitat: Some(pb::Habitat {
-            habitat: name.into(),
-            ..Default::default()
-        }),
-        request_id: String::new(),
-    }
-}
 
 /// `msg` with `token` as its bearer token and `request_id` as its x-request-id.
 fn call<T>(msg: T, token: Option<&str>, request_id: &str) -> Request<T> {
@@ -140,7 +130,11 @@ async fn named_tokens_are_recorded_by_name_with_request_id_and_peer() {
     // alice creates and deletes a habitat; the delete carries an AIP-155 request_id, which is
     // the request id its event records.
     let created = entity(&ch)
-        .create_habitat(call(habitat("audited"), Some(ALICE), "audit-create-1"))
+        .create_habitat(call(
+            ops::new_habitat("audited"),
+            Some(ALICE),
+            "audit-create-1",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -155,13 +149,17 @@ async fn named_tokens_are_recorded_by_name_with_request_id_and_peer() {
         .into_inner();
     let delete_seq = deleted.outcome.unwrap().event_seq;
     let bob_seq = entity(&ch)
-        .create_habitat(call(habitat("by bob"), Some(BOB), "audit-bob"))
+        .create_habitat(call(ops::new_habitat("by bob"), Some(BOB), "audit-bob"))
         .await
         .unwrap()
         .into_inner()
         .event_seq;
     let unnamed_seq = entity(&ch)
-        .create_habitat(call(habitat("by nobody"), Some(UNNAMED), "audit-unnamed"))
+        .create_habitat(call(
+            ops::new_habitat("by nobody"),
+            Some(UNNAMED),
+            "audit-unnamed",
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -245,7 +243,7 @@ async fn events_after_with(ch: &Channel, token: &str, after: u64) -> Vec<pb::Eve
 async fn with_auth_off_the_principal_is_anonymous() {
     let s = TestServer::start().await;
     let seq = entity(&s.channel)
-        .create_habitat(call(habitat("anonymous"), None, "audit-anon"))
+        .create_habitat(call(ops::new_habitat("anonymous"), None, "audit-anon"))
         .await
         .unwrap()
         .into_inner()
@@ -302,7 +300,7 @@ async fn an_mtls_client_without_a_token_is_its_certificate_subject() {
     cfg.tls = Some(pki.tls(true));
     let s = TlsServer::start(cfg, identity()).await;
     let seq = entity(&s.channel)
-        .create_habitat(call(habitat("by certificate"), None, "audit-cert"))
+        .create_habitat(call(ops::new_habitat("by certificate"), None, "audit-cert"))
         .await
         .unwrap()
         .into_inner()
@@ -318,7 +316,11 @@ async fn an_mtls_client_without_a_token_is_its_certificate_subject() {
     cfg.tokens = vec![lnrs::config::TokenEntry::new(ALICE, "editor").named("alice")];
     let s = TlsServer::start(cfg, identity()).await;
     let seq = entity(&s.channel)
-        .create_habitat(call(habitat("by token"), Some(ALICE), "audit-both"))
+        .create_habitat(call(
+            ops::new_habitat("by token"),
+            Some(ALICE),
+            "audit-both",
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -635,16 +635,6 @@ fn tls_channel(addr: SocketAddr, pki: &crate::production::Pki) -> Channel {
         .connect_lazy()
 }
 
-fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
-    pb::CreateHabitatRequest {
-        habitat: Some(pb::Habitat {
-            habitat: name.into(),
-            ..Default::default()
-        }),
-        request_id: String::new(),
-    }
-}
-
 /// tonic's own TLS acceptor offered only `h2`, so an HTTP/1.1-only client failed the handshake
 /// (`no_application_protocol`). Ours offers `http/1.1` too while gRPC-Web is on, and the client
 /// certificate still reaches the request: the write's event names its subject.
@@ -662,7 +652,11 @@ async fn grpc_web_over_http1_inside_tls_keeps_the_client_certificate_identity() 
     let name = "Web over TLS meadow";
     let resp = http1_over(
         tls,
-        web_request(CREATE_HABITAT, &new_habitat(name).encode_to_vec(), &[]),
+        web_request(
+            CREATE_HABITAT,
+            &crate::common::ops::new_habitat(name).encode_to_vec(),
+            &[],
+        ),
     )
     .await
     .expect("HTTP/1.1 inside TLS");

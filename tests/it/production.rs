@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_refused, data_dir_with_reference, error_meta, events_after, reason, table_counts,
+    assert_refused, data_dir_with_reference, error_meta, events_after, ops, reason, table_counts,
     test_config, ChildServer, TestServer,
 };
 use lnrs::config::{Config, TlsConfig, TokenEntry};
@@ -77,16 +77,6 @@ impl OwnServer {
             let _ = s.send(());
         }
         self.task.await.unwrap().unwrap();
-    }
-}
-
-fn habitat(name: &str) -> pb::CreateHabitatRequest {
-    pb::CreateHabitatRequest {
-        habitat: Some(pb::Habitat {
-            habitat: name.into(),
-            ..Default::default()
-        }),
-        request_id: String::new(),
     }
 }
 
@@ -214,7 +204,7 @@ async fn shutdown_with_fifty_streams_and_an_in_flight_restore() {
     // A change the restore has to undo.
     let undone = s
         .entity()
-        .create_habitat(habitat("created after the snapshot"))
+        .create_habitat(ops::new_habitat("created after the snapshot"))
         .await
         .unwrap()
         .into_inner()
@@ -301,7 +291,7 @@ async fn a_stuck_client_cannot_hold_shutdown_past_the_grace_period() {
     let s = TestServer::start_with(cfg).await;
     for i in 0..5 {
         s.entity()
-            .create_habitat(habitat(&format!("h{i}")))
+            .create_habitat(ops::new_habitat(&format!("h{i}")))
             .await
             .unwrap();
     }
@@ -523,11 +513,14 @@ async fn metrics_after_a_scripted_workload() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     let h1 = entity
-        .create_habitat(habitat("metrics one"))
+        .create_habitat(ops::new_habitat("metrics one"))
         .await
         .unwrap()
         .into_inner();
-    entity.create_habitat(habitat("metrics two")).await.unwrap();
+    entity
+        .create_habitat(ops::new_habitat("metrics two"))
+        .await
+        .unwrap();
     entity
         .delete_habitat(pb::DeleteHabitatRequest {
             habitat_id: h1.habitat.unwrap().habitat_id,
@@ -709,7 +702,7 @@ async fn metrics_after_a_scripted_workload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_returned_and_recorded_in_events() {
     let s = TestServer::start().await;
-    let mut req = Request::new(habitat("with an id"));
+    let mut req = Request::new(ops::new_habitat("with an id"));
     req.metadata_mut()
         .insert("x-request-id", "client-chosen-id-42".parse().unwrap());
     let r = s.entity().create_habitat(req).await.unwrap();
@@ -720,7 +713,7 @@ async fn request_ids_are_returned_and_recorded_in_events() {
     let seq = r.into_inner().event_seq;
     let r = s
         .entity()
-        .create_habitat(habitat("without an id"))
+        .create_habitat(ops::new_habitat("without an id"))
         .await
         .unwrap();
     let generated = r
@@ -840,8 +833,10 @@ async fn call_class(
         Class::Editor => vec![
             (
                 "CreateHabitat",
-                ok(e.create_habitat(with_token(habitat("auth matrix"), t))
-                    .await),
+                ok(
+                    e.create_habitat(with_token(ops::new_habitat("auth matrix"), t))
+                        .await,
+                ),
             ),
             (
                 // A missing id: reaching NOT_FOUND means the call got past auth.
@@ -1241,7 +1236,11 @@ async fn oversize_messages_are_resource_exhausted_with_message_too_large() {
     let head = event_head(&s.channel, None).await;
 
     let big = "x".repeat(100 * 1024);
-    let e = s.entity().create_habitat(habitat(&big)).await.unwrap_err();
+    let e = s
+        .entity()
+        .create_habitat(ops::new_habitat(&big))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert_eq!(reason(&e), "MESSAGE_TOO_LARGE");
     assert_eq!(error_meta(&e, "limit_bytes").as_deref(), Some("65536"));
@@ -1255,7 +1254,10 @@ async fn oversize_messages_are_resource_exhausted_with_message_too_large() {
     // requests, not in one page.
     for i in 0..5 {
         let name = format!("bigname {i} {}", "y".repeat(15 * 1024));
-        s.entity().create_habitat(habitat(&name)).await.unwrap();
+        s.entity()
+            .create_habitat(ops::new_habitat(&name))
+            .await
+            .unwrap();
     }
     let e = s
         .entity()
@@ -1301,7 +1303,7 @@ async fn a_write_whose_deadline_passes_while_queued_behind_a_restore_is_not_exec
         tokio::spawn(async move { snaps.restore_snapshot(restore_request(&snap_id)).await });
     until_restore_started(&mut observer).await;
 
-    let mut probe = Request::new(habitat("deadline probe"));
+    let mut probe = Request::new(ops::new_habitat("deadline probe"));
     probe.set_timeout(Duration::from_millis(50));
     let t = Instant::now();
     let e = s.entity().create_habitat(probe).await.unwrap_err();
@@ -1325,7 +1327,7 @@ async fn a_write_whose_deadline_passes_while_queued_behind_a_restore_is_not_exec
     // Queued after the probe: once it is answered, the writer has passed the probe's job.
     let control = s
         .entity()
-        .create_habitat(habitat("control write"))
+        .create_habitat(ops::new_habitat("control write"))
         .await
         .unwrap()
         .into_inner();
@@ -1628,7 +1630,7 @@ async fn json_logs_carry_request_ids_and_never_tokens() {
     req.metadata_mut()
         .insert("x-request-id", "log-test-read-1".parse().unwrap());
     status.get_status(req).await.unwrap();
-    let mut req = with_token(habitat("Logged meadow"), Some(admin));
+    let mut req = with_token(ops::new_habitat("Logged meadow"), Some(admin));
     req.metadata_mut()
         .insert("x-request-id", "log-test-request-1".parse().unwrap());
     let r = pb::entity_service_client::EntityServiceClient::new(server.channel.clone())

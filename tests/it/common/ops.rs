@@ -16,16 +16,21 @@ pub fn snapshots(ch: &Channel) -> pb::snapshot_service_client::SnapshotServiceCl
     pb::snapshot_service_client::SnapshotServiceClient::new(ch.clone())
 }
 
+/// A CreateHabitat request with only the name set.
+pub fn new_habitat(name: &str) -> pb::CreateHabitatRequest {
+    pb::CreateHabitatRequest {
+        habitat: Some(pb::Habitat {
+            habitat: name.into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
 /// Creates a habitat; returns its id and event seq.
 pub async fn habitat(ch: &Channel, name: &str) -> Result<(i32, u64), tonic::Status> {
     let r = entity(ch)
-        .create_habitat(pb::CreateHabitatRequest {
-            habitat: Some(pb::Habitat {
-                habitat: name.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
+        .create_habitat(new_habitat(name))
         .await?
         .into_inner();
     Ok((r.habitat.unwrap().habitat_id, r.event_seq))
