@@ -1,7 +1,5 @@
 //! The protobuf codec of every lnrs.v1 service (build.rs names it as the generated code's
-//! `codec_path`): an encoder that reserves a message's whole length before writing it (tonic's
-//! buffer starts at 8 KiB, so a page of 50 entities grew it by copying, twice, per response),
-//! and a decoder that answers a message that does not
+//! `codec_path`): tonic-prost's encoder, and a decoder that answers a message that does not
 //! decode — invalid UTF-8 in a string, a truncated message, a wrong wire type — with
 //! INVALID_ARGUMENT `MALFORMED_REQUEST` through [`crate::error`], where tonic-prost answers
 //! INTERNAL (which would blame the server for the client's bytes).
@@ -13,19 +11,23 @@
 use std::marker::PhantomData;
 
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::Status;
-use prost::bytes::BufMut;
+use tonic_prost::{ProstCodec, ProstEncoder};
 
 use crate::error::Error;
 
-/// tonic-prost's codec, with the encoder and decoder of this module.
+/// [`ProstCodec`] with decode errors mapped by [`crate::error`].
 #[derive(Debug, Clone)]
-pub struct LnrsCodec<T, U>(PhantomData<(T, U)>);
+pub struct LnrsCodec<T, U> {
+    prost: ProstCodec<T, U>,
+}
 
 impl<T, U> Default for LnrsCodec<T, U> {
     fn default() -> Self {
-        Self(PhantomData)
+        Self {
+            prost: ProstCodec::default(),
+        }
     }
 }
 
@@ -36,34 +38,15 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = LnrsEncoder<T>;
+    type Encoder = ProstEncoder<T>;
     type Decoder = LnrsDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        LnrsEncoder(PhantomData)
+        self.prost.encoder()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         LnrsDecoder(PhantomData)
-    }
-}
-
-/// Encodes `T` with prost into a buffer grown once to the message's length.
-#[derive(Debug, Clone, Default)]
-pub struct LnrsEncoder<T>(PhantomData<T>);
-
-impl<T: Message> Encoder for LnrsEncoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // What prost's `encode` does (length, then the fields), with the room made first.
-        let len = item.encoded_len();
-        buf.reserve(len);
-        let before = buf.remaining_mut();
-        item.encode_raw(buf);
-        debug_assert_eq!(before - buf.remaining_mut(), len);
-        Ok(())
     }
 }
 
