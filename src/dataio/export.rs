@@ -16,7 +16,7 @@ use duckdb::types::ValueRef;
 use super::{DataIoError, StagedFile};
 use crate::domain::entity::EntityKind;
 use crate::domain::geometry;
-use crate::domain::tables::{quote_ident, USER_TABLES};
+use crate::domain::tables::{quote_ident, quote_path, USER_TABLES};
 use crate::storage;
 
 /// The public "LNRS Toolkit" view.
@@ -286,12 +286,11 @@ fn write_parquet(conn: &duckdb::Connection, sql: &str, path: &Path) -> Result<i6
 fn write_duckdb(db: &Path, dest: &Path) -> Result<(), DataIoError> {
     let config = duckdb::Config::default().enable_autoload_extension(false)?;
     let conn = duckdb::Connection::open_in_memory_with_flags(config)?;
-    let lit = |p: &Path| p.to_string_lossy().replace('\'', "''");
     conn.execute_batch(&format!(
-        "ATTACH '{}' AS src (READ_ONLY); \
-         ATTACH '{}' AS out (STORAGE_VERSION '{DUCKDB_EXPORT_STORAGE}'); USE out;",
-        lit(db),
-        lit(dest)
+        "ATTACH {} AS src (READ_ONLY); \
+         ATTACH {} AS out (STORAGE_VERSION '{DUCKDB_EXPORT_STORAGE}'); USE out;",
+        quote_path(db),
+        quote_path(dest)
     ))?;
     storage::schema::migrate(&conn)?;
     for t in USER_TABLES {

@@ -11,7 +11,7 @@ use std::path::Path;
 use super::DataIoError;
 use crate::domain::entity::EntityKind;
 use crate::domain::rows::Datum;
-use crate::domain::tables::{quote_ident, USER_TABLES};
+use crate::domain::tables::{quote_ident, quote_path, USER_TABLES};
 use crate::storage::images::datum;
 
 /// One table of the source.
@@ -39,8 +39,7 @@ const MAX_MEMBERS: usize = 1000;
 pub fn read_duckdb(path: &Path, engine: String) -> Result<Source, DataIoError> {
     let config = duckdb::Config::default().enable_autoload_extension(false)?;
     let conn = duckdb::Connection::open_in_memory_with_flags(config)?;
-    let literal = path.to_string_lossy().replace('\'', "''");
-    conn.execute_batch(&format!("ATTACH '{literal}' AS src (READ_ONLY)"))
+    conn.execute_batch(&format!("ATTACH {} AS src (READ_ONLY)", quote_path(path)))
         .map_err(|e| {
             tracing::warn!(error = %e, "import: the upload does not open as a database");
             DataIoError::NotLnrsSchema("the file does not open as a DuckDB database".into())

@@ -212,6 +212,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A file path as an SQL string literal, quotes included (`ATTACH '…'`): a `'` in the path is
+/// doubled, so the statement opens exactly that file and nothing is injected.
+pub fn quote_path(path: &std::path::Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', "''"))
+}
+
 /// Key columns that may hold NULL: the original app allowed MAPG rows without a grant (an
 /// unfunded row), and imports keep them. The API shows and addresses such a NULL as "".
 pub const NULLABLE_KEY_COLUMNS: &[&str] = &["grant_id"];
@@ -237,6 +243,12 @@ pub fn column_equals(column: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_become_string_literals_with_quotes_doubled() {
+        let p = std::path::Path::new("/data/o'brien's/live.duckdb");
+        assert_eq!(super::quote_path(p), "'/data/o''brien''s/live.duckdb'");
+    }
+
     use super::*;
 
     #[test]

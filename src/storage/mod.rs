@@ -216,8 +216,8 @@ pub fn copy_tables_into<E: From<StorageError>>(
     more: impl FnOnce(&Connection, &str) -> Result<(), E>,
 ) -> Result<(), E> {
     const ALIAS: &str = "lnrs_carry_over";
-    let path = other.to_string_lossy().replace('\'', "''");
-    conn.execute_batch(&format!("ATTACH '{path}' AS {ALIAS}"))
+    let path = crate::domain::tables::quote_path(other);
+    conn.execute_batch(&format!("ATTACH {path} AS {ALIAS}"))
         .map_err(StorageError::from)?;
     let copied = in_transaction(conn, |c| {
         for t in tables {
@@ -247,8 +247,8 @@ pub fn replace_tables_from<E: From<StorageError>>(
     more: impl FnOnce(&Connection) -> Result<(), E>,
 ) -> Result<(), E> {
     const ALIAS: &str = "lnrs_replay_source";
-    let path = other.to_string_lossy().replace('\'', "''");
-    conn.execute_batch(&format!("ATTACH '{path}' AS {ALIAS} (READ_ONLY)"))
+    let path = crate::domain::tables::quote_path(other);
+    conn.execute_batch(&format!("ATTACH {path} AS {ALIAS} (READ_ONLY)"))
         .map_err(StorageError::from)?;
     let copied = in_transaction(conn, |c| {
         for t in tables {
