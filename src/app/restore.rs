@@ -186,8 +186,8 @@ impl Drop for TargetCheck {
 }
 
 /// Assembles `target` into `tmp`, opens it read-only and runs every check of a deep verify
-/// against the manifest (fingerprints, schema, orphans). Returns whether the file needs a
-/// schema migration (read while it is open anyway: the carry-over then need not open the file
+/// against the manifest (fingerprints, schema, orphans). Returns whether the file must go
+/// through the schema migration (read while it is open anyway: the carry-over then need not open the file
 /// a second time just to find out), or why it must not be used.
 fn check_target(
     store: &SnapshotStore,
@@ -240,9 +240,11 @@ fn check_target(
     );
     let checks = phase_span!("deep_verify")
         .in_scope(|| check_database(&conn, &target.fingerprints, &target.schema));
-    // No readable version (a file older than the version table): let the migration decide.
+    // Anything but exactly the latest version goes through the migration as before: an older
+    // file is migrated, a newer one (from a later build) is refused there, before any swap,
+    // and a file without a readable version lets the migration decide.
     let needs_migration =
-        storage::schema::version(&conn).map_or(true, |v| v < storage::schema::latest_version());
+        storage::schema::version(&conn).map_or(true, |v| v != storage::schema::latest_version());
     drop(conn);
     let verified = checks.passed();
     append_prefixed(report, "pre_swap:", checks);
