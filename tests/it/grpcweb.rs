@@ -15,13 +15,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use lnrs::config::{Config, TokenEntry};
 use lnrs::pb;
-use lnrs::server::{Listeners, ServeError};
 use prost::Message;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::common::{data_dir_with_reference, reason, test_config};
+use crate::production::OwnServer;
 
 const ORIGIN: &str = "https://app.example.org";
 const OTHER_ORIGIN: &str = "https://elsewhere.example.org";
@@ -30,12 +29,12 @@ const EDITOR: &str = "editor-token-0123456789";
 /// Bound on any one step (a hung server fails the test instead of hanging it).
 const STEP: Duration = Duration::from_secs(30);
 
-/// A server with its metrics listener, on a copy of the reference database.
+/// A server with its metrics listener (production's `OwnServer`), on a copy of the reference
+/// database.
 struct WebServer {
     addr: SocketAddr,
     metrics: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    server: OwnServer,
     _tmp: tempfile::TempDir,
 }
 
@@ -52,39 +51,18 @@ impl WebServer {
         let tmp = data_dir_with_reference();
         let mut cfg = test_config(tmp.path());
         tune(&mut cfg);
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, maddr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
-        let app = tokio::task::spawn_blocking(move || lnrs::app::App::open(cfg))
-            .await
-            .unwrap()
-            .expect("open app");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(lnrs::server::serve_on(
-            Listeners {
-                grpc,
-                metrics: Some(metrics),
-            },
-            app,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        crate::common::wait_serving(&ready(addr), "").await;
+        let server = OwnServer::start(cfg, true).await;
+        crate::common::wait_serving(&ready(server.addr), "").await;
         WebServer {
-            addr,
-            metrics: maddr,
-            stop: Some(stop),
-            task,
+            addr: server.addr,
+            metrics: server.metrics.expect("metrics listener"),
+            server,
             _tmp: tmp,
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -155,6 +133,42 @@ fn take_frames(buf: &mut BytesMut) -> Vec<WebFrame> {
         });
     }
     out
+}
+
+/// A gRPC-Web response body read frame by frame, as a server stream arrives: frames that came
+/// in the same chunk wait their turn instead of being dropped.
+struct WebFrames {
+    body: Incoming,
+    buf: BytesMut,
+    ready: std::collections::VecDeque<WebFrame>,
+}
+
+impl WebFrames {
+    fn new(body: Incoming) -> Self {
+        Self {
+            body,
+            buf: BytesMut::new(),
+            ready: Default::default(),
+        }
+    }
+
+    /// The next frame, within the step bound; panics if the body ends first.
+    async fn next(&mut self) -> WebFrame {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return f;
+            }
+            let frame = tokio::time::timeout(STEP, self.body.frame())
+                .await
+                .expect("a frame within the step bound")
+                .expect("the body ended before the trailers")
+                .expect("a good frame");
+            if let Ok(d) = frame.into_data() {
+                self.buf.extend_from_slice(&d);
+                self.ready.extend(take_frames(&mut self.buf));
+            }
+        }
+    }
 }
 
 /// `name: value\r\n` lines, as the gRPC-Web spec writes trailers into the body.
@@ -331,24 +345,11 @@ async fn watch_events_streams_over_grpc_web_and_delivers_a_delete() {
     .await
     .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.into_body();
-    let mut buf = BytesMut::new();
+    let mut frames = WebFrames::new(resp.into_body());
     let mut next_message = async || -> pb::WatchEventsResponse {
-        loop {
-            if let Some(f) = take_frames(&mut buf).into_iter().next() {
-                match f {
-                    WebFrame::Data(d) => return pb::WatchEventsResponse::decode(d).unwrap(),
-                    WebFrame::Trailers(t) => panic!("the stream ended: {t:?}"),
-                }
-            }
-            let frame = tokio::time::timeout(STEP, body.frame())
-                .await
-                .expect("a frame within the step bound")
-                .expect("the stream is open")
-                .expect("a good frame");
-            if let Ok(d) = frame.into_data() {
-                buf.extend_from_slice(&d);
-            }
+        match frames.next().await {
+            WebFrame::Data(d) => pb::WatchEventsResponse::decode(d).unwrap(),
+            WebFrame::Trailers(t) => panic!("the stream ended: {t:?}"),
         }
     };
     use pb::watch_events_response::Item;
@@ -380,21 +381,10 @@ async fn watch_events_streams_over_grpc_web_and_delivers_a_delete() {
 
     // At shutdown the stream ends like a native one: UNAVAILABLE in the gRPC-Web trailers
     // (with the last seq it sent), then the server finishes.
-    let _ = s.stop.take().expect("running").send(());
+    let _ = s.server.stop.take().expect("running").send(());
     let trailers = loop {
-        if let Some(WebFrame::Trailers(t)) = take_frames(&mut buf)
-            .into_iter()
-            .find(|f| matches!(f, WebFrame::Trailers(_)))
-        {
+        if let WebFrame::Trailers(t) = frames.next().await {
             break t;
-        }
-        let frame = tokio::time::timeout(STEP, body.frame())
-            .await
-            .expect("the stream ends within the step bound")
-            .expect("trailers before the end")
-            .expect("a good frame");
-        if let Ok(d) = frame.into_data() {
-            buf.extend_from_slice(&d);
         }
     };
     let st = tonic::Status::from_header_map(&trailers).expect("a status");
@@ -404,7 +394,7 @@ async fn watch_events_streams_over_grpc_web_and_delivers_a_delete() {
         Some(event.seq.to_string()),
         "resume point of the last event sent"
     );
-    tokio::time::timeout(STEP, s.task)
+    tokio::time::timeout(STEP, s.server.task)
         .await
         .expect("the server stops")
         .unwrap()

@@ -30,15 +30,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_lnrs");
 // ---------------------------------------------------------------------------------------------
 
 /// A server started on listeners this test bound itself (so it knows the metrics port).
-struct OwnServer {
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+pub(crate) struct OwnServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
 impl OwnServer {
-    async fn start(cfg: Config, with_metrics: bool) -> OwnServer {
+    pub(crate) async fn start(cfg: Config, with_metrics: bool) -> OwnServer {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = match with_metrics {
             true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
@@ -72,7 +72,7 @@ impl OwnServer {
             .connect_lazy()
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
