@@ -637,6 +637,9 @@ async fn grpc_web_over_http1_inside_tls_keeps_the_client_certificate_identity() 
     )
     .await;
 
+    // A client that connects and never starts its handshake must not hold up the others: each
+    // handshake runs on its own task (a serial accept loop would stall every step below).
+    let _stalled = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let tls = tls_http1(s.addr, &pki, true).await.expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let name = "Web over TLS meadow";
