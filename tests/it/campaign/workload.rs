@@ -151,7 +151,8 @@ impl Runner {
     }
 
     /// Waits (bounded) until capture ahead has settled on the current state. Only GetStatus is
-    /// called meanwhile, which does not use the writer. A server gone is `lost`.
+    /// called meanwhile, which does not use the writer. A server gone is `lost`; a database
+    /// closed until a restart has nothing to settle.
     async fn idle(&mut self) -> Result<(), String> {
         use pb::CaptureAheadState as S;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -162,6 +163,12 @@ impl Runner {
                 self.trace.push("idle: the server is gone".into());
                 return Ok(());
             };
+            if !s.database_available {
+                // Closed until a restart (a restore neither completed nor undone): nothing
+                // runs in the background until then.
+                self.trace.push("idle: the database is unavailable".into());
+                return Ok(());
+            }
             let a = s.capture_ahead.unwrap_or_default();
             let settled = matches!(S::try_from(a.state), Ok(S::Ready | S::Failed | S::Off))
                 && a.event_seq == s.event_head_seq;
