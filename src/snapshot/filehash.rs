@@ -4,7 +4,10 @@
 //! Between two snapshots around a small delete only a handful of DuckDB blocks change, yet a
 //! plain implementation hashes the whole file twice (every block, then the file). Here:
 //! - a block whose bytes equal the previous capture's bytes at the same range reuses that
-//!   capture's hash (a `memcmp` costs far less than BLAKE3, and equal bytes hash equally);
+//!   capture's hash (a `memcmp` costs far less than BLAKE3, and equal bytes hash equally). The
+//!   comparison is either made here, against the memo's buffer ([`Prev::Bytes`]), or was made
+//!   by the capture itself, which refreshed the memo's buffer in place from the file and
+//!   recorded which blocks it had to copy ([`Prev::Refreshed`]);
 //! - BLAKE3 is a tree, so the file hash is a merge of the chaining values of 256 KiB-aligned
 //!   subtrees ("leaves"); only leaves overlapping a block whose hash changed are recomputed.
 //!   The result is the standard BLAKE3 of the file (`b3sum` agrees), which the tests check
@@ -23,12 +26,71 @@ use super::manifest::{block_ranges, BLOCK_LEN, HEADER_LEN};
 /// Leaf subtree size: a power of two multiple of BLAKE3's 1 KiB chunk.
 const LEAF: usize = 256 * 1024;
 
-/// What the last commit hashed: its capture, block hashes and leaf chaining values.
+/// The hashes of one capture of `len` bytes.
+#[derive(Debug)]
+pub(crate) struct FileHashes {
+    len: usize,
+    block_hashes: Vec<blake3::Hash>,
+    leaves: Vec<ChainingValue>,
+}
+
+/// What the last commit hashed: its capture and that capture's hashes.
 #[derive(Debug)]
 pub(crate) struct HashMemo {
     capture: Capture,
-    block_hashes: Vec<blake3::Hash>,
-    leaves: Vec<ChainingValue>,
+    hashes: FileHashes,
+}
+
+impl HashMemo {
+    /// The capture (whose buffer a refreshing capture reuses) and its hashes.
+    pub fn into_parts(self) -> (Capture, FileHashes) {
+        (self.capture, self.hashes)
+    }
+}
+
+/// A capture made by refreshing the previous capture's buffer: the previous hashes, and for
+/// each block of the new file whether the capture had to copy it (`false`: its bytes were
+/// compared equal to the previous capture's at the same range).
+#[derive(Debug)]
+pub(crate) struct Refreshed {
+    pub hashes: FileHashes,
+    pub changed: Vec<bool>,
+}
+
+/// What the previous capture proves about this one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Prev<'a> {
+    /// The previous capture itself: blocks are compared here.
+    Bytes(&'a HashMemo),
+    /// The comparison the capture made (see [`Refreshed`]).
+    Refreshed(&'a Refreshed),
+}
+
+impl<'a> Prev<'a> {
+    fn hashes(self) -> &'a FileHashes {
+        match self {
+            Prev::Bytes(m) => &m.hashes,
+            Prev::Refreshed(r) => &r.hashes,
+        }
+    }
+
+    /// The previous hash of block `i` (range `r` of `bytes`) when its bytes are unchanged.
+    fn unchanged_hash(
+        self,
+        i: usize,
+        r: &std::ops::Range<usize>,
+        bytes: &[u8],
+    ) -> Option<blake3::Hash> {
+        let same = match self {
+            Prev::Bytes(m) => {
+                let old = m.capture.bytes();
+                block_ranges(old.len()).get(i) == Some(r) && old[r.clone()] == bytes[r.clone()]
+            }
+            Prev::Refreshed(p) => p.changed.get(i) == Some(&false),
+        };
+        same.then(|| self.hashes().block_hashes.get(i).copied())
+            .flatten()
+    }
 }
 
 /// The hashes of a capture.
@@ -44,15 +106,18 @@ impl Hashed {
     /// Turns these hashes and their capture into the memo for the next commit.
     pub fn into_memo(self, capture: Capture) -> HashMemo {
         HashMemo {
+            hashes: FileHashes {
+                len: capture.bytes().len(),
+                block_hashes: self.block_hashes,
+                leaves: self.leaves,
+            },
             capture,
-            block_hashes: self.block_hashes,
-            leaves: self.leaves,
         }
     }
 }
 
 /// Hashes `bytes`, reusing whatever `prev` proves unchanged.
-pub(crate) fn hash_capture(bytes: &[u8], prev: Option<&HashMemo>) -> Hashed {
+pub(crate) fn hash_capture(bytes: &[u8], prev: Option<Prev<'_>>) -> Hashed {
     let block_hashes = block_hashes(bytes, prev);
     let (file_hash, leaves) = file_hash(bytes, &block_hashes, prev);
     Hashed {
@@ -62,22 +127,13 @@ pub(crate) fn hash_capture(bytes: &[u8], prev: Option<&HashMemo>) -> Hashed {
     }
 }
 
-fn block_hashes(bytes: &[u8], prev: Option<&HashMemo>) -> Vec<blake3::Hash> {
-    let ranges = block_ranges(bytes.len());
-    let prev_ranges = prev.map(|p| block_ranges(p.capture.bytes().len()));
-    ranges
+fn block_hashes(bytes: &[u8], prev: Option<Prev<'_>>) -> Vec<blake3::Hash> {
+    block_ranges(bytes.len())
         .par_iter()
         .enumerate()
         .map(|(i, r)| {
-            let reused = prev.zip(prev_ranges.as_ref()).and_then(|(p, pr)| {
-                let same = pr.get(i) == Some(r) && p.capture.bytes()[r.clone()] == bytes[r.clone()];
-                if same {
-                    p.block_hashes.get(i).copied()
-                } else {
-                    None
-                }
-            });
-            reused.unwrap_or_else(|| blake3::hash(&bytes[r.clone()]))
+            prev.and_then(|p| p.unchanged_hash(i, r, bytes))
+                .unwrap_or_else(|| blake3::hash(&bytes[r.clone()]))
         })
         .collect()
 }
@@ -86,19 +142,22 @@ fn block_hashes(bytes: &[u8], prev: Option<&HashMemo>) -> Vec<blake3::Hash> {
 fn file_hash(
     bytes: &[u8],
     block_hashes: &[blake3::Hash],
-    prev: Option<&HashMemo>,
+    prev: Option<Prev<'_>>,
 ) -> (blake3::Hash, Vec<ChainingValue>) {
     if bytes.len() <= LEAF {
         return (blake3::hash(bytes), Vec::new());
     }
     let leaves: Vec<ChainingValue> = (0..bytes.len().div_ceil(LEAF))
         .into_par_iter()
-        .map(
-            |k| match prev.filter(|p| reusable(p, k, bytes.len(), block_hashes)) {
+        .map(|k| {
+            match prev
+                .map(|p| p.hashes())
+                .filter(|p| reusable(p, k, bytes.len(), block_hashes))
+            {
                 Some(p) => p.leaves[k],
                 None => leaf_cv(bytes, k),
-            },
-        )
+            }
+        })
         .collect();
     let left = left_subtree_len(bytes.len() as u64) as usize;
     let root = merge_subtrees_root(
@@ -135,9 +194,9 @@ fn node(leaves: &[ChainingValue], offset: usize, len: usize) -> ChainingValue {
 
 /// Leaf `k` can be reused when it is a full leaf in both files and every DuckDB block it
 /// overlaps has the same content hash at the same index in both.
-fn reusable(prev: &HashMemo, k: usize, len: usize, block_hashes: &[blake3::Hash]) -> bool {
+fn reusable(prev: &FileHashes, k: usize, len: usize, block_hashes: &[blake3::Hash]) -> bool {
     let end = (k + 1) * LEAF;
-    if end > len || end > prev.capture.bytes().len() || k >= prev.leaves.len() {
+    if end > len || end > prev.len || k >= prev.leaves.len() {
         return false;
     }
     (block_index(k * LEAF)..=block_index(end - 1)).all(
@@ -204,7 +263,7 @@ mod tests {
             assert_eq!(h.file_hash, blake3::hash(&bytes), "len {len}");
             assert_eq!(h.block_hashes, plain_block_hashes(&bytes), "len {len}");
             if len >= 20 {
-                let again = hash_capture(&bytes, Some(&memo_of(&bytes)));
+                let again = hash_capture(&bytes, Some(Prev::Bytes(&memo_of(&bytes))));
                 assert_eq!(again.file_hash, h.file_hash, "len {len} from memo");
             }
         }
@@ -230,7 +289,7 @@ mod tests {
                     new[i] = *v;
                 }
             }
-            let h = hash_capture(&new, Some(&memo));
+            let h = hash_capture(&new, Some(Prev::Bytes(&memo)));
             prop_assert_eq!(h.file_hash, blake3::hash(&new));
             prop_assert_eq!(h.block_hashes, plain_block_hashes(&new));
         }

@@ -40,7 +40,7 @@ use super::blocks::{compress, BlockFault, BlockStore};
 use super::capture::{BufferPool, Capture};
 use super::catalog::{Catalog, Entry, ListFilter, ListItem, ListPage, Overlay, SnapshotSummary};
 use super::error::{fail_point, io_err, SnapshotError};
-use super::filehash::{self, HashMemo};
+use super::filehash::{self, HashMemo, Prev};
 use super::fsio;
 use super::id::SnapshotId;
 use super::manifest::{
@@ -336,11 +336,11 @@ impl SnapshotStore {
         fs::remove_file(&path).map_err(|e| io_err(&path, e))
     }
 
-    /// Copies the checkpointed database file into a pooled buffer. Call it from the writer
-    /// between transactions, after [`crate::storage::checkpoint`]:
-    /// it only reads the file, so the writer is held for one copy.
+    /// Copies the checkpointed database file into memory. Call it from the writer between
+    /// transactions, after [`crate::storage::checkpoint`]: it only reads the file, so the
+    /// writer is held for one read.
     pub fn capture(&self, db_file: &Path) -> Result<Capture, SnapshotError> {
-        Capture::read(db_file, &self.pool, None)
+        self.capture_from(db_file, None)
     }
 
     /// A background capture of the live file: stops (`Cancelled`) once `ticket` is cancelled.
@@ -349,7 +349,28 @@ impl SnapshotStore {
         db_file: &Path,
         ticket: &crate::storage::gate::ReadTicket,
     ) -> Result<Capture, SnapshotError> {
-        Capture::read(db_file, &self.pool, Some(ticket))
+        self.capture_from(db_file, Some(ticket))
+    }
+
+    /// Refreshes the last commit's capture from the file when there is one (it is consumed:
+    /// the next commit hashes from what the refresh found), else reads the whole file.
+    fn capture_from(
+        &self,
+        db_file: &Path,
+        ticket: Option<&crate::storage::gate::ReadTicket>,
+    ) -> Result<Capture, SnapshotError> {
+        let memo = self
+            .hash_memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match memo {
+            Some(memo) => {
+                let (base, hashes) = memo.into_parts();
+                Capture::refresh(db_file, base, hashes, ticket)
+            }
+            None => Capture::read(db_file, &self.pool, ticket),
+        }
     }
 
     /// A capture of in-memory bytes (tests and tools; must start with a DuckDB header).
@@ -417,19 +438,23 @@ impl SnapshotStore {
     #[allow(clippy::type_complexity)]
     fn hash_and_compress(
         &self,
-        capture: Capture,
+        mut capture: Capture,
     ) -> Result<(Prepared, Vec<(blake3::Hash, Vec<u8>)>), SnapshotError> {
         let start = Instant::now();
         let mut t = CommitTimings::default();
+        let prior = capture.take_prior();
         let bytes = capture.bytes();
         let ranges = block_ranges(bytes.len());
-        let hashed = {
-            let memo = self
-                .hash_memo
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            filehash::hash_capture(bytes, memo.as_ref())
+        let hashed = match prior {
+            Some(refreshed) => filehash::hash_capture(bytes, Some(Prev::Refreshed(&refreshed))),
+            None => {
+                let memo = self
+                    .hash_memo
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                filehash::hash_capture(bytes, memo.as_ref().map(Prev::Bytes))
+            }
         };
         t.hash = start.elapsed();
         fail_point("snapshot.after_hash")?;
