@@ -891,8 +891,10 @@ const METHODS: &str = r#"
   `SnapshotStore::capture` and `SnapshotStore::commit_timed` — the server's own functions — one
   after the other, and takes the median of each phase. The writer is blocked for the
   CHECKPOINT only; "file read" + "commit total" is the snapshot thread's work, which the
-  server overlaps with the cascade. It approximates a DeleteLink (no event row, no fingerprint
-  upkeep, no gRPC).
+  server overlaps with the cascade. "file read" is the capture: it compares the file, through
+  a read-only mapping, with the previous capture's buffer and copies only the blocks that
+  differ; "hash" then hashes only those. It approximates a DeleteLink (no event row, no
+  fingerprint upkeep, no gRPC).
 - **Storage**: GetStatus `stored_bytes` / `database_bytes` after the 1st, 10th, 100th and last
   delete of the delete run.
 - **Restore**: RestoreSnapshot on the server of the delete run, alternating the oldest and the
