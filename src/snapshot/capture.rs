@@ -20,9 +20,15 @@
 //! comparing (lnrs-bench's phase profile: "file read"). The result is the same bytes either
 //! way; the tests compare refreshed captures with plain reads over random edits.
 //!
+//! The mapping is kept between captures ([`MapCache`]): a fresh one pays a page fault per few
+//! pages on first touch, a kept one finds its page tables filled (its pages are the page
+//! cache's, shared with DuckDB, so keeping it costs no memory of its own). It is replaced when
+//! the path names another file (a restore renamed one into place) or the length changed.
+//!
 //! A mapped file must not shrink while it is compared (the pages past the new end would fault
 //! with SIGBUS). It cannot: DuckDB truncates the file only when it checkpoints, and the
-//! structure above already keeps checkpoints away from a capture in progress.
+//! structure above already keeps checkpoints away from a capture in progress; between captures
+//! the mapping is not touched, and each capture checks the length before touching it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -132,6 +138,7 @@ impl Capture {
         mut base: Capture,
         hashes: FileHashes,
         ticket: Option<&ReadTicket>,
+        maps: &MapCache,
     ) -> Result<Capture, SnapshotError> {
         let captured_at = Utc::now();
         let file = File::open(path).map_err(|e| io_err(path, e))?;
@@ -141,17 +148,15 @@ impl Capture {
             drop(base);
             return Capture::read(path, &pool, ticket);
         }
-        // SAFETY: the mapping is read-only and lives only for this call, during which the file
-        // does not shrink (see the module documentation).
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file) }
-            .map_err(|e| io_err(path, e))?;
+        let map = maps.take(&file, len).map_err(|e| io_err(path, e))?;
         let prev_ranges = block_ranges(base.len);
         base.grow(len);
         base.len = 0;
         base.prior = None;
         base.captured_at = captured_at;
-        let changed = patch_blocks(&map, &mut base.buf[..len], &prev_ranges, ticket)?;
-        drop(map);
+        let changed = patch_blocks(&map.map, &mut base.buf[..len], &prev_ranges, ticket);
+        maps.put(map);
+        let changed = changed?;
         check_header(path, &file, &base.buf[..len])?;
         base.len = len;
         base.storage_version = parse_storage_version(base.bytes())?;
@@ -202,6 +207,43 @@ impl Capture {
     /// The file's first bytes as read (the DuckDB headers every checkpoint rewrites).
     pub fn header(&self) -> &[u8] {
         &self.bytes()[..self.len.min(HEADER_LEN)]
+    }
+}
+
+/// The mapping of the live file kept between captures (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct MapCache {
+    slot: Mutex<Option<Mapped>>,
+}
+
+/// A read-only mapping of the whole of one file (device and inode) at one length.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    dev: u64,
+    ino: u64,
+    map: memmap2::Mmap,
+}
+
+impl MapCache {
+    /// The kept mapping when it is of `file` at `len` bytes, else a new one.
+    fn take(&self, file: &File, len: usize) -> std::io::Result<Mapped> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        let kept = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match kept {
+            Some(m) if m.dev == meta.dev() && m.ino == meta.ino() && m.map.len() == len => Ok(m),
+            _ => Ok(Mapped {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                // SAFETY: read-only; touched only by a capture, while the file does not shrink
+                // (see the module documentation).
+                map: unsafe { memmap2::MmapOptions::new().len(len).map(file)? },
+            }),
+        }
+    }
+
+    fn put(&self, m: Mapped) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
     }
 }
 
@@ -323,7 +365,8 @@ mod tests {
         let memo = hash_capture(first.bytes(), None).into_memo(first);
         std::fs::write(&path, new).expect("write new");
         let (base, hashes) = memo.into_parts();
-        let mut refreshed = Capture::refresh(&path, base, hashes, None).expect("refresh");
+        let maps = MapCache::default();
+        let mut refreshed = Capture::refresh(&path, base, hashes, None, &maps).expect("refresh");
         prop_assert!(
             refreshed.bytes() == new,
             "refreshed bytes differ from the file"
@@ -376,6 +419,35 @@ mod tests {
         }
     }
 
+    /// The kept mapping serves the next capture of the same file, also after the file was
+    /// truncated and written again in place (its pages were dropped and fault in anew).
+    #[test]
+    fn a_kept_mapping_sees_every_rewrite_of_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.duckdb");
+        let pool = Arc::new(BufferPool::default());
+        let maps = MapCache::default();
+        let len = HEADER_LEN + 4 * BLOCK_LEN + 100;
+        std::fs::write(&path, file(len, 3)).expect("write");
+        let first = Capture::read(&path, &pool, None).expect("read");
+        let mut memo = hash_capture(first.bytes(), None).into_memo(first);
+        for (round, at) in [HEADER_LEN + 5, HEADER_LEN + 2 * BLOCK_LEN, len - 1]
+            .iter()
+            .enumerate()
+        {
+            let mut bytes = file(len, 3);
+            bytes[*at] ^= 0xff;
+            std::fs::write(&path, &bytes).expect("rewrite");
+            let (base, hashes) = memo.into_parts();
+            let mut c = Capture::refresh(&path, base, hashes, None, &maps).expect("refresh");
+            assert!(c.bytes() == bytes, "round {round}: bytes differ");
+            let prior = c.take_prior().expect("prior");
+            let h = hash_capture(c.bytes(), Some(Prev::Refreshed(&prior)));
+            assert_eq!(h.file_hash, blake3::hash(&bytes), "round {round}");
+            memo = h.into_memo(c);
+        }
+    }
+
     #[test]
     fn a_cancelled_refresh_stops() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -387,7 +459,8 @@ mod tests {
         let (base, hashes) = memo.into_parts();
         let ticket = ReadTicket::default();
         ticket.cancel();
-        let err = Capture::refresh(&path, base, hashes, Some(&ticket)).expect_err("cancelled");
+        let err = Capture::refresh(&path, base, hashes, Some(&ticket), &MapCache::default())
+            .expect_err("cancelled");
         assert!(matches!(err, SnapshotError::Cancelled), "{err:?}");
     }
 

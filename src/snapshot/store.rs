@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use super::annotation::{Annotation, AnnotationUpdate};
 use super::blocks::{compress, BlockFault, BlockStore};
-use super::capture::{BufferPool, Capture};
+use super::capture::{BufferPool, Capture, MapCache};
 use super::catalog::{Catalog, Entry, ListFilter, ListItem, ListPage, Overlay, SnapshotSummary};
 use super::error::{fail_point, io_err, SnapshotError};
 use super::filehash::{self, HashMemo, Prev};
@@ -246,6 +246,8 @@ pub struct SnapshotStore {
     io_pool: rayon::ThreadPool,
     /// The last commit's capture and hashes, so the next commit rehashes only what changed.
     hash_memo: Mutex<Option<HashMemo>>,
+    /// The captured file's mapping, kept for the next capture.
+    maps: MapCache,
     _lock: File,
 }
 
@@ -316,6 +318,7 @@ impl SnapshotStore {
             pool: Arc::default(),
             io_pool,
             hash_memo: Mutex::default(),
+            maps: MapCache::default(),
             limits: Mutex::new(StoreLimits::default()),
             assemblies: AtomicUsize::new(0),
             _lock: lock,
@@ -367,7 +370,7 @@ impl SnapshotStore {
         match memo {
             Some(memo) => {
                 let (base, hashes) = memo.into_parts();
-                Capture::refresh(db_file, base, hashes, ticket)
+                Capture::refresh(db_file, base, hashes, ticket, &self.maps)
             }
             None => Capture::read(db_file, &self.pool, ticket),
         }
