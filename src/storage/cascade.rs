@@ -6,7 +6,6 @@ use duckdb::Connection;
 
 use super::changes::Changes;
 use super::StorageError;
-use crate::domain::fingerprint::Fingerprint;
 use crate::domain::rows::TableRows;
 use crate::domain::tables::{children_of, quote_ident, user_table, Reference};
 use crate::domain::Value;
@@ -131,54 +130,18 @@ pub struct TableImpact {
     pub rows: Vec<Vec<String>>,
 }
 
-/// Runs a plan inside the caller's transaction, recording fingerprint deltas and counts.
-/// The rows of every table are fingerprinted in ONE query before anything is deleted (the
-/// conditions of children refer to parent rows, which must still exist), then only the tables
-/// that have rows are touched: a measure delete costs one scan query and a DELETE per table
-/// hit, instead of two statements per table.
+/// Runs a plan inside the caller's transaction, recording fingerprint deltas and counts. In
+/// plan order (children before the rows their conditions refer to), each table costs one
+/// statement that reads its rows with their fingerprint, and a DELETE only when it has rows.
 pub fn execute(
     conn: &Connection,
     plan: &[RowSet],
     changes: &mut Changes,
 ) -> Result<(), StorageError> {
-    let fps = fingerprints(conn, plan)?;
-    for (set, fp) in plan.iter().zip(fps) {
-        if fp.rows > 0 {
-            changes.delete_fingerprinted(conn, set.table, &set.where_sql, &set.params, fp)?;
-        }
+    for set in plan {
+        changes.delete_owned(conn, set.table, &set.where_sql, &set.params)?;
     }
     Ok(())
-}
-
-/// Row count and hash sum of every row set of a plan, in plan order, in one query.
-fn fingerprints(conn: &Connection, plan: &[RowSet]) -> Result<Vec<Fingerprint>, StorageError> {
-    let sql = plan
-        .iter()
-        .enumerate()
-        .map(|(i, set)| {
-            format!(
-                "SELECT {i} AS i, count(*) AS n, coalesce(sum(hash(t)), 0)::HUGEINT AS h FROM {} AS t WHERE {}",
-                quote_ident(set.table),
-                set.where_sql
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let params: Vec<&dyn duckdb::ToSql> = plan
-        .iter()
-        .flat_map(|s| s.params.iter().map(|p| p as &dyn duckdb::ToSql))
-        .collect();
-    let mut out = vec![Fingerprint::default(); plan.len()];
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(&params[..])?;
-    while let Some(r) = rows.next()? {
-        let i: i64 = r.get(0)?;
-        out[i as usize] = Fingerprint {
-            rows: r.get(1)?,
-            hash_sum: r.get(2)?,
-        };
-    }
-    Ok(out)
 }
 
 /// The complete rows a plan selects, per row set (what a delete of its root would remove).

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use duckdb::types::{ToSqlOutput, Value as DbValue};
 use duckdb::{params_from_iter, Connection, ToSql};
 
-use super::images::read_rows;
+use super::images::read_rows_fingerprinted;
 use super::inspect::scan_rows;
 use super::StorageError;
 use crate::domain::fingerprint::{Fingerprint, Fingerprints};
@@ -193,31 +193,13 @@ impl Changes {
         where_sql: &str,
         params: &[&dyn ToSql],
     ) -> Result<i64, StorageError> {
-        let fp = scan_rows(conn, table, where_sql, params)?;
+        let (rows, fp) = read_rows_fingerprinted(conn, table, where_sql, params)?;
         if fp.rows == 0 {
             return Ok(0);
         }
-        self.image(false, read_rows(conn, table, where_sql, params)?);
+        self.image(false, rows);
         let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
         let n = conn.prepare_cached(&sql)?.execute(params)? as i64;
-        self.sub(table, fp);
-        self.removed.push((table.to_string(), n));
-        Ok(n)
-    }
-
-    /// Deletes rows whose fingerprint the caller already read in this transaction.
-    pub fn delete_fingerprinted(
-        &mut self,
-        conn: &Connection,
-        table: &str,
-        where_sql: &str,
-        params: &[Value],
-        fp: Fingerprint,
-    ) -> Result<i64, StorageError> {
-        let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
-        self.image(false, read_rows(conn, table, where_sql, &refs)?);
-        let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
-        let n = conn.prepare_cached(&sql)?.execute(&refs[..])? as i64;
         if n != fp.rows {
             // Only this writer changes the database, so the rows cannot have moved in between.
             return Err(StorageError::FingerprintDrift {
@@ -253,8 +235,8 @@ impl Changes {
         where_sql: &str,
         where_params: &[&dyn ToSql],
     ) -> Result<(), StorageError> {
-        let before = scan_rows(conn, table, where_sql, where_params)?;
-        self.image(false, read_rows(conn, table, where_sql, where_params)?);
+        let (rows, before) = read_rows_fingerprinted(conn, table, where_sql, where_params)?;
+        self.image(false, rows);
         let set = columns
             .iter()
             .map(|c| format!("{} = ?", quote_ident(c)))
@@ -267,8 +249,8 @@ impl Changes {
             .chain(where_params.iter().copied());
         conn.prepare_cached(&sql)?
             .execute(params_from_iter(params))?;
-        let after = scan_rows(conn, table, where_sql, where_params)?;
-        self.image(true, read_rows(conn, table, where_sql, where_params)?);
+        let (rows, after) = read_rows_fingerprinted(conn, table, where_sql, where_params)?;
+        self.image(true, rows);
         self.sub(table, before);
         self.add(table, after);
         Ok(())
