@@ -31,7 +31,7 @@ use chrono::Utc;
 
 use super::WriterState;
 use crate::config::SnapshotPolicy;
-use crate::snapshot::{Manifest, NewSnapshot, Prepared, SnapshotError, SnapshotStore};
+use crate::snapshot::{Capture, Manifest, NewSnapshot, Prepared, SnapshotError, SnapshotStore};
 use crate::storage::gate::{ReadTicket, Reading};
 use crate::storage::writer::IdleWork;
 
@@ -340,29 +340,57 @@ impl WriterState {
         fresh
     }
 
-    /// `snapshot_capture_verify`: the file read and hashed again now — what the delete would
-    /// have captured without capture ahead — must equal the prepared capture. On a mismatch
-    /// the fresh capture is used instead (and the mismatch counted and logged: it is a bug).
+    /// `snapshot_capture_verify`: the whole file read again now — what the delete would have
+    /// captured without capture ahead — and hashed plainly (no refresh from an earlier capture,
+    /// no incremental hashing: nothing the capture being checked relied on) must equal the
+    /// prepared capture. On a mismatch the fresh read is used instead (and the mismatch
+    /// counted and logged: it is a bug).
     fn verify_adopted(
         &self,
         store: &Arc<SnapshotStore>,
         prepared: Prepared,
     ) -> Result<Prepared, SnapshotError> {
         self.db.checkpoint()?;
-        let fresh = store.prepare(store.capture(self.db.path())?)?;
+        let fresh = store.capture_whole(self.db.path())?;
+        let fresh_hash = blake3::hash(fresh.bytes());
         let board = &self.shared.capture_ahead;
-        if fresh.file_hash() == prepared.file_hash() && fresh.file_len() == prepared.file_len() {
+        if fresh_hash == prepared.file_hash() && fresh.len() == prepared.file_len() {
             board.count(Outcome::Verified);
             Ok(prepared)
         } else {
             board.count(Outcome::Mismatch);
             tracing::error!(
                 ahead = %prepared.file_hash(),
-                fresh = %fresh.file_hash(),
+                fresh = %fresh_hash,
                 "a capture taken ahead differs from the file at the delete's start; using the fresh capture"
             );
-            Ok(fresh)
+            store.prepare(fresh)
         }
+    }
+}
+
+/// `snapshot_capture_verify` for a delete's own capture (refreshed from the previous capture,
+/// copying only the blocks that differ): the whole file read again, plainly, must give the
+/// same bytes. On a mismatch the fresh read is used (and the mismatch counted and logged: it
+/// is a bug). Runs where the capture did, while the file is still as checkpointed.
+pub(crate) fn verify_refreshed(
+    store: &SnapshotStore,
+    path: &std::path::Path,
+    capture: Capture,
+    board: &AheadBoard,
+) -> Result<Capture, SnapshotError> {
+    let fresh = store.capture_whole(path)?;
+    if fresh.bytes() == capture.bytes() {
+        board.count(Outcome::Verified);
+        Ok(capture)
+    } else {
+        board.count(Outcome::Mismatch);
+        tracing::error!(
+            captured = %blake3::hash(capture.bytes()),
+            fresh = %blake3::hash(fresh.bytes()),
+            "a capture refreshed from the previous one differs from the file; using a fresh read"
+        );
+        Ok(fresh)
     }
 }
 

@@ -546,12 +546,20 @@ impl WriterState {
         // transaction commits, and it commits only after joining the thread.
         let db_path = self.db.path().to_path_buf();
         let request = tracing::Span::current();
+        let verify = self
+            .shared
+            .config
+            .snapshot_capture_verify
+            .then(|| Arc::clone(&self.shared.capture_ahead));
         let handle = thread::Builder::new()
             .name("lnrs-snapshot-commit".into())
             .spawn(move || {
                 let _in_request = request.enter();
-                let capture =
+                let mut capture =
                     crate::storage::phase_span!("capture").in_scope(|| store.capture(&db_path))?;
+                if let Some(board) = verify {
+                    capture = super::ahead::verify_refreshed(&store, &db_path, capture, &board)?;
+                }
                 crate::storage::phase_span!("snapshot_commit")
                     .in_scope(|| super::state::commit_snapshot(&store, capture, meta))
             })

@@ -376,6 +376,12 @@ impl SnapshotStore {
         }
     }
 
+    /// A read of the whole file that owes nothing to earlier captures (verification: see
+    /// `snapshot_capture_verify`).
+    pub fn capture_whole(&self, db_file: &Path) -> Result<Capture, SnapshotError> {
+        Capture::read(db_file, &self.pool, None)
+    }
+
     /// A capture of in-memory bytes (tests and tools; must start with a DuckDB header).
     pub fn capture_bytes(&self, bytes: &[u8]) -> Result<Capture, SnapshotError> {
         Capture::from_bytes(bytes, &self.pool)
