@@ -183,8 +183,9 @@ pub struct Config {
     /// `snapshot_capture_idle`, so the next delete's snapshot is already taken.
     pub snapshot_capture_ahead: bool,
     pub snapshot_capture_idle: Duration,
-    /// Before a delete reuses a capture taken ahead, read the file again and compare (costs the
-    /// read the reuse saves; for audits and tests).
+    /// Compare a capture taken ahead (when a delete reuses it) and a delete's own capture
+    /// (refreshed from the previous one) with a plain read of the whole file (costs the read;
+    /// for audits and tests).
     pub snapshot_capture_verify: bool,
     pub retention_keep_last: usize,
     pub retention_keep_within: Option<Duration>,
@@ -745,8 +746,9 @@ settings! {
     /// How long the writer must be idle after a change before capturing ahead [default: 20ms].
     #[arg(long, env = "LNRS_SNAPSHOT_CAPTURE_IDLE")]
     snapshot_capture_idle: HumanDuration,
-    /// Check every reused capture against a fresh read of the file (costs what reuse saves;
-    /// for audits) [default: false].
+    /// Check every reused capture, and every delete's own capture (refreshed from the previous
+    /// one), against a plain read of the whole file (costs the read; for audits)
+    /// [default: false].
     #[arg(long, env = "LNRS_SNAPSHOT_CAPTURE_VERIFY")]
     snapshot_capture_verify: bool,
     /// Snapshots kept by retention [default: 10].
