@@ -342,18 +342,9 @@ impl Drop for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::filehash::tests::file;
     use crate::snapshot::filehash::{hash_capture, Prev};
     use proptest::prelude::*;
-
-    /// A DuckDB-looking file (a capture checks the magic and reads the version).
-    fn file(len: usize, seed: u8) -> Vec<u8> {
-        let mut b: Vec<u8> = (0..len)
-            .map(|i| (i as u8).wrapping_mul(29) ^ seed)
-            .collect();
-        b[8..12].copy_from_slice(b"DUCK");
-        b[12..20].copy_from_slice(&64u64.to_le_bytes());
-        b
-    }
 
     /// The capture of `old` (read from `path`), then `new` written to `path` and refreshed onto
     /// that capture: the refreshed bytes and hashes must be the file's, computed plainly.

@@ -214,14 +214,14 @@ fn block_index(offset: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::snapshot::capture::BufferPool;
     use proptest::prelude::*;
     use std::sync::Arc;
 
     /// A DuckDB-looking file (a capture checks the magic).
-    fn file(len: usize, seed: u8) -> Vec<u8> {
+    pub(crate) fn file(len: usize, seed: u8) -> Vec<u8> {
         let mut b: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
             .collect();

@@ -88,12 +88,8 @@ fn child_rows(r: &Reference, parent: &RowSet) -> RowSet {
             .map(String::as_str)
             .eq(r.parent_cols.iter().copied())
     }) {
-        let equal = r
-            .child_cols
-            .iter()
-            .map(|c| format!("{} = ?", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        // `v` is a stored key value, never NULL, so `=` and IS NOT DISTINCT FROM agree.
+        let equal = super::images::equals_where(r.child_cols);
         return RowSet {
             table: child,
             where_sql: format!("{equal} AND EXISTS (SELECT 1 {parent_sql})"),
