@@ -187,8 +187,8 @@ impl Drop for TargetCheck {
 
 /// Assembles `target` into `tmp`, opens it read-only and runs every check of a deep verify
 /// against the manifest (fingerprints, schema, orphans). Returns whether the file must go
-/// through the schema migration (read while it is open anyway: the carry-over then need not open the file
-/// a second time just to find out), or why it must not be used.
+/// through the schema migration (read while it is open anyway: the carry-over then need not
+/// open the file a second time just to find out), or why it must not be used.
 fn check_target(
     store: &SnapshotStore,
     target: &Manifest,

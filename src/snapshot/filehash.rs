@@ -21,7 +21,7 @@ use blake3::hazmat::{
 use rayon::prelude::*;
 
 use super::capture::Capture;
-use super::manifest::{block_ranges, BLOCK_LEN, HEADER_LEN};
+use super::manifest::{block_range, block_ranges, BLOCK_LEN, HEADER_LEN};
 
 /// Leaf subtree size: a power of two multiple of BLAKE3's 1 KiB chunk.
 const LEAF: usize = 256 * 1024;
@@ -84,7 +84,7 @@ impl<'a> Prev<'a> {
         let same = match self {
             Prev::Bytes(m) => {
                 let old = m.capture.bytes();
-                block_ranges(old.len()).get(i) == Some(r) && old[r.clone()] == bytes[r.clone()]
+                block_range(old.len(), i).as_ref() == Some(r) && old[r.clone()] == bytes[r.clone()]
             }
             Prev::Refreshed(p) => p.changed.get(i) == Some(&false),
         };

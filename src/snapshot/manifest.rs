@@ -194,16 +194,17 @@ impl Manifest {
 /// The byte ranges of a file of `len` bytes: the header area, then 256 KiB blocks (the last
 /// one may be short).
 pub fn block_ranges(len: usize) -> Vec<std::ops::Range<usize>> {
-    let mut ranges = Vec::with_capacity(1 + len / BLOCK_LEN);
+    (0..).map_while(|i| block_range(len, i)).collect()
+}
+
+/// Block `i` of [`block_ranges`]`(len)`, found without cutting the whole file (None past the end).
+pub fn block_range(len: usize, i: usize) -> Option<std::ops::Range<usize>> {
     let first = len.min(HEADER_LEN);
-    ranges.push(0..first);
-    let mut start = first;
-    while start < len {
-        let end = (start + BLOCK_LEN).min(len);
-        ranges.push(start..end);
-        start = end;
+    if i == 0 {
+        return Some(0..first);
     }
-    ranges
+    let start = first + (i - 1) * BLOCK_LEN;
+    (start < len).then(|| start..(start + BLOCK_LEN).min(len))
 }
 
 /// The main header's version field when the real version lives in the database headers
@@ -308,6 +309,26 @@ pub(crate) mod hex_hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_block_is_the_same_range_as_in_the_whole_cut() {
+        for len in [
+            0,
+            1,
+            HEADER_LEN - 1,
+            HEADER_LEN,
+            HEADER_LEN + 1,
+            HEADER_LEN + BLOCK_LEN,
+            HEADER_LEN + 3 * BLOCK_LEN - 7,
+        ] {
+            let all = block_ranges(len);
+            for (i, r) in all.iter().enumerate() {
+                assert_eq!(block_range(len, i).as_ref(), Some(r), "len {len} block {i}");
+            }
+            assert_eq!(block_range(len, all.len()), None, "len {len} past the end");
+        }
+        assert_eq!(block_ranges(HEADER_LEN + BLOCK_LEN + 1).len(), 3);
+    }
 
     pub(crate) fn sample() -> Manifest {
         Manifest {
