@@ -359,6 +359,23 @@ pub fn replica_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("replica-remote")
 }
 
+/// The objects of the `file://` replica at `root`, listed by object_store's own local store
+/// (what the service and its followers see). A walk of the directory would also find the
+/// store's staging files (`<key>#<n>`, renamed into place when a put completes), which a kill
+/// -9 in the middle of a put leaves behind; they are not objects, and no reader ever sees them.
+async fn replica_keys(root: &std::path::Path) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+        .expect("the replica directory opens as an object store");
+    let listed: Vec<object_store::ObjectMeta> = store
+        .list(None)
+        .try_collect()
+        .await
+        .expect("the replica directory lists");
+    listed.into_iter().map(|m| m.location.to_string()).collect()
+}
+
 /// The replica catches up after the restart, and at no point holds a manifest naming a
 /// missing block or a log with a gap; its head is the server's.
 pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<String> {
@@ -386,10 +403,7 @@ pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<Stri
         v.push(format!("replicated head {replicated}, server head {head}"));
     }
     let root = replica_dir(data_dir);
-    let keys: Vec<String> = crate::snapshots::walk(&root)
-        .iter()
-        .filter_map(|p| Some(p.strip_prefix(&root).ok()?.to_string_lossy().to_string()))
-        .collect();
+    let keys = replica_keys(&root).await;
     let (bad, last) =
         crate::common::replica_check::violations(&keys, |k| std::fs::read(root.join(k)).ok());
     v.extend(bad);
@@ -399,4 +413,19 @@ pub async fn check_replica(ch: &Channel, data_dir: &std::path::Path) -> Vec<Stri
         ));
     }
     v
+}
+
+/// A put cut short by kill -9 leaves object_store's staging file beside its key; the check
+/// must not read it as a torn object (a campaign case once reported exactly that).
+#[tokio::test]
+async fn a_torn_staging_file_is_not_a_replica_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("a.json"), b"{}").unwrap();
+    std::fs::write(manifests.join("b.json#1"), b"{\"half").unwrap();
+    assert_eq!(
+        replica_keys(dir.path()).await,
+        vec!["manifests/a.json".to_string()]
+    );
 }
