@@ -3,7 +3,7 @@
 //! of an open database (full scans against fingerprints, schema inventory, orphan queries) that
 //! deep verify and restore share.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,8 @@ use duckdb::Connection;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::fingerprint::Fingerprints;
-use crate::storage::inspect::{self, SchemaInventory};
+use crate::domain::fingerprint::{Fingerprint, Fingerprints};
+use crate::storage::inspect::{self, RowRange, SchemaInventory};
 
 /// One named check of an integrity report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,17 +103,8 @@ pub fn check_database(
 ) -> IntegrityReport {
     let mut report = IntegrityReport::default();
     let start = Instant::now();
-    let mut jobs = vec![Job::Schema, Job::Orphans];
     let present = match inspect::all_tables(conn) {
-        Ok(present) => {
-            let names: BTreeSet<&str> = present
-                .iter()
-                .map(String::as_str)
-                .chain(expected_fingerprints.keys().map(String::as_str))
-                .collect();
-            jobs.extend(names.into_iter().map(|t| Job::Scan(t.to_string())));
-            present
-        }
+        Ok(present) => present,
         Err(e) => {
             report.push(
                 "list_tables",
@@ -125,26 +116,129 @@ pub fn check_database(
             Vec::new()
         }
     };
+    let names: BTreeSet<&str> = present
+        .iter()
+        .map(String::as_str)
+        .chain(expected_fingerprints.keys().map(String::as_str))
+        .collect();
+    let jobs = scan_jobs(&names, expected_fingerprints, expected_schema);
     let results = run_jobs(conn, &jobs, |c, job| {
+        let started = Instant::now();
         let mut r = IntegrityReport::default();
-        match job {
-            Job::Scan(table) => r.run(format!("scan:{table}"), || {
-                scan_check(c, table, &present, expected_fingerprints)
-            }),
-            Job::Schema => r.run("schema_inventory", || {
-                compare_schema(expected_schema, inspect::schema_inventory(c))
-            }),
-            Job::Orphans | Job::Counts => orphan_checks(c, &mut r),
-        }
-        r
+        let outcome = match job {
+            Job::Scan(table, range) => {
+                if !present.iter().any(|t| t == table) {
+                    Err("table missing".to_string())
+                } else {
+                    inspect::scan_table_part(c, table, *range)
+                        .map_err(|e| format!("scan failed: {}", e.public_message()))
+                }
+            }
+            Job::Schema => {
+                r.run("schema_inventory", || {
+                    compare_schema(expected_schema, inspect::schema_inventory(c))
+                });
+                Ok(Fingerprint::default())
+            }
+            Job::Orphans | Job::Counts => {
+                orphan_checks(c, &mut r);
+                Ok(Fingerprint::default())
+            }
+        };
+        (r, outcome, started..Instant::now())
     });
-    // Reported in the conventional order: scans, schema, orphans.
-    let mut results = results.into_iter();
-    let head: Vec<IntegrityReport> = results.by_ref().take(2).collect();
-    for r in results.chain(head) {
-        report.extend(r);
+    // Reported in the conventional order: scans (a split table's parts as one), schema, orphans.
+    let mut scans: BTreeMap<&str, ScanParts> = BTreeMap::new();
+    let mut others = Vec::new();
+    for (job, (r, outcome, span)) in jobs.iter().zip(results) {
+        match job {
+            Job::Scan(table, _) => scans.entry(table).or_default().add(outcome, span),
+            _ => others.push(r),
+        }
     }
+    for (table, parts) in scans {
+        let want = expected_fingerprints.get(table);
+        let expected = want.map_or_else(|| "full scan readable".to_string(), |f| f.to_string());
+        let elapsed = parts.elapsed();
+        let (passed, actual) = match parts.sum {
+            Ok(got) => (want.is_none_or(|w| *w == got), got.to_string()),
+            Err(e) => (false, e),
+        };
+        report.push(format!("scan:{table}"), passed, expected, actual, elapsed);
+    }
+    others.into_iter().for_each(|r| report.extend(r));
     report
+}
+
+/// The jobs of [`check_database`]: the scans of tables with a BLOB column (few rows, but the
+/// bulk of the file, in one row group that DuckDB scans on one thread) in two parts first, so
+/// both connections start on them; then the schema, the orphans and every other scan.
+fn scan_jobs(
+    names: &BTreeSet<&str>,
+    expected_fingerprints: &Fingerprints,
+    expected_schema: &SchemaInventory,
+) -> Vec<Job> {
+    let heavy = expected_schema.tables_with("BLOB");
+    let whole = RowRange {
+        from: None,
+        to: None,
+    };
+    let mut jobs = Vec::new();
+    for &t in names.iter().filter(|t| heavy.contains(**t)) {
+        let rows = expected_fingerprints.get(t).map_or(0, |f| f.rows);
+        let parts = RowRange::split(rows, SCAN_PARTS);
+        jobs.extend(parts.into_iter().map(|r| Job::Scan(t.to_string(), r)));
+    }
+    jobs.extend([Job::Schema, Job::Orphans]);
+    for &t in names.iter().filter(|t| !heavy.contains(**t)) {
+        jobs.push(Job::Scan(t.to_string(), whole));
+    }
+    jobs
+}
+
+/// One per connection of [`run_jobs`].
+const SCAN_PARTS: u32 = 2;
+
+/// The parts of one table's scan, added up.
+struct ScanParts {
+    sum: Result<Fingerprint, String>,
+    first_start: Option<Instant>,
+    last_end: Option<Instant>,
+}
+
+impl Default for ScanParts {
+    fn default() -> Self {
+        ScanParts {
+            sum: Ok(Fingerprint::default()),
+            first_start: None,
+            last_end: None,
+        }
+    }
+}
+
+impl ScanParts {
+    fn add(&mut self, part: Result<Fingerprint, String>, span: std::ops::Range<Instant>) {
+        self.sum = match (
+            std::mem::replace(&mut self.sum, Ok(Fingerprint::default())),
+            part,
+        ) {
+            (Ok(mut sum), Ok(p)) => {
+                sum += p;
+                Ok(sum)
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+        self.first_start = Some(self.first_start.map_or(span.start, |s| s.min(span.start)));
+        self.last_end = Some(self.last_end.map_or(span.end, |e| e.max(span.end)));
+    }
+
+    /// From the first part's start to the last one's end.
+    fn elapsed(&self) -> Duration {
+        match (self.first_start, self.last_end) {
+            (Some(s), Some(e)) => e.saturating_duration_since(s),
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// The cheap checks of a database file that is byte for byte one that already passed
@@ -204,7 +298,8 @@ fn counts_check(
 
 /// One unit of [`check_database`]'s work.
 enum Job {
-    Scan(String),
+    /// A full scan of a table, or of one part of it.
+    Scan(String, RowRange),
     Schema,
     Orphans,
     Counts,
@@ -213,17 +308,17 @@ enum Job {
 /// Runs `jobs` on two connections to the same database (the caller's and a clone), in parallel:
 /// most checks are small queries whose fixed per-statement cost would otherwise add up
 /// serially. Results come back in job order.
-pub fn run_jobs<J: Sync>(
+pub fn run_jobs<J: Sync, R: Send>(
     conn: &Connection,
     jobs: &[J],
-    f: impl Fn(&Connection, &J) -> IntegrityReport + Sync,
-) -> Vec<IntegrityReport> {
+    f: impl Fn(&Connection, &J) -> R + Sync,
+) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<IntegrityReport>> = jobs.iter().map(|_| Mutex::default()).collect();
+    let slots: Vec<Mutex<Option<R>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let work = |c: &Connection| loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(job) = jobs.get(i) else { break };
-        *slots[i].lock() = f(c, job);
+        *slots[i].lock() = Some(f(c, job));
     };
     std::thread::scope(|s| {
         if let Ok(second) = conn.try_clone() {
@@ -232,33 +327,13 @@ pub fn run_jobs<J: Sync>(
         }
         work(conn);
     });
-    slots.into_iter().map(Mutex::into_inner).collect()
-}
-
-/// `scan:<table>`: a full scan's count and hash against the manifest's fingerprint.
-fn scan_check(
-    conn: &Connection,
-    table: &str,
-    present: &[String],
-    expected: &Fingerprints,
-) -> (bool, String, String) {
-    let want = expected.get(table);
-    let expected_text = want.map_or_else(|| "full scan readable".to_string(), |f| f.to_string());
-    if !present.iter().any(|t| t == table) {
-        return (false, expected_text, "table missing".into());
-    }
-    match inspect::scan_table(conn, table) {
-        Ok(got) => (
-            want.is_none_or(|w| *w == got),
-            expected_text,
-            got.to_string(),
-        ),
-        Err(e) => (
-            false,
-            expected_text,
-            format!("scan failed: {}", e.public_message()),
-        ),
-    }
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .expect("every job ran: the loop takes each index once")
+        })
+        .collect()
 }
 
 fn compare_schema(
