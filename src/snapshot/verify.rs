@@ -147,7 +147,25 @@ pub fn check_database(
         };
         (r, outcome, started..Instant::now())
     });
-    // Reported in the conventional order: scans (a split table's parts as one), schema, orphans.
+    report_in_order(&mut report, &jobs, results, expected_fingerprints);
+    report
+}
+
+/// One job's checks (schema, orphans), or its part of a table's fingerprint, and when it ran.
+type JobResult = (
+    IntegrityReport,
+    Result<Fingerprint, String>,
+    std::ops::Range<Instant>,
+);
+
+/// Appends the jobs' results in the conventional order: one `scan:<table>` per table (its
+/// parts added up) against the manifest's fingerprint, then schema, then orphans.
+fn report_in_order(
+    report: &mut IntegrityReport,
+    jobs: &[Job],
+    results: Vec<JobResult>,
+    expected_fingerprints: &Fingerprints,
+) {
     let mut scans: BTreeMap<&str, ScanParts> = BTreeMap::new();
     let mut others = Vec::new();
     for (job, (r, outcome, span)) in jobs.iter().zip(results) {
@@ -167,7 +185,6 @@ pub fn check_database(
         report.push(format!("scan:{table}"), passed, expected, actual, elapsed);
     }
     others.into_iter().for_each(|r| report.extend(r));
-    report
 }
 
 /// The jobs of [`check_database`]: the scans of tables with a BLOB column (few rows, but the
