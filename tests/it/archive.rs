@@ -89,8 +89,10 @@ async fn snapshot_ids(ch: &Channel) -> Vec<String> {
         .collect()
 }
 
-/// No upload or save leaves a file in the store's scratch directory.
-fn scratch_is_empty(data_dir: &Path) {
+/// No upload or save leaves a file in the store's scratch directory (once the capture ahead,
+/// whose block writes stage files there while it runs, has settled).
+async fn scratch_is_empty(ch: &tonic::transport::Channel, data_dir: &Path) {
+    crate::common::ops::wait_capture_ahead_settled(ch).await;
     let tmp = data_dir.join("snapshots").join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
@@ -136,8 +138,8 @@ async fn a_snapshot_saved_on_one_server_loads_and_restores_on_another() {
         .unwrap()
         .into_inner();
     assert_eq!(m.measure.unwrap().measure, "carried over");
-    scratch_is_empty(&a.data_dir);
-    scratch_is_empty(&b.data_dir);
+    scratch_is_empty(&a.channel, &a.data_dir).await;
+    scratch_is_empty(&b.channel, &b.data_dir).await;
     a.stop().await;
     b.stop().await;
 }
@@ -183,6 +185,6 @@ async fn bad_snapshot_files_are_refused_with_a_reason_and_change_nothing() {
     assert!(!e.message().contains(&*dir.path().to_string_lossy()));
 
     assert_eq!(snapshot_ids(&s.channel).await, before, "nothing was added");
-    scratch_is_empty(dir.path());
+    scratch_is_empty(&s.channel, dir.path()).await;
     s.stop().await;
 }

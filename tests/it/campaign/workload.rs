@@ -169,10 +169,8 @@ impl Runner {
                 self.trace.push("idle: the database is unavailable".into());
                 return Ok(());
             }
-            let a = s.capture_ahead.unwrap_or_default();
-            let settled = matches!(S::try_from(a.state), Ok(S::Ready | S::Failed | S::Off))
-                && a.event_seq == s.event_head_seq;
-            if settled {
+            let a = s.capture_ahead.clone().unwrap_or_default();
+            if crate::common::ops::capture_ahead_settled(&s) {
                 self.trace
                     .push(format!("idle: capture ahead {:?}", S::try_from(a.state)));
                 return Ok(());

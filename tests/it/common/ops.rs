@@ -127,6 +127,32 @@ pub async fn status(ch: &Channel) -> pb::GetStatusResponse {
         .into_inner()
 }
 
+/// Whether the capture ahead has settled in `s`: ready, failed or off, on the latest event.
+pub fn capture_ahead_settled(s: &pb::GetStatusResponse) -> bool {
+    use pb::CaptureAheadState as S;
+    let a = s.capture_ahead.clone().unwrap_or_default();
+    matches!(S::try_from(a.state), Ok(S::Ready | S::Failed | S::Off))
+        && a.event_seq == s.event_head_seq
+}
+
+/// Waits (up to 20 s) until nothing runs in the background: the capture ahead has settled (it
+/// stages block files in the store's scratch directory while it runs).
+pub async fn wait_capture_ahead_settled(ch: &Channel) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = status(ch).await;
+        if capture_ahead_settled(&s) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "capture ahead did not settle: {:?}",
+            s.capture_ahead
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The health status of `service` ("" = the server).
 pub async fn health(ch: &Channel, service: &str) -> i32 {
     tonic_health::pb::health_client::HealthClient::new(ch.clone())
