@@ -125,81 +125,119 @@ pub fn check_database(
     let results = run_jobs(conn, &jobs, |c, job| {
         let started = Instant::now();
         let mut r = IntegrityReport::default();
-        let outcome = match job {
+        let scanned = match job {
             Job::Scan(table, range) => {
-                if !present.iter().any(|t| t == table) {
-                    Err("table missing".to_string())
-                } else {
-                    inspect::scan_table_part(c, table, *range)
-                        .map_err(|e| format!("scan failed: {}", e.public_message()))
-                }
+                vec![(table.as_str(), scan_part(c, &present, table, *range))]
             }
+            Job::Scans(tables) => scan_together(c, &present, tables),
             Job::Schema => {
                 r.run("schema_inventory", || {
                     compare_schema(expected_schema, inspect::schema_inventory(c))
                 });
-                Ok(Fingerprint::default())
+                Vec::new()
             }
             Job::Orphans | Job::Counts => {
                 orphan_checks(c, &mut r);
-                Ok(Fingerprint::default())
+                Vec::new()
             }
         };
-        (r, outcome, started..Instant::now())
+        // A statement's time is shared equally among the tables it scanned.
+        let share = started.elapsed() / u32::try_from(scanned.len().max(1)).unwrap_or(1);
+        let scanned = scanned.into_iter().map(|(t, f)| (t.to_string(), f, share));
+        (r, scanned.collect())
     });
-    report_in_order(&mut report, &jobs, results, expected_fingerprints);
+    report_in_order(&mut report, results, expected_fingerprints);
     report
 }
 
-/// One job's checks (schema, orphans), or its part of a table's fingerprint, and when it ran.
+/// One job's checks (schema, orphans), or the fingerprints it scanned (of whole tables or of
+/// parts), each with its share of the job's time.
 type JobResult = (
     IntegrityReport,
-    Result<Fingerprint, String>,
-    std::ops::Range<Instant>,
+    Vec<(String, Result<Fingerprint, String>, Duration)>,
 );
+
+/// The fingerprint of the rows of `table` in `range`, or why there is none.
+fn scan_part(
+    conn: &Connection,
+    present: &[String],
+    table: &str,
+    range: RowRange,
+) -> Result<Fingerprint, String> {
+    if !present.iter().any(|t| t == table) {
+        return Err("table missing".into());
+    }
+    inspect::scan_table_part(conn, table, range)
+        .map_err(|e| format!("scan failed: {}", e.public_message()))
+}
+
+/// Whole-table fingerprints of `tables` in one statement; should it fail (a damaged block in
+/// one of them), each table is scanned on its own, so the report says which.
+fn scan_together<'a>(
+    conn: &Connection,
+    present: &[String],
+    tables: &'a [String],
+) -> Vec<(&'a str, Result<Fingerprint, String>)> {
+    let whole = RowRange {
+        from: None,
+        to: None,
+    };
+    let all_present = tables.iter().all(|t| present.contains(t));
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    match inspect::scan_tables(conn, &names) {
+        Ok(fps) if all_present && fps.len() == names.len() => {
+            names.into_iter().zip(fps.into_iter().map(Ok)).collect()
+        }
+        _ => names
+            .into_iter()
+            .map(|t| (t, scan_part(conn, present, t, whole)))
+            .collect(),
+    }
+}
 
 /// Appends the jobs' results in the conventional order: one `scan:<table>` per table (its
 /// parts added up) against the manifest's fingerprint, then schema, then orphans.
 fn report_in_order(
     report: &mut IntegrityReport,
-    jobs: &[Job],
     results: Vec<JobResult>,
     expected_fingerprints: &Fingerprints,
 ) {
-    let mut scans: BTreeMap<&str, ScanParts> = BTreeMap::new();
+    let mut scans: BTreeMap<String, ScanParts> = BTreeMap::new();
     let mut others = Vec::new();
-    for (job, (r, outcome, span)) in jobs.iter().zip(results) {
-        match job {
-            Job::Scan(table, _) => scans.entry(table).or_default().add(outcome, span),
-            _ => others.push(r),
+    for (r, scanned) in results {
+        for (table, part, took) in scanned {
+            scans.entry(table).or_default().add(part, took);
         }
+        others.push(r);
     }
     for (table, parts) in scans {
-        let want = expected_fingerprints.get(table);
+        let want = expected_fingerprints.get(&table);
         let expected = want.map_or_else(|| "full scan readable".to_string(), |f| f.to_string());
-        let elapsed = parts.elapsed();
         let (passed, actual) = match parts.sum {
             Ok(got) => (want.is_none_or(|w| *w == got), got.to_string()),
             Err(e) => (false, e),
         };
-        report.push(format!("scan:{table}"), passed, expected, actual, elapsed);
+        report.push(
+            format!("scan:{table}"),
+            passed,
+            expected,
+            actual,
+            parts.took,
+        );
     }
     others.into_iter().for_each(|r| report.extend(r));
 }
 
 /// The jobs of [`check_database`]: the scans of tables with a BLOB column (few rows, but the
 /// bulk of the file, in one row group that DuckDB scans on one thread) in two parts first, so
-/// both connections start on them; then the schema, the orphans and every other scan.
+/// both connections start on them; then the schema, the orphans, and every other table in one
+/// statement.
 fn scan_jobs(
     names: &BTreeSet<&str>,
     expected_fingerprints: &Fingerprints,
     expected_schema: &SchemaInventory,
 ) -> Vec<Job> {
     let heavy = expected_schema.tables_with("BLOB");
-    let whole = RowRange {
-        from: None,
-        to: None,
-    };
     let mut jobs = Vec::new();
     for &t in names.iter().filter(|t| heavy.contains(**t)) {
         let rows = expected_fingerprints.get(t).map_or(0, |f| f.rows);
@@ -207,34 +245,31 @@ fn scan_jobs(
         jobs.extend(parts.into_iter().map(|r| Job::Scan(t.to_string(), r)));
     }
     jobs.extend([Job::Schema, Job::Orphans]);
-    for &t in names.iter().filter(|t| !heavy.contains(**t)) {
-        jobs.push(Job::Scan(t.to_string(), whole));
-    }
+    let rest = names.iter().filter(|t| !heavy.contains(**t));
+    jobs.push(Job::Scans(rest.map(|t| t.to_string()).collect()));
     jobs
 }
 
 /// One per connection of [`run_jobs`].
 const SCAN_PARTS: u32 = 2;
 
-/// The parts of one table's scan, added up.
+/// The parts of one table's scan, added up, and the time they took together.
 struct ScanParts {
     sum: Result<Fingerprint, String>,
-    first_start: Option<Instant>,
-    last_end: Option<Instant>,
+    took: Duration,
 }
 
 impl Default for ScanParts {
     fn default() -> Self {
         ScanParts {
             sum: Ok(Fingerprint::default()),
-            first_start: None,
-            last_end: None,
+            took: Duration::ZERO,
         }
     }
 }
 
 impl ScanParts {
-    fn add(&mut self, part: Result<Fingerprint, String>, span: std::ops::Range<Instant>) {
+    fn add(&mut self, part: Result<Fingerprint, String>, took: Duration) {
         self.sum = match (
             std::mem::replace(&mut self.sum, Ok(Fingerprint::default())),
             part,
@@ -245,16 +280,7 @@ impl ScanParts {
             }
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         };
-        self.first_start = Some(self.first_start.map_or(span.start, |s| s.min(span.start)));
-        self.last_end = Some(self.last_end.map_or(span.end, |e| e.max(span.end)));
-    }
-
-    /// From the first part's start to the last one's end.
-    fn elapsed(&self) -> Duration {
-        match (self.first_start, self.last_end) {
-            (Some(s), Some(e)) => e.saturating_duration_since(s),
-            _ => Duration::ZERO,
-        }
+        self.took += took;
     }
 }
 
@@ -315,8 +341,10 @@ fn counts_check(
 
 /// One unit of [`check_database`]'s work.
 enum Job {
-    /// A full scan of a table, or of one part of it.
+    /// A scan of one part of a table.
     Scan(String, RowRange),
+    /// Full scans of whole tables, in one statement.
+    Scans(Vec<String>),
     Schema,
     Orphans,
     Counts,
