@@ -651,6 +651,10 @@ impl PreDeleteSnapshot {
     /// Waits for the snapshot. Returns its id, or why none was taken; under policy `required`
     /// a failure is an error, so the delete's transaction rolls back.
     fn join(&mut self, required: bool) -> Result<(Option<Manifest>, Option<String>), Error> {
+        if let Some(e) = self.failure() {
+            // Clients get the public message; the log keeps the cause (a DuckDB error's text).
+            tracing::error!(error = %e, reason = e.reason(), "the pre-delete snapshot failed");
+        }
         match self.outcome() {
             Snap::Taken(m) => Ok((Some((**m).clone()), None)),
             Snap::Skipped(reason) => Ok((None, Some(reason.clone()))),
