@@ -496,6 +496,45 @@ mod tests {
         assert_eq!(back.checks.len(), 2);
     }
 
+    /// The small tables share one statement; a table missing from the file sends them back to
+    /// one scan each, so each check still says what is wrong with its own table.
+    #[test]
+    fn each_table_of_a_shared_scan_is_its_own_check() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE a AS SELECT range AS x FROM range(10);
+             CREATE TABLE b AS SELECT range AS x FROM range(20);",
+        )
+        .expect("tables");
+        let a = inspect::scan_table(&conn, "a").expect("a");
+        let mut b = inspect::scan_table(&conn, "b").expect("b");
+        b.rows += 1;
+        let schema = inspect::schema_inventory(&conn).expect("schema");
+        let mut expected = Fingerprints::new();
+        expected.insert("a".into(), a);
+        expected.insert("b".into(), b);
+        // Only the scans matter here (the orphan queries need the LNRS tables).
+        let scans = |r: &IntegrityReport| -> Vec<(String, String)> {
+            r.failures()
+                .filter(|c| c.name.starts_with("scan:"))
+                .map(|c| (c.name.clone(), c.actual.clone()))
+                .collect()
+        };
+        let report = check_database(&conn, &expected, &schema);
+        let failed = scans(&report);
+        assert_eq!(failed.len(), 1, "{report:?}");
+        assert_eq!(failed[0].0, "scan:b", "{report:?}");
+        assert!(report.checks.iter().any(|c| c.name == "scan:a" && c.passed));
+
+        expected.insert("ghost".into(), a);
+        let report = check_database(&conn, &expected, &schema);
+        let failed = scans(&report);
+        assert_eq!(failed.len(), 2, "{report:?}");
+        assert_eq!(failed[0].0, "scan:b", "{report:?}");
+        assert_eq!(failed[1], ("scan:ghost".into(), "table missing".into()));
+        assert!(report.checks.iter().any(|c| c.name == "scan:a" && c.passed));
+    }
+
     #[test]
     fn schema_difference_is_named() {
         let want = SchemaInventory {

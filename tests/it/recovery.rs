@@ -230,6 +230,36 @@ async fn a_panic_in_the_snapshot_thread_is_internal_and_deletes_nothing() {
     stop(s).await;
 }
 
+/// A refused pre-delete snapshot leaves its cause in the server's log: CI once saw
+/// PRE_DELETE_SNAPSHOT_FAILED ("database error") with nothing in stderr to say which error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pre_delete_snapshot_is_logged_with_its_cause() {
+    let tmp = data_dir_with_reference();
+    let s = ChildServer::start(
+        tmp.path(),
+        "127.0.0.1:0",
+        &[],
+        &[("LNRS_FAILPOINTS", "snapshot.after_capture=error")],
+    )
+    .await;
+    let (id, _) = habitat(&s.channel, "kept").await.unwrap();
+    let e = crate::common::ops::entity(&s.channel)
+        .delete_habitat(pb::DeleteHabitatRequest {
+            habitat_id: id,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::FailedPrecondition, "PRE_DELETE_SNAPSHOT_FAILED");
+    assert!(habitat_names(&s.channel).await.contains("kept"));
+    let stderr = s.kill();
+    let logged = stderr
+        .lines()
+        .find(|l| l.contains("the pre-delete snapshot failed"));
+    let logged = logged.unwrap_or_else(|| panic!("no log line for the failure: {stderr}"));
+    assert!(logged.contains("snapshot.after_capture"), "{logged}");
+}
+
 /// A subscriber from `head` on its own connection with small HTTP/2 windows, so that not
 /// reading soon fills every buffer between it and the server. (The final status reaching a
 /// subscriber whose buffer is full is tested on the hub itself: see `events::hub`.) (Small on purpose: with a
