@@ -522,7 +522,6 @@ fn map_storage(e: StorageError) -> Mapped {
         StorageError::Io { .. } => internal("IO_ERROR", &e),
         StorageError::ReadTaskFailed => internal("READ_TASK_FAILED", &e),
         StorageError::WalNotEmpty { .. } => internal("WAL_NOT_EMPTY", &e),
-        StorageError::FingerprintDrift { .. } => internal("FINGERPRINT_DRIFT", &e),
         StorageError::ImageWithoutKey { .. } => internal("IMAGE_WITHOUT_KEY", &e),
         StorageError::Closed => Mapped::new(
             Code::Unavailable,

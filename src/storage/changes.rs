@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use duckdb::types::{ToSqlOutput, Value as DbValue};
 use duckdb::{params_from_iter, Connection, ToSql};
 
-use super::images::read_rows_fingerprinted;
+use super::images::{delete_returning, read_rows_fingerprinted};
 use super::inspect::scan_rows;
 use super::StorageError;
 use crate::domain::fingerprint::{Fingerprint, Fingerprints};
@@ -193,24 +193,14 @@ impl Changes {
         where_sql: &str,
         params: &[&dyn ToSql],
     ) -> Result<i64, StorageError> {
-        let (rows, fp) = read_rows_fingerprinted(conn, table, where_sql, params)?;
+        let (rows, fp) = delete_returning(conn, table, where_sql, params)?;
         if fp.rows == 0 {
             return Ok(0);
         }
         self.image(false, rows);
-        let sql = format!("DELETE FROM {} WHERE {where_sql}", quote_ident(table));
-        let n = conn.prepare_cached(&sql)?.execute(params)? as i64;
-        if n != fp.rows {
-            // Only this writer changes the database, so the rows cannot have moved in between.
-            return Err(StorageError::FingerprintDrift {
-                table: table.to_string(),
-                expected: fp.rows,
-                actual: n,
-            });
-        }
         self.sub(table, fp);
-        self.removed.push((table.to_string(), n));
-        Ok(n)
+        self.removed.push((table.to_string(), fp.rows));
+        Ok(fp.rows)
     }
 
     /// Same as [`Changes::delete`] with owned parameters (cascade conditions build these).

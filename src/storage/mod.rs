@@ -61,14 +61,6 @@ pub enum StorageError {
     WriterStopped,
     #[error("a read task failed")]
     ReadTaskFailed,
-    #[error(
-        "{table}: {actual} rows deleted where {expected} were counted in the same transaction"
-    )]
-    FingerprintDrift {
-        table: String,
-        expected: i64,
-        actual: i64,
-    },
     #[error("the write-ahead log is not empty after CHECKPOINT ({wal_size})")]
     WalNotEmpty { wal_size: String },
     /// The live database is closed: a restore is swapping it, or reopening it failed.
