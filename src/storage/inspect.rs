@@ -100,13 +100,27 @@ fn union_of<T>(
     columns: &str,
     row: impl Fn(&duckdb::Row<'_>) -> duckdb::Result<T>,
 ) -> Result<Vec<T>, StorageError> {
-    if tables.is_empty() {
+    let selects: Vec<String> = tables
+        .iter()
+        .map(|t| format!("{columns} FROM {} AS t", quote_ident(t)))
+        .collect();
+    union_all(conn, &selects, row)
+}
+
+/// `SELECT <i>, <selects[i]> UNION ALL …` (each of `selects` without its `SELECT`, giving one
+/// row) as one statement, each row mapped by `row` and returned in `selects` order.
+fn union_all<T>(
+    conn: &Connection,
+    selects: &[String],
+    row: impl Fn(&duckdb::Row<'_>) -> duckdb::Result<T>,
+) -> Result<Vec<T>, StorageError> {
+    if selects.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = tables
+    let sql = selects
         .iter()
         .enumerate()
-        .map(|(i, t)| format!("SELECT {i} AS i, {columns} FROM {} AS t", quote_ident(t)))
+        .map(|(i, s)| format!("SELECT {i} AS i, {s}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let mut stmt = conn.prepare(&sql)?;
@@ -244,19 +258,33 @@ impl OrphanCount {
     }
 }
 
-/// Counts orphans for every reference in the schema.
+/// Counts orphans for every reference in the schema, in one statement (22 references: about
+/// 25 ms together, 50–60 ms one by one, measured at scale 1). Should it fail, one statement
+/// each, so the error is the first failing reference's.
 pub fn orphan_counts(conn: &Connection) -> Result<Vec<OrphanCount>, StorageError> {
-    REFERENCES
+    let selects: Vec<String> = REFERENCES.iter().map(orphan_sql).collect();
+    let counts = union_all(conn, &selects, |r| r.get::<_, i64>(1))
+        .ok()
+        .filter(|c| c.len() == REFERENCES.len());
+    let counts = match counts {
+        Some(c) => c,
+        None => selects
+            .iter()
+            .map(|s| conn.query_row(&format!("SELECT {s}"), [], |row| row.get(0)))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(REFERENCES
         .iter()
-        .map(|r| {
-            Ok(OrphanCount {
-                reference: *r,
-                orphans: conn.query_row(&orphan_sql(r), [], |row| row.get(0))?,
-            })
+        .zip(counts)
+        .map(|(r, orphans)| OrphanCount {
+            reference: *r,
+            orphans,
         })
-        .collect()
+        .collect())
 }
 
+/// `count(*) FROM child … ANTI JOIN parent …`: the rows of the child whose parent row does not
+/// exist (without its `SELECT`, see [`union_all`]).
 fn orphan_sql(r: &Reference) -> String {
     let on = r
         .child_cols
@@ -273,10 +301,9 @@ fn orphan_sql(r: &Reference) -> String {
         .collect::<Vec<_>>()
         .join(" AND ");
     format!(
-        "SELECT count(*) FROM {} AS c LEFT JOIN {} AS p ON {on} WHERE p.{} IS NULL AND {set}",
+        "count(*) FROM {} AS c ANTI JOIN {} AS p ON {on} WHERE {set}",
         quote_ident(r.child),
         quote_ident(r.parent),
-        quote_ident(r.parent_cols[0]),
     )
 }
 
@@ -344,6 +371,7 @@ fn cell(v: duckdb::Result<duckdb::types::ValueRef<'_>>) -> Cell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn parts_of_a_scan_add_up_to_the_whole_table_whatever_the_rowids() {
@@ -382,6 +410,70 @@ mod tests {
             [h, whole, h]
         );
         assert_eq!(RowRange::split(6940, 2)[0].to, Some(4096));
+    }
+
+    /// The orphan counts of the one statement are those of a LEFT JOIN per reference (the form
+    /// they replaced), with NULL references not counted; a missing table is an error, not 0.
+    #[test]
+    fn orphans_in_one_statement_count_what_a_join_per_reference_counts() {
+        let conn = Connection::open_in_memory().expect("duckdb");
+        let mut columns: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for r in REFERENCES {
+            columns.entry(r.child).or_default().extend(r.child_cols);
+            columns.entry(r.parent).or_default().extend(r.parent_cols);
+        }
+        for (i, (table, cols)) in columns.iter().enumerate() {
+            let defs: Vec<String> = cols.iter().map(|c| format!("{c} INTEGER")).collect();
+            // Values 1..=4 with a NULL every seventh; parent and child tables alike, so
+            // some references have orphans and some rows match several parents.
+            let values: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(j, _)| {
+                    format!(
+                        "CASE WHEN (r + {j}) % 7 = 0 THEN NULL ELSE (r * {} + {j}) % 4 + 1 END",
+                        i + 2
+                    )
+                })
+                .collect();
+            conn.execute_batch(&format!(
+                "CREATE TABLE {table} ({}); INSERT INTO {table} SELECT {} FROM range({}) t(r);",
+                defs.join(", "),
+                values.join(", "),
+                5 + i % 4,
+            ))
+            .expect("fixture");
+        }
+        let got = orphan_counts(&conn).expect("orphans");
+        let mut some = 0;
+        for (o, r) in got.iter().zip(REFERENCES) {
+            let on: Vec<String> = r
+                .child_cols
+                .iter()
+                .zip(r.parent_cols)
+                .map(|(c, p)| format!("c.{c} = p.{p}"))
+                .collect();
+            let set: Vec<String> = r
+                .child_cols
+                .iter()
+                .map(|c| format!("c.{c} IS NOT NULL"))
+                .collect();
+            let sql =
+                format!(
+                "SELECT count(*) FROM {} AS c LEFT JOIN {} AS p ON {} WHERE p.{} IS NULL AND {}",
+                r.child, r.parent, on.join(" AND "), r.parent_cols[0], set.join(" AND ")
+            );
+            let want: i64 = conn.query_row(&sql, [], |row| row.get(0)).expect("join");
+            assert_eq!(o.orphans, want, "{}", o.name());
+            some += usize::from(want > 0);
+        }
+        assert_eq!(got.len(), REFERENCES.len());
+        assert!(
+            some > 0 && some < got.len(),
+            "{some} references with orphans"
+        );
+        conn.execute_batch("DROP TABLE area").expect("drop");
+        assert!(orphan_counts(&conn).is_err());
     }
 
     #[test]
