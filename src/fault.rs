@@ -105,6 +105,11 @@ pub const REGISTRY: &[FailPoint] = &[
         "safety snapshot and its event durable",
     ),
     fp(
+        "restore.flush",
+        Path::Restore,
+        "target assembled, its writeback to disk failing",
+    ),
+    fp(
         "restore.after_prepare",
         Path::Restore,
         "target assembled, verified, log carried over",

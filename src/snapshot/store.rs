@@ -802,8 +802,10 @@ impl SnapshotStore {
         let m = self.get(id)?;
         self.check_scratch_space(&self.layout.tmp, m.file_len)?;
         let path = fsio::temp_path(&self.layout.tmp, &format!("assembled-{id}.duckdb"));
+        // Read and removed: nothing to make durable.
         let result = self
-            .assemble(id, &path)
+            .assemble_unflushed(id, &path)
+            .map(drop)
             .map_err(E::from)
             .and_then(|()| f(&path));
         let _ = files::remove_database(&path);
@@ -867,6 +869,17 @@ impl SnapshotStore {
     /// hash and the whole-file hash, then fsyncs it. On any error `dest` is removed. The caller
     /// renames it into place and fsyncs the directory (restore).
     pub fn assemble(&self, id: &SnapshotId, dest: &Path) -> Result<(), SnapshotError> {
+        let file = self.assemble_unflushed(id, dest)?;
+        file.sync_all().map_err(|e| {
+            let _ = fs::remove_file(dest);
+            io_err(dest, e)
+        })
+    }
+
+    /// [`assemble`](Self::assemble) without the fsync: for a file that is only read and then
+    /// removed (nothing to make durable), or one whose caller flushes it while it does other
+    /// work. Returns the open file.
+    pub fn assemble_unflushed(&self, id: &SnapshotId, dest: &Path) -> Result<File, SnapshotError> {
         let m = self.get(id)?;
         m.check_layout()
             .map_err(|e| SnapshotError::corrupt(format!("manifest {id}"), e))?;
@@ -877,7 +890,7 @@ impl SnapshotStore {
         result
     }
 
-    fn assemble_into(&self, m: &Manifest, dest: &Path) -> Result<(), SnapshotError> {
+    fn assemble_into(&self, m: &Manifest, dest: &Path) -> Result<File, SnapshotError> {
         let file = create_truncate(dest)?;
         let scan = self.scan_blocks(m, Some(&file))?;
         if let Some((i, h)) = scan.missing.first() {
@@ -901,7 +914,7 @@ impl SnapshotStore {
             ));
         }
         fail_point("snapshot.assemble_before_sync")?;
-        file.sync_all().map_err(|e| io_err(dest, e))
+        Ok(file)
     }
 
     /// Deletes a snapshot's manifest (its blocks go at the next GC) and its annotation.

@@ -712,6 +712,48 @@ async fn failure_after_the_swap_rolls_back_by_itself() {
     crate::common::ops::stop(s).await;
 }
 
+/// The assembled target is written back to disk while it is checked; a writeback that fails
+/// stops the restore before anything is swapped, with the failure in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_cannot_be_written_to_disk_is_not_restored() {
+    let tmp = crate::common::data_dir_with_reference();
+    let s = crate::common::ChildServer::start(
+        tmp.path(),
+        "127.0.0.1:0",
+        &[],
+        &[("LNRS_FAILPOINTS", "restore.flush=error")],
+    )
+    .await;
+    let id = crate::common::ops::snapshot(&s.channel, "target").await;
+    crate::common::ops::habitat(&s.channel, "pre-restore state")
+        .await
+        .unwrap();
+    let habitats = crate::common::ops::habitat_names(&s.channel).await;
+    let r = crate::common::ops::restore(&s.channel, &id).await.unwrap();
+    assert!(r.rolled_back);
+    let checks = &r.report.as_ref().unwrap().checks;
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(failed, ["pre_swap:assemble_durable"], "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.name.starts_with("pre_swap:scan:") && c.passed),
+        "the checks ran while the file was written back"
+    );
+    assert_eq!(
+        crate::common::ops::habitat_names(&s.channel).await,
+        habitats,
+        "the live data is the pre-restore state"
+    );
+    let ev = event_at(&s.channel, r.event_seq).await;
+    assert!(ev.restore.as_ref().unwrap().rolled_back);
+    crate::common::ops::stop(s).await;
+}
+
 /// Replaces the snapshot directory by a file: every write into it fails (ENOTDIR), even as root.
 pub(crate) fn break_snapshot_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     let dir = data_dir.join("snapshots");
