@@ -82,8 +82,19 @@ pub fn read_rows_fingerprinted(
         quote_ident(table),
         key_order(table)
     );
+    collect_fingerprinted(conn, table, &sql, params)
+}
+
+/// The rows of a statement whose first column is each row's `hash(t)`: the rest of the columns,
+/// and the fingerprint the hashes add up to.
+fn collect_fingerprinted(
+    conn: &Connection,
+    table: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<(TableRows, Fingerprint), StorageError> {
     let mut fp = Fingerprint::default();
-    let rows = collect_from(conn, table, &sql, params, 1, |row| {
+    let rows = collect_from(conn, table, sql, params, 1, |row| {
         let h: u64 = row.get(0)?;
         fp.rows += 1;
         fp.hash_sum += i128::from(h);
@@ -107,13 +118,7 @@ pub fn delete_returning(
         "DELETE FROM {} AS t WHERE {where_sql} RETURNING hash(t), *",
         quote_ident(table)
     );
-    let mut fp = Fingerprint::default();
-    let mut rows = collect_from(conn, table, &sql, params, 1, |row| {
-        let h: u64 = row.get(0)?;
-        fp.rows += 1;
-        fp.hash_sum += i128::from(h);
-        Ok(())
-    })?;
+    let (mut rows, fp) = collect_fingerprinted(conn, table, &sql, params)?;
     sort_in_key_order(&mut rows);
     Ok((rows, fp))
 }
