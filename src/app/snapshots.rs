@@ -342,23 +342,30 @@ impl App {
         .await?;
         // A restore may close the read pool for its swap: status must not wait for it.
         if !status.restore_in_progress {
-            status.table_rows = self.live_row_counts().await;
+            if let Some((head, rows)) = self.live_head_and_rows().await {
+                // The hub learns of events only after their COMMIT, so a read that ran just
+                // before this call may have seen data the hub's head does not cover yet. The log
+                // is committed with the data: its head is never behind what a client saw.
+                status.event_head = status.event_head.max(head);
+                status.table_rows = rows;
+            }
         }
         Ok(status)
     }
 
-    /// Row counts of the live database, from the read pool; none if it cannot be read (status
-    /// is a diagnostic: it still answers).
-    async fn live_row_counts(&self) -> Vec<(String, i64)> {
-        let counts = self
+    /// The live database's event-log head and row counts, from the read pool; none if it cannot
+    /// be read (status is a diagnostic: it still answers).
+    async fn live_head_and_rows(&self) -> Option<(u64, Vec<(String, i64)>)> {
+        let read = self
             .shared
             .reads
-            .read(|conn| Ok::<_, Error>(storage::inspect::row_counts(conn)?))
+            .read(|conn| {
+                let head = crate::events::log::bounds(conn)?.head;
+                Ok::<_, Error>((head, storage::inspect::row_counts(conn)?))
+            })
             .await;
-        counts.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "status: cannot count the live database's rows");
-            Vec::new()
-        })
+        read.map_err(|e| tracing::warn!(error = %e, "status: cannot read the live database"))
+            .ok()
     }
 }
 
@@ -408,4 +415,38 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Between a COMMIT and the hub's publication a client can already read the new data; the
+    /// head that status reports must cover it, or a client sampling (head, data, head) sees
+    /// data that no reported head had.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_head_covers_data_committed_but_not_yet_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.load_reference_data = false;
+        let app = blocking(move || App::open(cfg)).await.unwrap();
+        let published = app.status().await.unwrap().event_head;
+        let ctx = RequestCtx::internal("test");
+        let inner = ctx.clone();
+        let committed = app
+            .write(&ctx, move |st| {
+                let draft = EventDraft::new(EventKind::EntityCreated, "habitat", "h-1");
+                let events = st.stamp(&inner, vec![draft]);
+                // Committed, not published: the window `after_commit` closes.
+                st.data_transaction(|c| Ok(crate::events::log::append(c, &events[0])?))?;
+                Ok(events[0].seq)
+            })
+            .await
+            .unwrap();
+        assert!(committed > published);
+        assert_eq!(app.shared.hub.head(), published, "the hub was not told");
+        assert_eq!(app.status().await.unwrap().event_head, committed);
+        app.close();
+    }
 }
