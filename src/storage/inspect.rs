@@ -11,17 +11,23 @@ use super::StorageError;
 use crate::domain::fingerprint::{Fingerprint, Fingerprints};
 use crate::domain::tables::{quote_ident, Reference, REFERENCES, USER_TABLES};
 
-/// Full scan of one table. `count(*)` alone is answered from metadata; hashing every row makes
-/// DuckDB read (and checksum) every block of the table.
+/// The select list of a fingerprint over rows aliased `t`: count and hash sum. `count(*)`
+/// alone is answered from metadata; hashing every row makes DuckDB read (and checksum) every
+/// block the rows are in.
+const FINGERPRINT: &str = "count(*), coalesce(sum(hash(t)), 0)::HUGEINT";
+
+/// The [`FINGERPRINT`] columns of `r` from column `at` on.
+fn fingerprint_at(r: &duckdb::Row<'_>, at: usize) -> duckdb::Result<Fingerprint> {
+    Ok(Fingerprint {
+        rows: r.get(at)?,
+        hash_sum: r.get(at + 1)?,
+    })
+}
+
+/// Full scan of one table.
 pub fn scan_table(conn: &Connection, table: &str) -> Result<Fingerprint, StorageError> {
-    let q = quote_ident(table);
-    let sql = format!("SELECT count(*), coalesce(sum(hash(t)), 0)::HUGEINT FROM {q} AS t");
-    Ok(conn.query_row(&sql, [], |r| {
-        Ok(Fingerprint {
-            rows: r.get(0)?,
-            hash_sum: r.get(1)?,
-        })
-    })?)
+    let sql = format!("SELECT {FINGERPRINT} FROM {} AS t", quote_ident(table));
+    Ok(conn.query_row(&sql, [], |r| fingerprint_at(r, 0))?)
 }
 
 /// Rows of a table by `rowid`: from `from` (inclusive) up to `to` (exclusive), unbounded where
@@ -31,6 +37,14 @@ pub fn scan_table(conn: &Connection, table: &str) -> Result<Fingerprint, Storage
 pub struct RowRange {
     pub from: Option<i64>,
     pub to: Option<i64>,
+}
+
+impl RowRange {
+    /// Every row.
+    pub const WHOLE: RowRange = RowRange {
+        from: None,
+        to: None,
+    };
 }
 
 /// Rows per DuckDB vector: a scan skips whole vectors outside a `rowid` range, so only parts
@@ -79,17 +93,7 @@ pub fn scan_table_part(
 /// statement dominates the scan of a small table (measured: 22 small tables in 25–30 ms
 /// together, 55–70 ms one by one).
 pub fn scan_tables(conn: &Connection, tables: &[&str]) -> Result<Vec<Fingerprint>, StorageError> {
-    union_of(
-        conn,
-        tables,
-        "count(*), coalesce(sum(hash(t)), 0)::HUGEINT",
-        |r| {
-            Ok(Fingerprint {
-                rows: r.get(1)?,
-                hash_sum: r.get(2)?,
-            })
-        },
-    )
+    union_of(conn, tables, FINGERPRINT, |r| fingerprint_at(r, 1))
 }
 
 /// `SELECT <i>, <columns> FROM <tables[i]> AS t UNION ALL …` as one statement, each row mapped
@@ -139,25 +143,21 @@ pub fn scan_rows(
     where_sql: &str,
     params: &[&dyn duckdb::ToSql],
 ) -> Result<Fingerprint, StorageError> {
-    let q = quote_ident(table);
     let sql = format!(
-        "SELECT count(*), coalesce(sum(hash(t)), 0)::HUGEINT FROM {q} AS t WHERE {where_sql}"
+        "SELECT {FINGERPRINT} FROM {} AS t WHERE {where_sql}",
+        quote_ident(table)
     );
     // Cached: the writer runs the same few statements for every insert, update and delete.
-    Ok(conn.prepare_cached(&sql)?.query_row(params, |r| {
-        Ok(Fingerprint {
-            rows: r.get(0)?,
-            hash_sum: r.get(1)?,
-        })
-    })?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params, |r| fingerprint_at(r, 0))?)
 }
 
-/// Fingerprints of every user table (a full scan of each).
+/// Fingerprints of every user table (a full scan of each, in one statement).
 pub fn user_fingerprints(conn: &Connection) -> Result<Fingerprints, StorageError> {
-    USER_TABLES
-        .iter()
-        .map(|t| Ok((t.name.to_string(), scan_table(conn, t.name)?)))
-        .collect()
+    let names: Vec<&str> = USER_TABLES.iter().map(|t| t.name).collect();
+    let fps = scan_tables(conn, &names)?;
+    Ok(names.into_iter().map(String::from).zip(fps).collect())
 }
 
 /// Row count of every user table the database has, in inventory order (a database older than

@@ -205,19 +205,15 @@ async fn an_empty_or_torn_journal_does_not_block_start_up() {
     }
 }
 
-/// Window 12: a panic in the snapshot thread is INTERNAL, not SNAPSHOT_INJECTED_FAULT, and the
-/// delete does not happen.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_the_snapshot_thread_is_internal_and_deletes_nothing() {
-    let tmp = data_dir_with_reference();
-    let s = ChildServer::start(
-        tmp.path(),
-        "127.0.0.1:0",
-        &[],
-        &[("LNRS_FAILPOINTS", "snapshot.after_capture=panic")],
-    )
-    .await;
-    let (id, _) = habitat(&s.channel, "doomed").await.unwrap();
+/// A child server on `data_dir` with `fault` armed, and the error its delete of a habitat
+/// named `name`, created just before, ends with.
+async fn refused_delete(
+    data_dir: &std::path::Path,
+    fault: &str,
+    name: &str,
+) -> (ChildServer, tonic::Status) {
+    let s = ChildServer::start(data_dir, "127.0.0.1:0", &[], &[("LNRS_FAILPOINTS", fault)]).await;
+    let (id, _) = habitat(&s.channel, name).await.unwrap();
     let e = crate::common::ops::entity(&s.channel)
         .delete_habitat(pb::DeleteHabitatRequest {
             habitat_id: id,
@@ -225,6 +221,15 @@ async fn a_panic_in_the_snapshot_thread_is_internal_and_deletes_nothing() {
         })
         .await
         .unwrap_err();
+    (s, e)
+}
+
+/// Window 12: a panic in the snapshot thread is INTERNAL, not SNAPSHOT_INJECTED_FAULT, and the
+/// delete does not happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_snapshot_thread_is_internal_and_deletes_nothing() {
+    let tmp = data_dir_with_reference();
+    let (s, e) = refused_delete(tmp.path(), "snapshot.after_capture=panic", "doomed").await;
     assert_eq!(e.code(), Code::Internal, "{e:?}");
     assert!(habitat_names(&s.channel).await.contains("doomed"));
     stop(s).await;
@@ -235,21 +240,7 @@ async fn a_panic_in_the_snapshot_thread_is_internal_and_deletes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pre_delete_snapshot_is_logged_with_its_cause() {
     let tmp = data_dir_with_reference();
-    let s = ChildServer::start(
-        tmp.path(),
-        "127.0.0.1:0",
-        &[],
-        &[("LNRS_FAILPOINTS", "snapshot.after_capture=error")],
-    )
-    .await;
-    let (id, _) = habitat(&s.channel, "kept").await.unwrap();
-    let e = crate::common::ops::entity(&s.channel)
-        .delete_habitat(pb::DeleteHabitatRequest {
-            habitat_id: id,
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let (s, e) = refused_delete(tmp.path(), "snapshot.after_capture=error", "kept").await;
     assert_refused(&e, Code::FailedPrecondition, "PRE_DELETE_SNAPSHOT_FAILED");
     assert!(habitat_names(&s.channel).await.contains("kept"));
     let stderr = s.kill();

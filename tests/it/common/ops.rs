@@ -138,19 +138,12 @@ pub fn capture_ahead_settled(s: &pb::GetStatusResponse) -> bool {
 /// Waits (up to 20 s) until nothing runs in the background: the capture ahead has settled (it
 /// stages block files in the store's scratch directory while it runs).
 pub async fn wait_capture_ahead_settled(ch: &Channel) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s = status(ch).await;
-        if capture_ahead_settled(&s) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "capture ahead did not settle: {:?}",
-            s.capture_ahead
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the capture ahead settles",
+        Duration::from_secs(20),
+        || async { capture_ahead_settled(&status(ch).await) },
+    )
+    .await;
 }
 
 /// The health status of `service` ("" = the server).
