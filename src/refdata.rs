@@ -200,6 +200,7 @@ fn publish(tmp: &Path, path: &Path) -> Result<(), RefDataError> {
 
 fn fill_new_file(path: &Path, scale: u32) -> Result<RefDataStats, RefDataError> {
     let conn = Connection::open(path)?;
+    crate::storage::apply_write_settings(&conn)?;
     crate::storage::schema::migrate(&conn).map_err(|e| RefDataError::Migrate {
         path: path.to_path_buf(),
         message: e.to_string(),

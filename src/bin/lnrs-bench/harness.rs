@@ -26,8 +26,9 @@ pub fn fail(msg: impl Into<String>) -> BoxError {
 
 /// Sources that decide the bytes of a reference dataset: a cached file is reused only while
 /// they are unchanged (the same key the integration tests use).
-const DATASET_SOURCES: [&str; 3] = [
+const DATASET_SOURCES: [&str; 4] = [
     include_str!("../../refdata.rs"),
+    include_str!("../../storage/mod.rs"),
     include_str!("../../storage/schema_v1.sql"),
     include_str!("../../storage/schema.rs"),
 ];

@@ -30,6 +30,8 @@ fn reference_db() -> &'static Path {
         let mut hasher = blake3::Hasher::new();
         for source in [
             include_str!("../../../src/refdata.rs"),
+            // The settings the file is written with (compression).
+            include_str!("../../../src/storage/mod.rs"),
             include_str!("../../../src/storage/schema.rs"),
         ]
         .into_iter()
