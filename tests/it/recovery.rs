@@ -585,6 +585,57 @@ async fn a_damaged_block_shared_with_the_live_file_is_repaired_and_the_restore_p
     s.stop().await;
 }
 
+/// The safety snapshot's read-back skips the blocks the target's assembly has just read back,
+/// but not the others: a damaged stored block that the live file has and the target does not
+/// is still found by it, rewritten, and reported as a repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_block_only_the_live_file_has_is_found_by_the_safety_read_back() {
+    use crate::snapshots::{manifest_blocks, walk};
+    let s = crate::common::TestServer::start().await;
+    let target = snapshot(&s.channel, "target").await;
+    habitat(&s.channel, "after the target").await.unwrap();
+    let now = snapshot(&s.channel, "now").await;
+    let target_blocks = manifest_blocks(&s.data_dir, &target);
+    let only_live: Vec<String> = manifest_blocks(&s.data_dir, &now)
+        .difference(&target_blocks)
+        .cloned()
+        .collect();
+    assert!(!only_live.is_empty());
+    let blocks = walk(&s.data_dir.join("snapshots").join("blocks"));
+    let mut damaged = Vec::new();
+    for hash in &only_live {
+        let victim = blocks
+            .iter()
+            .find(|p| p.to_string_lossy().contains(hash.as_str()))
+            .unwrap();
+        let mut bytes = std::fs::read(victim).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        std::fs::write(victim, &bytes).unwrap();
+        damaged.push((victim.clone(), bytes));
+    }
+
+    let r = restore(&s.channel, &target).await.unwrap();
+    let report = r.report.unwrap();
+    assert!(!r.rolled_back, "{}: {report:?}", r.rollback_reason);
+    let safety = report
+        .checks
+        .iter()
+        .find(|c| c.name == "pre_swap:safety_snapshot_readable")
+        .unwrap();
+    assert!(safety.passed, "{safety:?}");
+    assert!(safety.actual.contains("after repair"), "{safety:?}");
+    let check = crate::common::ops::verify_deep(&s.channel, &r.safety_snapshot_id).await;
+    assert!(check.passed, "the safety snapshot verifies: {check:?}");
+    assert!(
+        damaged
+            .iter()
+            .any(|(path, bytes)| std::fs::read(path).unwrap() != *bytes),
+        "a damaged block was written again"
+    );
+    s.stop().await;
+}
+
 /// Window 10: absolute paths, OS error text and DuckDB messages reached clients (error
 /// metadata, integrity reports, StorageDegraded events, GetStatus). Scans every client-visible
 /// field of a broken-storage scenario for the data directory's path and for SQL text.
