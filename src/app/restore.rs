@@ -292,7 +292,7 @@ fn check_assembled(
     report: &mut IntegrityReport,
 ) -> Result<bool, String> {
     let t = Instant::now();
-    let conn = match storage::open_read_only(tmp) {
+    let conn = match storage::attached::open_for_check(tmp) {
         Ok(c) => c,
         Err(e) => {
             report.push(
@@ -708,7 +708,7 @@ impl WriterState {
         Ok((journal, Prepared { hash, schema }))
     }
 
-    /// Renames the prepared file over the live one, reopens it and checks it. Returns the
+    /// Renames the prepared file over the live one, checks it and reopens it. Returns the
     /// post-swap checks; any error is settled by the caller.
     fn swap_locked(&mut self, run: &Run, prepared: &Prepared) -> Result<IntegrityReport, Error> {
         phase_span!("swap").in_scope(|| self.db.publish(&run.tmp, SWAP_POINTS))?;
@@ -717,16 +717,16 @@ impl WriterState {
         }
         let _span = phase_span!("post_swap_verify").entered();
         let live = self.db.path().to_path_buf();
-        // The file hash needs no connection: it runs while the file is reopened and checked.
+        // The file hash needs no connection: it runs while the file is checked and reopened.
+        // The checks read the file through the checking instance before the writer opens it
+        // (nothing else in the process has it open then, see `storage::attached`): a fresh
+        // instance's first catalog listing costs more than the checks themselves.
         let (hashed, replaced) = std::thread::scope(|s| {
             let hashed = s.spawn(|| live_hash_check(&live, &prepared.hash));
-            let replaced = self.db.reopen().map_err(Error::from).and_then(|()| {
-                Ok(check_replaced(
-                    self.conn()?,
-                    &run.target.fingerprints,
-                    &prepared.schema,
-                ))
-            });
+            let replaced = storage::attached::open_for_check(&live)
+                .map(|db| check_replaced(&db, &run.target.fingerprints, &prepared.schema))
+                .and_then(|checks| self.db.reopen().map(|()| checks))
+                .map_err(Error::from);
             (hashed.join(), replaced)
         });
         let mut checks = hashed.map_err(|_| Error::Internal("the file hash failed".into()))?;

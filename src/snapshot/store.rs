@@ -913,7 +913,7 @@ impl SnapshotStore {
             )
         });
         let start = Instant::now();
-        match crate::storage::open_read_only(path) {
+        match crate::storage::attached::open_for_check(path) {
             Ok(conn) => {
                 report.push("open_read_only", true, "opens", "opened", start.elapsed());
                 report.extend(check_database(&conn, &m.fingerprints, &m.schema));

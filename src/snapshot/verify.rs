@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::fingerprint::{Fingerprint, Fingerprints};
+use crate::storage::attached::SideBySide;
 use crate::storage::inspect::{self, RowRange, SchemaInventory};
 
 /// One named check of an integrity report.
@@ -97,7 +98,7 @@ pub struct VerifyRecord {
 /// inventory, and an orphan query per reference. Used by deep verify on an assembled copy and
 /// by restore on the live database after the swap. Never fails: every problem is a check.
 pub fn check_database(
-    conn: &Connection,
+    conn: &impl SideBySide,
     expected_fingerprints: &Fingerprints,
     expected_schema: &SchemaInventory,
 ) -> IntegrityReport {
@@ -293,7 +294,7 @@ impl ScanParts {
 /// [`check_database`] (a restore after its swap): it opens with the expected schema and every
 /// user table has the expected row count (answered from metadata).
 pub fn check_replaced(
-    conn: &Connection,
+    conn: &impl SideBySide,
     expected_fingerprints: &Fingerprints,
     expected_schema: &SchemaInventory,
 ) -> IntegrityReport {
@@ -357,11 +358,11 @@ enum Job {
     Counts,
 }
 
-/// Runs `jobs` on two connections to the same database (the caller's and a clone), in parallel:
+/// Runs `jobs` on two connections to the same database (the caller's and another), in parallel:
 /// most checks are small queries whose fixed per-statement cost would otherwise add up
 /// serially. Results come back in job order.
 pub fn run_jobs<J: Sync, R: Send>(
-    conn: &Connection,
+    conn: &impl SideBySide,
     jobs: &[J],
     f: impl Fn(&Connection, &J) -> R + Sync,
 ) -> Vec<R> {
@@ -373,11 +374,11 @@ pub fn run_jobs<J: Sync, R: Send>(
         *slots[i].lock() = Some(f(c, job));
     };
     std::thread::scope(|s| {
-        if let Ok(second) = conn.try_clone() {
+        if let Ok(second) = conn.another() {
             let work = &work;
             s.spawn(move || work(&second));
         }
-        work(conn);
+        work(conn.conn());
     });
     slots
         .into_iter()

@@ -1,9 +1,10 @@
 //! DuckDB storage: every SQL statement, transaction and database file of the service. The
 //! schema and its migrations, the live database and its atomic replacement, the single writer
 //! thread and the gate of background readers of its file, the read pool, entity/link queries,
-//! cascade plans, fingerprint-tracking changes,
+//! cascade plans, fingerprint-tracking changes, read-only views of files for checks,
 //! the request log, inspection, and the file primitives. Knows nothing of gRPC.
 
+pub mod attached;
 pub mod cascade;
 pub mod changes;
 pub mod entities;

@@ -636,6 +636,50 @@ async fn a_damaged_block_only_the_live_file_has_is_found_by_the_safety_read_back
     s.stop().await;
 }
 
+/// Whether another process could lock the file for reading now (DuckDB's writer holds a
+/// write lock on the live file, which keeps other processes out).
+fn lockable_by_another_process(path: &std::path::Path) -> bool {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import fcntl, sys\n\
+             f = open(sys.argv[1], 'rb')\n\
+             try:\n    fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB); print('free')\n\
+             except OSError: print('locked')",
+        )
+        .arg(path)
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said} {:?}", out.stderr);
+    said.trim() == "free"
+}
+
+/// DuckDB keeps other processes (a DuckDB CLI, say) out of the live file with a POSIX record
+/// lock, and those belong to the process: closing any handle on the file drops it. The
+/// restore's checks close theirs before the writer reopens the file, but the capture and the
+/// file hashes open and close the live file too, so the lock is already gone after start-up.
+/// (The snapshot store's `flock` still keeps a second lnrs server out.) Kept, ignored, as the
+/// reproduction for the fix: one handle on the live file for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect: the process drops DuckDB's lock on the live file (see the doc comment)"]
+async fn the_live_file_stays_locked_against_other_processes() {
+    let s = crate::common::TestServer::start().await;
+    let live = s.data_dir.join("lnrs.duckdb");
+    assert!(!lockable_by_another_process(&live), "locked while serving");
+    let target = snapshot(&s.channel, "target").await;
+    habitat(&s.channel, "after the target").await.unwrap();
+    let r = restore(&s.channel, &target).await.unwrap();
+    assert!(!r.rolled_back, "{}", r.rollback_reason);
+    assert!(
+        !lockable_by_another_process(&live),
+        "locked after the restore"
+    );
+    habitat(&s.channel, "after the restore").await.unwrap();
+    assert!(!lockable_by_another_process(&live), "locked after a write");
+    s.stop().await;
+}
+
 /// Window 10: absolute paths, OS error text and DuckDB messages reached clients (error
 /// metadata, integrity reports, StorageDegraded events, GetStatus). Scans every client-visible
 /// field of a broken-storage scenario for the data directory's path and for SQL text.
