@@ -533,32 +533,50 @@ async fn keep_within_beyond_the_time_range_is_invalid() {
     s.stop().await;
 }
 
+/// A snapshot "target", a habitat created after it, and a snapshot "now" of that state.
+async fn target_and_now(s: &crate::common::TestServer) -> (String, String) {
+    let target = snapshot(&s.channel, "target").await;
+    habitat(&s.channel, "after the target").await.unwrap();
+    (target, snapshot(&s.channel, "now").await)
+}
+
+/// Flips a byte in the middle of each stored block named by `hashes`; returns each block's
+/// file and its damaged bytes.
+fn damage_blocks(
+    data_dir: &std::path::Path,
+    hashes: &[String],
+) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let blocks = crate::snapshots::walk(&data_dir.join("snapshots").join("blocks"));
+    hashes
+        .iter()
+        .map(|hash| {
+            let victim = blocks
+                .iter()
+                .find(|p| p.to_string_lossy().contains(hash.as_str()))
+                .unwrap();
+            let mut bytes = std::fs::read(victim).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x5a;
+            std::fs::write(victim, &bytes).unwrap();
+            (victim.clone(), bytes)
+        })
+        .collect()
+}
+
 /// Window 11: a damaged stored block shared with the live file made the restore's safety
 /// snapshot fail its read-back; the retry rewrote the block and passed, the target verified —
 /// and the restore still rolled back, blaming "the assembled snapshot". The outcome now comes
 /// from the checks that matter, and the repair is reported as one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_block_shared_with_the_live_file_is_repaired_and_the_restore_proceeds() {
-    use crate::snapshots::{manifest_blocks, walk};
+    use crate::snapshots::manifest_blocks;
     let s = crate::common::TestServer::start().await;
-    let target = snapshot(&s.channel, "target").await;
-    habitat(&s.channel, "after the target").await.unwrap();
-    let now = snapshot(&s.channel, "now").await;
+    let (target, now) = target_and_now(&s).await;
     let shared: Vec<String> = manifest_blocks(&s.data_dir, &target)
         .intersection(&manifest_blocks(&s.data_dir, &now))
         .cloned()
         .collect();
-    let victim = walk(&s.data_dir.join("snapshots").join("blocks"))
-        .into_iter()
-        .find(|p| {
-            p.to_string_lossy()
-                .contains(shared.last().unwrap().as_str())
-        })
-        .unwrap();
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x5a;
-    std::fs::write(&victim, &bytes).unwrap();
+    let (victim, bytes) = damage_blocks(&s.data_dir, &shared[shared.len() - 1..]).remove(0);
 
     let r = restore(&s.channel, &target).await.unwrap();
     let report = r.report.unwrap();
@@ -590,30 +608,15 @@ async fn a_damaged_block_shared_with_the_live_file_is_repaired_and_the_restore_p
 /// is still found by it, rewritten, and reported as a repair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_block_only_the_live_file_has_is_found_by_the_safety_read_back() {
-    use crate::snapshots::{manifest_blocks, walk};
+    use crate::snapshots::manifest_blocks;
     let s = crate::common::TestServer::start().await;
-    let target = snapshot(&s.channel, "target").await;
-    habitat(&s.channel, "after the target").await.unwrap();
-    let now = snapshot(&s.channel, "now").await;
-    let target_blocks = manifest_blocks(&s.data_dir, &target);
+    let (target, now) = target_and_now(&s).await;
     let only_live: Vec<String> = manifest_blocks(&s.data_dir, &now)
-        .difference(&target_blocks)
+        .difference(&manifest_blocks(&s.data_dir, &target))
         .cloned()
         .collect();
     assert!(!only_live.is_empty());
-    let blocks = walk(&s.data_dir.join("snapshots").join("blocks"));
-    let mut damaged = Vec::new();
-    for hash in &only_live {
-        let victim = blocks
-            .iter()
-            .find(|p| p.to_string_lossy().contains(hash.as_str()))
-            .unwrap();
-        let mut bytes = std::fs::read(victim).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x5a;
-        std::fs::write(victim, &bytes).unwrap();
-        damaged.push((victim.clone(), bytes));
-    }
+    let damaged = damage_blocks(&s.data_dir, &only_live);
 
     let r = restore(&s.channel, &target).await.unwrap();
     let report = r.report.unwrap();
