@@ -146,9 +146,6 @@ struct TargetCheck {
 /// What the target check found.
 struct Checked {
     report: IntegrityReport,
-    /// Every block of the target was read back, decoded and matched its hash (the assembly
-    /// passed, whatever the checks of the file found).
-    blocks_intact: bool,
     /// Whether the file needs the schema migration, or why it must not be used.
     verified: Result<bool, String>,
 }
@@ -157,15 +154,14 @@ impl Checked {
     fn run(store: &SnapshotStore, target: &Manifest, tmp: &Path) -> Checked {
         let mut report = IntegrityReport::default();
         let verified = check_target(store, target, tmp, &mut report);
-        let blocks_intact = report
-            .checks
-            .first()
-            .is_some_and(|c| c.name == ASSEMBLE && c.passed);
-        Checked {
-            report,
-            blocks_intact,
-            verified,
-        }
+        Checked { report, verified }
+    }
+
+    /// Every block of the target was read back, decoded and matched its hash: the assembly
+    /// passed, whatever the checks of the file found.
+    fn blocks_intact(&self) -> bool {
+        let first = self.report.checks.first();
+        first.is_some_and(|c| c.name == ASSEMBLE && c.passed)
     }
 }
 
@@ -197,7 +193,6 @@ impl TargetCheck {
             Some(Ok(r)) => r,
             _ => Checked {
                 report: IntegrityReport::default(),
-                blocks_intact: false,
                 verified: Err("the restore check thread failed".into()),
             },
         }
@@ -467,9 +462,10 @@ impl WriterState {
         let t = Instant::now();
         let mut safety = self.safety_snapshot(ctx, &target.id, kind)?;
         let checked = phase_span!("target_check_join").in_scope(|| check.join());
-        let intact: HashSet<blake3::Hash> = match checked.blocks_intact {
-            true => target.blocks.iter().map(|b| b.hash).collect(),
-            false => HashSet::new(),
+        let intact: HashSet<blake3::Hash> = if checked.blocks_intact() {
+            target.blocks.iter().map(|b| b.hash).collect()
+        } else {
+            HashSet::new()
         };
         let mut repaired = Vec::new();
         for attempt in 0..2 {

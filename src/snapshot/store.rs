@@ -290,8 +290,7 @@ fn take_window(window: Decoded, hasher: &mut blake3::Hasher, scan: &mut BlockSca
                 }
                 hasher.update(&data);
             }
-            Err(BlockFault::Missing) => scan.missing.push((i, r.hash)),
-            Err(fault) => scan.bad.push((i, r.hash, fault)),
+            Err(fault) => scan.fault(i, r.hash, fault),
         }
     }
 }
@@ -305,6 +304,16 @@ struct BlockScan {
     bad: Vec<(usize, blake3::Hash, BlockFault)>,
     file_hash: Option<blake3::Hash>,
     header_version: Option<Result<u64, String>>,
+}
+
+impl BlockScan {
+    /// Records block `i`'s fault: missing, or present but unusable.
+    fn fault(&mut self, i: usize, hash: blake3::Hash, fault: BlockFault) {
+        match fault {
+            BlockFault::Missing => self.missing.push((i, hash)),
+            fault => self.bad.push((i, hash, fault)),
+        }
+    }
 }
 
 impl SnapshotStore {
@@ -810,10 +819,8 @@ impl SnapshotStore {
             .map(|(i, r)| (*i, r.hash, self.blocks.get(r).err()))
             .collect();
         for (i, hash, fault) in results {
-            match fault {
-                None => {}
-                Some(BlockFault::Missing) => scan.missing.push((i, hash)),
-                Some(fault) => scan.bad.push((i, hash, fault)),
+            if let Some(fault) = fault {
+                scan.fault(i, hash, fault);
             }
         }
         self.block_checks(rest.len(), &scan, start.elapsed(), &mut report);

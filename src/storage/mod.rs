@@ -101,8 +101,8 @@ pub const STATEMENT_CACHE: usize = 256;
 /// without), but every full read of the column must decompress it: a fingerprint scan of the
 /// table (file cached) takes ~430 ms at scale 10 with ZSTD and ~100 ms without. Every deep
 /// verify and restore reads the whole column, and the snapshot store compresses its blocks
-/// anyway. Files written before this setting keep their ZSTD
-/// segments until DuckDB rewrites them; both read the same.
+/// anyway. Files written before this setting keep their ZSTD segments until DuckDB rewrites
+/// them; both read the same.
 const DISABLED_COMPRESSION: &str = "zstd";
 
 /// Applies the settings of every DuckDB instance that writes a database file of this service.

@@ -563,6 +563,27 @@ fn damage_blocks(
         .collect()
 }
 
+/// Restores `target`, which must not roll back, and checks that its safety snapshot passed
+/// the read-back and deep-verifies; returns the report and that read-back check.
+async fn restore_with_readable_safety(
+    s: &crate::common::TestServer,
+    target: &str,
+) -> (pb::IntegrityReport, pb::IntegrityCheck) {
+    let r = restore(&s.channel, target).await.unwrap();
+    let report = r.report.unwrap();
+    assert!(!r.rolled_back, "{}: {report:?}", r.rollback_reason);
+    let safety = report
+        .checks
+        .iter()
+        .find(|c| c.name == "pre_swap:safety_snapshot_readable")
+        .cloned()
+        .unwrap();
+    assert!(safety.passed, "{safety:?}");
+    let check = crate::common::ops::verify_deep(&s.channel, &r.safety_snapshot_id).await;
+    assert!(check.passed, "the safety snapshot verifies: {check:?}");
+    (report, safety)
+}
+
 /// Window 11: a damaged stored block shared with the live file made the restore's safety
 /// snapshot fail its read-back; the retry rewrote the block and passed, the target verified —
 /// and the restore still rolled back, blaming "the assembled snapshot". The outcome now comes
@@ -578,27 +599,17 @@ async fn a_damaged_block_shared_with_the_live_file_is_repaired_and_the_restore_p
         .collect();
     let (victim, bytes) = damage_blocks(&s.data_dir, &shared[shared.len() - 1..]).remove(0);
 
-    let r = restore(&s.channel, &target).await.unwrap();
-    let report = r.report.unwrap();
-    assert!(!r.rolled_back, "{}: {report:?}", r.rollback_reason);
-    assert!(report.passed, "{report:?}");
-    let safety = report
-        .checks
-        .iter()
-        .find(|c| c.name == "pre_swap:safety_snapshot_readable")
-        .unwrap();
     // Who finds the damage first is a race: the safety snapshot's read-back ("intact after
     // repair"), or the target check running alongside it, which marks the block suspect so
     // that the safety snapshot writes it again at once ("intact"). Either way the block is
     // repaired and the safety snapshot is readable.
-    assert!(safety.passed, "{safety:?}");
+    let (report, _) = restore_with_readable_safety(&s, &target).await;
+    assert!(report.passed, "{report:?}");
     assert_ne!(
         std::fs::read(&victim).unwrap(),
         bytes,
         "the damaged block was written again"
     );
-    let check = crate::common::ops::verify_deep(&s.channel, &r.safety_snapshot_id).await;
-    assert!(check.passed, "the safety snapshot verifies: {check:?}");
     assert!(!habitat_names(&s.channel).await.contains("after the target"));
     s.stop().await;
 }
@@ -618,18 +629,8 @@ async fn a_damaged_block_only_the_live_file_has_is_found_by_the_safety_read_back
     assert!(!only_live.is_empty());
     let damaged = damage_blocks(&s.data_dir, &only_live);
 
-    let r = restore(&s.channel, &target).await.unwrap();
-    let report = r.report.unwrap();
-    assert!(!r.rolled_back, "{}: {report:?}", r.rollback_reason);
-    let safety = report
-        .checks
-        .iter()
-        .find(|c| c.name == "pre_swap:safety_snapshot_readable")
-        .unwrap();
-    assert!(safety.passed, "{safety:?}");
+    let (_, safety) = restore_with_readable_safety(&s, &target).await;
     assert!(safety.actual.contains("after repair"), "{safety:?}");
-    let check = crate::common::ops::verify_deep(&s.channel, &r.safety_snapshot_id).await;
-    assert!(check.passed, "the safety snapshot verifies: {check:?}");
     assert!(
         damaged
             .iter()
