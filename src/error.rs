@@ -522,6 +522,12 @@ fn map_storage(e: StorageError) -> Mapped {
         StorageError::Io { .. } => internal("IO_ERROR", &e),
         StorageError::ReadTaskFailed => internal("READ_TASK_FAILED", &e),
         StorageError::WalNotEmpty { .. } => internal("WAL_NOT_EMPTY", &e),
+        StorageError::CheckpointHeldUp { .. } => Mapped::new(
+            Code::Unavailable,
+            "CHECKPOINT_HELD_UP",
+            "reads that began before the last change are still running; retry shortly",
+        )
+        .retry(Duration::from_secs(1)),
         StorageError::ImageWithoutKey { .. } => internal("IMAGE_WITHOUT_KEY", &e),
         StorageError::Closed => Mapped::new(
             Code::Unavailable,
@@ -657,6 +663,7 @@ fn map_snapshot(e: SnapshotError) -> Mapped {
             .meta("available_bytes", available)
         }
         SnapshotError::Source(StorageError::Closed) => map_storage(StorageError::Closed),
+        SnapshotError::Source(e @ StorageError::CheckpointHeldUp { .. }) => map_storage(e),
         SnapshotError::ArchiveInvalid(detail) => Mapped::new(
             Code::InvalidArgument,
             reason,

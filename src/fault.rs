@@ -80,6 +80,11 @@ pub const REGISTRY: &[FailPoint] = &[
         "file assembled, not yet fsynced",
     ),
     fp(
+        "ahead.checkpoint",
+        Path::CaptureAhead,
+        "the writer idle after a change, before the capture's CHECKPOINT",
+    ),
+    fp(
         "ahead.after_read",
         Path::CaptureAhead,
         "file read in the background, not yet prepared",

@@ -34,6 +34,7 @@ use crate::config::SnapshotPolicy;
 use crate::snapshot::{Capture, Manifest, NewSnapshot, Prepared, SnapshotError, SnapshotStore};
 use crate::storage::gate::{ReadTicket, Reading};
 use crate::storage::writer::IdleWork;
+use crate::storage::StorageError;
 
 /// What capture ahead is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,16 +95,24 @@ impl AheadBoard {
     }
 
     /// A capture failed: counted, logged, and the state says so while it is the capture of
-    /// `event_seq` (None: of the current state).
-    fn failed(&self, event_seq: Option<u64>, why: String) {
+    /// `event_seq`.
+    fn failed(&self, event_seq: u64, why: String) {
         tracing::warn!(error = %why, "capture ahead failed; the next delete captures the file itself");
         self.count(Outcome::Failed);
         self.update(|r| {
-            if event_seq.is_none_or(|s| s == r.event_seq) {
+            if r.event_seq == event_seq {
                 r.state = AheadState::Failed;
             }
             r.last_error = Some(why);
         });
+    }
+
+    /// The capture of `event_seq` (the current state) failed before it started: the report
+    /// says so for that state — not for the state of an earlier capture, which a client
+    /// waiting for the capture of the latest event would wait on for ever.
+    fn failed_at_once(&self, event_seq: u64, why: String) {
+        self.update(|r| r.event_seq = event_seq);
+        self.failed(event_seq, why);
     }
 }
 
@@ -247,11 +256,19 @@ impl WriterState {
     /// Idle work: CHECKPOINT, then read and prepare the file on a background thread.
     fn capture_ahead(&mut self) {
         self.discard_ahead();
-        let store = match self.checkpoint_for_capture() {
+        let event_seq = self.next_seq - 1;
+        let store = match self.checkpoint_ahead() {
             Ok(s) => s,
+            Err(SnapshotError::Source(StorageError::CheckpointHeldUp { .. })) => {
+                // Not tried: the writer is idle again after `snapshot_capture_idle`, and the
+                // reads holding the CHECKPOINT up will have ended.
+                return;
+            }
             Err(e) => {
                 self.ahead.tried = Some(self.db.generation());
-                self.shared.capture_ahead.failed(None, describe(&e));
+                self.shared
+                    .capture_ahead
+                    .failed_at_once(event_seq, describe(&e));
                 return;
             }
         };
@@ -259,7 +276,6 @@ impl WriterState {
         self.ahead.tried = Some(generation);
         let ticket = self.db.readers().open();
         let board = Arc::clone(&self.shared.capture_ahead);
-        let event_seq = self.next_seq - 1;
         board.update(|r| {
             r.state = AheadState::Capturing;
             r.event_seq = event_seq;
@@ -285,11 +301,21 @@ impl WriterState {
             Err(e) => {
                 // The closure (and its Reading) is gone: the ticket is finished.
                 self.db.readers().stop();
-                self.shared
-                    .capture_ahead
-                    .failed(None, format!("cannot start the capture-ahead thread: {e}"));
+                self.shared.capture_ahead.failed(
+                    event_seq,
+                    format!("cannot start the capture-ahead thread: {e}"),
+                );
             }
         }
+    }
+
+    /// The capture ahead's CHECKPOINT. Background work does not hold the writer while reads
+    /// finish (a request may be waiting behind it): one attempt.
+    fn checkpoint_ahead(&self) -> Result<Arc<SnapshotStore>, SnapshotError> {
+        if crate::fault::hit("ahead.checkpoint") {
+            return Err(SnapshotError::Injected("ahead.checkpoint"));
+        }
+        self.checkpoint_for_capture_waiting(Duration::ZERO)
     }
 
     /// Stops the capture ahead (cancelling its read) and waits for its thread (shutdown).
@@ -429,7 +455,7 @@ fn finish_report(board: &AheadBoard, event_seq: u64, prepared: &Result<Prepared,
                 }
             });
         }
-        Err(e) => board.failed(Some(event_seq), describe(e)),
+        Err(e) => board.failed(event_seq, describe(e)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! publication after COMMIT, and snapshot capture between transactions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::de::DeserializeOwned;
@@ -259,10 +260,19 @@ impl WriterState {
     /// database file holds exactly the committed state (see [`crate::snapshot::capture`]).
     /// Returns the store the capture goes to.
     pub(crate) fn checkpoint_for_capture(&self) -> Result<Arc<SnapshotStore>, SnapshotError> {
+        self.checkpoint_for_capture_waiting(crate::storage::CHECKPOINT_READ_WAIT)
+    }
+
+    /// [`checkpoint_for_capture`](Self::checkpoint_for_capture), waiting at most `wait` for
+    /// reads that hold the CHECKPOINT up.
+    pub(crate) fn checkpoint_for_capture_waiting(
+        &self,
+        wait: Duration,
+    ) -> Result<Arc<SnapshotStore>, SnapshotError> {
         let store = self.store()?;
         let _timer = crate::metrics::timer(crate::metrics::Op::SnapshotCapture);
         let _span = crate::storage::phase_span!("checkpoint").entered();
-        self.db.checkpoint()?;
+        self.db.checkpoint_waiting(wait)?;
         Ok(store)
     }
 

@@ -146,6 +146,9 @@ impl SnapshotError {
             Self::Source(crate::storage::StorageError::WalNotEmpty { .. }) => {
                 "SNAPSHOT_WAL_NOT_EMPTY"
             }
+            Self::Source(crate::storage::StorageError::CheckpointHeldUp { .. }) => {
+                "CHECKPOINT_HELD_UP"
+            }
             Self::Source(_) => "SNAPSHOT_SOURCE_ERROR",
             Self::StoreUnavailable => "SNAPSHOT_STORE_UNAVAILABLE",
             Self::Panicked => "SNAPSHOT_THREAD_PANICKED",

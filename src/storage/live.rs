@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::gate::ReadGate;
 use super::{files, in_transaction, schema, Connection, StorageError};
@@ -133,9 +134,15 @@ impl LiveDb {
 
     /// CHECKPOINT with an empty WAL after it (see [`super::checkpoint`]).
     pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.checkpoint_waiting(super::CHECKPOINT_READ_WAIT)
+    }
+
+    /// [`checkpoint`](Self::checkpoint), waiting at most `wait` for reads that hold it up
+    /// (see [`super::checkpoint_waiting`]).
+    pub fn checkpoint_waiting(&self, wait: Duration) -> Result<(), StorageError> {
         let conn = self.conn()?;
         self.next_generation();
-        super::checkpoint(conn)
+        super::checkpoint_waiting(conn, wait)
     }
 
     /// Checkpoints and closes the database (shutdown, or before the file is replaced). The

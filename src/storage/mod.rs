@@ -62,6 +62,9 @@ pub enum StorageError {
     WriterStopped,
     #[error("a read task failed")]
     ReadTaskFailed,
+    /// Reads that began before the last change were still running when the wait ended.
+    #[error("the checkpoint waited {waited:?} for reads that began before the last change")]
+    CheckpointHeldUp { waited: Duration },
     #[error("the write-ahead log is not empty after CHECKPOINT ({wal_size})")]
     WalNotEmpty { wal_size: String },
     /// The live database is closed: a restore is swapping it, or reopening it failed.
@@ -113,6 +116,13 @@ pub fn apply_write_settings(conn: &Connection) -> Result<(), duckdb::Error> {
     ))
 }
 
+/// Whether DuckDB refused a CHECKPOINT because of open transactions (see
+/// [`checkpoint_waiting`]). DuckDB gives this condition no error code of its own, only its
+/// message; the storage tests pin it.
+fn held_up_by_reads(e: &duckdb::Error) -> bool {
+    e.to_string().contains("Cannot CHECKPOINT")
+}
+
 /// Opens (creating if needed) the database file for writing.
 pub fn open(path: &Path) -> Result<Connection, StorageError> {
     let config = duckdb::Config::default()
@@ -132,10 +142,42 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StorageError> {
     Ok(Connection::open_with_flags(path, config)?)
 }
 
+/// How long a CHECKPOINT waits for reads that hold it up (see [`checkpoint_waiting`]).
+pub const CHECKPOINT_READ_WAIT: Duration = Duration::from_secs(10);
+
 /// CHECKPOINT, then confirm the WAL is empty: after this the database file alone holds every
 /// committed transaction, and (with the writer held) nothing can commit until the caller is done.
+/// Waits up to [`CHECKPOINT_READ_WAIT`] for reads that hold it up.
 pub fn checkpoint(conn: &Connection) -> Result<(), StorageError> {
-    conn.execute_batch("CHECKPOINT")?;
+    checkpoint_waiting(conn, CHECKPOINT_READ_WAIT)
+}
+
+/// [`checkpoint`], waiting at most `wait` for reads that hold it up.
+///
+/// DuckDB refuses a CHECKPOINT while a read transaction that began before an UPDATE committed
+/// is still open (the read needs the rows' old versions): "Cannot CHECKPOINT: there are other
+/// write transactions active". Its FORCE CHECKPOINT waits for them without a bound. The reads
+/// here are the read pool's and the background shipper's: short, never waiting on the writer,
+/// and reads that begin after the commit do not hold the CHECKPOINT up — so it is tried again
+/// until they end, backing off, for at most `wait` (`Duration::ZERO`: one attempt).
+pub fn checkpoint_waiting(conn: &Connection, wait: Duration) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match conn.execute_batch("CHECKPOINT") {
+            Ok(()) => break,
+            Err(e) if held_up_by_reads(&e) => {
+                let waited = started.elapsed();
+                if waited >= wait {
+                    tracing::debug!(error = %e, ?waited, "CHECKPOINT held up by reads");
+                    return Err(StorageError::CheckpointHeldUp { waited });
+                }
+                std::thread::sleep(pause.min(wait - waited));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let wal: String = conn.query_row(
         "SELECT wal_size FROM pragma_database_size() WHERE database_name = current_database()",
         [],
@@ -322,6 +364,60 @@ mod tests {
             methods.iter().all(|m| !m.eq_ignore_ascii_case("zstd")),
             "{methods:?}"
         );
+    }
+
+    /// A database with one committed table and a read transaction on a clone of its
+    /// connection that has read it, then an UPDATE committed after that read began: the state
+    /// in which DuckDB refuses a CHECKPOINT ("there are other write transactions active"; the
+    /// read still needs the rows' old versions). Inserts and deletes do not hold it up.
+    fn read_straddling_a_commit(dir: &Path) -> (Connection, Connection) {
+        let conn = open(&dir.join("r.duckdb")).unwrap();
+        conn.execute_batch("CREATE TABLE t(i INTEGER); INSERT INTO t VALUES (1); CHECKPOINT;")
+            .unwrap();
+        let reader = conn.try_clone().unwrap();
+        reader.execute_batch("BEGIN TRANSACTION").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch("UPDATE t SET i = 2").unwrap();
+        (conn, reader)
+    }
+
+    /// A read that began before the last commit holds a CHECKPOINT up while it runs: the
+    /// CHECKPOINT waits for it and succeeds once it ends (the read pool's reads are short and
+    /// never wait on the writer), leaving the WAL empty.
+    #[test]
+    fn a_checkpoint_waits_for_a_read_that_began_before_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, reader) = read_straddling_a_commit(dir.path());
+        let read = std::thread::spawn(move || {
+            // The rest of the read, still in its transaction.
+            std::thread::sleep(Duration::from_millis(100));
+            reader.execute_batch("ROLLBACK").unwrap();
+        });
+        checkpoint(&conn).expect("the checkpoint waits for the read");
+        read.join().unwrap();
+        let wal: String = conn
+            .query_row(
+                "SELECT wal_size FROM pragma_database_size() WHERE database_name = current_database()",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(wal_is_empty(&wal), "{wal}");
+    }
+
+    /// A read that outlasts the wait is reported as such (a retryable condition), not as a
+    /// database error; once it ends the CHECKPOINT goes through.
+    #[test]
+    fn a_checkpoint_held_up_past_its_wait_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, reader) = read_straddling_a_commit(dir.path());
+        let e = checkpoint_waiting(&conn, Duration::from_millis(30)).unwrap_err();
+        assert!(matches!(e, StorageError::CheckpointHeldUp { .. }), "{e:?}");
+        assert!(!e.public_message().contains("CHECKPOINT:"), "{e}");
+        reader.execute_batch("ROLLBACK").unwrap();
+        checkpoint_waiting(&conn, Duration::ZERO).unwrap();
     }
 
     #[test]
