@@ -108,7 +108,11 @@ impl App {
 
     /// A replica needs a snapshot to recover from: when the object store has none and neither
     /// has the local store, takes one ("replica base"). Returns true once the replica has a
-    /// base (or none is needed: no replica).
+    /// base (or none is needed: no replica, or the local store has a snapshot the shipper
+    /// uploads). The replica's status can lag the local store (a snapshot taken just now is not
+    /// pending yet), so "neither has the local store" is decided on the writer: a base taken
+    /// after the user's own snapshots would be the newest and push one of theirs out of
+    /// keep_last.
     pub async fn ensure_replica_base(&self) -> bool {
         let Some(r) = &self.shared.replica else {
             return true;
@@ -122,13 +126,14 @@ impl App {
         }
         let ctx = super::RequestCtx::internal("replica-base");
         match self
-            .create_snapshot(ctx, "Replica base snapshot".into(), Default::default())
+            .create_first_snapshot(ctx, "Replica base snapshot".into())
             .await
         {
-            Ok(c) => {
-                tracing::info!(snapshot = %c.value.snapshot_id, "replica: base snapshot taken");
+            Ok(Some(c)) => {
+                tracing::info!(snapshot = %c.snapshot_id, "replica: base snapshot taken");
                 true
             }
+            Ok(None) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "replica: could not take the base snapshot");
                 false

@@ -88,26 +88,33 @@ impl App {
                 if let Some(r) = st.replay(&c)? {
                     return Ok(r);
                 }
-                let mut meta = st.new_snapshot(Operation::Manual, description, &c);
-                meta.meta.labels = labels;
-                let m = st.snapshot_now(meta)?;
-                st.commit_change(&c, |_, _, seq| {
-                    let ev = snapshot_event(EventKind::SnapshotCreated, &m);
-                    Ok((
-                        SnapshotCreated {
-                            snapshot_id: m.id.as_str().into(),
-                            event_seq: seq,
-                        },
-                        vec![ev],
-                    ))
-                })
-                .map(Replayable::fresh)
+                st.manual_snapshot(&c, description, labels)
+                    .map(Replayable::fresh)
             })
             .await?;
         if !out.replayed {
             self.retention_in_background();
         }
         Ok(out)
+    }
+
+    /// A manual snapshot taken only if the store holds none (decided on the writer, where
+    /// every snapshot of this server is taken, so none can appear in between). `None`: there
+    /// was one.
+    pub(crate) async fn create_first_snapshot(
+        &self,
+        ctx: RequestCtx,
+        description: String,
+    ) -> Result<Option<SnapshotCreated>, Error> {
+        let c = ctx.clone();
+        self.write(&ctx, move |st| {
+            if !st.store()?.ids().is_empty() {
+                return Ok(None);
+            }
+            st.manual_snapshot(&c, description, BTreeMap::new())
+                .map(Some)
+        })
+        .await
     }
 
     /// Lists snapshots (newest first) from the catalog.
@@ -370,6 +377,28 @@ impl App {
 }
 
 impl super::WriterState {
+    /// A manual snapshot of the current state and its event.
+    fn manual_snapshot(
+        &mut self,
+        ctx: &RequestCtx,
+        description: String,
+        labels: BTreeMap<String, String>,
+    ) -> Result<SnapshotCreated, Error> {
+        let mut meta = self.new_snapshot(Operation::Manual, description, ctx);
+        meta.meta.labels = labels;
+        let m = self.snapshot_now(meta)?;
+        self.commit_change(ctx, |_, _, seq| {
+            let ev = snapshot_event(EventKind::SnapshotCreated, &m);
+            Ok((
+                SnapshotCreated {
+                    snapshot_id: m.id.as_str().into(),
+                    event_seq: seq,
+                },
+                vec![ev],
+            ))
+        })
+    }
+
     /// The event for a retention run that removed snapshots.
     pub(crate) fn retention_applied(
         &mut self,

@@ -620,6 +620,20 @@ async fn remote_retention_keeps_pins_and_the_grace_period_spares_in_flight_block
             .into_inner()
     };
     let first = retention().await;
+    // The replica's base snapshot is for a server with no snapshot at all: taken after the
+    // user's own, it would be the newest and push theirs out of keep_last.
+    let listed = snapshots(&ch)
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    let oldest = listed.iter().map(|s| s.snapshot_id.as_str()).min();
+    for s in &listed {
+        if s.description == "Replica base snapshot" {
+            assert_eq!(Some(s.snapshot_id.as_str()), oldest, "{listed:#?}");
+        }
+    }
     let manifests: Vec<String> = s3
         .list("r")
         .into_iter()
@@ -631,7 +645,7 @@ async fn remote_retention_keeps_pins_and_the_grace_period_spares_in_flight_block
     );
     assert!(
         manifests.iter().any(|k| k.contains(&ids[3])),
-        "kept: keep_last"
+        "kept: keep_last: {ids:?} {manifests:?} {first:?}"
     );
     assert!(
         manifests.iter().any(|k| k.contains(&ids[1])),
