@@ -116,6 +116,42 @@ pub struct ReplicaStatus {
     pub healthy: bool,
 }
 
+impl ReplicaStatus {
+    /// This status against an event head read elsewhere: GetStatus reads the log's head from
+    /// the database, which a commit reaches before the uploader hears of it. Never less behind
+    /// than that head says — "0 events behind" next to a head the store does not hold would
+    /// tell a client it is caught up when it is not.
+    pub fn against_head(mut self, head: u64) -> Self {
+        if head > self.head_seq {
+            self.head_seq = head;
+            self.lag_events = head.saturating_sub(self.replicated_seq);
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::ReplicaStatus;
+
+    #[test]
+    fn a_head_the_uploader_has_not_heard_of_counts_as_lag() {
+        let s = ReplicaStatus {
+            replicated_seq: 7,
+            head_seq: 7,
+            ..Default::default()
+        };
+        let seen = s.clone().against_head(8);
+        assert_eq!((seen.head_seq, seen.lag_events), (8, 1));
+        let older = s.against_head(6);
+        assert_eq!(
+            (older.head_seq, older.lag_events),
+            (7, 0),
+            "never less behind"
+        );
+    }
+}
+
 /// What is confirmed in the store, for `sync` waits.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {

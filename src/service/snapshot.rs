@@ -495,7 +495,7 @@ impl SnapshotService for SnapshotApi {
             replica: self
                 .app
                 .replica_status()
-                .map(|r| convert::replica_status(&r)),
+                .map(|r| convert::replica_status(&r.against_head(s.event_head))),
             follower: self.app.follower_status().map(|f| pb::FollowerStatus {
                 url: f.url.clone(),
                 applied_seq: f.applied_seq,
