@@ -315,7 +315,7 @@ impl WriterState {
         if crate::fault::hit("ahead.checkpoint") {
             return Err(SnapshotError::Injected("ahead.checkpoint"));
         }
-        self.checkpoint_for_capture_waiting(Duration::ZERO)
+        self.checkpoint_for_capture(Duration::ZERO)
     }
 
     /// Stops the capture ahead (cancelling its read) and waits for its thread (shutdown).

@@ -538,7 +538,7 @@ impl WriterState {
         if let Some(pending) = ahead {
             return self.commit_adopted_alongside(pending, meta);
         }
-        let store = match self.checkpoint_for_capture() {
+        let store = match self.checkpoint_for_capture(crate::storage::CHECKPOINT_READ_WAIT) {
             Ok(s) => s,
             Err(e) => return Ok(PreDeleteSnapshot::done(Snap::Failed(e))),
         };

@@ -258,14 +258,9 @@ impl WriterState {
 
     /// CHECKPOINT with an empty WAL after it: from here until the writer's next COMMIT the
     /// database file holds exactly the committed state (see [`crate::snapshot::capture`]).
-    /// Returns the store the capture goes to.
-    pub(crate) fn checkpoint_for_capture(&self) -> Result<Arc<SnapshotStore>, SnapshotError> {
-        self.checkpoint_for_capture_waiting(crate::storage::CHECKPOINT_READ_WAIT)
-    }
-
-    /// [`checkpoint_for_capture`](Self::checkpoint_for_capture), waiting at most `wait` for
-    /// reads that hold the CHECKPOINT up.
-    pub(crate) fn checkpoint_for_capture_waiting(
+    /// Returns the store the capture goes to. Waits at most `wait` for reads that hold the
+    /// CHECKPOINT up (see [`crate::storage::checkpoint_waiting`]).
+    pub(crate) fn checkpoint_for_capture(
         &self,
         wait: Duration,
     ) -> Result<Arc<SnapshotStore>, SnapshotError> {
@@ -318,10 +313,12 @@ impl WriterState {
                     &self.shared.capture_ahead,
                 )
             }),
-            None => self.checkpoint_for_capture().and_then(|store| {
-                let capture = store.capture(self.db.path())?;
-                commit_snapshot(&store, capture, meta)
-            }),
+            None => self
+                .checkpoint_for_capture(crate::storage::CHECKPOINT_READ_WAIT)
+                .and_then(|store| {
+                    let capture = store.capture(self.db.path())?;
+                    commit_snapshot(&store, capture, meta)
+                }),
         };
         self.note_snapshot_result(result.as_ref().err());
         Ok(result?)

@@ -390,6 +390,11 @@ mod tests {
     fn a_checkpoint_waits_for_a_read_that_began_before_the_last_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, reader) = read_straddling_a_commit(dir.path());
+        // The state holds a CHECKPOINT up, so one that succeeds below waited for the read.
+        assert!(matches!(
+            checkpoint_waiting(&conn, Duration::ZERO),
+            Err(StorageError::CheckpointHeldUp { .. })
+        ));
         let read = std::thread::spawn(move || {
             // The rest of the read, still in its transaction.
             std::thread::sleep(Duration::from_millis(100));
