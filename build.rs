@@ -37,12 +37,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = compiler.file_descriptor_set();
     // Map fields as BTreeMap: their encoding is then canonical (sorted keys), so an identical
     // retry has an identical fingerprint (AIP-155), and maps print in a stable order.
-    // Our codec: a request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
     tonic_prost_build::configure()
-        .codec_path("crate::service::codec::LnrsCodec")
+        .codec_path(CODEC)
         .build_client(true)
-        .build_server(true)
+        .build_server(false)
         .btree_map(".")
-        .compile_fds(fds)?;
+        .compile_fds(fds.clone())?;
+    compile_servers(fds, &out.join("servers"))
+}
+
+/// Our codec: a request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+const CODEC: &str = "crate::service::codec::LnrsCodec";
+
+/// The List responses a server sends pre-encoded (`service::wire::Encoded`).
+const PRE_ENCODED: [&str; 6] = [
+    "ListMeasuresResponse",
+    "ListAreasResponse",
+    "ListPrioritiesResponse",
+    "ListSpeciesResponse",
+    "ListHabitatsResponse",
+    "ListGrantsResponse",
+];
+
+/// The servers, generated apart from the messages and clients (into `dir`): every message is
+/// the first pass's (an extern path, so none is generated twice) except the List responses
+/// in [`PRE_ENCODED`], which a server answers with bytes it encoded once per cached page.
+/// Clients decode the generated message from the same bytes.
+fn compile_servers(
+    fds: tonic_prost_build::FileDescriptorSet,
+    dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let mut servers = tonic_prost_build::configure()
+        .codec_path(CODEC)
+        .build_client(false)
+        .build_server(true)
+        .out_dir(dir)
+        .extern_path(".lnrs.v1", "crate::generated::lnrs::v1")
+        .extern_path(
+            ".io.cloudevents.v1",
+            "crate::generated::io::cloudevents::v1",
+        )
+        // Imported by the protos but no service's message: skipped rather than generated.
+        .extern_path(".google.api", "crate::generated::unused")
+        .extern_path(".google.rpc", "crate::generated::unused");
+    for name in PRE_ENCODED {
+        servers = servers.extern_path(format!(".lnrs.v1.{name}"), "crate::service::wire::Encoded");
+    }
+    servers.compile_fds(fds)?;
     Ok(())
 }

@@ -89,11 +89,16 @@ mod generated {
             }
         }
     }
+    /// The lnrs.v1 servers, generated apart (build.rs: their List responses are pre-encoded).
+    pub mod servers {
+        include!(concat!(env!("OUT_DIR"), "/servers/lnrs.v1.rs"));
+    }
 }
 
 /// Generated protobuf and gRPC code for package `lnrs.v1`.
 pub mod pb {
     pub use crate::generated::lnrs::v1::*;
+    pub use crate::generated::servers::*;
 
     /// The CloudEvents protobuf format (`io.cloudevents.v1`): events as CloudEvents.
     pub mod cloudevents {

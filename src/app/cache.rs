@@ -136,11 +136,7 @@ mod tests {
             page_size: 50,
             ..Default::default()
         };
-        let page = |id: i32| Page {
-            records: vec![Record::clone(&record(id, "x"))],
-            total: 1,
-            next: None,
-        };
+        let page = |id: i32| Page::new(vec![Record::clone(&record(id, "x"))], 1, None);
         c.put_page(6, EntityKind::Habitat, q("a"), &Arc::new(page(1)));
         assert_eq!(
             c.page(6, EntityKind::Habitat, &q("a"))

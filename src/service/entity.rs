@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, key_from_int, key_from_text, EntityMessage};
 use super::ctx::ctx;
 use super::paging::{page_size, parse_order_by, PageQuery};
+use super::wire::Encoded;
 use crate::app::entities::{DeleteTarget, DeletedRow};
 use crate::app::reads::Lookup;
 use crate::app::undelete::UndeleteTarget;
@@ -56,13 +57,15 @@ impl EntityApi {
         M::from_record(&*self.app.get_entity(M::KIND, key).await?)
     }
 
-    async fn list<M: EntityMessage>(
+    /// One page, encoded: `respond` builds the List response from the page's messages, next
+    /// page token and total. A page the cache served before is sent as the bytes encoded then:
+    /// its token is bound to the query as the client wrote it (see [`PageQuery`]), so the
+    /// bytes are kept under that binding, and a query written differently encodes afresh.
+    async fn list<M: EntityMessage, Res: prost::Message>(
         &self,
-        size: i32,
-        token: &str,
-        search: &str,
-        order_by: &str,
-    ) -> Result<(Vec<M>, String, i64), Error> {
+        (size, token, search, order_by): (i32, &str, &str, &str),
+        respond: impl FnOnce(Vec<M>, String, i64) -> Res,
+    ) -> Result<Encoded, Error> {
         let order = parse_order_by(M::KIND, order_by)?;
         let q = PageQuery::new(&[M::KIND.name(), search, order_by]);
         let after: Option<Cursor> = q.cursor(token)?;
@@ -73,20 +76,23 @@ impl EntityApi {
             after,
         };
         let page = self.app.list_entities(M::KIND, query).await?;
+        if let Some(bytes) = page.rendered.get(q.tag()) {
+            return Ok(Encoded(bytes));
+        }
         let next = page
             .next
             .as_ref()
             .map(|c| q.token(c))
             .transpose()?
             .unwrap_or_default();
-        Ok((
-            page.records
-                .iter()
-                .map(M::from_record)
-                .collect::<Result<_, _>>()?,
-            next,
-            page.total,
-        ))
+        let items = page
+            .records
+            .iter()
+            .map(M::from_record)
+            .collect::<Result<_, _>>()?;
+        let encoded = Encoded::of(&respond(items, next, page.total));
+        page.rendered.set(q.tag(), encoded.0.clone());
+        Ok(encoded)
     }
 
     async fn create<M: EntityMessage>(
@@ -168,21 +174,25 @@ macro_rules! entity_handlers {
         fn $list<'a, 'async_trait>(
             &'a self,
             req: Request<pb::$ListReq>,
-        ) -> Boxed<'async_trait, pb::$ListRes>
+        ) -> Boxed<'async_trait, Encoded>
         where
             'a: 'async_trait,
             Self: 'async_trait,
         {
             Box::pin(async move {
                 let r = req.into_inner();
-                let (items, next_page_token, total_size) = self
-                    .list::<pb::$msg>(r.page_size, &r.page_token, &r.search, &r.order_by)
+                let args = (r.page_size, &*r.page_token, &*r.search, &*r.order_by);
+                let page = self
+                    .list(
+                        args,
+                        |$plural: Vec<pb::$msg>, next_page_token, total_size| pb::$ListRes {
+                            $plural,
+                            next_page_token,
+                            total_size,
+                        },
+                    )
                     .await?;
-                Ok(Response::new(pb::$ListRes {
-                    $plural: items,
-                    next_page_token,
-                    total_size,
-                }))
+                Ok(Response::new(page))
             })
         }
 

@@ -12,6 +12,7 @@ pub mod events;
 pub mod files;
 pub mod paging;
 pub mod snapshot;
+pub mod wire;
 
 pub use data::DataApi;
 pub use entity::EntityApi;

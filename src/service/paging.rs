@@ -72,6 +72,11 @@ impl PageQuery {
         }
     }
 
+    /// What this query's tokens are bound to (the hash they carry).
+    pub fn tag(&self) -> &str {
+        &self.hash
+    }
+
     /// The token that resumes this query after `cursor`.
     pub fn token<C: Serialize>(&self, cursor: &C) -> Result<String, Error> {
         let json = serde_json::to_vec(&TokenOut {

@@ -221,11 +221,7 @@ pub fn list(conn: &Connection, kind: EntityKind, q: &ListQuery) -> Result<Page, 
             r.sets = Some(sets.remove(&r.key).unwrap_or_default());
         }
     }
-    Ok(Page {
-        records,
-        total,
-        next,
-    })
+    Ok(Page::new(records, total, next))
 }
 
 fn where_clause(filter: &[String]) -> String {
